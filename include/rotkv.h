@@ -1,0 +1,175 @@
+/* rotkv.h — the public API of rotkv, a local LLM inference engine with a
+ * compressed KV cache.
+ *
+ * Conventions
+ *  - Handles are opaque (rotkv_model, rotkv_context, rotkv_sampler).
+ *  - Every call that can fail returns a rotkv_status and, when given a non-NULL
+ *    rotkv_error, fills it with a message that names what was wrong and where.
+ *  - Parameters come in structs made by *_default_params().
+ *  - No global state: two models or contexts never share anything mutable.
+ */
+#ifndef ROTKV_H
+#define ROTKV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ROTKV_VERSION_MAJOR 0
+#define ROTKV_VERSION_MINOR 1
+#define ROTKV_VERSION_PATCH 0
+#define ROTKV_VERSION "0.1.0"
+
+typedef enum {
+    ROTKV_OK = 0,
+    ROTKV_ERR_IO,           /* file cannot be opened/read/mapped */
+    ROTKV_ERR_FORMAT,       /* malformed GGUF or metadata */
+    ROTKV_ERR_UNSUPPORTED,  /* valid but unsupported architecture / type */
+    ROTKV_ERR_OOM,          /* allocation failed */
+    ROTKV_ERR_INVALID_ARG,  /* bad argument from the caller */
+    ROTKV_ERR_CONTEXT_FULL, /* a sequence would exceed the context size */
+    ROTKV_ERR_MISMATCH      /* e.g. a saved file made for another model */
+} rotkv_status;
+
+typedef struct {
+    rotkv_status code;
+    char msg[512];
+} rotkv_error;
+
+/* Short name of a status code ("ok", "format error", ...). */
+const char *rotkv_status_str(rotkv_status s);
+
+typedef int32_t rotkv_token;
+typedef struct rotkv_model rotkv_model;
+typedef struct rotkv_context rotkv_context;
+typedef struct rotkv_sampler rotkv_sampler;
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct {
+    bool vocab_only; /* load only the tokenizer (vocab-only GGUFs work too) */
+} rotkv_model_params;
+
+rotkv_model_params rotkv_model_default_params(void);
+rotkv_status rotkv_model_load(const char *path, const rotkv_model_params *params,
+                              rotkv_model **out, rotkv_error *err);
+void rotkv_model_free(rotkv_model *model);
+
+typedef struct {
+    char arch[32];
+    uint32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv;
+    uint32_t head_dim, n_ff;
+    float rope_freq_base, norm_eps;
+    uint64_t n_params;     /* number of weights */
+    uint64_t weight_bytes; /* bytes of tensor data */
+    char name[128];        /* general.name, may be empty */
+} rotkv_model_info;
+
+void rotkv_model_get_info(const rotkv_model *model, rotkv_model_info *info);
+/* Writes a human-readable description (hyperparameters, tensor types and
+ * sizes) to a caller-provided FILE* (passed as void* to keep stdio out of
+ * this header). */
+void rotkv_model_describe(const rotkv_model *model, void *file);
+
+/* -------------------------------------------------------------- tokenizer */
+
+int32_t rotkv_n_vocab(const rotkv_model *model);
+rotkv_token rotkv_token_bos(const rotkv_model *model); /* -1 if none */
+rotkv_token rotkv_token_eos(const rotkv_model *model); /* -1 if none */
+bool rotkv_add_bos(const rotkv_model *model);
+/* True for every end-of-generation token (eos, eot, <|eot_id|>, <|im_end|>, ...). */
+bool rotkv_token_is_eog(const rotkv_model *model, rotkv_token t);
+
+/* Tokenizes text (len bytes). Writes at most n_max ids to out and returns the
+ * number of tokens; if n_max is too small, returns -(number needed). add_special
+ * adds BOS/EOS as the model asks; parse_special turns special-token text into
+ * the special token. */
+int32_t rotkv_tokenize(const rotkv_model *model, const char *text, size_t len,
+                       rotkv_token *out, int32_t n_max, bool add_special, bool parse_special);
+
+/* The bytes of one token as it appears in text (control tokens give ""). Returns
+ * the byte count written (never more than buflen), or -(bytes needed). */
+int32_t rotkv_token_to_piece(const rotkv_model *model, rotkv_token t, char *buf, int32_t buflen);
+
+/* Streaming detokenizer: feeds tokens one by one and hands out only complete
+ * UTF-8 characters, so text is never split inside a multi-byte character. */
+typedef struct rotkv_detok rotkv_detok;
+rotkv_detok *rotkv_detok_create(const rotkv_model *model);
+/* Returns a NUL-terminated string valid until the next call (may be ""). */
+const char *rotkv_detok_push(rotkv_detok *d, rotkv_token t);
+/* Returns whatever is still buffered (incomplete bytes replaced by U+FFFD). */
+const char *rotkv_detok_flush(rotkv_detok *d);
+void rotkv_detok_free(rotkv_detok *d);
+
+/* ---------------------------------------------------------------- context */
+
+typedef enum {
+    ROTKV_KV_F32 = 0,
+    ROTKV_KV_F16 = 1,
+    ROTKV_KV_COUNT_CORE
+} rotkv_kv_type;
+
+typedef struct {
+    uint32_t n_ctx;     /* max tokens per sequence (0 = model's training context) */
+    uint32_t n_seq_max; /* number of independent sequences */
+    uint32_t n_batch;   /* max tokens per rotkv_decode call */
+    int n_threads;      /* 0 = number of physical cores */
+    rotkv_kv_type type_k, type_v;
+} rotkv_context_params;
+
+rotkv_context_params rotkv_context_default_params(void);
+rotkv_status rotkv_context_create(rotkv_model *model, const rotkv_context_params *params,
+                                  rotkv_context **out, rotkv_error *err);
+void rotkv_context_free(rotkv_context *ctx);
+uint32_t rotkv_n_ctx(const rotkv_context *ctx);
+/* Bytes of KV cache per token of one sequence with this context's configuration. */
+double rotkv_kv_bytes_per_token(const rotkv_context *ctx);
+
+/* A batch of tokens. Tokens of one sequence must have consecutive positions
+ * continuing that sequence (pos == current length, +1, ...). */
+typedef struct {
+    int32_t n_tokens;
+    const rotkv_token *token;
+    const int32_t *pos;    /* NULL: continue each sequence */
+    const int32_t *seq_id; /* NULL: all sequence 0 */
+    const int8_t *logits;  /* NULL: logits for the last token only */
+} rotkv_batch;
+
+rotkv_status rotkv_decode(rotkv_context *ctx, const rotkv_batch *batch, rotkv_error *err);
+/* Logits (n_vocab floats) of the i-th batch token that requested logits in the
+ * last rotkv_decode (i counts batch positions; NULL if none were computed there).
+ * i = -1 gives the last one computed. */
+const float *rotkv_get_logits(rotkv_context *ctx, int32_t i);
+
+int32_t rotkv_seq_len(const rotkv_context *ctx, int32_t seq);
+/* Drops every cached token of the sequence from position n_keep on. */
+void rotkv_seq_truncate(rotkv_context *ctx, int32_t seq, int32_t n_keep);
+void rotkv_seq_clear(rotkv_context *ctx, int32_t seq);
+
+/* ---------------------------------------------------------------- sampler */
+
+typedef struct {
+    float temp;           /* <= 0: greedy */
+    int32_t top_k;        /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int32_t repeat_last_n;
+    uint64_t seed;
+} rotkv_sampler_params;
+
+rotkv_sampler_params rotkv_sampler_default_params(void);
+rotkv_sampler *rotkv_sampler_create(const rotkv_sampler_params *params, int32_t n_vocab);
+rotkv_token rotkv_sampler_sample(rotkv_sampler *s, const float *logits);
+/* Records a token in the penalty history (prompt tokens and sampled tokens). */
+void rotkv_sampler_accept(rotkv_sampler *s, rotkv_token t);
+void rotkv_sampler_free(rotkv_sampler *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
