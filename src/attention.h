@@ -1,0 +1,29 @@
+/* attention.h — causal multi-head attention (with GQA) straight from the
+ * encoded KV cache, by online softmax: memory does not grow with context. */
+#ifndef ROTKV_ATTENTION_H
+#define ROTKV_ATTENTION_H
+
+#include <stdint.h>
+
+#include "kv_cache.h"
+#include "threadpool.h"
+
+typedef struct {
+    const kv_cache *kv;
+    uint32_t layer;
+    int n_tok;           /* queries in the batch */
+    const int32_t *seq;  /* (n_tok,) sequence of each query */
+    const int32_t *pos;  /* (n_tok,) position of each query; it attends to [0, pos] */
+    int n_head, n_head_kv, head_dim;
+    float scale;         /* 1/sqrt(head_dim) */
+    const float *Q;      /* (n_tok, n_head * head_dim) */
+    float *O;            /* (n_tok, n_head * head_dim) */
+    float *scratch;      /* nth * (n_head/n_head_kv) * head_dim floats */
+} attention_args;
+
+void attention_batch(threadpool *tp, attention_args *a);
+
+/* Obviously-correct reference for tests: decodes each row, two-pass softmax. */
+void attention_reference(const attention_args *a);
+
+#endif

@@ -1,0 +1,416 @@
+/* context.c — the public API: model handles, inference contexts and the
+ * forward pass of a llama-shaped transformer over a batch of tokens. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "ops.h"
+#include "quant.h"
+#include "rotkv.h"
+#include "threadpool.h"
+#include "tokenizer.h"
+
+const char *rotkv_status_str(rotkv_status s) {
+    switch (s) {
+    case ROTKV_OK: return "ok";
+    case ROTKV_ERR_IO: return "I/O error";
+    case ROTKV_ERR_FORMAT: return "format error";
+    case ROTKV_ERR_UNSUPPORTED: return "unsupported";
+    case ROTKV_ERR_OOM: return "out of memory";
+    case ROTKV_ERR_INVALID_ARG: return "invalid argument";
+    case ROTKV_ERR_CONTEXT_FULL: return "context full";
+    case ROTKV_ERR_MISMATCH: return "mismatch";
+    }
+    return "unknown status";
+}
+
+/* ------------------------------------------------------------------ model */
+
+rotkv_model_params rotkv_model_default_params(void) {
+    rotkv_model_params p = {.vocab_only = false};
+    return p;
+}
+
+rotkv_status rotkv_model_load(const char *path, const rotkv_model_params *params, rotkv_model **out,
+                              rotkv_error *err) {
+    if (!path || !out) return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "rotkv_model_load: NULL argument");
+    rotkv_model_params p = params ? *params : rotkv_model_default_params();
+    return model_load(path, p.vocab_only, out, err);
+}
+
+void rotkv_model_free(rotkv_model *model) { model_free(model); }
+
+void rotkv_model_get_info(const rotkv_model *m, rotkv_model_info *info) {
+    memset(info, 0, sizeof *info);
+    const model_hparams *hp = &m->hp;
+    snprintf(info->arch, sizeof info->arch, "%s", m->vocab_only ? "(vocab only)" : hp->arch_name);
+    info->n_vocab = hp->n_vocab;
+    info->n_ctx_train = hp->n_ctx_train;
+    info->n_embd = hp->n_embd;
+    info->n_layer = hp->n_layer;
+    info->n_head = hp->n_head;
+    info->n_head_kv = hp->n_head_kv;
+    info->head_dim = hp->head_dim_k;
+    info->n_ff = hp->n_ff;
+    info->rope_freq_base = hp->rope_freq_base;
+    info->norm_eps = hp->norm_eps;
+    info->n_params = m->n_params;
+    info->weight_bytes = m->weight_bytes;
+    snprintf(info->name, sizeof info->name, "%s", m->name);
+}
+
+void rotkv_model_describe(const rotkv_model *m, void *file) {
+    FILE *fp = file;
+    const model_hparams *hp = &m->hp;
+    fprintf(fp, "file:            GGUF v%u, %llu tensors, %llu metadata keys\n", m->gguf->version,
+            (unsigned long long)m->gguf->n_tensors, (unsigned long long)m->gguf->n_kv);
+    if (m->name[0]) fprintf(fp, "name:            %s\n", m->name);
+    fprintf(fp, "vocab:           %d tokens, bos=%d eos=%d add_bos=%d\n", tokenizer_n_vocab(m->tok),
+            tokenizer_bos(m->tok), tokenizer_eos(m->tok), tokenizer_add_bos(m->tok));
+    if (m->vocab_only) {
+        fprintf(fp, "architecture:    (vocab only: no weights)\n");
+        return;
+    }
+    fprintf(fp, "architecture:    %s\n", hp->arch_name);
+    fprintf(fp, "n_ctx_train:     %u\n", hp->n_ctx_train);
+    fprintf(fp, "n_embd:          %u\n", hp->n_embd);
+    fprintf(fp, "n_layer:         %u\n", hp->n_layer);
+    fprintf(fp, "n_head:          %u (kv heads %u, GQA group %u)\n", hp->n_head, hp->n_head_kv,
+            hp->n_head / hp->n_head_kv);
+    fprintf(fp, "head_dim:        %u (rope dims %u, %s)\n", hp->head_dim_k, hp->n_rot,
+            hp->rope == ROPE_NEOX ? "neox" : "normal");
+    fprintf(fp, "n_ff:            %u\n", hp->n_ff);
+    fprintf(fp, "rope_freq_base:  %g%s%s\n", hp->rope_freq_base, m->rope_factors ? " (llama3 freq factors)" : "",
+            hp->rope_freq_scale != 1.0f ? " (linear scaling)" : "");
+    fprintf(fp, "rms_norm_eps:    %g\n", hp->norm_eps);
+    fprintf(fp, "output:          %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "separate");
+    fprintf(fp, "parameters:      %llu (%.2f MiB of tensor data)\n", (unsigned long long)m->n_params,
+            m->weight_bytes / 1048576.0);
+    /* per-type totals, then every tensor */
+    uint64_t bytes[GGML_TYPE_COUNT] = {0}, count[GGML_TYPE_COUNT] = {0};
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+        const gguf_tensor *t = &m->gguf->tensors[i];
+        if (t->type < GGML_TYPE_COUNT) {
+            bytes[t->type] += t->nbytes;
+            count[t->type]++;
+        }
+    }
+    fprintf(fp, "tensor types:   ");
+    for (int t = 0; t < GGML_TYPE_COUNT; t++)
+        if (count[t]) fprintf(fp, " %s x%llu (%.2f MiB)", quant_type_name((uint32_t)t), (unsigned long long)count[t],
+                              bytes[t] / 1048576.0);
+    fprintf(fp, "\n");
+    const double kv_f16 = 2.0 * hp->n_layer * hp->n_head_kv * (hp->head_dim_k + hp->head_dim_v);
+    fprintf(fp, "KV cache:        %.0f bytes/token with f16 K and V (%.2f MiB at n_ctx_train=%u)\n", kv_f16,
+            kv_f16 * hp->n_ctx_train / 1048576.0, hp->n_ctx_train);
+    fprintf(fp, "tensors:\n");
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+        const gguf_tensor *t = &m->gguf->tensors[i];
+        char name[80];
+        fprintf(fp, "  %-32s %-6s [", gguf_str_cpy(t->name, name, sizeof name), quant_type_name(t->type));
+        for (uint32_t d = 0; d < t->n_dims; d++) fprintf(fp, "%s%llu", d ? ", " : "", (unsigned long long)t->ne[d]);
+        fprintf(fp, "] %llu bytes\n", (unsigned long long)t->nbytes);
+    }
+}
+
+/* -------------------------------------------------------------- tokenizer */
+
+int32_t rotkv_n_vocab(const rotkv_model *m) { return tokenizer_n_vocab(m->tok); }
+rotkv_token rotkv_token_bos(const rotkv_model *m) { return tokenizer_bos(m->tok); }
+rotkv_token rotkv_token_eos(const rotkv_model *m) { return tokenizer_eos(m->tok); }
+bool rotkv_add_bos(const rotkv_model *m) { return tokenizer_add_bos(m->tok); }
+bool rotkv_token_is_eog(const rotkv_model *m, rotkv_token t) { return tokenizer_is_eog(m->tok, t); }
+
+int32_t rotkv_tokenize(const rotkv_model *m, const char *text, size_t len, rotkv_token *out, int32_t n_max,
+                       bool add_special, bool parse_special) {
+    return tokenizer_encode(m->tok, text, len, out, n_max, add_special, parse_special);
+}
+
+int32_t rotkv_token_to_piece(const rotkv_model *m, rotkv_token t, char *buf, int32_t buflen) {
+    return tokenizer_token_to_piece(m->tok, t, buf, buflen);
+}
+
+struct rotkv_detok {
+    tokenizer_detok *d;
+};
+
+rotkv_detok *rotkv_detok_create(const rotkv_model *m) {
+    rotkv_detok *d = malloc(sizeof *d);
+    if (!d) return NULL;
+    d->d = tokenizer_detok_create(m->tok);
+    if (!d->d) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+const char *rotkv_detok_push(rotkv_detok *d, rotkv_token t) { return tokenizer_detok_push(d->d, t); }
+const char *rotkv_detok_flush(rotkv_detok *d) { return tokenizer_detok_flush(d->d); }
+void rotkv_detok_free(rotkv_detok *d) {
+    if (!d) return;
+    tokenizer_detok_free(d->d);
+    free(d);
+}
+
+/* ---------------------------------------------------------------- context */
+
+struct rotkv_context {
+    rotkv_model *model;
+    rotkv_context_params params;
+    threadpool *tp;
+    kv_cache *kv;
+    int32_t *seq_len; /* (n_seq,) tokens cached per sequence */
+    /* activations for up to n_batch tokens; shapes per token in comments */
+    float *x;       /* (n_embd) residual stream */
+    float *xb;      /* (max(n_embd, n_head*hd)) normed input / attention output */
+    float *q;       /* (n_head*hd) */
+    float *k, *v;   /* (n_head_kv*hd) */
+    float *tmp;     /* (n_embd) */
+    float *gate, *up; /* (n_ff) */
+    float *mm_scratch;   /* nth * max row length */
+    float *att_scratch;  /* nth * group * hd */
+    int32_t *tok_seq, *tok_pos; /* (n_batch) */
+    float *logits;       /* (n_logits_cap, n_vocab) */
+    int32_t n_logits_cap, n_logits;
+    int32_t *logits_row; /* (n_batch_last) batch index -> row in logits, -1 if none */
+    int32_t logits_row_cap, last_logits_row;
+    int32_t last_batch_n; /* tokens in the last rotkv_decode batch */
+};
+
+rotkv_context_params rotkv_context_default_params(void) {
+    rotkv_context_params p = {.n_ctx = 0, .n_seq_max = 1, .n_batch = 512, .n_threads = 0,
+                              .type_k = ROTKV_KV_F16, .type_v = ROTKV_KV_F16};
+    return p;
+}
+
+void rotkv_context_free(rotkv_context *c) {
+    if (!c) return;
+    threadpool_free(c->tp);
+    kv_cache_free(c->kv);
+    free(c->seq_len);
+    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
+    free(c->gate); free(c->up); free(c->mm_scratch); free(c->att_scratch);
+    free(c->tok_seq); free(c->tok_pos); free(c->logits); free(c->logits_row);
+    free(c);
+}
+
+static float *alloc_f(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
+
+rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *params, rotkv_context **out,
+                                  rotkv_error *err) {
+    *out = NULL;
+    if (m->vocab_only)
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "model was loaded vocab-only: it has no weights to run");
+    rotkv_context_params p = params ? *params : rotkv_context_default_params();
+    const model_hparams *hp = &m->hp;
+    if (p.n_ctx == 0) p.n_ctx = hp->n_ctx_train;
+    if (p.n_seq_max == 0) p.n_seq_max = 1;
+    if (p.n_batch == 0) p.n_batch = 512;
+    if (p.n_threads <= 0) p.n_threads = threadpool_physical_cores();
+    if (p.n_ctx > (1u << 24) || p.n_seq_max > 4096 || p.n_batch > 65536 || p.n_threads > 512)
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "context parameters out of range (n_ctx=%u n_seq=%u n_batch=%u threads=%d)",
+                               p.n_ctx, p.n_seq_max, p.n_batch, p.n_threads);
+    if (hp->n_head / hp->n_head_kv > 64)
+        return rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "GQA group of %u query heads per KV head (max 64)",
+                               hp->n_head / hp->n_head_kv);
+    rotkv_context *c = calloc(1, sizeof *c);
+    if (!c) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+    c->model = m;
+    c->params = p;
+    kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v};
+    c->kv = kv_cache_create(&kp, err);
+    if (!c->kv) {
+        rotkv_context_free(c);
+        return err ? err->code : ROTKV_ERR_INVALID_ARG;
+    }
+    c->tp = threadpool_create(p.n_threads);
+    const size_t B = p.n_batch, E = hp->n_embd, Qd = (size_t)hp->n_head * hp->head_dim_k;
+    const size_t Kd = (size_t)hp->n_head_kv * hp->head_dim_k, F = hp->n_ff;
+    size_t maxrow = E > F ? E : F;
+    if (Qd > maxrow) maxrow = Qd;
+    const int nth = threadpool_size(c->tp);
+    c->seq_len = calloc(p.n_seq_max, sizeof *c->seq_len);
+    c->x = alloc_f(B * E);
+    c->xb = alloc_f(B * (E > Qd ? E : Qd));
+    c->q = alloc_f(B * Qd);
+    c->k = alloc_f(B * Kd);
+    c->v = alloc_f(B * Kd);
+    c->tmp = alloc_f(B * E);
+    c->gate = alloc_f(B * F);
+    c->up = alloc_f(B * F);
+    c->mm_scratch = alloc_f((size_t)nth * maxrow);
+    c->att_scratch = alloc_f((size_t)nth * (hp->n_head / hp->n_head_kv) * hp->head_dim_v);
+    c->tok_seq = malloc(B * sizeof(int32_t));
+    c->tok_pos = malloc(B * sizeof(int32_t));
+    if (!c->tp || !c->seq_len || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->tmp || !c->gate || !c->up ||
+        !c->mm_scratch || !c->att_scratch || !c->tok_seq || !c->tok_pos) {
+        rotkv_context_free(c);
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory allocating activations for n_batch=%u", p.n_batch);
+    }
+    *out = c;
+    return ROTKV_OK;
+}
+
+uint32_t rotkv_n_ctx(const rotkv_context *c) { return c->params.n_ctx; }
+double rotkv_kv_bytes_per_token(const rotkv_context *c) { return kv_cache_bytes_per_token(c->kv); }
+
+int32_t rotkv_seq_len(const rotkv_context *c, int32_t seq) {
+    if (seq < 0 || (uint32_t)seq >= c->params.n_seq_max) return 0;
+    return c->seq_len[seq];
+}
+
+void rotkv_seq_truncate(rotkv_context *c, int32_t seq, int32_t n_keep) {
+    if (seq < 0 || (uint32_t)seq >= c->params.n_seq_max || n_keep < 0) return;
+    if (n_keep < c->seq_len[seq]) {
+        c->seq_len[seq] = n_keep;
+        kv_cache_truncate(c->kv, (uint32_t)seq, (uint32_t)n_keep);
+    }
+}
+
+void rotkv_seq_clear(rotkv_context *c, int32_t seq) { rotkv_seq_truncate(c, seq, 0); }
+
+/* Runs the transformer over n tokens (already validated, positions in
+ * tok_pos/tok_seq, KV pages reserved) and leaves the final residual in c->x. */
+static void forward_layers(rotkv_context *c, const rotkv_token *tokens, int n) {
+    const rotkv_model *m = c->model;
+    const model_hparams *hp = &m->hp;
+    const int E = (int)hp->n_embd, hd = (int)hp->head_dim_k, F = (int)hp->n_ff;
+    const int nh = (int)hp->n_head, nkv = (int)hp->n_head_kv;
+    const int Qd = nh * hd, Kd = nkv * hd;
+    const quant_traits *et = quant_get_traits(m->tok_embd.type);
+    for (int t = 0; t < n; t++)
+        et->dequantize_row((const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
+                           c->x + (size_t)t * E, E);
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const layer_weights *L = &m->layers[il];
+        for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->attn_norm, E, hp->norm_eps);
+        matmul(c->tp, &L->wq, c->xb, n, c->q, c->mm_scratch);
+        matmul(c->tp, &L->wk, c->xb, n, c->k, c->mm_scratch);
+        matmul(c->tp, &L->wv, c->xb, n, c->v, c->mm_scratch);
+        for (int t = 0; t < n; t++) {
+            float *q = c->q + (size_t)t * Qd, *k = c->k + (size_t)t * Kd, *v = c->v + (size_t)t * Kd;
+            if (L->bq) for (int i = 0; i < Qd; i++) q[i] += L->bq[i];
+            if (L->bk) for (int i = 0; i < Kd; i++) k[i] += L->bk[i];
+            if (L->bv) for (int i = 0; i < Kd; i++) v[i] += L->bv[i];
+            for (int h = 0; h < nh; h++) {
+                if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->norm_eps);
+                rope_apply(q + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
+                           m->rope_factors, hp->rope);
+            }
+            for (int h = 0; h < nkv; h++) {
+                if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->norm_eps);
+                rope_apply(k + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
+                           m->rope_factors, hp->rope);
+            }
+            kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], k, v);
+        }
+        attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
+                             c->q, c->xb, c->att_scratch};
+        attention_batch(c->tp, &aa);
+        matmul(c->tp, &L->wo, c->xb, n, c->tmp, c->mm_scratch);
+        for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
+        for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, hp->norm_eps);
+        matmul(c->tp, &L->w_gate, c->xb, n, c->gate, c->mm_scratch);
+        matmul(c->tp, &L->w_up, c->xb, n, c->up, c->mm_scratch);
+        swiglu(c->gate, c->up, n * F);
+        matmul(c->tp, &L->w_down, c->gate, n, c->tmp, c->mm_scratch);
+        for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
+    }
+}
+
+static rotkv_status ensure_logits(rotkv_context *c, int32_t rows, int32_t batch, rotkv_error *err) {
+    const size_t V = c->model->hp.n_vocab;
+    if (rows > c->n_logits_cap) {
+        float *nl = realloc(c->logits, (size_t)rows * V * sizeof(float));
+        if (!nl) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory for %d rows of logits", rows);
+        c->logits = nl;
+        c->n_logits_cap = rows;
+    }
+    if (batch > c->logits_row_cap) {
+        int32_t *nr = realloc(c->logits_row, (size_t)batch * sizeof(int32_t));
+        if (!nr) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+        c->logits_row = nr;
+        c->logits_row_cap = batch;
+    }
+    return ROTKV_OK;
+}
+
+rotkv_status rotkv_decode(rotkv_context *c, const rotkv_batch *b, rotkv_error *err) {
+    if (!c || !b || b->n_tokens <= 0 || !b->token)
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "rotkv_decode: empty or NULL batch");
+    const rotkv_model *m = c->model;
+    const int32_t N = b->n_tokens, V = (int32_t)m->hp.n_vocab;
+    /* validate everything before touching the cache */
+    int32_t *next = malloc(c->params.n_seq_max * sizeof(int32_t));
+    if (!next) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+    memcpy(next, c->seq_len, c->params.n_seq_max * sizeof(int32_t));
+    int32_t n_out = 0;
+    rotkv_status st = ROTKV_OK;
+    for (int32_t i = 0; i < N && st == ROTKV_OK; i++) {
+        const int32_t s = b->seq_id ? b->seq_id[i] : 0;
+        if (b->token[i] < 0 || b->token[i] >= V)
+            st = rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "batch token %d: id %d is outside the vocabulary [0, %d)",
+                                 i, b->token[i], V);
+        else if (s < 0 || (uint32_t)s >= c->params.n_seq_max)
+            st = rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "batch token %d: sequence id %d outside [0, %u)", i, s,
+                                 c->params.n_seq_max);
+        else if (b->pos && b->pos[i] != next[s])
+            st = rotkv_set_error(err, ROTKV_ERR_INVALID_ARG,
+                                 "batch token %d: position %d does not continue sequence %d (expected %d)", i,
+                                 b->pos[i], s, next[s]);
+        else if ((uint32_t)next[s] >= c->params.n_ctx)
+            st = rotkv_set_error(err, ROTKV_ERR_CONTEXT_FULL,
+                                 "context full: sequence %d already holds %d tokens (n_ctx = %u)", s, next[s],
+                                 c->params.n_ctx);
+        else
+            next[s]++;
+        if (b->logits ? b->logits[i] : i == N - 1) n_out++;
+    }
+    for (uint32_t s = 0; st == ROTKV_OK && s < c->params.n_seq_max; s++)
+        if (next[s] > c->seq_len[s]) st = kv_cache_reserve(c->kv, s, (uint32_t)next[s], err);
+    free(next);
+    if (st == ROTKV_OK) st = ensure_logits(c, n_out, N, err);
+    if (st != ROTKV_OK) return st;
+
+    const int E = (int)m->hp.n_embd;
+    c->n_logits = 0;
+    c->last_logits_row = -1;
+    c->last_batch_n = N;
+    for (int32_t start = 0; start < N; start += (int32_t)c->params.n_batch) {
+        const int32_t n = N - start < (int32_t)c->params.n_batch ? N - start : (int32_t)c->params.n_batch;
+        for (int32_t t = 0; t < n; t++) {
+            const int32_t s = b->seq_id ? b->seq_id[start + t] : 0;
+            c->tok_seq[t] = s;
+            c->tok_pos[t] = c->seq_len[s]++;
+        }
+        forward_layers(c, b->token + start, n);
+        /* final norm and output projection for the tokens that want logits */
+        int32_t rows = 0;
+        for (int32_t t = 0; t < n; t++) {
+            const int32_t i = start + t;
+            const bool want = b->logits ? b->logits[i] != 0 : i == N - 1;
+            c->logits_row[i] = want ? c->n_logits + rows : -1;
+            if (want) {
+                rmsnorm(c->xb + (size_t)rows * E, c->x + (size_t)t * E, m->output_norm, E, m->hp.norm_eps);
+                rows++;
+            }
+        }
+        if (rows) {
+            matmul(c->tp, &m->output, c->xb, rows, c->logits + (size_t)c->n_logits * V, c->mm_scratch);
+            c->n_logits += rows;
+            c->last_logits_row = c->n_logits - 1;
+        }
+    }
+    return ROTKV_OK;
+}
+
+const float *rotkv_get_logits(rotkv_context *c, int32_t i) {
+    const size_t V = c->model->hp.n_vocab;
+    if (i < 0) return c->last_logits_row >= 0 ? c->logits + (size_t)c->last_logits_row * V : NULL;
+    if (i >= c->last_batch_n || c->logits_row[i] < 0 || c->logits_row[i] >= c->n_logits) return NULL;
+    return c->logits + (size_t)c->logits_row[i] * V;
+}

@@ -1,0 +1,195 @@
+/* kv_cache.c — paged KV storage and the KV codec traits table. */
+#include "kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "model.h"
+
+/* ------------------------------------------------------------ f32 codec */
+
+static void f32_encode(const float *x, void *dst, int n) { memcpy(dst, x, (size_t)n * sizeof(float)); }
+static void f32_decode(const void *src, float *x, int n) { memcpy(x, src, (size_t)n * sizeof(float)); }
+static float f32_dot(const void *src, const float *q, int n) {
+    const float *k = src;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += k[i] * q[i];
+    return s;
+}
+static void f32_axpy(const void *src, float w, float *out, int n) {
+    const float *v = src;
+    for (int i = 0; i < n; i++) out[i] += w * v[i];
+}
+
+/* ------------------------------------------------------------ f16 codec */
+
+static void f16_encode(const float *x, void *dst, int n) {
+    uint16_t *h = dst;
+    for (int i = 0; i < n; i++) h[i] = fp32_to_fp16(x[i]);
+}
+static void f16_decode(const void *src, float *x, int n) {
+    const uint16_t *h = src;
+    for (int i = 0; i < n; i++) x[i] = fp16_to_fp32(h[i]);
+}
+static float f16_dot(const void *src, const float *q, int n) {
+    const uint16_t *h = src;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += fp16_to_fp32(h[i]) * q[i];
+    return s;
+}
+static void f16_axpy(const void *src, float w, float *out, int n) {
+    const uint16_t *h = src;
+    for (int i = 0; i < n; i++) out[i] += w * fp16_to_fp32(h[i]);
+}
+
+static const kv_codec codecs[] = {
+    [ROTKV_KV_F32] = {"f32", 1, 4, 32.0, f32_encode, f32_decode, f32_dot, f32_axpy},
+    [ROTKV_KV_F16] = {"f16", 1, 2, 16.0, f16_encode, f16_decode, f16_dot, f16_axpy},
+};
+
+const kv_codec *kv_codec_get(rotkv_kv_type t) {
+    if ((int)t < 0 || (size_t)t >= sizeof codecs / sizeof codecs[0] || !codecs[t].name) return NULL;
+    return &codecs[t];
+}
+
+int kv_codec_by_name(const char *name) {
+    for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++)
+        if (codecs[i].name && strcmp(codecs[i].name, name) == 0) return (int)i;
+    return -1;
+}
+
+/* ------------------------------------------------------------ the cache */
+
+struct kv_cache {
+    kv_cache_params p;
+    const kv_codec *ck, *cv;
+    size_t k_head_bytes, v_head_bytes, k_row_bytes, v_row_bytes, page_bytes;
+    uint32_t pages_per_seq;
+    uint8_t **pages;     /* [seq][layer][page] -> page memory or NULL */
+    uint32_t *n_pages;   /* [seq] pages allocated per layer */
+    size_t allocated;
+};
+
+static uint8_t **page_slot(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t page) {
+    return &kv->pages[((size_t)seq * kv->p.n_layer + layer) * kv->pages_per_seq + page];
+}
+
+kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
+    const kv_codec *ck = kv_codec_get(p->type_k), *cv = kv_codec_get(p->type_v);
+    if (!ck || !cv) {
+        rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "unknown KV cache type (k=%d, v=%d)", (int)p->type_k, (int)p->type_v);
+        return NULL;
+    }
+    if (p->head_dim % (uint32_t)ck->blck || p->head_dim % (uint32_t)cv->blck) {
+        rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "head_dim %u is not a multiple of the %s/%s block size",
+                        p->head_dim, ck->name, cv->name);
+        return NULL;
+    }
+    if (p->n_ctx == 0 || p->n_seq == 0 || p->n_layer == 0) {
+        rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "KV cache needs n_ctx, n_seq and n_layer > 0");
+        return NULL;
+    }
+    kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) {
+        rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+        return NULL;
+    }
+    kv->p = *p;
+    kv->ck = ck;
+    kv->cv = cv;
+    kv->k_head_bytes = p->head_dim / (size_t)ck->blck * ck->blck_bytes;
+    kv->v_head_bytes = p->head_dim / (size_t)cv->blck * cv->blck_bytes;
+    kv->k_row_bytes = kv->k_head_bytes * p->n_head_kv;
+    kv->v_row_bytes = kv->v_head_bytes * p->n_head_kv;
+    kv->page_bytes = (kv->k_row_bytes + kv->v_row_bytes) * KV_PAGE_TOKENS;
+    kv->pages_per_seq = (p->n_ctx + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
+    kv->pages = calloc((size_t)p->n_seq * p->n_layer * kv->pages_per_seq, sizeof *kv->pages);
+    kv->n_pages = calloc(p->n_seq, sizeof *kv->n_pages);
+    if (!kv->pages || !kv->n_pages) {
+        kv_cache_free(kv);
+        rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+        return NULL;
+    }
+    return kv;
+}
+
+void kv_cache_free(kv_cache *kv) {
+    if (!kv) return;
+    if (kv->pages && kv->n_pages)
+        for (uint32_t s = 0; s < kv->p.n_seq; s++) kv_cache_truncate(kv, s, 0);
+    free(kv->pages);
+    free(kv->n_pages);
+    free(kv);
+}
+
+rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rotkv_error *err) {
+    if (seq >= kv->p.n_seq || n_tokens > kv->p.n_ctx)
+        return rotkv_set_error(err, ROTKV_ERR_CONTEXT_FULL, "sequence %u: %u tokens exceed the context size %u",
+                               seq, n_tokens, kv->p.n_ctx);
+    uint32_t need = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
+    while (kv->n_pages[seq] < need) {
+        uint32_t pg = kv->n_pages[seq];
+        for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+            uint8_t *mem = malloc(kv->page_bytes);
+            if (!mem) {
+                for (uint32_t j = 0; j < l; j++) {
+                    free(*page_slot(kv, seq, j, pg));
+                    *page_slot(kv, seq, j, pg) = NULL;
+                    kv->allocated -= kv->page_bytes;
+                }
+                return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory growing the KV cache to %u tokens", n_tokens);
+            }
+            *page_slot(kv, seq, l, pg) = mem;
+            kv->allocated += kv->page_bytes;
+        }
+        kv->n_pages[seq]++;
+    }
+    return ROTKV_OK;
+}
+
+void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
+    if (seq >= kv->p.n_seq) return;
+    uint32_t keep = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
+    while (kv->n_pages[seq] > keep) {
+        uint32_t pg = --kv->n_pages[seq];
+        for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+            free(*page_slot(kv, seq, l, pg));
+            *page_slot(kv, seq, l, pg) = NULL;
+            kv->allocated -= kv->page_bytes;
+        }
+    }
+}
+
+static uint8_t *row_ptr(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, int is_v) {
+    uint8_t *page = *page_slot(kv, seq, layer, pos / KV_PAGE_TOKENS);
+    const uint32_t i = pos % KV_PAGE_TOKENS;
+    if (!is_v) return page + (size_t)i * kv->k_row_bytes;
+    return page + (size_t)KV_PAGE_TOKENS * kv->k_row_bytes + (size_t)i * kv->v_row_bytes;
+}
+
+void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v) {
+    const uint32_t hd = kv->p.head_dim;
+    uint8_t *kr = row_ptr(kv, seq, layer, pos, 0), *vr = row_ptr(kv, seq, layer, pos, 1);
+    for (uint32_t h = 0; h < kv->p.n_head_kv; h++) {
+        kv->ck->encode(k + (size_t)h * hd, kr + h * kv->k_head_bytes, (int)hd);
+        kv->cv->encode(v + (size_t)h * hd, vr + h * kv->v_head_bytes, (int)hd);
+    }
+}
+
+const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
+    return row_ptr(kv, seq, layer, pos, 0);
+}
+const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
+    return row_ptr(kv, seq, layer, pos, 1);
+}
+size_t kv_cache_k_head_bytes(const kv_cache *kv) { return kv->k_head_bytes; }
+size_t kv_cache_v_head_bytes(const kv_cache *kv) { return kv->v_head_bytes; }
+const kv_codec *kv_cache_codec_k(const kv_cache *kv) { return kv->ck; }
+const kv_codec *kv_cache_codec_v(const kv_cache *kv) { return kv->cv; }
+
+double kv_cache_bytes_per_token(const kv_cache *kv) {
+    return (double)(kv->k_row_bytes + kv->v_row_bytes) * kv->p.n_layer;
+}
+
+size_t kv_cache_allocated_bytes(const kv_cache *kv) { return kv->allocated; }

@@ -1,0 +1,72 @@
+/* kv_cache.h — the KV cache: per layer and sequence, the keys and values of
+ * every cached position, stored in a codec's format.
+ *
+ * Storage grows in pages of KV_PAGE_TOKENS tokens as a sequence fills (memory
+ * is never reserved for the whole context up front). Within a page a token's
+ * row holds all KV heads: (n_head_kv * head_dim) values encoded by the codec.
+ *
+ * Codecs are listed in one traits table (kv_codec_get). Attention never
+ * decodes the cache into a full-precision copy: it calls the codec's fused
+ * dot (scores) and axpy (weighted sum of values) on each head's slice. */
+#ifndef ROTKV_KV_CACHE_H
+#define ROTKV_KV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rotkv.h"
+
+#define KV_PAGE_TOKENS 256
+
+typedef struct {
+    const char *name;
+    int blck;            /* values per block; a head slice must hold whole blocks */
+    size_t blck_bytes;   /* bytes per block */
+    double bits_per_value;
+    /* encode n values (n % blck == 0) */
+    void (*encode)(const float *x, void *dst, int n);
+    void (*decode)(const void *src, float *x, int n);
+    /* sum_i q[i] * decode(src)[i] */
+    float (*dot)(const void *src, const float *q, int n);
+    /* out[i] += w * decode(src)[i] */
+    void (*axpy)(const void *src, float w, float *out, int n);
+} kv_codec;
+
+const kv_codec *kv_codec_get(rotkv_kv_type t);
+/* Looks a codec up by name ("f16", "q8_0", ...); returns -1 if unknown. */
+int kv_codec_by_name(const char *name);
+
+typedef struct kv_cache kv_cache;
+
+typedef struct {
+    uint32_t n_layer, n_head_kv, head_dim;
+    uint32_t n_ctx, n_seq;
+    rotkv_kv_type type_k, type_v;
+} kv_cache_params;
+
+/* Returns NULL and fills err when the configuration is impossible (e.g. a head
+ * slice that does not hold whole codec blocks). */
+kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err);
+void kv_cache_free(kv_cache *kv);
+
+/* Makes room for positions [0, n_tokens) of a sequence; fails with OOM. */
+rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rotkv_error *err);
+/* Encodes one token's keys and values (n_head_kv * head_dim floats each) at pos. */
+void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v);
+/* Frees pages past n_tokens. */
+void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens);
+
+/* Encoded row of one token (all heads) and the byte size of one head's slice. */
+const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
+const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
+size_t kv_cache_k_head_bytes(const kv_cache *kv);
+size_t kv_cache_v_head_bytes(const kv_cache *kv);
+const kv_codec *kv_cache_codec_k(const kv_cache *kv);
+const kv_codec *kv_cache_codec_v(const kv_cache *kv);
+
+/* Bytes per token of one sequence across all layers (K + V). */
+double kv_cache_bytes_per_token(const kv_cache *kv);
+/* Bytes currently allocated for cache pages. */
+size_t kv_cache_allocated_bytes(const kv_cache *kv);
+
+#endif

@@ -1,0 +1,347 @@
+/* model.c — reading hyperparameters and weights from GGUF, with every tensor's
+ * shape and type checked against the hyperparameters before use. */
+#include "model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+
+rotkv_status rotkv_set_error(rotkv_error *err, rotkv_status code, const char *fmt, ...) {
+    if (err) {
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+typedef struct {
+    const gguf_file *f;
+    const char *arch;
+    rotkv_error *err;
+} loader;
+
+static void arch_key(const loader *L, const char *suffix, char *buf, size_t len) {
+    snprintf(buf, len, "%s.%s", L->arch, suffix);
+}
+
+/* Reads "<arch>.<suffix>" as u32; required keys fail when missing. */
+static bool get_u32(loader *L, const char *suffix, uint32_t *out, bool required, uint32_t def) {
+    char key[128];
+    arch_key(L, suffix, key, sizeof key);
+    const gguf_kv *kv = gguf_find(L->f, key);
+    if (!kv) {
+        if (required) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "required key '%s' is missing", key);
+            return false;
+        }
+        *out = def;
+        return true;
+    }
+    if (!gguf_get_u32(L->f, key, out)) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "key '%s' (at byte offset %llu) must be a non-negative 32-bit integer, is %s",
+                        key, (unsigned long long)kv->offset, gguf_type_name(kv->type));
+        return false;
+    }
+    return true;
+}
+
+static bool get_f32(loader *L, const char *suffix, float *out, bool required, float def) {
+    char key[128];
+    arch_key(L, suffix, key, sizeof key);
+    const gguf_kv *kv = gguf_find(L->f, key);
+    if (!kv) {
+        if (required) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "required key '%s' is missing", key);
+            return false;
+        }
+        *out = def;
+        return true;
+    }
+    if (!gguf_get_f32(L->f, key, out) || !isfinite(*out)) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "key '%s' (at byte offset %llu) must be a finite number",
+                        key, (unsigned long long)kv->offset);
+        return false;
+    }
+    return true;
+}
+
+static bool read_hparams(loader *L, model_hparams *hp) {
+    if (strcmp(L->arch, "llama") == 0 || strcmp(L->arch, "mistral") == 0) {
+        hp->arch = ARCH_LLAMA;
+        hp->rope = ROPE_NORM;
+    } else if (strcmp(L->arch, "qwen2") == 0) {
+        hp->arch = ARCH_QWEN2;
+        hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "qwen3") == 0) {
+        hp->arch = ARCH_QWEN3;
+        hp->rope = ROPE_NEOX;
+    } else {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED,
+                        "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3)", L->arch);
+        return false;
+    }
+    snprintf(hp->arch_name, sizeof hp->arch_name, "%s", L->arch);
+    if (!get_u32(L, "context_length", &hp->n_ctx_train, true, 0) ||
+        !get_u32(L, "embedding_length", &hp->n_embd, true, 0) ||
+        !get_u32(L, "block_count", &hp->n_layer, true, 0) ||
+        !get_u32(L, "feed_forward_length", &hp->n_ff, true, 0) ||
+        !get_u32(L, "attention.head_count", &hp->n_head, true, 0) ||
+        !get_u32(L, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head) ||
+        !get_f32(L, "attention.layer_norm_rms_epsilon", &hp->norm_eps, true, 0) ||
+        !get_f32(L, "rope.freq_base", &hp->rope_freq_base, false, 10000.0f))
+        return false;
+    if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_ff == 0 || hp->n_head == 0 || hp->n_head_kv == 0 ||
+        hp->n_ctx_train == 0) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: a size hyperparameter is zero (n_embd=%u n_layer=%u n_ff=%u n_head=%u n_head_kv=%u n_ctx=%u)",
+                        L->arch, hp->n_embd, hp->n_layer, hp->n_ff, hp->n_head, hp->n_head_kv, hp->n_ctx_train);
+        return false;
+    }
+    if (hp->n_embd > (1u << 16) || hp->n_ff > (1u << 18) || hp->n_head > 1024 || hp->n_layer > 1024) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: implausible sizes (n_embd=%u n_ff=%u n_head=%u n_layer=%u)",
+                        L->arch, hp->n_embd, hp->n_ff, hp->n_head, hp->n_layer);
+        return false;
+    }
+    if (hp->n_head % hp->n_head_kv) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "head_count %u is not a multiple of head_count_kv %u",
+                        hp->n_head, hp->n_head_kv);
+        return false;
+    }
+    uint32_t hd_default = hp->n_embd / hp->n_head;
+    if (!get_u32(L, "attention.key_length", &hp->head_dim_k, false, hd_default) ||
+        !get_u32(L, "attention.value_length", &hp->head_dim_v, false, hd_default) ||
+        !get_u32(L, "rope.dimension_count", &hp->n_rot, false, hp->head_dim_k))
+        return false;
+    if (hp->head_dim_k == 0 || hp->head_dim_v == 0 || hp->head_dim_k > 1024 || hp->head_dim_v > 1024 ||
+        hp->n_rot > hp->head_dim_k || hp->n_rot % 2) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "invalid head sizes: key_length=%u value_length=%u rope dims=%u",
+                        hp->head_dim_k, hp->head_dim_v, hp->n_rot);
+        return false;
+    }
+    if (hp->head_dim_k != hp->head_dim_v) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "key_length %u != value_length %u is not supported",
+                        hp->head_dim_k, hp->head_dim_v);
+        return false;
+    }
+    if (!(hp->norm_eps > 0) || !(hp->rope_freq_base > 0)) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "rms epsilon (%g) and rope freq_base (%g) must be positive",
+                        hp->norm_eps, hp->rope_freq_base);
+        return false;
+    }
+    hp->rope_freq_scale = 1.0f;
+    char key[128];
+    arch_key(L, "rope.scaling.type", key, sizeof key);
+    gguf_str st;
+    if (gguf_get_str(L->f, key, &st) && !gguf_str_eq(st, "none")) {
+        float factor = 1.0f;
+        if (!get_f32(L, "rope.scaling.factor", &factor, false, 1.0f)) return false;
+        if (gguf_str_eq(st, "linear")) {
+            if (!(factor > 0)) {
+                rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "rope scaling factor %g must be positive", factor);
+                return false;
+            }
+            hp->rope_freq_scale = 1.0f / factor;
+        } else if (!(factor == 0.0f || factor == 1.0f)) {
+            char name[64];
+            rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "rope scaling type '%s' is not supported",
+                            gguf_str_cpy(st, name, sizeof name));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Looks up a tensor and checks its shape (ne0, ne1; ne1 = 0 for a vector) and
+ * that its type is one the engine can compute with. */
+static const gguf_tensor *find_checked(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required) {
+    const gguf_tensor *t = gguf_find_tensor(L->f, name);
+    if (!t) {
+        if (required) rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "required tensor '%s' is missing", name);
+        return NULL;
+    }
+    bool ok = ne1 == 0 ? (t->n_dims == 1 || (t->ne[1] == 1)) && t->ne[0] == (uint64_t)ne0
+                       : t->ne[0] == (uint64_t)ne0 && t->ne[1] == (uint64_t)ne1;
+    ok = ok && t->ne[2] == 1 && t->ne[3] == 1;
+    if (!ok) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT,
+                        "tensor '%s' (info at byte offset %llu) has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
+                        name, (unsigned long long)t->info_offset, (unsigned long long)t->ne[0],
+                        (unsigned long long)t->ne[1], (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
+                        (long long)ne0, (long long)(ne1 ? ne1 : 1));
+        L->err->code = ROTKV_ERR_FORMAT;
+        return (const gguf_tensor *)-1;
+    }
+    const quant_traits *tr = quant_get_traits(t->type);
+    if (!tr || !tr->supported || !tr->dequantize_row || !tr->vec_dot_f32) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "tensor '%s' has unsupported type %s (%u)", name,
+                        quant_type_name(t->type), t->type);
+        return (const gguf_tensor *)-1;
+    }
+    return t;
+}
+
+#define BAD_TENSOR ((const gguf_tensor *)-1)
+
+static bool load_weight(loader *L, weight *w, const char *name, int64_t ne0, int64_t ne1, bool required) {
+    const gguf_tensor *t = find_checked(L, name, ne0, ne1, required);
+    memset(w, 0, sizeof *w);
+    if (t == BAD_TENSOR) return false;
+    if (!t) return !required;
+    w->data = t->data;
+    w->type = t->type;
+    w->ne0 = ne0;
+    w->ne1 = ne1;
+    w->row_bytes = quant_row_size(t->type, ne0);
+    return true;
+}
+
+/* Loads a vector (norm weight, bias) as a freshly allocated f32 array. */
+static bool load_vector(loader *L, float **out, const char *name, int64_t n, bool required) {
+    *out = NULL;
+    const gguf_tensor *t = find_checked(L, name, n, 0, required);
+    if (t == BAD_TENSOR) return false;
+    if (!t) return !required;
+    float *v = malloc((size_t)n * sizeof(float));
+    if (!v) {
+        rotkv_set_error(L->err, ROTKV_ERR_OOM, "out of memory loading '%s'", name);
+        return false;
+    }
+    quant_get_traits(t->type)->dequantize_row(t->data, v, n);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "tensor '%s' holds a non-finite value at index %lld", name,
+                            (long long)i);
+            free(v);
+            return false;
+        }
+    *out = v;
+    return true;
+}
+
+static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_weights *lw) {
+    char n[96];
+    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim_k;
+    const int64_t K = (int64_t)hp->n_head_kv * hp->head_dim_k, V = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    const int64_t O = (int64_t)hp->n_head * hp->head_dim_v;
+    const bool bias = hp->arch == ARCH_QWEN2;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%u." s, il), n)
+    if (!load_vector(L, &lw->attn_norm, NAME("attn_norm.weight"), E, true)) return false;
+    if (!load_weight(L, &lw->wq, NAME("attn_q.weight"), E, Q, true)) return false;
+    if (!load_weight(L, &lw->wk, NAME("attn_k.weight"), E, K, true)) return false;
+    if (!load_weight(L, &lw->wv, NAME("attn_v.weight"), E, V, true)) return false;
+    if (!load_weight(L, &lw->wo, NAME("attn_output.weight"), O, E, true)) return false;
+    /* biases: required for qwen2, accepted if present elsewhere */
+    if (!load_vector(L, &lw->bq, NAME("attn_q.bias"), Q, bias)) return false;
+    if (!load_vector(L, &lw->bk, NAME("attn_k.bias"), K, bias)) return false;
+    if (!load_vector(L, &lw->bv, NAME("attn_v.bias"), V, bias)) return false;
+    if (hp->arch == ARCH_QWEN3) {
+        if (!load_vector(L, &lw->q_norm, NAME("attn_q_norm.weight"), hp->head_dim_k, true)) return false;
+        if (!load_vector(L, &lw->k_norm, NAME("attn_k_norm.weight"), hp->head_dim_k, true)) return false;
+    }
+    if (!load_vector(L, &lw->ffn_norm, NAME("ffn_norm.weight"), E, true)) return false;
+    if (!load_weight(L, &lw->w_gate, NAME("ffn_gate.weight"), E, hp->n_ff, true)) return false;
+    if (!load_weight(L, &lw->w_up, NAME("ffn_up.weight"), E, hp->n_ff, true)) return false;
+    if (!load_weight(L, &lw->w_down, NAME("ffn_down.weight"), hp->n_ff, E, true)) return false;
+#undef NAME
+    return true;
+}
+
+void model_free(struct rotkv_model *m) {
+    if (!m) return;
+    if (m->layers)
+        for (uint32_t i = 0; i < m->hp.n_layer; i++) {
+            layer_weights *lw = &m->layers[i];
+            free(lw->attn_norm); free(lw->bq); free(lw->bk); free(lw->bv);
+            free(lw->q_norm); free(lw->k_norm); free(lw->ffn_norm);
+        }
+    free(m->layers);
+    free(m->output_norm);
+    free(m->rope_factors);
+    tokenizer_free(m->tok);
+    gguf_close(m->gguf);
+    free(m);
+}
+
+rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **out, rotkv_error *err) {
+    *out = NULL;
+    rotkv_error local;
+    if (!err) err = &local;
+    err->code = ROTKV_OK;
+    err->msg[0] = 0;
+    struct rotkv_model *m = calloc(1, sizeof *m);
+    if (!m) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+    char msg[480];
+    m->gguf = gguf_open(path, msg, sizeof msg);
+    if (!m->gguf) {
+        free(m);
+        bool io = strstr(msg, "cannot open") || strstr(msg, "not a regular file") || strstr(msg, "mmap failed");
+        return rotkv_set_error(err, io ? ROTKV_ERR_IO : ROTKV_ERR_FORMAT, "%s", msg);
+    }
+    m->vocab_only = vocab_only;
+    gguf_str s;
+    if (gguf_get_str(m->gguf, "general.name", &s)) gguf_str_cpy(s, m->name, sizeof m->name);
+    m->tok = tokenizer_load(m->gguf, msg, sizeof msg);
+    if (!m->tok) {
+        rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: tokenizer: %s", path, msg);
+        model_free(m);
+        return err->code;
+    }
+    if (vocab_only) {
+        m->hp.n_vocab = (uint32_t)tokenizer_n_vocab(m->tok);
+        *out = m;
+        return ROTKV_OK;
+    }
+    char arch[32];
+    if (!gguf_get_str(m->gguf, "general.architecture", &s)) {
+        rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: required key 'general.architecture' is missing or not a string", path);
+        model_free(m);
+        return err->code;
+    }
+    gguf_str_cpy(s, arch, sizeof arch);
+    loader L = {m->gguf, arch, err};
+    model_hparams *hp = &m->hp;
+    bool ok = read_hparams(&L, hp);
+    if (ok) {
+        hp->n_vocab = (uint32_t)tokenizer_n_vocab(m->tok);
+        ok = load_weight(&L, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true) &&
+             load_vector(&L, &m->output_norm, "output_norm.weight", hp->n_embd, true) &&
+             load_weight(&L, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false);
+    }
+    if (ok && !m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    if (ok) ok = load_vector(&L, &m->rope_factors, "rope_freqs.weight", hp->n_rot / 2, false);
+    if (ok && m->rope_factors)
+        for (uint32_t i = 0; i < hp->n_rot / 2; i++)
+            if (!(m->rope_factors[i] > 0)) {
+                rotkv_set_error(err, ROTKV_ERR_FORMAT, "tensor 'rope_freqs.weight': factor %u is not positive", i);
+                ok = false;
+                break;
+            }
+    if (ok) {
+        m->layers = calloc(hp->n_layer, sizeof *m->layers);
+        if (!m->layers) ok = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory") == ROTKV_OK;
+    }
+    for (uint32_t il = 0; ok && il < hp->n_layer; il++) ok = load_layer(&L, hp, il, &m->layers[il]);
+    if (!ok) {
+        char tmp[sizeof err->msg + 1024];
+        snprintf(tmp, sizeof tmp, "%s: %s", path, err->msg);
+        size_t n = strlen(tmp) < sizeof err->msg - 1 ? strlen(tmp) : sizeof err->msg - 1;
+        memcpy(err->msg, tmp, n);
+        err->msg[n] = 0;
+        rotkv_status code = err->code;
+        model_free(m);
+        return code;
+    }
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+        const gguf_tensor *t = &m->gguf->tensors[i];
+        m->n_params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+        m->weight_bytes += t->nbytes;
+    }
+    *out = m;
+    return ROTKV_OK;
+}

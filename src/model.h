@@ -1,0 +1,72 @@
+/* model.h — hyperparameters and weights of a llama-shaped transformer
+ * (llama, mistral, qwen2, qwen3), read from a GGUF file and checked against
+ * each other before use. */
+#ifndef ROTKV_MODEL_H
+#define ROTKV_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "rotkv.h"
+#include "tokenizer.h"
+
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3 } model_arch;
+
+/* RoPE pairing: NORM rotates (x[2i], x[2i+1]) (llama, after the converter's
+ * permutation); NEOX rotates (x[i], x[i + n_rot/2]) (qwen2/qwen3). */
+typedef enum { ROPE_NORM, ROPE_NEOX } rope_style;
+
+typedef struct {
+    model_arch arch;
+    char arch_name[32];
+    uint32_t n_vocab, n_ctx_train, n_embd, n_layer, n_ff;
+    uint32_t n_head, n_head_kv;
+    uint32_t head_dim_k, head_dim_v; /* per head; may differ from n_embd / n_head */
+    uint32_t n_rot;                  /* rotated dims per head (<= head_dim_k) */
+    float rope_freq_base;
+    float rope_freq_scale;           /* 1 / linear scaling factor */
+    rope_style rope;
+    float norm_eps;
+} model_hparams;
+
+/* A 2-D weight matrix in its file type: rows of ne0 values, ne1 rows. */
+typedef struct {
+    const void *data; /* into the GGUF mapping */
+    uint32_t type;    /* ggml type id */
+    int64_t ne0, ne1;
+    size_t row_bytes;
+} weight;
+
+typedef struct {
+    float *attn_norm;            /* (n_embd,) */
+    weight wq, wk, wv, wo;       /* (n_embd -> n_head*hd_k), (-> n_head_kv*hd_k), (-> n_head_kv*hd_v), (n_head*hd_v -> n_embd) */
+    float *bq, *bk, *bv;         /* qwen2 biases, or NULL */
+    float *q_norm, *k_norm;      /* qwen3 per-head RMSNorm weights (head_dim_k,), or NULL */
+    float *ffn_norm;             /* (n_embd,) */
+    weight w_gate, w_up, w_down; /* (n_embd -> n_ff) x2, (n_ff -> n_embd) */
+} layer_weights;
+
+struct rotkv_model {
+    gguf_file *gguf;
+    tokenizer *tok;
+    model_hparams hp;
+    bool vocab_only;
+    weight tok_embd;   /* (n_vocab rows of n_embd) */
+    weight output;     /* (n_embd -> n_vocab); tok_embd when tied */
+    float *output_norm;/* (n_embd,) */
+    float *rope_factors; /* (n_rot/2,) llama3 frequency divisors, or NULL */
+    layer_weights *layers;
+    uint64_t n_params, weight_bytes;
+    char name[128];
+};
+
+/* Loads and validates; on error returns a status and fills err. */
+rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **out, rotkv_error *err);
+void model_free(struct rotkv_model *m);
+
+/* Sets err (if non-NULL) and returns code. printf-style. */
+rotkv_status rotkv_set_error(rotkv_error *err, rotkv_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
