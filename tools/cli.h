@@ -1,0 +1,51 @@
+/* cli.h — shared option parsing and helpers for the rotkv subcommands. */
+#ifndef ROTKV_CLI_H
+#define ROTKV_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rotkv.h"
+
+typedef struct {
+    const char *model;
+    const char *prompt;      /* -p */
+    const char *file;        /* -f */
+    int n_predict;           /* -n */
+    int n_ctx;               /* -c */
+    int n_batch;             /* -b */
+    int n_threads;           /* -t */
+    int top_n;               /* -k (logits) */
+    int n_chunks;            /* --chunks */
+    const char *type_k, *type_v;
+    bool no_bos, parse_special, show_pieces;
+    const char *kld_base;    /* --kl-divergence-base */
+    bool kld;                /* --kl-divergence */
+    rotkv_sampler_params sp;
+    /* bench */
+    const char *bench_p, *bench_n, *bench_d, *bench_o;
+    int reps;
+} cli_opts;
+
+/* Parses argv (after the subcommand). Returns false and prints a message on
+ * an unknown flag or a missing/invalid value. */
+bool cli_parse(int argc, char **argv, cli_opts *o);
+/* Reads -p or -f into a malloc'd buffer; NULL with a message on error. */
+char *cli_read_text(const cli_opts *o, size_t *len);
+/* Loads the model, printing the error and returning NULL on failure. */
+rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms);
+/* Parses a KV cache type name; -1 and a message if unknown. */
+int cli_kv_type(const char *name);
+/* Tokenizes the whole text (add_special per model unless --no-bos). */
+rotkv_token *cli_tokenize(const rotkv_model *m, const char *text, size_t len, bool add_special, bool parse_special,
+                          int32_t *n_out);
+double cli_now_ms(void);
+
+int cmd_run(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+
+#endif

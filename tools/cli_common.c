@@ -1,0 +1,211 @@
+/* cli_common.c — option parsing and helpers shared by the subcommands.
+ * Flag names follow llama.cpp's where one exists. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+double cli_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static bool parse_int(const char *flag, const char *s, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < -2147483647L || v > 2147483647L) {
+        fprintf(stderr, "rotkv: %s expects an integer, got '%s'\n", flag, s);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+static bool parse_float(const char *flag, const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || end == s || v != v) {
+        fprintf(stderr, "rotkv: %s expects a number, got '%s'\n", flag, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cli_parse(int argc, char **argv, cli_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = -1;
+    o->n_batch = 512;
+    o->top_n = 20;
+    o->type_k = o->type_v = "f16";
+    o->reps = 5;
+    o->sp = rotkv_sampler_default_params();
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE()                                                        \
+    do {                                                                    \
+        if (!v) {                                                           \
+            fprintf(stderr, "rotkv: option %s needs a value\n", a);         \
+            return false;                                                   \
+        }                                                                   \
+        i++;                                                                \
+    } while (0)
+#define IS(s) (!strcmp(a, s))
+        int iv;
+        if (IS("-m") || IS("--model")) { NEED_VALUE(); o->model = v; }
+        else if (IS("-p") || IS("--prompt")) { NEED_VALUE(); o->prompt = v; }
+        else if (IS("-f") || IS("--file")) { NEED_VALUE(); o->file = v; }
+        else if (IS("-n") || IS("--n-predict")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_predict)) return false; }
+        else if (IS("-c") || IS("--ctx-size")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_ctx)) return false; }
+        else if (IS("-b") || IS("--batch-size")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_batch)) return false; }
+        else if (IS("-t") || IS("--threads")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_threads)) return false; }
+        else if (IS("-k") || IS("--top-n")) { NEED_VALUE(); if (!parse_int(a, v, &o->top_n)) return false; }
+        else if (IS("--chunks")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_chunks)) return false; }
+        else if (IS("-ctk") || IS("--cache-type-k")) { NEED_VALUE(); o->type_k = v; }
+        else if (IS("-ctv") || IS("--cache-type-v")) { NEED_VALUE(); o->type_v = v; }
+        else if (IS("--temp")) { NEED_VALUE(); if (!parse_float(a, v, &o->sp.temp)) return false; }
+        else if (IS("--top-k")) { NEED_VALUE(); if (!parse_int(a, v, &o->sp.top_k)) return false; }
+        else if (IS("--top-p")) { NEED_VALUE(); if (!parse_float(a, v, &o->sp.top_p)) return false; }
+        else if (IS("--min-p")) { NEED_VALUE(); if (!parse_float(a, v, &o->sp.min_p)) return false; }
+        else if (IS("--repeat-penalty")) { NEED_VALUE(); if (!parse_float(a, v, &o->sp.repeat_penalty)) return false; }
+        else if (IS("--repeat-last-n")) { NEED_VALUE(); if (!parse_int(a, v, &o->sp.repeat_last_n)) return false; }
+        else if (IS("--seed") || IS("-s")) {
+            NEED_VALUE();
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || end == v) {
+                fprintf(stderr, "rotkv: --seed expects a non-negative integer, got '%s'\n", v);
+                return false;
+            }
+            o->sp.seed = s;
+        }
+        else if (IS("--no-bos")) o->no_bos = true;
+        else if (IS("--parse-special")) o->parse_special = true;
+        else if (IS("--pieces")) o->show_pieces = true;
+        else if (IS("--kl-divergence-base")) { NEED_VALUE(); o->kld_base = v; }
+        else if (IS("--kl-divergence")) o->kld = true;
+        else if (IS("-r") || IS("--repetitions")) { NEED_VALUE(); if (!parse_int(a, v, &o->reps)) return false; }
+        else if (IS("-o") || IS("--output")) { NEED_VALUE(); o->bench_o = v; }
+        else if (IS("-pg") || IS("--n-prompt")) { NEED_VALUE(); o->bench_p = v; }
+        else if (IS("-ng") || IS("--n-gen")) { NEED_VALUE(); o->bench_n = v; }
+        else if (IS("-d") || IS("--n-depth")) { NEED_VALUE(); o->bench_d = v; }
+        else {
+            fprintf(stderr, "rotkv: unknown option '%s'\n", a);
+            return false;
+        }
+        (void)iv;
+#undef IS
+#undef NEED_VALUE
+    }
+    if (o->n_ctx < 0 || o->n_batch <= 0 || o->n_threads < 0 || o->top_n < 0 || o->n_chunks < 0) {
+        fprintf(stderr, "rotkv: -c, -b, -t, -k and --chunks must not be negative (and -b > 0)\n");
+        return false;
+    }
+    return true;
+}
+
+char *cli_read_text(const cli_opts *o, size_t *len) {
+    if (o->prompt && o->file) {
+        fprintf(stderr, "rotkv: give either -p or -f, not both\n");
+        return NULL;
+    }
+    if (o->prompt) {
+        *len = strlen(o->prompt);
+        char *s = malloc(*len + 1);
+        if (s) memcpy(s, o->prompt, *len + 1);
+        return s;
+    }
+    if (!o->file) {
+        fprintf(stderr, "rotkv: no input text: give -p PROMPT or -f FILE\n");
+        return NULL;
+    }
+    FILE *fp = fopen(o->file, "rb");
+    if (!fp) {
+        fprintf(stderr, "rotkv: cannot open '%s': %s\n", o->file, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    for (;;) {
+        if (!buf) break;
+        size_t r = fread(buf + n, 1, cap - n, fp);
+        n += r;
+        if (n < cap) break;
+        char *nb = realloc(buf, 2 * cap + 1);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    if (buf && ferror(fp)) {
+        fprintf(stderr, "rotkv: error reading '%s'\n", o->file);
+        free(buf);
+        buf = NULL;
+    }
+    fclose(fp);
+    if (!buf) return NULL;
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms) {
+    if (!o->model) {
+        fprintf(stderr, "rotkv: no model: give -m MODEL.gguf\n");
+        return NULL;
+    }
+    double t0 = cli_now_ms();
+    rotkv_model_params mp = rotkv_model_default_params();
+    mp.vocab_only = vocab_only;
+    rotkv_model *m = NULL;
+    rotkv_error err = {0};
+    if (rotkv_model_load(o->model, &mp, &m, &err) != ROTKV_OK) {
+        fprintf(stderr, "rotkv: error: %s\n", err.msg);
+        return NULL;
+    }
+    if (load_ms) *load_ms = cli_now_ms() - t0;
+    return m;
+}
+
+int cli_kv_type(const char *name) {
+    if (!strcmp(name, "f32")) return ROTKV_KV_F32;
+    if (!strcmp(name, "f16")) return ROTKV_KV_F16;
+    fprintf(stderr, "rotkv: unknown KV cache type '%s' (available: f32, f16)\n", name);
+    return -1;
+}
+
+rotkv_token *cli_tokenize(const rotkv_model *m, const char *text, size_t len, bool add_special, bool parse_special,
+                          int32_t *n_out) {
+    int32_t cap = (int32_t)(len + 16 < 1u << 30 ? len + 16 : 1u << 30);
+    rotkv_token *t = malloc(sizeof(rotkv_token) * (size_t)cap);
+    if (!t) return NULL;
+    int32_t n = rotkv_tokenize(m, text, len, t, cap, add_special, parse_special);
+    if (n < 0) {
+        cap = -n;
+        rotkv_token *nt = realloc(t, sizeof(rotkv_token) * (size_t)cap);
+        if (!nt) {
+            free(t);
+            return NULL;
+        }
+        t = nt;
+        n = rotkv_tokenize(m, text, len, t, cap, add_special, parse_special);
+    }
+    if (n < 0) {
+        free(t);
+        fprintf(stderr, "rotkv: tokenization failed\n");
+        return NULL;
+    }
+    *n_out = n;
+    return t;
+}

@@ -1,0 +1,43 @@
+/* rotkv — command-line front end: dispatches to one subcommand per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *fp) {
+    fprintf(fp,
+            "rotkv %s — local LLM inference with a compressed KV cache\n\n"
+            "usage: rotkv <command> [options]\n\n"
+            "commands:\n"
+            "  run         generate text:        rotkv run -m MODEL (-p PROMPT | -f FILE) [-n N] [-c CTX] [-t N]\n"
+            "                                    [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
+            "                                    [--repeat-penalty R] [--repeat-last-n N] [-ctk T] [-ctv T]\n"
+            "  tokenize    print token ids:      rotkv tokenize -m MODEL (-p TEXT | -f FILE) [--no-bos] [--parse-special] [--pieces]\n"
+            "  info        describe a model:     rotkv info -m MODEL\n"
+            "  logits      golden-format dump:   rotkv logits -m MODEL -f TEXT [-k 20] [-n 32] [-ctk T] [-ctv T]\n"
+            "  perplexity  PPL / KL divergence:  rotkv perplexity -m MODEL -f TEXT [-c CTX] [-b N] [--chunks N]\n"
+            "                                    [--kl-divergence-base FILE [--kl-divergence]]\n"
+            "\nrun 'rotkv <command> --help' for details.\n",
+            ROTKV_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("rotkv %s\n", ROTKV_VERSION);
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}
+                };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "rotkv: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
