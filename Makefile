@@ -16,7 +16,7 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-asan fuzz clean
+.PHONY: all check test test-asan fuzz clean
 all: $(BUILD)/rotkv
 
 $(BUILD)/%.o: %.c
@@ -34,6 +34,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testutil.o $(BUILD)/librotkv
 
 test: $(TEST_BIN) $(BUILD)/rotkv
 	ROTKV_BIN=$(BUILD)/rotkv sh tests/run.sh $(TEST_BIN)
+
+# The whole suite: optimized build, then again under ASan+UBSan.
+check:
+	$(MAKE) test
+	$(MAKE) test-asan
 
 test-asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test

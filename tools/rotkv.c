@@ -33,7 +33,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}
+    } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
