@@ -107,11 +107,34 @@ void rotkv_detok_free(rotkv_detok *d);
 
 /* ---------------------------------------------------------------- context */
 
+/* KV cache storage types. The llama.cpp-compatible ones use GGUF's block
+ * layouts; tq* are TurboQuant-style codebook codecs (see docs/kv-cache.md). */
 typedef enum {
     ROTKV_KV_F32 = 0,
-    ROTKV_KV_F16 = 1,
-    ROTKV_KV_COUNT_CORE
+    ROTKV_KV_F16,
+    ROTKV_KV_BF16,
+    ROTKV_KV_Q8_0,
+    ROTKV_KV_Q5_1,
+    ROTKV_KV_Q5_0,
+    ROTKV_KV_Q4_1,
+    ROTKV_KV_Q4_0,
+    ROTKV_KV_IQ4_NL,
+    ROTKV_KV_TQ4,
+    ROTKV_KV_TQ3_5,
+    ROTKV_KV_TQ3,
+    ROTKV_KV_TQ2_5,
+    ROTKV_KV_TQ2,
+    ROTKV_KV_TYPE_COUNT
 } rotkv_kv_type;
+
+/* Name of a KV type ("f16", "q4_0", "tq3", ...) and back; -1 if unknown or
+ * not available in this build. */
+const char *rotkv_kv_type_name(rotkv_kv_type t);
+int rotkv_kv_type_from_name(const char *name);
+
+/* attn-rot: rotate q/k (after RoPE) and v by an orthonormal Hadamard-based
+ * matrix before caching. AUTO = on for quantized cache types, off for f32/f16/bf16. */
+typedef enum { ROTKV_ROT_AUTO = -1, ROTKV_ROT_OFF = 0, ROTKV_ROT_ON = 1 } rotkv_rot_mode;
 
 typedef struct {
     uint32_t n_ctx;     /* max tokens per sequence (0 = model's training context) */
@@ -119,6 +142,8 @@ typedef struct {
     uint32_t n_batch;   /* max tokens per rotkv_decode call */
     int n_threads;      /* 0 = number of physical cores */
     rotkv_kv_type type_k, type_v;
+    rotkv_rot_mode rot_k, rot_v; /* attn-rot on K and on V, independently */
+    uint64_t rot_seed;           /* seed of the random sign diagonal */
 } rotkv_context_params;
 
 rotkv_context_params rotkv_context_default_params(void);

@@ -6,12 +6,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
+    return (size_t)(n_head / n_head_kv) * head_dim + 2 * (size_t)n_head_kv * head_dim;
+}
+
+/* Where head hk's values live in a row encoded as segments of seg values. */
+typedef struct {
+    const kv_codec *c;
+    int seg;
+    size_t seg_bytes, ofs_bytes; /* fused path: byte offset of the head's segment */
+    int seg_index, ofs_values;   /* decode path: segment holding the head, offset inside it */
+    bool fused;
+} head_view;
+
+static head_view head_view_make(const kv_codec *c, int seg, size_t seg_bytes, int hk, int hd) {
+    head_view v = {c, seg, seg_bytes, 0, 0, 0, seg == hd};
+    if (v.fused) {
+        v.ofs_bytes = (size_t)hk * seg_bytes;
+    } else {
+        v.seg_index = hk * hd / seg;
+        v.ofs_values = hk * hd % seg;
+    }
+    return v;
+}
+
+/* Decodes the head's values (decode path only) into tmp, returns a pointer to them. */
+static const float *head_decode(const head_view *v, const uint8_t *row, float *tmp) {
+    v->c->decode(row + (size_t)v->seg_index * v->seg_bytes, tmp, v->seg);
+    return tmp + v->ofs_values;
+}
+
 /* One work item = (query token, KV head): the n_group query heads sharing that
  * KV head are scored against each cached row, so every row is read once. */
-static void attention_item(const attention_args *a, int t, int hk, float *acc) {
+static void attention_item(const attention_args *a, int t, int hk, float *scratch) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv;
-    const kv_codec *ck = kv_cache_codec_k(a->kv), *cv = kv_cache_codec_v(a->kv);
-    const size_t kofs = (size_t)hk * kv_cache_k_head_bytes(a->kv), vofs = (size_t)hk * kv_cache_v_head_bytes(a->kv);
+    const head_view kv_k = head_view_make(kv_cache_codec_k(a->kv), kv_cache_k_seg(a->kv), kv_cache_k_seg_bytes(a->kv), hk, hd);
+    const head_view kv_v = head_view_make(kv_cache_codec_v(a->kv), kv_cache_v_seg(a->kv), kv_cache_v_seg_bytes(a->kv), hk, hd);
+    float *acc = scratch, *ktmp = scratch + (size_t)n_group * hd, *vtmp = ktmp + (size_t)a->n_head_kv * hd;
     const float *q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
     float m[64], l[64]; /* running max and sum per query head (n_group <= 64 checked at context creation) */
     for (int g = 0; g < n_group; g++) {
@@ -22,10 +53,20 @@ static void attention_item(const attention_args *a, int t, int hk, float *acc) {
     const uint32_t seq = (uint32_t)a->seq[t];
     const int32_t n_kv = a->pos[t] + 1;
     for (int32_t p = 0; p < n_kv; p++) {
-        const uint8_t *krow = kv_cache_k_row(a->kv, seq, a->layer, (uint32_t)p) + kofs;
-        const uint8_t *vrow = kv_cache_v_row(a->kv, seq, a->layer, (uint32_t)p) + vofs;
+        const uint8_t *krow = kv_cache_k_row(a->kv, seq, a->layer, (uint32_t)p);
+        const uint8_t *vrow = kv_cache_v_row(a->kv, seq, a->layer, (uint32_t)p);
+        const float *kd = kv_k.fused ? NULL : head_decode(&kv_k, krow, ktmp);
+        const float *vd = kv_v.fused ? NULL : head_decode(&kv_v, vrow, vtmp);
         for (int g = 0; g < n_group; g++) {
-            const float s = ck->dot(krow, q + (size_t)g * hd, hd) * a->scale;
+            const float *qg = q + (size_t)g * hd;
+            float s;
+            if (kd) {
+                s = 0.0f;
+                for (int i = 0; i < hd; i++) s += kd[i] * qg[i];
+            } else {
+                s = kv_k.c->dot(krow + kv_k.ofs_bytes, qg, hd);
+            }
+            s *= a->scale;
             float *o = acc + (size_t)g * hd;
             if (s > m[g]) {
                 const float c = expf(m[g] - s); /* 0 on the first row */
@@ -35,7 +76,10 @@ static void attention_item(const attention_args *a, int t, int hk, float *acc) {
             }
             const float w = expf(s - m[g]);
             l[g] += w;
-            cv->axpy(vrow, w, o, hd);
+            if (vd)
+                for (int i = 0; i < hd; i++) o[i] += w * vd[i];
+            else
+                kv_v.c->axpy(vrow + kv_v.ofs_bytes, w, o, hd);
         }
     }
     float *out = a->O + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
@@ -48,11 +92,20 @@ static void attention_item(const attention_args *a, int t, int hk, float *acc) {
 static void attention_worker(void *arg, int ith, int nth) {
     const attention_args *a = arg;
     const int n_items = a->n_tok * a->n_head_kv;
-    float *acc = a->scratch + (size_t)ith * (a->n_head / a->n_head_kv) * a->head_dim;
-    for (int it = ith; it < n_items; it += nth) attention_item(a, it / a->n_head_kv, it % a->n_head_kv, acc);
+    float *scratch = a->scratch + (size_t)ith * attention_scratch_floats(a->n_head, a->n_head_kv, a->head_dim);
+    for (int it = ith; it < n_items; it += nth) attention_item(a, it / a->n_head_kv, it % a->n_head_kv, scratch);
 }
 
 void attention_batch(threadpool *tp, attention_args *a) { threadpool_run(tp, attention_worker, a); }
+
+/* Decodes head hk of an encoded row into out (hd values), whatever the segment layout. */
+static void decode_head_ref(const kv_codec *c, int seg, size_t seg_bytes, const uint8_t *row, int hk, int hd,
+                            int n_head_kv, float *out) {
+    float *all = malloc(sizeof(float) * (size_t)hd * n_head_kv);
+    for (int s = 0; s < hd * n_head_kv / seg; s++) c->decode(row + (size_t)s * seg_bytes, all + (size_t)s * seg, seg);
+    memcpy(out, all + (size_t)hk * hd, sizeof(float) * (size_t)hd);
+    free(all);
+}
 
 void attention_reference(const attention_args *a) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv;
@@ -66,8 +119,9 @@ void attention_reference(const attention_args *a) {
             const float *q = a->Q + ((size_t)t * a->n_head + h) * hd;
             double mx = -INFINITY, sum = 0.0;
             for (int32_t p = 0; p < n_kv; p++) {
-                ck->decode(kv_cache_k_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p) +
-                               (size_t)hk * kv_cache_k_head_bytes(a->kv), k, hd);
+                decode_head_ref(ck, kv_cache_k_seg(a->kv), kv_cache_k_seg_bytes(a->kv),
+                                kv_cache_k_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
+                                a->n_head_kv, k);
                 double s = 0.0;
                 for (int i = 0; i < hd; i++) s += (double)q[i] * k[i];
                 sc[p] = s * a->scale;
@@ -77,8 +131,9 @@ void attention_reference(const attention_args *a) {
             float *o = a->O + ((size_t)t * a->n_head + h) * hd;
             for (int i = 0; i < hd; i++) o[i] = 0.0f;
             for (int32_t p = 0; p < n_kv; p++) {
-                cv->decode(kv_cache_v_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p) +
-                               (size_t)hk * kv_cache_v_head_bytes(a->kv), v, hd);
+                decode_head_ref(cv, kv_cache_v_seg(a->kv), kv_cache_v_seg_bytes(a->kv),
+                                kv_cache_v_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
+                                a->n_head_kv, v);
                 for (int i = 0; i < hd; i++) o[i] += (float)(sc[p] / sum) * v[i];
             }
         }

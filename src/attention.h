@@ -18,8 +18,11 @@ typedef struct {
     float scale;         /* 1/sqrt(head_dim) */
     const float *Q;      /* (n_tok, n_head * head_dim) */
     float *O;            /* (n_tok, n_head * head_dim) */
-    float *scratch;      /* nth * (n_head/n_head_kv) * head_dim floats */
+    float *scratch;      /* nth * attention_scratch_floats(...) */
 } attention_args;
+
+/* Scratch floats one thread needs. */
+size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim);
 
 void attention_batch(threadpool *tp, attention_args *a);
 

@@ -243,7 +243,7 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->gate = alloc_f(B * F);
     c->up = alloc_f(B * F);
     c->mm_scratch = alloc_f((size_t)nth * maxrow);
-    c->att_scratch = alloc_f((size_t)nth * (hp->n_head / hp->n_head_kv) * hp->head_dim_v);
+    c->att_scratch = alloc_f((size_t)nth * attention_scratch_floats((int)hp->n_head, (int)hp->n_head_kv, (int)hp->head_dim_k));
     c->tok_seq = malloc(B * sizeof(int32_t));
     c->tok_pos = malloc(B * sizeof(int32_t));
     if (!c->tp || !c->seq_len || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->tmp || !c->gate || !c->up ||

@@ -4,67 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fp16.h"
 #include "model.h"
-
-/* ------------------------------------------------------------ f32 codec */
-
-static void f32_encode(const float *x, void *dst, int n) { memcpy(dst, x, (size_t)n * sizeof(float)); }
-static void f32_decode(const void *src, float *x, int n) { memcpy(x, src, (size_t)n * sizeof(float)); }
-static float f32_dot(const void *src, const float *q, int n) {
-    const float *k = src;
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += k[i] * q[i];
-    return s;
-}
-static void f32_axpy(const void *src, float w, float *out, int n) {
-    const float *v = src;
-    for (int i = 0; i < n; i++) out[i] += w * v[i];
-}
-
-/* ------------------------------------------------------------ f16 codec */
-
-static void f16_encode(const float *x, void *dst, int n) {
-    uint16_t *h = dst;
-    for (int i = 0; i < n; i++) h[i] = fp32_to_fp16(x[i]);
-}
-static void f16_decode(const void *src, float *x, int n) {
-    const uint16_t *h = src;
-    for (int i = 0; i < n; i++) x[i] = fp16_to_fp32(h[i]);
-}
-static float f16_dot(const void *src, const float *q, int n) {
-    const uint16_t *h = src;
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += fp16_to_fp32(h[i]) * q[i];
-    return s;
-}
-static void f16_axpy(const void *src, float w, float *out, int n) {
-    const uint16_t *h = src;
-    for (int i = 0; i < n; i++) out[i] += w * fp16_to_fp32(h[i]);
-}
-
-static const kv_codec codecs[] = {
-    [ROTKV_KV_F32] = {"f32", 1, 4, 32.0, f32_encode, f32_decode, f32_dot, f32_axpy},
-    [ROTKV_KV_F16] = {"f16", 1, 2, 16.0, f16_encode, f16_decode, f16_dot, f16_axpy},
-};
-
-const kv_codec *kv_codec_get(rotkv_kv_type t) {
-    if ((int)t < 0 || (size_t)t >= sizeof codecs / sizeof codecs[0] || !codecs[t].name) return NULL;
-    return &codecs[t];
-}
-
-int kv_codec_by_name(const char *name) {
-    for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++)
-        if (codecs[i].name && strcmp(codecs[i].name, name) == 0) return (int)i;
-    return -1;
-}
 
 /* ------------------------------------------------------------ the cache */
 
 struct kv_cache {
     kv_cache_params p;
     const kv_codec *ck, *cv;
-    size_t k_head_bytes, v_head_bytes, k_row_bytes, v_row_bytes, page_bytes;
+    int k_seg, v_seg;                 /* values per encoded segment */
+    size_t k_seg_bytes, v_seg_bytes, k_row_bytes, v_row_bytes, page_bytes;
     uint32_t pages_per_seq;
     uint8_t **pages;     /* [seq][layer][page] -> page memory or NULL */
     uint32_t *n_pages;   /* [seq] pages allocated per layer */
@@ -81,9 +29,15 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
         rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "unknown KV cache type (k=%d, v=%d)", (int)p->type_k, (int)p->type_v);
         return NULL;
     }
-    if (p->head_dim % (uint32_t)ck->blck || p->head_dim % (uint32_t)cv->blck) {
-        rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "head_dim %u is not a multiple of the %s/%s block size",
-                        p->head_dim, ck->name, cv->name);
+    /* a segment is one head, or the whole row of all KV heads when a head is
+     * smaller than the codec's block (blocks then span heads) */
+    const uint32_t row = p->head_dim * p->n_head_kv;
+    const int k_seg = p->head_dim % (uint32_t)ck->blck == 0 ? (int)p->head_dim : (int)row;
+    const int v_seg = p->head_dim % (uint32_t)cv->blck == 0 ? (int)p->head_dim : (int)row;
+    if (k_seg % ck->blck || v_seg % cv->blck) {
+        rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED,
+                        "a KV row of %u values (%u heads x %u) cannot be split into %s/%s blocks of %d/%d", row,
+                        p->n_head_kv, p->head_dim, ck->name, cv->name, ck->blck, cv->blck);
         return NULL;
     }
     if (p->n_ctx == 0 || p->n_seq == 0 || p->n_layer == 0) {
@@ -98,10 +52,12 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
     kv->p = *p;
     kv->ck = ck;
     kv->cv = cv;
-    kv->k_head_bytes = p->head_dim / (size_t)ck->blck * ck->blck_bytes;
-    kv->v_head_bytes = p->head_dim / (size_t)cv->blck * cv->blck_bytes;
-    kv->k_row_bytes = kv->k_head_bytes * p->n_head_kv;
-    kv->v_row_bytes = kv->v_head_bytes * p->n_head_kv;
+    kv->k_seg = k_seg;
+    kv->v_seg = v_seg;
+    kv->k_seg_bytes = ck->row_bytes(k_seg);
+    kv->v_seg_bytes = cv->row_bytes(v_seg);
+    kv->k_row_bytes = kv->k_seg_bytes * (row / (uint32_t)k_seg);
+    kv->v_row_bytes = kv->v_seg_bytes * (row / (uint32_t)v_seg);
     kv->page_bytes = (kv->k_row_bytes + kv->v_row_bytes) * KV_PAGE_TOKENS;
     kv->pages_per_seq = (p->n_ctx + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
     kv->pages = calloc((size_t)p->n_seq * p->n_layer * kv->pages_per_seq, sizeof *kv->pages);
@@ -169,12 +125,12 @@ static uint8_t *row_ptr(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32
 }
 
 void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v) {
-    const uint32_t hd = kv->p.head_dim;
+    const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
     uint8_t *kr = row_ptr(kv, seq, layer, pos, 0), *vr = row_ptr(kv, seq, layer, pos, 1);
-    for (uint32_t h = 0; h < kv->p.n_head_kv; h++) {
-        kv->ck->encode(k + (size_t)h * hd, kr + h * kv->k_head_bytes, (int)hd);
-        kv->cv->encode(v + (size_t)h * hd, vr + h * kv->v_head_bytes, (int)hd);
-    }
+    for (uint32_t i = 0; i < row / (uint32_t)kv->k_seg; i++)
+        kv->ck->encode(k + (size_t)i * kv->k_seg, kr + i * kv->k_seg_bytes, kv->k_seg);
+    for (uint32_t i = 0; i < row / (uint32_t)kv->v_seg; i++)
+        kv->cv->encode(v + (size_t)i * kv->v_seg, vr + i * kv->v_seg_bytes, kv->v_seg);
 }
 
 const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
@@ -183,8 +139,10 @@ const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, 
 const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
     return row_ptr(kv, seq, layer, pos, 1);
 }
-size_t kv_cache_k_head_bytes(const kv_cache *kv) { return kv->k_head_bytes; }
-size_t kv_cache_v_head_bytes(const kv_cache *kv) { return kv->v_head_bytes; }
+int kv_cache_k_seg(const kv_cache *kv) { return kv->k_seg; }
+int kv_cache_v_seg(const kv_cache *kv) { return kv->v_seg; }
+size_t kv_cache_k_seg_bytes(const kv_cache *kv) { return kv->k_seg_bytes; }
+size_t kv_cache_v_seg_bytes(const kv_cache *kv) { return kv->v_seg_bytes; }
 const kv_codec *kv_cache_codec_k(const kv_cache *kv) { return kv->ck; }
 const kv_codec *kv_cache_codec_v(const kv_cache *kv) { return kv->cv; }
 

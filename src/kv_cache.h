@@ -11,6 +11,7 @@
 #ifndef ROTKV_KV_CACHE_H
 #define ROTKV_KV_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,12 +19,13 @@
 
 #define KV_PAGE_TOKENS 256
 
+/* A KV codec encodes a vector of n values (a head, or a whole token row when
+ * a head is smaller than the codec's block) into row_bytes(n) bytes. */
 typedef struct {
     const char *name;
-    int blck;            /* values per block; a head slice must hold whole blocks */
-    size_t blck_bytes;   /* bytes per block */
-    double bits_per_value;
-    /* encode n values (n % blck == 0) */
+    int blck;          /* n must be a multiple of this */
+    bool quantized;    /* lossy beyond f16 rounding: attn-rot AUTO turns on */
+    size_t (*row_bytes)(int n);
     void (*encode)(const float *x, void *dst, int n);
     void (*decode)(const void *src, float *x, int n);
     /* sum_i q[i] * decode(src)[i] */
@@ -32,9 +34,10 @@ typedef struct {
     void (*axpy)(const void *src, float w, float *out, int n);
 } kv_codec;
 
+/* Codec of a type; NULL if unknown or not built. Defined in kv_codecs.c. */
 const kv_codec *kv_codec_get(rotkv_kv_type t);
-/* Looks a codec up by name ("f16", "q8_0", ...); returns -1 if unknown. */
-int kv_codec_by_name(const char *name);
+/* Bits per value of a codec for vectors of n values (every scale and norm counted). */
+double kv_codec_bits(const kv_codec *c, int n);
 
 typedef struct kv_cache kv_cache;
 
@@ -59,8 +62,13 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens);
 /* Encoded row of one token (all heads) and the byte size of one head's slice. */
 const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
 const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
-size_t kv_cache_k_head_bytes(const kv_cache *kv);
-size_t kv_cache_v_head_bytes(const kv_cache *kv);
+/* A row is encoded as segments of seg values: one head (seg == head_dim) when
+ * the head holds whole codec blocks, else the whole row of all KV heads.
+ * seg_bytes is the encoded size of one segment. */
+int kv_cache_k_seg(const kv_cache *kv);
+int kv_cache_v_seg(const kv_cache *kv);
+size_t kv_cache_k_seg_bytes(const kv_cache *kv);
+size_t kv_cache_v_seg_bytes(const kv_cache *kv);
 const kv_codec *kv_cache_codec_k(const kv_cache *kv);
 const kv_codec *kv_cache_codec_v(const kv_cache *kv);
 

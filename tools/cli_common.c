@@ -179,9 +179,12 @@ rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms)
 }
 
 int cli_kv_type(const char *name) {
-    if (!strcmp(name, "f32")) return ROTKV_KV_F32;
-    if (!strcmp(name, "f16")) return ROTKV_KV_F16;
-    fprintf(stderr, "rotkv: unknown KV cache type '%s' (available: f32, f16)\n", name);
+    int t = rotkv_kv_type_from_name(name);
+    if (t >= 0) return t;
+    fprintf(stderr, "rotkv: unknown KV cache type '%s' (available:", name);
+    for (int i = 0; i < ROTKV_KV_TYPE_COUNT; i++)
+        if (strcmp(rotkv_kv_type_name((rotkv_kv_type)i), "unknown")) fprintf(stderr, " %s", rotkv_kv_type_name((rotkv_kv_type)i));
+    fprintf(stderr, ")\n");
     return -1;
 }
 
