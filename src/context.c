@@ -10,6 +10,7 @@
 #include "model.h"
 #include "ops.h"
 #include "quant.h"
+#include "rotation.h"
 #include "rotkv.h"
 #include "threadpool.h"
 #include "tokenizer.h"
@@ -163,6 +164,8 @@ struct rotkv_context {
     rotkv_context_params params;
     threadpool *tp;
     kv_cache *kv;
+    rotation rot;          /* attn-rot matrix for one head */
+    bool rot_k, rot_v;     /* resolved from the params (AUTO -> quantized types) */
     int32_t *seq_len; /* (n_seq,) tokens cached per sequence */
     /* activations for up to n_batch tokens; shapes per token in comments */
     float *x;       /* (n_embd) residual stream */
@@ -183,7 +186,8 @@ struct rotkv_context {
 
 rotkv_context_params rotkv_context_default_params(void) {
     rotkv_context_params p = {.n_ctx = 0, .n_seq_max = 1, .n_batch = 512, .n_threads = 0,
-                              .type_k = ROTKV_KV_F16, .type_v = ROTKV_KV_F16};
+                              .type_k = ROTKV_KV_F16, .type_v = ROTKV_KV_F16,
+                              .rot_k = ROTKV_ROT_AUTO, .rot_v = ROTKV_ROT_AUTO, .rot_seed = 0x726f746b76ull};
     return p;
 }
 
@@ -191,6 +195,7 @@ void rotkv_context_free(rotkv_context *c) {
     if (!c) return;
     threadpool_free(c->tp);
     kv_cache_free(c->kv);
+    rotation_free(&c->rot);
     free(c->seq_len);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
     free(c->gate); free(c->up); free(c->mm_scratch); free(c->att_scratch);
@@ -226,6 +231,12 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     if (!c->kv) {
         rotkv_context_free(c);
         return err ? err->code : ROTKV_ERR_INVALID_ARG;
+    }
+    c->rot_k = p.rot_k == ROTKV_ROT_ON || (p.rot_k == ROTKV_ROT_AUTO && kv_codec_get(p.type_k)->quantized);
+    c->rot_v = p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && kv_codec_get(p.type_v)->quantized);
+    if (rotation_init(&c->rot, (int)hp->head_dim_k, p.rot_seed) != 0) {
+        rotkv_context_free(c);
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
     }
     c->tp = threadpool_create(p.n_threads);
     const size_t B = p.n_batch, E = hp->n_embd, Qd = (size_t)hp->n_head * hp->head_dim_k;
@@ -306,11 +317,20 @@ static void forward_layers(rotkv_context *c, const rotkv_token *tokens, int n) {
                 rope_apply(k + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
                            m->rope_factors, hp->rope);
             }
+            /* attn-rot: q·k is unchanged by the orthonormal rotation; v's is undone on the output */
+            if (c->rot_k) {
+                for (int h = 0; h < nh; h++) rotation_apply(&c->rot, q + h * hd);
+                for (int h = 0; h < nkv; h++) rotation_apply(&c->rot, k + h * hd);
+            }
+            if (c->rot_v)
+                for (int h = 0; h < nkv; h++) rotation_apply(&c->rot, v + h * hd);
             kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], k, v);
         }
         attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
                              c->q, c->xb, c->att_scratch};
         attention_batch(c->tp, &aa);
+        if (c->rot_v)
+            for (int i = 0; i < n * nh; i++) rotation_apply_inverse(&c->rot, c->xb + (size_t)i * hd);
         matmul(c->tp, &L->wo, c->xb, n, c->tmp, c->mm_scratch);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, hp->norm_eps);

@@ -19,6 +19,7 @@ typedef struct {
     int top_n;               /* -k (logits) */
     int n_chunks;            /* --chunks */
     const char *type_k, *type_v;
+    int rot_k, rot_v;        /* rotkv_rot_mode */
     bool no_bos, parse_special, show_pieces;
     const char *kld_base;    /* --kl-divergence-base */
     bool kld;                /* --kl-divergence */
@@ -37,6 +38,9 @@ char *cli_read_text(const cli_opts *o, size_t *len);
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms);
 /* Parses a KV cache type name; -1 and a message if unknown. */
 int cli_kv_type(const char *name);
+/* Context parameters from the common flags (-c, -b, -t, -ctk/-ctv, --attn-rot);
+ * false with a message if a cache type is unknown. */
+bool cli_context_params(const cli_opts *o, rotkv_context_params *cp);
 /* Tokenizes the whole text (add_special per model unless --no-bos). */
 rotkv_token *cli_tokenize(const rotkv_model *m, const char *text, size_t len, bool add_special, bool parse_special,
                           int32_t *n_out);

@@ -44,6 +44,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
     o->n_batch = 512;
     o->top_n = 20;
     o->type_k = o->type_v = "f16";
+    o->rot_k = o->rot_v = ROTKV_ROT_AUTO;
     o->reps = 5;
     o->sp = rotkv_sampler_default_params();
     for (int i = 0; i < argc; i++) {
@@ -86,6 +87,17 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
                 return false;
             }
             o->sp.seed = s;
+        }
+        else if (IS("--attn-rot") || IS("--attn-rot-k") || IS("--attn-rot-v")) {
+            NEED_VALUE();
+            int mode = !strcmp(v, "on") ? ROTKV_ROT_ON : !strcmp(v, "off") ? ROTKV_ROT_OFF
+                     : !strcmp(v, "auto") ? ROTKV_ROT_AUTO : 99;
+            if (mode == 99) {
+                fprintf(stderr, "rotkv: %s expects on, off or auto, got '%s'\n", a, v);
+                return false;
+            }
+            if (!IS("--attn-rot-v")) o->rot_k = mode;
+            if (!IS("--attn-rot-k")) o->rot_v = mode;
         }
         else if (IS("--no-bos")) o->no_bos = true;
         else if (IS("--parse-special")) o->parse_special = true;
@@ -186,6 +198,20 @@ int cli_kv_type(const char *name) {
         if (strcmp(rotkv_kv_type_name((rotkv_kv_type)i), "unknown")) fprintf(stderr, " %s", rotkv_kv_type_name((rotkv_kv_type)i));
     fprintf(stderr, ")\n");
     return -1;
+}
+
+bool cli_context_params(const cli_opts *o, rotkv_context_params *cp) {
+    *cp = rotkv_context_default_params();
+    int tk = cli_kv_type(o->type_k), tv = cli_kv_type(o->type_v);
+    if (tk < 0 || tv < 0) return false;
+    cp->n_ctx = (uint32_t)o->n_ctx;
+    cp->n_batch = (uint32_t)o->n_batch;
+    cp->n_threads = o->n_threads;
+    cp->type_k = (rotkv_kv_type)tk;
+    cp->type_v = (rotkv_kv_type)tv;
+    cp->rot_k = (rotkv_rot_mode)o->rot_k;
+    cp->rot_v = (rotkv_rot_mode)o->rot_v;
+    return true;
 }
 
 rotkv_token *cli_tokenize(const rotkv_model *m, const char *text, size_t len, bool add_special, bool parse_special,

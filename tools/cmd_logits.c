@@ -41,11 +41,12 @@ int cmd_logits(int argc, char **argv) {
     size_t len;
     char *text = cli_read_text(&o, &len);
     if (!text) return 2;
-    int tk = cli_kv_type(o.type_k), tv = cli_kv_type(o.type_v);
-    rotkv_model *m = tk < 0 || tv < 0 ? NULL : cli_load_model(&o, false, NULL);
+    rotkv_context_params cp;
+    const bool cp_ok = cli_context_params(&o, &cp);
+    rotkv_model *m = cp_ok ? cli_load_model(&o, false, NULL) : NULL;
     if (!m) {
         free(text);
-        return tk < 0 || tv < 0 ? 2 : 1;
+        return cp_ok ? 1 : 2;
     }
     int rc = 1;
     int32_t n = 0;
@@ -60,12 +61,7 @@ int cmd_logits(int argc, char **argv) {
         fprintf(stderr, "rotkv: the text is empty (no tokens)\n");
         goto done;
     }
-    rotkv_context_params cp = rotkv_context_default_params();
     cp.n_ctx = o.n_ctx > 0 ? (uint32_t)o.n_ctx : (uint32_t)(n + o.n_predict + 8);
-    cp.n_batch = (uint32_t)o.n_batch;
-    cp.n_threads = o.n_threads;
-    cp.type_k = (rotkv_kv_type)tk;
-    cp.type_v = (rotkv_kv_type)tv;
     if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;

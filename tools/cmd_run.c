@@ -10,7 +10,7 @@ int cmd_run(int argc, char **argv) {
     if (argc > 0 && !strcmp(argv[0], "--help")) {
         printf("usage: rotkv run -m MODEL (-p PROMPT | -f FILE) [-n N] [-c CTX] [-b BATCH] [-t THREADS]\n"
                "       [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
-               "       [--repeat-last-n N] [-ctk TYPE] [-ctv TYPE] [--no-bos] [--parse-special]\n"
+               "       [--repeat-last-n N] [-ctk TYPE] [-ctv TYPE] [--attn-rot on|off|auto] [--no-bos] [--parse-special]\n"
                "  -n N     tokens to generate (-1: until end of generation or a full context; default -1)\n"
                "  -c CTX   context size (default: the model's training context)\n"
                "  --temp 0 is greedy decoding\n");
@@ -20,8 +20,8 @@ int cmd_run(int argc, char **argv) {
     size_t len;
     char *text = cli_read_text(&o, &len);
     if (!text) return 2;
-    int tk = cli_kv_type(o.type_k), tv = cli_kv_type(o.type_v);
-    if (tk < 0 || tv < 0) {
+    rotkv_context_params cp;
+    if (!cli_context_params(&o, &cp)) {
         free(text);
         return 2;
     }
@@ -37,12 +37,6 @@ int cmd_run(int argc, char **argv) {
     rotkv_detok *dt = NULL;
     int32_t n_prompt = 0;
     rotkv_token *toks = cli_tokenize(m, text, len, !o.no_bos, o.parse_special, &n_prompt);
-    rotkv_context_params cp = rotkv_context_default_params();
-    cp.n_ctx = (uint32_t)o.n_ctx;
-    cp.n_batch = (uint32_t)o.n_batch;
-    cp.n_threads = o.n_threads;
-    cp.type_k = (rotkv_kv_type)tk;
-    cp.type_v = (rotkv_kv_type)tv;
     rotkv_error err = {0};
     if (!toks) goto done;
     if (n_prompt == 0) {
