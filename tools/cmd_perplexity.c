@@ -91,14 +91,23 @@ static void lp_encode(const float *logits, int V, float *lo_out, uint16_t *q) {
     *lo_out = lo;
 }
 
+/* Decodes and renormalizes (so the quantization error enters the KLD only at
+ * second order, not as a first-order bias). */
 static void lp_decode(float lo, const uint16_t *q, int V, double *lp) {
-    for (int i = 0; i < V; i++) lp[i] = lo * (1.0 - q[i] / 65535.0);
+    double mx = -INFINITY, s = 0.0;
+    for (int i = 0; i < V; i++) {
+        lp[i] = lo * (1.0 - q[i] / 65535.0);
+        mx = lp[i] > mx ? lp[i] : mx;
+    }
+    for (int i = 0; i < V; i++) s += exp(lp[i] - mx);
+    const double lse = mx + log(s);
+    for (int i = 0; i < V; i++) lp[i] -= lse;
 }
 
 typedef struct {
     long n;
     double nll_new, nll2_new, nll_base, nll2_base, cross; /* sums */
-    double kld, kld2, dp, dp2;
+    double kld, kld2, dp, dp2, dp4;
     long same_top;
     double *klds; /* per token, for percentiles */
     long klds_cap;
@@ -140,18 +149,19 @@ static void print_kld_stats(kld_stats *S) {
     const double mk = S->kld / n, vk = S->kld2 / n - mk * mk;
     qsort(S->klds, (size_t)S->n, sizeof(double), cmp_double);
     printf("\n====== KL divergence statistics ======\n");
-    printf("Mean    KLD: %10.6f ± %10.6f\n", mk, sqrt(vk > 0 ? vk / (n - 1) : 0));
-    printf("Maximum KLD: %10.6f\n", S->klds[S->n - 1]);
+    printf("Mean    KLD: %13.10f ± %13.10f\n", mk, sqrt(vk > 0 ? vk / (n - 1) : 0));
+    printf("Maximum KLD: %13.10f\n", S->klds[S->n - 1]);
     const double ps[] = {0.999, 0.99, 0.95, 0.90, 0.50, 0.10, 0.05, 0.01};
     const char *names[] = {"99.9%", "99.0%", "95.0%", "90.0%", "Median", "10.0%", " 5.0%", " 1.0%"};
-    for (int i = 0; i < 8; i++) printf("%-7s KLD: %10.6f\n", names[i], percentile(S->klds, S->n, ps[i]));
-    printf("Minimum KLD: %10.6f\n", S->klds[0]);
+    for (int i = 0; i < 8; i++) printf("%-7s KLD: %13.10f\n", names[i], percentile(S->klds, S->n, ps[i]));
+    printf("Minimum KLD: %13.10f\n", S->klds[0]);
     const double mdp = S->dp / n, vdp = S->dp2 / n - mdp * mdp;
     const double same = S->same_top / n;
     printf("\n====== Token probability statistics ======\n");
     printf("Mean    Δp: %8.4f ± %.4f %%\n", 100 * mdp, 100 * sqrt(vdp > 0 ? vdp / (n - 1) : 0));
-    printf("RMS Δp    : %8.4f ± %.4f %%\n", 100 * sqrt(S->dp2 / n),
-           100 * (S->dp2 > 0 ? sqrt(vdp > 0 ? vdp / (n - 1) : 0) * fabs(mdp) / sqrt(S->dp2 / n) : 0));
+    /* RMS = sqrt(mean dp²); its error from the spread of dp² (delta method) */
+    const double ms = S->dp2 / n, vms = S->dp4 / n - ms * ms, rms = sqrt(ms);
+    printf("RMS Δp    : %8.4f ± %.4f %%\n", 100 * rms, rms > 0 ? 100 * sqrt(vms > 0 ? vms / (n - 1) : 0) / (2 * rms) : 0.0);
     printf("Same top p: %8.4f ± %.4f %%\n", 100 * same, 100 * sqrt(same * (1 - same) / (n - 1)));
 }
 
@@ -329,6 +339,7 @@ int cmd_perplexity(int argc, char **argv) {
             const double dp = exp(-nn) - exp(-nb);
             S.dp += dp;
             S.dp2 += dp * dp;
+            S.dp4 += dp * dp * dp * dp;
             S.same_top += top_b == top_n;
             S.klds[S.n++] = kl;
         }
