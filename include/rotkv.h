@@ -32,7 +32,8 @@ typedef enum {
     ROTKV_ERR_OOM,          /* allocation failed */
     ROTKV_ERR_INVALID_ARG,  /* bad argument from the caller */
     ROTKV_ERR_CONTEXT_FULL, /* a sequence would exceed the context size */
-    ROTKV_ERR_MISMATCH      /* e.g. a saved file made for another model */
+    ROTKV_ERR_MISMATCH,     /* e.g. a saved file made for another model */
+    ROTKV_ERR_KV_BUDGET     /* the KV cache budget (kv_budget_bytes) is used up */
 } rotkv_status;
 
 typedef struct {
@@ -144,6 +145,7 @@ typedef struct {
     rotkv_kv_type type_k, type_v;
     rotkv_rot_mode rot_k, rot_v; /* attn-rot on K and on V, independently */
     uint64_t rot_seed;           /* seed of the random sign diagonal */
+    uint64_t kv_budget_bytes;    /* cap on KV cache memory over all sequences (0 = none) */
 } rotkv_context_params;
 
 rotkv_context_params rotkv_context_default_params(void);
@@ -170,7 +172,23 @@ rotkv_status rotkv_decode(rotkv_context *ctx, const rotkv_batch *batch, rotkv_er
  * i = -1 gives the last one computed. */
 const float *rotkv_get_logits(rotkv_context *ctx, int32_t i);
 
+/* KV memory is allocated in blocks of tokens_per_block tokens (all layers)
+ * as sequences grow, and returned when they shrink. */
+typedef struct {
+    uint32_t tokens_per_block;
+    uint64_t bytes_per_block;
+    uint64_t blocks_used;
+    uint64_t blocks_budget; /* 0 = unlimited */
+    double bytes_per_token;
+} rotkv_kv_stats;
+void rotkv_kv_get_stats(const rotkv_context *ctx, rotkv_kv_stats *st);
+/* Blocks a sequence of n_tokens tokens occupies. */
+uint64_t rotkv_kv_blocks_for_tokens(const rotkv_context *ctx, uint32_t n_tokens);
+
 int32_t rotkv_seq_len(const rotkv_context *ctx, int32_t seq);
+/* Makes sequence dst a copy of the first n_tokens tokens of sequence src
+ * (prefix reuse). dst's previous contents are dropped. */
+rotkv_status rotkv_seq_copy(rotkv_context *ctx, int32_t src, int32_t dst, int32_t n_tokens, rotkv_error *err);
 /* Drops every cached token of the sequence from position n_keep on. */
 void rotkv_seq_truncate(rotkv_context *ctx, int32_t seq, int32_t n_keep);
 void rotkv_seq_clear(rotkv_context *ctx, int32_t seq);

@@ -25,6 +25,7 @@ const char *rotkv_status_str(rotkv_status s) {
     case ROTKV_ERR_INVALID_ARG: return "invalid argument";
     case ROTKV_ERR_CONTEXT_FULL: return "context full";
     case ROTKV_ERR_MISMATCH: return "mismatch";
+    case ROTKV_ERR_KV_BUDGET: return "KV budget exhausted";
     }
     return "unknown status";
 }
@@ -226,7 +227,8 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     if (!c) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
     c->model = m;
     c->params = p;
-    kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v};
+    kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v,
+                          p.kv_budget_bytes};
     c->kv = kv_cache_create(&kp, err);
     if (!c->kv) {
         rotkv_context_free(c);
@@ -283,6 +285,30 @@ void rotkv_seq_truncate(rotkv_context *c, int32_t seq, int32_t n_keep) {
 }
 
 void rotkv_seq_clear(rotkv_context *c, int32_t seq) { rotkv_seq_truncate(c, seq, 0); }
+
+rotkv_status rotkv_seq_copy(rotkv_context *c, int32_t src, int32_t dst, int32_t n_tokens, rotkv_error *err) {
+    if (src < 0 || dst < 0 || (uint32_t)src >= c->params.n_seq_max || (uint32_t)dst >= c->params.n_seq_max ||
+        src == dst || n_tokens < 0 || n_tokens > c->seq_len[src])
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "rotkv_seq_copy: bad arguments (%d -> %d, %d tokens)", src,
+                               dst, n_tokens);
+    c->seq_len[dst] = 0;
+    rotkv_status st = kv_cache_copy(c->kv, (uint32_t)src, (uint32_t)dst, (uint32_t)n_tokens, err);
+    if (st == ROTKV_OK) c->seq_len[dst] = n_tokens;
+    return st;
+}
+
+void rotkv_kv_get_stats(const rotkv_context *c, rotkv_kv_stats *st) {
+    st->tokens_per_block = KV_PAGE_TOKENS;
+    st->bytes_per_block = kv_cache_page_bytes(c->kv);
+    st->blocks_used = kv_cache_allocated_bytes(c->kv) / st->bytes_per_block;
+    st->blocks_budget = c->params.kv_budget_bytes / st->bytes_per_block;
+    st->bytes_per_token = kv_cache_bytes_per_token(c->kv);
+}
+
+uint64_t rotkv_kv_blocks_for_tokens(const rotkv_context *c, uint32_t n_tokens) {
+    (void)c;
+    return (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
+}
 
 /* Runs the transformer over n tokens (already validated, positions in
  * tok_pos/tok_seq, KV pages reserved) and leaves the final residual in c->x. */

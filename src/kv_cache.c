@@ -84,6 +84,11 @@ rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rot
         return rotkv_set_error(err, ROTKV_ERR_CONTEXT_FULL, "sequence %u: %u tokens exceed the context size %u",
                                seq, n_tokens, kv->p.n_ctx);
     uint32_t need = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
+    if (need > kv->n_pages[seq] && kv->p.budget_bytes &&
+        kv->allocated + (size_t)(need - kv->n_pages[seq]) * kv->page_bytes * kv->p.n_layer > kv->p.budget_bytes)
+        return rotkv_set_error(err, ROTKV_ERR_KV_BUDGET,
+                               "KV cache budget of %llu bytes is used up (%zu allocated; sequence %u needs %u more blocks)",
+                               (unsigned long long)kv->p.budget_bytes, kv->allocated, seq, need - kv->n_pages[seq]);
     while (kv->n_pages[seq] < need) {
         uint32_t pg = kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
@@ -116,6 +121,22 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
         }
     }
 }
+
+rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_tokens, rotkv_error *err) {
+    if (src >= kv->p.n_seq || dst >= kv->p.n_seq || src == dst)
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "kv copy: bad sequences %u -> %u", src, dst);
+    if ((n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS > kv->n_pages[src])
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "kv copy: sequence %u holds fewer than %u tokens", src, n_tokens);
+    kv_cache_truncate(kv, dst, 0);
+    rotkv_status st = kv_cache_reserve(kv, dst, n_tokens, err);
+    if (st != ROTKV_OK) return st;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++)
+        for (uint32_t pg = 0; pg < kv->n_pages[dst]; pg++)
+            memcpy(*page_slot(kv, dst, l, pg), *page_slot(kv, src, l, pg), kv->page_bytes);
+    return ROTKV_OK;
+}
+
+size_t kv_cache_page_bytes(const kv_cache *kv) { return kv->page_bytes * kv->p.n_layer; }
 
 static uint8_t *row_ptr(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, int is_v) {
     uint8_t *page = *page_slot(kv, seq, layer, pos / KV_PAGE_TOKENS);

@@ -45,6 +45,7 @@ typedef struct {
     uint32_t n_layer, n_head_kv, head_dim;
     uint32_t n_ctx, n_seq;
     rotkv_kv_type type_k, type_v;
+    uint64_t budget_bytes; /* 0 = unlimited */
 } kv_cache_params;
 
 /* Returns NULL and fills err when the configuration is impossible (e.g. a head
@@ -56,6 +57,10 @@ void kv_cache_free(kv_cache *kv);
 rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rotkv_error *err);
 /* Encodes one token's keys and values (n_head_kv * head_dim floats each) at pos. */
 void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v);
+/* Copies the first n_tokens tokens of src into dst (dst truncated first). */
+rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_tokens, rotkv_error *err);
+/* Bytes of one page (KV_PAGE_TOKENS tokens, all layers). */
+size_t kv_cache_page_bytes(const kv_cache *kv);
 /* Frees pages past n_tokens. */
 void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens);
 
