@@ -146,6 +146,9 @@ typedef struct {
     rotkv_rot_mode rot_k, rot_v; /* attn-rot on K and on V, independently */
     uint64_t rot_seed;           /* seed of the random sign diagonal */
     uint64_t kv_budget_bytes;    /* cap on KV cache memory over all sequences (0 = none) */
+    /* per-layer cache types (n_layer entries each, copied at creation), or NULL
+     * for type_k/type_v everywhere — e.g. first and last layers at q8_0 */
+    const rotkv_kv_type *layer_types_k, *layer_types_v;
 } rotkv_context_params;
 
 rotkv_context_params rotkv_context_default_params(void);
@@ -192,6 +195,10 @@ rotkv_status rotkv_seq_copy(rotkv_context *ctx, int32_t src, int32_t dst, int32_
 /* Drops every cached token of the sequence from position n_keep on. */
 void rotkv_seq_truncate(rotkv_context *ctx, int32_t seq, int32_t n_keep);
 void rotkv_seq_clear(rotkv_context *ctx, int32_t seq);
+/* Context shift: drops tokens [n_keep, n_keep + n_discard) of a sequence and
+ * moves the later ones down by n_discard positions (their cached keys are
+ * decoded, re-rotated by RoPE to the new positions and re-encoded). */
+rotkv_status rotkv_seq_shift(rotkv_context *ctx, int32_t seq, int32_t n_keep, int32_t n_discard, rotkv_error *err);
 
 /* ---------------------------------------------------------------- sampler */
 

@@ -19,13 +19,13 @@ typedef struct {
     bool fused;
 } head_view;
 
-static head_view head_view_make(const kv_codec *c, int seg, size_t seg_bytes, int hk, int hd) {
-    head_view v = {c, seg, seg_bytes, 0, 0, 0, seg == hd};
+static head_view head_view_make(const kv_layout *l, int hk, int hd) {
+    head_view v = {l->codec, l->seg, l->seg_bytes, 0, 0, 0, l->seg == hd};
     if (v.fused) {
-        v.ofs_bytes = (size_t)hk * seg_bytes;
+        v.ofs_bytes = (size_t)hk * l->seg_bytes;
     } else {
-        v.seg_index = hk * hd / seg;
-        v.ofs_values = hk * hd % seg;
+        v.seg_index = hk * hd / l->seg;
+        v.ofs_values = hk * hd % l->seg;
     }
     return v;
 }
@@ -40,8 +40,8 @@ static const float *head_decode(const head_view *v, const uint8_t *row, float *t
  * KV head are scored against each cached row, so every row is read once. */
 static void attention_item(const attention_args *a, int t, int hk, float *scratch) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv;
-    const head_view kv_k = head_view_make(kv_cache_codec_k(a->kv), kv_cache_k_seg(a->kv), kv_cache_k_seg_bytes(a->kv), hk, hd);
-    const head_view kv_v = head_view_make(kv_cache_codec_v(a->kv), kv_cache_v_seg(a->kv), kv_cache_v_seg_bytes(a->kv), hk, hd);
+    const head_view kv_k = head_view_make(kv_cache_layout_k(a->kv, a->layer), hk, hd);
+    const head_view kv_v = head_view_make(kv_cache_layout_v(a->kv, a->layer), hk, hd);
     float *acc = scratch, *ktmp = scratch + (size_t)n_group * hd, *vtmp = ktmp + (size_t)a->n_head_kv * hd;
     const float *q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
     float m[64], l[64]; /* running max and sum per query head (n_group <= 64 checked at context creation) */
@@ -99,17 +99,17 @@ static void attention_worker(void *arg, int ith, int nth) {
 void attention_batch(threadpool *tp, attention_args *a) { threadpool_run(tp, attention_worker, a); }
 
 /* Decodes head hk of an encoded row into out (hd values), whatever the segment layout. */
-static void decode_head_ref(const kv_codec *c, int seg, size_t seg_bytes, const uint8_t *row, int hk, int hd,
-                            int n_head_kv, float *out) {
+static void decode_head_ref(const kv_layout *l, const uint8_t *row, int hk, int hd, int n_head_kv, float *out) {
     float *all = malloc(sizeof(float) * (size_t)hd * n_head_kv);
-    for (int s = 0; s < hd * n_head_kv / seg; s++) c->decode(row + (size_t)s * seg_bytes, all + (size_t)s * seg, seg);
+    for (int s = 0; s < hd * n_head_kv / l->seg; s++)
+        l->codec->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);
     memcpy(out, all + (size_t)hk * hd, sizeof(float) * (size_t)hd);
     free(all);
 }
 
 void attention_reference(const attention_args *a) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv;
-    const kv_codec *ck = kv_cache_codec_k(a->kv), *cv = kv_cache_codec_v(a->kv);
+    const kv_layout *lk = kv_cache_layout_k(a->kv, a->layer), *lv = kv_cache_layout_v(a->kv, a->layer);
     float *k = malloc(sizeof(float) * hd), *v = malloc(sizeof(float) * hd);
     for (int t = 0; t < a->n_tok; t++) {
         const int32_t n_kv = a->pos[t] + 1;
@@ -119,8 +119,7 @@ void attention_reference(const attention_args *a) {
             const float *q = a->Q + ((size_t)t * a->n_head + h) * hd;
             double mx = -INFINITY, sum = 0.0;
             for (int32_t p = 0; p < n_kv; p++) {
-                decode_head_ref(ck, kv_cache_k_seg(a->kv), kv_cache_k_seg_bytes(a->kv),
-                                kv_cache_k_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
+                decode_head_ref(lk, kv_cache_k_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
                                 a->n_head_kv, k);
                 double s = 0.0;
                 for (int i = 0; i < hd; i++) s += (double)q[i] * k[i];
@@ -131,8 +130,7 @@ void attention_reference(const attention_args *a) {
             float *o = a->O + ((size_t)t * a->n_head + h) * hd;
             for (int i = 0; i < hd; i++) o[i] = 0.0f;
             for (int32_t p = 0; p < n_kv; p++) {
-                decode_head_ref(cv, kv_cache_v_seg(a->kv), kv_cache_v_seg_bytes(a->kv),
-                                kv_cache_v_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
+                decode_head_ref(lv, kv_cache_v_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
                                 a->n_head_kv, v);
                 for (int i = 0; i < hd; i++) o[i] += (float)(sc[p] / sum) * v[i];
             }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "context.h"
 #include "kv_cache.h"
 #include "model.h"
 #include "ops.h"
@@ -228,14 +229,21 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->model = m;
     c->params = p;
     kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v,
-                          p.kv_budget_bytes};
+                          p.layer_types_k, p.layer_types_v, p.kv_budget_bytes};
     c->kv = kv_cache_create(&kp, err);
     if (!c->kv) {
         rotkv_context_free(c);
         return err ? err->code : ROTKV_ERR_INVALID_ARG;
     }
-    c->rot_k = p.rot_k == ROTKV_ROT_ON || (p.rot_k == ROTKV_ROT_AUTO && kv_codec_get(p.type_k)->quantized);
-    c->rot_v = p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && kv_codec_get(p.type_v)->quantized);
+    /* AUTO: rotate when any layer's cache type is quantized */
+    bool qk = kv_codec_get(p.type_k)->quantized, qv = kv_codec_get(p.type_v)->quantized;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        if (p.layer_types_k) qk |= kv_cache_layout_k(c->kv, l)->codec->quantized;
+        if (p.layer_types_v) qv |= kv_cache_layout_v(c->kv, l)->codec->quantized;
+    }
+    c->rot_k = p.rot_k == ROTKV_ROT_ON || (p.rot_k == ROTKV_ROT_AUTO && qk);
+    c->rot_v = p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && qv);
+    c->params.layer_types_k = c->params.layer_types_v = NULL; /* the caller owns them; the cache has its copy */
     if (rotation_init(&c->rot, (int)hp->head_dim_k, p.rot_seed) != 0) {
         rotkv_context_free(c);
         return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
@@ -268,6 +276,8 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     return ROTKV_OK;
 }
 
+kv_cache *context_kv(rotkv_context *c) { return c->kv; }
+
 uint32_t rotkv_n_ctx(const rotkv_context *c) { return c->params.n_ctx; }
 double rotkv_kv_bytes_per_token(const rotkv_context *c) { return kv_cache_bytes_per_token(c->kv); }
 
@@ -285,6 +295,34 @@ void rotkv_seq_truncate(rotkv_context *c, int32_t seq, int32_t n_keep) {
 }
 
 void rotkv_seq_clear(rotkv_context *c, int32_t seq) { rotkv_seq_truncate(c, seq, 0); }
+
+rotkv_status rotkv_seq_shift(rotkv_context *c, int32_t seq, int32_t n_keep, int32_t n_discard, rotkv_error *err) {
+    if (seq < 0 || (uint32_t)seq >= c->params.n_seq_max || n_keep < 0 || n_discard < 0 ||
+        n_keep + n_discard > c->seq_len[seq])
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "rotkv_seq_shift: bad arguments (seq %d, keep %d, discard %d, length %d)",
+                               seq, n_keep, n_discard, seq >= 0 && (uint32_t)seq < c->params.n_seq_max ? c->seq_len[seq] : -1);
+    if (n_discard == 0) return ROTKV_OK;
+    const model_hparams *hp = &c->model->hp;
+    const int hd = (int)hp->head_dim_k, nkv = (int)hp->n_head_kv;
+    const int32_t len = c->seq_len[seq];
+    float *k = c->k, *v = c->v; /* scratch rows of n_head_kv * hd floats */
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        for (int32_t p = n_keep + n_discard; p < len; p++) {
+            kv_cache_load(c->kv, (uint32_t)seq, l, (uint32_t)p, k, v);
+            for (int h = 0; h < nkv; h++) {
+                float *kh = k + (size_t)h * hd;
+                if (c->rot_k) rotation_apply_inverse(&c->rot, kh);
+                /* RoPE angles add: rotating by -n_discard moves the key to p - n_discard */
+                rope_apply(kh, (int)hp->n_rot, -n_discard, hp->rope_freq_base, hp->rope_freq_scale,
+                           c->model->rope_factors, hp->rope);
+                if (c->rot_k) rotation_apply(&c->rot, kh);
+            }
+            kv_cache_store(c->kv, (uint32_t)seq, l, (uint32_t)(p - n_discard), k, v);
+        }
+    c->seq_len[seq] = len - n_discard;
+    kv_cache_truncate(c->kv, (uint32_t)seq, (uint32_t)c->seq_len[seq]);
+    return ROTKV_OK;
+}
 
 rotkv_status rotkv_seq_copy(rotkv_context *c, int32_t src, int32_t dst, int32_t n_tokens, rotkv_error *err) {
     if (src < 0 || dst < 0 || (uint32_t)src >= c->params.n_seq_max || (uint32_t)dst >= c->params.n_seq_max ||

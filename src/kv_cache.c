@@ -1,4 +1,6 @@
-/* kv_cache.c — paged KV storage and the KV codec traits table. */
+/* kv_cache.c — paged KV storage: per (sequence, layer) a list of pages of
+ * KV_PAGE_TOKENS token rows, K rows first, then V rows. Pages are allocated
+ * as a sequence grows and freed when it shrinks. */
 #include "kv_cache.h"
 
 #include <stdlib.h>
@@ -6,16 +8,14 @@
 
 #include "model.h"
 
-/* ------------------------------------------------------------ the cache */
-
 struct kv_cache {
     kv_cache_params p;
-    const kv_codec *ck, *cv;
-    int k_seg, v_seg;                 /* values per encoded segment */
-    size_t k_seg_bytes, v_seg_bytes, k_row_bytes, v_row_bytes, page_bytes;
+    kv_layout *lk, *lv;   /* (n_layer,) */
+    size_t *page_bytes;   /* (n_layer,) bytes of one page of that layer */
+    size_t page_bytes_all;/* sum over layers */
     uint32_t pages_per_seq;
-    uint8_t **pages;     /* [seq][layer][page] -> page memory or NULL */
-    uint32_t *n_pages;   /* [seq] pages allocated per layer */
+    uint8_t **pages;      /* [seq][layer][page] -> page memory or NULL */
+    uint32_t *n_pages;    /* [seq] pages allocated per layer */
     size_t allocated;
 };
 
@@ -23,25 +23,28 @@ static uint8_t **page_slot(const kv_cache *kv, uint32_t seq, uint32_t layer, uin
     return &kv->pages[((size_t)seq * kv->p.n_layer + layer) * kv->pages_per_seq + page];
 }
 
-kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
-    const kv_codec *ck = kv_codec_get(p->type_k), *cv = kv_codec_get(p->type_v);
-    if (!ck || !cv) {
-        rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "unknown KV cache type (k=%d, v=%d)", (int)p->type_k, (int)p->type_v);
-        return NULL;
+static bool layout_make(kv_layout *l, rotkv_kv_type t, const kv_cache_params *p, uint32_t layer, rotkv_error *err) {
+    l->codec = kv_codec_get(t);
+    if (!l->codec) {
+        rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "layer %u: unknown KV cache type %d", layer, (int)t);
+        return false;
     }
-    /* a segment is one head, or the whole row of all KV heads when a head is
-     * smaller than the codec's block (blocks then span heads) */
     const uint32_t row = p->head_dim * p->n_head_kv;
-    const int k_seg = p->head_dim % (uint32_t)ck->blck == 0 ? (int)p->head_dim : (int)row;
-    const int v_seg = p->head_dim % (uint32_t)cv->blck == 0 ? (int)p->head_dim : (int)row;
-    if (k_seg % ck->blck || v_seg % cv->blck) {
+    l->seg = p->head_dim % (uint32_t)l->codec->blck == 0 ? (int)p->head_dim : (int)row;
+    if (l->seg % l->codec->blck) {
         rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED,
-                        "a KV row of %u values (%u heads x %u) cannot be split into %s/%s blocks of %d/%d", row,
-                        p->n_head_kv, p->head_dim, ck->name, cv->name, ck->blck, cv->blck);
-        return NULL;
+                        "a KV row of %u values (%u heads x %u) cannot be split into %s blocks of %d", row,
+                        p->n_head_kv, p->head_dim, l->codec->name, l->codec->blck);
+        return false;
     }
-    if (p->n_ctx == 0 || p->n_seq == 0 || p->n_layer == 0) {
-        rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "KV cache needs n_ctx, n_seq and n_layer > 0");
+    l->seg_bytes = l->codec->row_bytes(l->seg);
+    l->row_bytes = l->seg_bytes * (row / (uint32_t)l->seg);
+    return true;
+}
+
+kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
+    if (p->n_ctx == 0 || p->n_seq == 0 || p->n_layer == 0 || p->head_dim == 0 || p->n_head_kv == 0) {
+        rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "KV cache needs n_ctx, n_seq, n_layer and head sizes > 0");
         return NULL;
     }
     kv_cache *kv = calloc(1, sizeof *kv);
@@ -50,30 +53,38 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
         return NULL;
     }
     kv->p = *p;
-    kv->ck = ck;
-    kv->cv = cv;
-    kv->k_seg = k_seg;
-    kv->v_seg = v_seg;
-    kv->k_seg_bytes = ck->row_bytes(k_seg);
-    kv->v_seg_bytes = cv->row_bytes(v_seg);
-    kv->k_row_bytes = kv->k_seg_bytes * (row / (uint32_t)k_seg);
-    kv->v_row_bytes = kv->v_seg_bytes * (row / (uint32_t)v_seg);
-    kv->page_bytes = (kv->k_row_bytes + kv->v_row_bytes) * KV_PAGE_TOKENS;
+    kv->p.layer_type_k = kv->p.layer_type_v = NULL; /* not kept: the caller owns them */
+    kv->lk = calloc(p->n_layer, sizeof *kv->lk);
+    kv->lv = calloc(p->n_layer, sizeof *kv->lv);
+    kv->page_bytes = calloc(p->n_layer, sizeof *kv->page_bytes);
     kv->pages_per_seq = (p->n_ctx + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
     kv->pages = calloc((size_t)p->n_seq * p->n_layer * kv->pages_per_seq, sizeof *kv->pages);
     kv->n_pages = calloc(p->n_seq, sizeof *kv->n_pages);
-    if (!kv->pages || !kv->n_pages) {
+    if (!kv->lk || !kv->lv || !kv->page_bytes || !kv->pages || !kv->n_pages) {
         kv_cache_free(kv);
         rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
         return NULL;
+    }
+    for (uint32_t l = 0; l < p->n_layer; l++) {
+        rotkv_kv_type tk = p->layer_type_k ? p->layer_type_k[l] : p->type_k;
+        rotkv_kv_type tv = p->layer_type_v ? p->layer_type_v[l] : p->type_v;
+        if (!layout_make(&kv->lk[l], tk, p, l, err) || !layout_make(&kv->lv[l], tv, p, l, err)) {
+            kv_cache_free(kv);
+            return NULL;
+        }
+        kv->page_bytes[l] = (kv->lk[l].row_bytes + kv->lv[l].row_bytes) * KV_PAGE_TOKENS;
+        kv->page_bytes_all += kv->page_bytes[l];
     }
     return kv;
 }
 
 void kv_cache_free(kv_cache *kv) {
     if (!kv) return;
-    if (kv->pages && kv->n_pages)
+    if (kv->pages && kv->n_pages && kv->page_bytes)
         for (uint32_t s = 0; s < kv->p.n_seq; s++) kv_cache_truncate(kv, s, 0);
+    free(kv->lk);
+    free(kv->lv);
+    free(kv->page_bytes);
     free(kv->pages);
     free(kv->n_pages);
     free(kv);
@@ -85,24 +96,25 @@ rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rot
                                seq, n_tokens, kv->p.n_ctx);
     uint32_t need = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
     if (need > kv->n_pages[seq] && kv->p.budget_bytes &&
-        kv->allocated + (size_t)(need - kv->n_pages[seq]) * kv->page_bytes * kv->p.n_layer > kv->p.budget_bytes)
+        kv->allocated + (size_t)(need - kv->n_pages[seq]) * kv->page_bytes_all > kv->p.budget_bytes)
         return rotkv_set_error(err, ROTKV_ERR_KV_BUDGET,
-                               "KV cache budget of %llu bytes is used up (%zu allocated; sequence %u needs %u more blocks)",
-                               (unsigned long long)kv->p.budget_bytes, kv->allocated, seq, need - kv->n_pages[seq]);
+                               "KV cache budget of %llu bytes is used up (%zu allocated; sequence %u needs %u more blocks of %zu bytes)",
+                               (unsigned long long)kv->p.budget_bytes, kv->allocated, seq, need - kv->n_pages[seq],
+                               kv->page_bytes_all);
     while (kv->n_pages[seq] < need) {
         uint32_t pg = kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
-            uint8_t *mem = malloc(kv->page_bytes);
+            uint8_t *mem = malloc(kv->page_bytes[l]);
             if (!mem) {
                 for (uint32_t j = 0; j < l; j++) {
                     free(*page_slot(kv, seq, j, pg));
                     *page_slot(kv, seq, j, pg) = NULL;
-                    kv->allocated -= kv->page_bytes;
+                    kv->allocated -= kv->page_bytes[j];
                 }
                 return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory growing the KV cache to %u tokens", n_tokens);
             }
             *page_slot(kv, seq, l, pg) = mem;
-            kv->allocated += kv->page_bytes;
+            kv->allocated += kv->page_bytes[l];
         }
         kv->n_pages[seq]++;
     }
@@ -117,7 +129,7 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
             free(*page_slot(kv, seq, l, pg));
             *page_slot(kv, seq, l, pg) = NULL;
-            kv->allocated -= kv->page_bytes;
+            kv->allocated -= kv->page_bytes[l];
         }
     }
 }
@@ -132,26 +144,38 @@ rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_
     if (st != ROTKV_OK) return st;
     for (uint32_t l = 0; l < kv->p.n_layer; l++)
         for (uint32_t pg = 0; pg < kv->n_pages[dst]; pg++)
-            memcpy(*page_slot(kv, dst, l, pg), *page_slot(kv, src, l, pg), kv->page_bytes);
+            memcpy(*page_slot(kv, dst, l, pg), *page_slot(kv, src, l, pg), kv->page_bytes[l]);
     return ROTKV_OK;
 }
-
-size_t kv_cache_page_bytes(const kv_cache *kv) { return kv->page_bytes * kv->p.n_layer; }
 
 static uint8_t *row_ptr(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, int is_v) {
     uint8_t *page = *page_slot(kv, seq, layer, pos / KV_PAGE_TOKENS);
     const uint32_t i = pos % KV_PAGE_TOKENS;
-    if (!is_v) return page + (size_t)i * kv->k_row_bytes;
-    return page + (size_t)KV_PAGE_TOKENS * kv->k_row_bytes + (size_t)i * kv->v_row_bytes;
+    const size_t kb = kv->lk[layer].row_bytes;
+    if (!is_v) return page + (size_t)i * kb;
+    return page + (size_t)KV_PAGE_TOKENS * kb + (size_t)i * kv->lv[layer].row_bytes;
+}
+
+static void encode_row(const kv_layout *l, const float *x, uint8_t *dst, uint32_t row) {
+    for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++)
+        l->codec->encode(x + (size_t)i * l->seg, dst + i * l->seg_bytes, l->seg);
+}
+
+static void decode_row(const kv_layout *l, const uint8_t *src, float *x, uint32_t row) {
+    for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++)
+        l->codec->decode(src + i * l->seg_bytes, x + (size_t)i * l->seg, l->seg);
 }
 
 void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v) {
     const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
-    uint8_t *kr = row_ptr(kv, seq, layer, pos, 0), *vr = row_ptr(kv, seq, layer, pos, 1);
-    for (uint32_t i = 0; i < row / (uint32_t)kv->k_seg; i++)
-        kv->ck->encode(k + (size_t)i * kv->k_seg, kr + i * kv->k_seg_bytes, kv->k_seg);
-    for (uint32_t i = 0; i < row / (uint32_t)kv->v_seg; i++)
-        kv->cv->encode(v + (size_t)i * kv->v_seg, vr + i * kv->v_seg_bytes, kv->v_seg);
+    encode_row(&kv->lk[layer], k, row_ptr(kv, seq, layer, pos, 0), row);
+    encode_row(&kv->lv[layer], v, row_ptr(kv, seq, layer, pos, 1), row);
+}
+
+void kv_cache_load(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, float *k, float *v) {
+    const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
+    decode_row(&kv->lk[layer], row_ptr(kv, seq, layer, pos, 0), k, row);
+    decode_row(&kv->lv[layer], row_ptr(kv, seq, layer, pos, 1), v, row);
 }
 
 const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
@@ -160,15 +184,11 @@ const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, 
 const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
     return row_ptr(kv, seq, layer, pos, 1);
 }
-int kv_cache_k_seg(const kv_cache *kv) { return kv->k_seg; }
-int kv_cache_v_seg(const kv_cache *kv) { return kv->v_seg; }
-size_t kv_cache_k_seg_bytes(const kv_cache *kv) { return kv->k_seg_bytes; }
-size_t kv_cache_v_seg_bytes(const kv_cache *kv) { return kv->v_seg_bytes; }
-const kv_codec *kv_cache_codec_k(const kv_cache *kv) { return kv->ck; }
-const kv_codec *kv_cache_codec_v(const kv_cache *kv) { return kv->cv; }
+const kv_layout *kv_cache_layout_k(const kv_cache *kv, uint32_t layer) { return &kv->lk[layer]; }
+const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer) { return &kv->lv[layer]; }
 
-double kv_cache_bytes_per_token(const kv_cache *kv) {
-    return (double)(kv->k_row_bytes + kv->v_row_bytes) * kv->p.n_layer;
-}
+size_t kv_cache_page_bytes(const kv_cache *kv) { return kv->page_bytes_all; }
+
+double kv_cache_bytes_per_token(const kv_cache *kv) { return (double)kv->page_bytes_all / KV_PAGE_TOKENS; }
 
 size_t kv_cache_allocated_bytes(const kv_cache *kv) { return kv->allocated; }

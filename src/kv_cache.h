@@ -45,38 +45,43 @@ typedef struct {
     uint32_t n_layer, n_head_kv, head_dim;
     uint32_t n_ctx, n_seq;
     rotkv_kv_type type_k, type_v;
+    const rotkv_kv_type *layer_type_k, *layer_type_v; /* (n_layer,) overrides, or NULL */
     uint64_t budget_bytes; /* 0 = unlimited */
 } kv_cache_params;
 
-/* Returns NULL and fills err when the configuration is impossible (e.g. a head
- * slice that does not hold whole codec blocks). */
+/* How one layer's K (or V) rows are encoded. A row (all KV heads of one token)
+ * is a run of segments of seg values: one head (seg == head_dim) when a head
+ * holds whole codec blocks, else the whole row (blocks then span heads). */
+typedef struct {
+    const kv_codec *codec;
+    int seg;
+    size_t seg_bytes, row_bytes;
+} kv_layout;
+
+/* Returns NULL and fills err when the configuration is impossible. */
 kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err);
 void kv_cache_free(kv_cache *kv);
 
-/* Makes room for positions [0, n_tokens) of a sequence; fails with OOM. */
+/* Makes room for positions [0, n_tokens) of a sequence; fails with
+ * ROTKV_ERR_CONTEXT_FULL, ROTKV_ERR_KV_BUDGET or ROTKV_ERR_OOM. */
 rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rotkv_error *err);
 /* Encodes one token's keys and values (n_head_kv * head_dim floats each) at pos. */
 void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v);
+/* Decodes one token's keys and values back into floats. */
+void kv_cache_load(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, float *k, float *v);
 /* Copies the first n_tokens tokens of src into dst (dst truncated first). */
 rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_tokens, rotkv_error *err);
-/* Bytes of one page (KV_PAGE_TOKENS tokens, all layers). */
-size_t kv_cache_page_bytes(const kv_cache *kv);
 /* Frees pages past n_tokens. */
 void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens);
 
-/* Encoded row of one token (all heads) and the byte size of one head's slice. */
+const kv_layout *kv_cache_layout_k(const kv_cache *kv, uint32_t layer);
+const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer);
+/* Encoded row of one token (all heads). */
 const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
 const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
-/* A row is encoded as segments of seg values: one head (seg == head_dim) when
- * the head holds whole codec blocks, else the whole row of all KV heads.
- * seg_bytes is the encoded size of one segment. */
-int kv_cache_k_seg(const kv_cache *kv);
-int kv_cache_v_seg(const kv_cache *kv);
-size_t kv_cache_k_seg_bytes(const kv_cache *kv);
-size_t kv_cache_v_seg_bytes(const kv_cache *kv);
-const kv_codec *kv_cache_codec_k(const kv_cache *kv);
-const kv_codec *kv_cache_codec_v(const kv_cache *kv);
 
+/* Bytes of one page (KV_PAGE_TOKENS tokens, all layers). */
+size_t kv_cache_page_bytes(const kv_cache *kv);
 /* Bytes per token of one sequence across all layers (K + V). */
 double kv_cache_bytes_per_token(const kv_cache *kv);
 /* Bytes currently allocated for cache pages. */

@@ -20,6 +20,11 @@ typedef struct {
     int n_chunks;            /* --chunks */
     const char *type_k, *type_v;
     int rot_k, rot_v;        /* rotkv_rot_mode */
+    const char *kv_override; /* --kv-override "0,-1=q8_0" */
+    uint64_t kv_budget;      /* --kv-budget bytes (0 = none) */
+    bool context_shift;      /* --context-shift */
+    int n_keep;              /* --keep */
+    rotkv_kv_type layer_k[1024], layer_v[1024];
     bool no_bos, parse_special, show_pieces;
     const char *kld_base;    /* --kl-divergence-base */
     bool kld;                /* --kl-divergence */
@@ -41,6 +46,10 @@ int cli_kv_type(const char *name);
 /* Context parameters from the common flags (-c, -b, -t, -ctk/-ctv, --attn-rot);
  * false with a message if a cache type is unknown. */
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp);
+/* Applies --kv-override to cp for a loaded model (n_layer known). */
+bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params *cp);
+/* Parses sizes like 2GiB, 512MiB, 1.5G, 1000000. */
+bool cli_parse_bytes(const char *s, uint64_t *out);
 /* Tokenizes the whole text (add_special per model unless --no-bos). */
 rotkv_token *cli_tokenize(const rotkv_model *m, const char *text, size_t len, bool add_special, bool parse_special,
                           int32_t *n_out);

@@ -99,6 +99,16 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
             if (!IS("--attn-rot-v")) o->rot_k = mode;
             if (!IS("--attn-rot-k")) o->rot_v = mode;
         }
+        else if (IS("--kv-override")) { NEED_VALUE(); o->kv_override = v; }
+        else if (IS("--kv-budget")) {
+            NEED_VALUE();
+            if (!cli_parse_bytes(v, &o->kv_budget)) {
+                fprintf(stderr, "rotkv: --kv-budget expects a size like 2GiB or 512MiB, got '%s'\n", v);
+                return false;
+            }
+        }
+        else if (IS("--context-shift")) o->context_shift = true;
+        else if (IS("--keep")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_keep)) return false; }
         else if (IS("--no-bos")) o->no_bos = true;
         else if (IS("--parse-special")) o->parse_special = true;
         else if (IS("--pieces")) o->show_pieces = true;
@@ -200,6 +210,68 @@ int cli_kv_type(const char *name) {
     return -1;
 }
 
+bool cli_parse_bytes(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v >= 0)) return false;
+    static const struct {
+        const char *suffix;
+        double mul;
+    } units[] = {{"", 1}, {"B", 1}, {"K", 1e3}, {"KB", 1e3}, {"KiB", 1024.0}, {"M", 1e6}, {"MB", 1e6},
+                 {"MiB", 1048576.0}, {"G", 1e9}, {"GB", 1e9}, {"GiB", 1073741824.0}, {"T", 1e12}, {"TiB", 1099511627776.0}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (!strcmp(end, units[i].suffix)) {
+            if (v * units[i].mul > 1.8e19) return false;
+            *out = (uint64_t)(v * units[i].mul);
+            return true;
+        }
+    return false;
+}
+
+bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params *cp) {
+    if (!o->kv_override) return true;
+    rotkv_model_info mi;
+    rotkv_model_get_info(m, &mi);
+    const int n_layer = (int)mi.n_layer;
+    if (n_layer > 1024) {
+        fprintf(stderr, "rotkv: --kv-override supports at most 1024 layers\n");
+        return false;
+    }
+    for (int l = 0; l < n_layer; l++) {
+        o->layer_k[l] = cp->type_k;
+        o->layer_v[l] = cp->type_v;
+    }
+    /* syntax: LAYERS=TYPE[;LAYERS=TYPE...], LAYERS a comma list of indices (negative from the end) */
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", o->kv_override);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ";", &save); item; item = strtok_r(NULL, ";", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq) {
+            fprintf(stderr, "rotkv: --kv-override: '%s' is not LAYERS=TYPE\n", item);
+            return false;
+        }
+        *eq = 0;
+        int t = cli_kv_type(eq + 1);
+        if (t < 0) return false;
+        char *s2 = NULL;
+        for (char *li = strtok_r(item, ",", &s2); li; li = strtok_r(NULL, ",", &s2)) {
+            char *end;
+            long l = strtol(li, &end, 10);
+            if (*end || end == li || l >= n_layer || l < -n_layer) {
+                fprintf(stderr, "rotkv: --kv-override: layer '%s' is not in [-%d, %d)\n", li, n_layer, n_layer);
+                return false;
+            }
+            if (l < 0) l += n_layer;
+            o->layer_k[l] = o->layer_v[l] = (rotkv_kv_type)t;
+        }
+    }
+    cp->layer_types_k = o->layer_k;
+    cp->layer_types_v = o->layer_v;
+    return true;
+}
+
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp) {
     *cp = rotkv_context_default_params();
     int tk = cli_kv_type(o->type_k), tv = cli_kv_type(o->type_v);
@@ -211,6 +283,7 @@ bool cli_context_params(const cli_opts *o, rotkv_context_params *cp) {
     cp->type_v = (rotkv_kv_type)tv;
     cp->rot_k = (rotkv_rot_mode)o->rot_k;
     cp->rot_v = (rotkv_rot_mode)o->rot_v;
+    cp->kv_budget_bytes = o->kv_budget;
     return true;
 }
 

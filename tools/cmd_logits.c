@@ -62,6 +62,7 @@ int cmd_logits(int argc, char **argv) {
         goto done;
     }
     cp.n_ctx = o.n_ctx > 0 ? (uint32_t)o.n_ctx : (uint32_t)(n + o.n_predict + 8);
+    if (!cli_layer_overrides(&o, m, &cp)) goto done;
     if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;

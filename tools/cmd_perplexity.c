@@ -261,6 +261,7 @@ int cmd_perplexity(int argc, char **argv) {
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = (uint32_t)(o.n_batch < n_ctx ? o.n_batch : n_ctx);
     rotkv_error err = {0};
+    if (!cli_layer_overrides(&o, m, &cp)) goto done;
     if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;

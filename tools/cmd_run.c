@@ -10,7 +10,8 @@ int cmd_run(int argc, char **argv) {
     if (argc > 0 && !strcmp(argv[0], "--help")) {
         printf("usage: rotkv run -m MODEL (-p PROMPT | -f FILE) [-n N] [-c CTX] [-b BATCH] [-t THREADS]\n"
                "       [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R]\n"
-               "       [--repeat-last-n N] [-ctk TYPE] [-ctv TYPE] [--attn-rot on|off|auto] [--no-bos] [--parse-special]\n"
+               "       [--repeat-last-n N] [-ctk TYPE] [-ctv TYPE] [--attn-rot on|off|auto] [--kv-override LAYERS=TYPE]\n"
+               "       [--kv-budget SIZE] [--context-shift [--keep N]] [--no-bos] [--parse-special]\n"
                "  -n N     tokens to generate (-1: until end of generation or a full context; default -1)\n"
                "  -c CTX   context size (default: the model's training context)\n"
                "  --temp 0 is greedy decoding\n");
@@ -43,6 +44,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "rotkv: the prompt is empty (no tokens)\n");
         goto done;
     }
+    if (!cli_layer_overrides(&o, m, &cp)) goto done;
     if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;
@@ -66,7 +68,7 @@ int cmd_run(int argc, char **argv) {
     }
     for (int32_t i = 0; i < n_prompt; i++) rotkv_sampler_accept(smp, toks[i]);
     double t1 = cli_now_ms();
-    int n_gen = 0;
+    int n_gen = 0, n_shifts = 0;
     const char *stop_reason = "reached -n";
     for (;;) {
         if (o.n_predict >= 0 && n_gen >= o.n_predict) break;
@@ -80,9 +82,21 @@ int cmd_run(int argc, char **argv) {
         fputs(rotkv_detok_push(dt, t), stdout);
         fflush(stdout);
         if (o.n_predict >= 0 && n_gen >= o.n_predict) break;
+        if ((uint32_t)rotkv_seq_len(ctx, 0) >= rotkv_n_ctx(ctx) && o.context_shift) {
+            /* like llama.cpp: keep the first n_keep tokens, drop half of the rest */
+            const int32_t n_past = rotkv_seq_len(ctx, 0);
+            const int32_t n_keep = (o.n_keep < n_past ? o.n_keep : 0) + (!o.no_bos && rotkv_add_bos(m) ? 1 : 0);
+            const int32_t n_discard = (n_past - n_keep) / 2;
+            if (n_discard < 1 || rotkv_seq_shift(ctx, 0, n_keep, n_discard, &err) != ROTKV_OK) {
+                fprintf(stderr, "\nrotkv: context shift failed: %s\n", n_discard < 1 ? "nothing to discard" : err.msg);
+                goto done;
+            }
+            n_shifts++;
+        }
         if ((uint32_t)rotkv_seq_len(ctx, 0) >= rotkv_n_ctx(ctx)) {
             fputs(rotkv_detok_flush(dt), stdout);
-            fprintf(stderr, "\nrotkv: context full (%u tokens): generation stopped (raise -c)\n", rotkv_n_ctx(ctx));
+            fprintf(stderr, "\nrotkv: context full (%u tokens): generation stopped (raise -c or use --context-shift)\n",
+                    rotkv_n_ctx(ctx));
             stop_reason = "context full";
             break;
         }
@@ -98,7 +112,13 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr, "\nrotkv: load %.1f ms | prompt %d tokens, %.2f tok/s | generation %d tokens, %.2f tok/s | %s\n",
             load_ms, n_prompt, n_prompt / ((t1 - t0) / 1e3), n_gen, n_gen > 0 ? n_gen / ((t2 - t1) / 1e3) : 0.0,
             stop_reason);
-    fprintf(stderr, "rotkv: KV cache %s/%s, %.0f bytes/token\n", o.type_k, o.type_v, rotkv_kv_bytes_per_token(ctx));
+    rotkv_kv_stats ks;
+    rotkv_kv_get_stats(ctx, &ks);
+    fprintf(stderr, "rotkv: KV cache K %s / V %s%s%s: %.1f bytes/token, %.2f MiB allocated (%llu blocks of %u tokens)%s",
+            o.type_k, o.type_v, o.kv_override ? ", override " : "", o.kv_override ? o.kv_override : "",
+            ks.bytes_per_token, ks.blocks_used * (double)ks.bytes_per_block / 1048576.0,
+            (unsigned long long)ks.blocks_used, ks.tokens_per_block, n_shifts ? "" : "\n");
+    if (n_shifts) fprintf(stderr, ", %d context shifts\n", n_shifts);
     rc = 0;
 done:
     rotkv_detok_free(dt);
