@@ -17,6 +17,8 @@ static void usage(FILE *fp) {
             "  logits      golden-format dump:   rotkv logits -m MODEL -f TEXT [-k 20] [-n 32] [-ctk T] [-ctv T]\n"
             "  perplexity  PPL / KL divergence:  rotkv perplexity -m MODEL -f TEXT [-c CTX] [-b N] [--chunks N]\n"
             "                                    [--kl-divergence-base FILE [--kl-divergence]]\n"
+            "  bench       speed (llama-bench):  rotkv bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t N] [-ctk T,..] [-ctv T,..]\n"
+            "                                    [-r 5] [-o md|json|csv]\n"
             "\nrun 'rotkv <command> --help' for details.\n",
             ROTKV_VERSION);
 }
@@ -33,7 +35,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}
+    } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);

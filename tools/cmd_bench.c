@@ -1,0 +1,305 @@
+/* cmd_bench.c — `rotkv bench`: prompt-processing and generation speed at
+ * given context depths, in the manner of llama-bench.
+ *
+ * For every combination of the comma-separated values of -ctk, -ctv, -t and -d,
+ * and every -p / -n: the cache is pre-filled to the depth (not timed), then
+ *   pp: n_prompt tokens are evaluated in one batch on top of it,
+ *   tg: n_gen tokens are generated one at a time on top of it,
+ * each repeated -r times (the cache truncated back to the depth in between).
+ * Output rows use llama-bench's field names where the quantity is the same. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli.h"
+
+#define MAX_VALUES 16
+
+typedef struct {
+    int n;
+    const char *s[MAX_VALUES];
+} str_list;
+
+typedef struct {
+    int n;
+    int v[MAX_VALUES];
+} int_list;
+
+static bool split_str(char *arg, str_list *l) {
+    l->n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(arg, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (l->n == MAX_VALUES) return false;
+        l->s[l->n++] = t;
+    }
+    return l->n > 0;
+}
+
+static bool split_int(const char *flag, char *arg, int_list *l, int min) {
+    str_list s;
+    if (!split_str(arg, &s)) {
+        fprintf(stderr, "rotkv bench: %s expects a comma list of at most %d values\n", flag, MAX_VALUES);
+        return false;
+    }
+    l->n = s.n;
+    for (int i = 0; i < s.n; i++) {
+        char *end;
+        long v = strtol(s.s[i], &end, 10);
+        if (*end || end == s.s[i] || v < min || v > (1 << 24)) {
+            fprintf(stderr, "rotkv bench: %s: '%s' is not an integer >= %d\n", flag, s.s[i], min);
+            return false;
+        }
+        l->v[i] = (int)v;
+    }
+    return true;
+}
+
+typedef struct {
+    const char *test;  /* "pp" or "tg" */
+    int n_prompt, n_gen, n_depth, n_threads;
+    const char *type_k, *type_v;
+    double avg_ts, stddev_ts, avg_ns, stddev_ns;
+    double samples_ts[64];
+    int n_samples;
+    double kv_bytes_per_token;
+    uint64_t kv_bytes_at_depth;
+} bench_row;
+
+static double peak_rss_bytes(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss * 1024.0;
+}
+
+/* Fills the sequence to `depth` tokens with a deterministic token stream. */
+static bool prefill(rotkv_context *ctx, int depth, int n_vocab, int n_batch, rotkv_token *buf, rotkv_error *err) {
+    uint64_t s = 12345;
+    for (int done = 0; done < depth;) {
+        int n = depth - done < n_batch ? depth - done : n_batch;
+        for (int i = 0; i < n; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            buf[i] = (rotkv_token)((s >> 33) % (uint64_t)n_vocab);
+        }
+        rotkv_batch b = {.n_tokens = n, .token = buf};
+        if (rotkv_decode(ctx, &b, err) != ROTKV_OK) return false;
+        done += n;
+    }
+    return true;
+}
+
+static void finish_row(bench_row *r, int n_tokens, const double *ns, int reps) {
+    double sum = 0, sum2 = 0, tsum = 0, tsum2 = 0;
+    for (int i = 0; i < reps; i++) {
+        const double ts = n_tokens / (ns[i] / 1e9);
+        r->samples_ts[i] = ts;
+        sum += ns[i];
+        sum2 += ns[i] * ns[i];
+        tsum += ts;
+        tsum2 += ts * ts;
+    }
+    r->n_samples = reps;
+    r->avg_ns = sum / reps;
+    r->avg_ts = tsum / reps;
+    r->stddev_ns = reps > 1 ? sqrt(fmax(0, (sum2 - sum * sum / reps) / (reps - 1))) : 0;
+    r->stddev_ts = reps > 1 ? sqrt(fmax(0, (tsum2 - tsum * tsum / reps) / (reps - 1))) : 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    char def_p[] = "512", def_n[] = "128", def_d[] = "0", def_t[16], def_k[] = "f16", def_v[] = "f16";
+    char *ap = def_p, *an = def_n, *ad = def_d, *at = NULL, *ak = def_k, *av = def_v;
+    const char *model = NULL, *fmt = "md";
+    int reps = 5, n_batch = 512;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: rotkv bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t N] [-ctk T[,T..]] [-ctv T[,T..]]\n"
+                   "                   [-r 5] [-b 512] [-o md|json|csv]\n"
+                   "  every flag but -m takes a comma list; one row per combination and test\n");
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "rotkv bench: option %s needs a value (or is unknown)\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) ap = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) an = v;
+        else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) ad = v;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) at = v;
+        else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k")) ak = v;
+        else if (!strcmp(a, "-ctv") || !strcmp(a, "--cache-type-v")) av = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) fmt = v;
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) reps = atoi(v);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) n_batch = atoi(v);
+        else {
+            fprintf(stderr, "rotkv bench: unknown option '%s'\n", a);
+            return 2;
+        }
+        i++;
+    }
+    if (reps < 1 || reps > 64 || n_batch < 1) {
+        fprintf(stderr, "rotkv bench: -r must be in 1..64 and -b positive\n");
+        return 2;
+    }
+    if (strcmp(fmt, "md") && strcmp(fmt, "json") && strcmp(fmt, "csv")) {
+        fprintf(stderr, "rotkv bench: -o expects md, json or csv\n");
+        return 2;
+    }
+    if (!at) {
+        snprintf(def_t, sizeof def_t, "%d", 0);
+        at = def_t;
+    }
+    int_list lp, ln, ld, lt;
+    str_list lk, lv;
+    if (!split_int("-p", ap, &lp, 0) || !split_int("-n", an, &ln, 0) || !split_int("-d", ad, &ld, 0) ||
+        !split_int("-t", at, &lt, 0) || !split_str(ak, &lk) || !split_str(av, &lv)) {
+        fprintf(stderr, "rotkv bench: bad value list\n");
+        return 2;
+    }
+    for (int i = 0; i < lk.n; i++)
+        if (cli_kv_type(lk.s[i]) < 0) return 2;
+    for (int i = 0; i < lv.n; i++)
+        if (cli_kv_type(lv.s[i]) < 0) return 2;
+    cli_opts o;
+    memset(&o, 0, sizeof o);
+    o.model = model;
+    rotkv_model *m = cli_load_model(&o, false, NULL);
+    if (!m) return 1;
+    rotkv_model_info mi;
+    rotkv_model_get_info(m, &mi);
+    const int V = rotkv_n_vocab(m);
+    int max_p = 0, max_n = 0, max_d = 0;
+    for (int i = 0; i < lp.n; i++) max_p = lp.v[i] > max_p ? lp.v[i] : max_p;
+    for (int i = 0; i < ln.n; i++) max_n = ln.v[i] > max_n ? ln.v[i] : max_n;
+    for (int i = 0; i < ld.n; i++) max_d = ld.v[i] > max_d ? ld.v[i] : max_d;
+    const int buf_n = (max_p > n_batch ? max_p : n_batch) + 1;
+    rotkv_token *buf = malloc(sizeof(rotkv_token) * (size_t)buf_n);
+    bench_row *rows = calloc((size_t)(lk.n * lv.n * lt.n * ld.n * (lp.n + ln.n)), sizeof *rows);
+    double ns[64];
+    int n_rows = 0, rc = 1;
+    if (!buf || !rows) goto done;
+    for (int ik = 0; ik < lk.n; ik++)
+        for (int iv = 0; iv < lv.n; iv++)
+            for (int it = 0; it < lt.n; it++)
+                for (int id = 0; id < ld.n; id++) {
+                    rotkv_context_params cp = rotkv_context_default_params();
+                    const int depth = ld.v[id];
+                    cp.n_ctx = (uint32_t)(depth + (max_p > max_n ? max_p : max_n) + 1);
+                    cp.n_batch = (uint32_t)n_batch;
+                    cp.n_threads = lt.v[it];
+                    cp.type_k = (rotkv_kv_type)cli_kv_type(lk.s[ik]);
+                    cp.type_v = (rotkv_kv_type)cli_kv_type(lv.s[iv]);
+                    rotkv_context *ctx = NULL;
+                    rotkv_error err = {0};
+                    if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) {
+                        fprintf(stderr, "rotkv bench: %s\n", err.msg);
+                        goto done;
+                    }
+                    fprintf(stderr, "rotkv bench: K %s V %s, %d threads: filling depth %d...\n", lk.s[ik], lv.s[iv],
+                            lt.v[it], depth);
+                    if (!prefill(ctx, depth, V, n_batch, buf, &err)) {
+                        fprintf(stderr, "rotkv bench: %s\n", err.msg);
+                        rotkv_context_free(ctx);
+                        goto done;
+                    }
+                    rotkv_kv_stats ks;
+                    rotkv_kv_get_stats(ctx, &ks);
+                    for (int kind = 0; kind < 2; kind++) {
+                        const int_list *lst = kind == 0 ? &lp : &ln;
+                        for (int ix = 0; ix < lst->n; ix++) {
+                            const int nt = lst->v[ix];
+                            if (nt == 0) continue;
+                            /* one untimed warm-up, then reps timed runs */
+                            for (int r = -1; r < reps; r++) {
+                                rotkv_seq_truncate(ctx, 0, depth);
+                                const double t0 = cli_now_ms();
+                                if (kind == 0) {
+                                    for (int i = 0; i < nt; i++) buf[i] = (rotkv_token)((i * 7919 + 13) % V);
+                                    /* the prompt goes through in batches of n_batch */
+                                    for (int done_t = 0; done_t < nt;) {
+                                        int nb = nt - done_t < n_batch ? nt - done_t : n_batch;
+                                        rotkv_batch b = {.n_tokens = nb, .token = buf + done_t};
+                                        if (rotkv_decode(ctx, &b, &err) != ROTKV_OK) goto decode_failed;
+                                        done_t += nb;
+                                    }
+                                } else {
+                                    rotkv_token t = 1 % V;
+                                    for (int i = 0; i < nt; i++) {
+                                        rotkv_batch b = {.n_tokens = 1, .token = &t};
+                                        if (rotkv_decode(ctx, &b, &err) != ROTKV_OK) goto decode_failed;
+                                        t = (rotkv_token)((t * 31 + 7) % V);
+                                    }
+                                }
+                                if (r >= 0) ns[r] = (cli_now_ms() - t0) * 1e6;
+                            }
+                            bench_row *row = &rows[n_rows++];
+                            row->test = kind == 0 ? "pp" : "tg";
+                            row->n_prompt = kind == 0 ? nt : 0;
+                            row->n_gen = kind == 1 ? nt : 0;
+                            row->n_depth = depth;
+                            row->n_threads = rotkv_n_threads(ctx);
+                            row->type_k = lk.s[ik];
+                            row->type_v = lv.s[iv];
+                            row->kv_bytes_per_token = ks.bytes_per_token;
+                            row->kv_bytes_at_depth = (uint64_t)(ks.bytes_per_token * depth);
+                            finish_row(row, nt, ns, reps);
+                            fprintf(stderr, "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s\n", row->test, nt, depth,
+                                    row->avg_ts, row->stddev_ts);
+                        }
+                    }
+                    rotkv_context_free(ctx);
+                    continue;
+                decode_failed:
+                    fprintf(stderr, "rotkv bench: %s\n", err.msg);
+                    rotkv_context_free(ctx);
+                    goto done;
+                }
+    const double rss = peak_rss_bytes();
+    if (!strcmp(fmt, "json")) {
+        printf("[\n");
+        for (int i = 0; i < n_rows; i++) {
+            const bench_row *r = &rows[i];
+            printf("  {\"build_commit\": \"%s\", \"model_filename\": \"%s\", \"model_type\": \"%s\", "
+                   "\"model_size\": %llu, \"model_n_params\": %llu, \"n_batch\": %d, \"n_threads\": %d, "
+                   "\"type_k\": \"%s\", \"type_v\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
+                   "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ts\": [",
+                   ROTKV_VERSION, model, mi.arch, (unsigned long long)mi.weight_bytes,
+                   (unsigned long long)mi.n_params, n_batch, r->n_threads, r->type_k, r->type_v, r->n_prompt,
+                   r->n_gen, r->n_depth, r->avg_ns, r->stddev_ns, r->avg_ts, r->stddev_ts);
+            for (int s = 0; s < r->n_samples; s++) printf("%s%.6f", s ? ", " : "", r->samples_ts[s]);
+            printf("], \"kv_bytes_per_token\": %.2f, \"kv_bytes_at_depth\": %llu, \"peak_rss_bytes\": %.0f}%s\n",
+                   r->kv_bytes_per_token, (unsigned long long)r->kv_bytes_at_depth, rss, i + 1 < n_rows ? "," : "");
+        }
+        printf("]\n");
+    } else if (!strcmp(fmt, "csv")) {
+        printf("model_filename,model_size,n_threads,type_k,type_v,n_prompt,n_gen,n_depth,avg_ts,stddev_ts,kv_bytes_per_token,peak_rss_bytes\n");
+        for (int i = 0; i < n_rows; i++) {
+            const bench_row *r = &rows[i];
+            printf("%s,%llu,%d,%s,%s,%d,%d,%d,%.6f,%.6f,%.2f,%.0f\n", model, (unsigned long long)mi.weight_bytes,
+                   r->n_threads, r->type_k, r->type_v, r->n_prompt, r->n_gen, r->n_depth, r->avg_ts, r->stddev_ts,
+                   r->kv_bytes_per_token, rss);
+        }
+    } else {
+        printf("| model | size | params | threads | type_k | type_v | KV B/token | test | t/s |\n");
+        printf("| --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: |\n");
+        for (int i = 0; i < n_rows; i++) {
+            const bench_row *r = &rows[i];
+            char test[64];
+            snprintf(test, sizeof test, "%s%d%s", r->test, r->n_prompt + r->n_gen, "");
+            if (r->n_depth) snprintf(test + strlen(test), sizeof test - strlen(test), " @ d%d", r->n_depth);
+            printf("| %s | %.2f MiB | %.2f M | %d | %s | %s | %.0f | %s | %.2f ± %.2f |\n", mi.arch,
+                   mi.weight_bytes / 1048576.0, mi.n_params / 1e6, r->n_threads, r->type_k, r->type_v,
+                   r->kv_bytes_per_token, test, r->avg_ts, r->stddev_ts);
+        }
+        printf("\npeak RSS: %.1f MiB\n", rss / 1048576.0);
+    }
+    rc = 0;
+done:
+    free(rows);
+    free(buf);
+    rotkv_model_free(m);
+    return rc;
+}
