@@ -7,6 +7,9 @@ OPT     ?= -O2 -g
 CFLAGS  += -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Wshadow \
            -Wno-unused-parameter -pthread -Iinclude -Isrc $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8) -lm -pthread
+# rotkv serve: libmicrohttpd (HTTP) and cJSON (JSON)
+CFLAGS  += $(shell pkg-config --cflags libmicrohttpd libcjson 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs libmicrohttpd libcjson 2>/dev/null || echo -lmicrohttpd -lcjson)
 TEST_LDLIBS = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 
 LIB_SRC   := $(sort $(wildcard src/*.c))
