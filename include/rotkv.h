@@ -149,6 +149,8 @@ typedef struct {
     /* per-layer cache types (n_layer entries each, copied at creation), or NULL
      * for type_k/type_v everywhere — e.g. first and last layers at q8_0 */
     const rotkv_kv_type *layer_types_k, *layer_types_v;
+    uint32_t kv_sink;   /* first kv_sink positions of each sequence kept at f16 (attention sinks) */
+    uint32_t kv_window; /* the kv_window most recent positions kept at f16, encoded when they age out */
 } rotkv_context_params;
 
 rotkv_context_params rotkv_context_default_params(void);
@@ -183,8 +185,12 @@ typedef struct {
     uint64_t bytes_per_block;
     uint64_t blocks_used;
     uint64_t blocks_budget; /* 0 = unlimited */
-    double bytes_per_token;
+    double bytes_per_token;  /* codec part, per token of one sequence */
+    uint64_t f16_side_bytes; /* fixed f16 sink + window rows per sequence */
 } rotkv_kv_stats;
+/* Average bits per cached K or V value of one sequence holding n_tokens tokens,
+ * every scale, norm and f16 sink/window row counted. */
+double rotkv_kv_bits_per_value(const rotkv_context *ctx, uint32_t n_tokens);
 void rotkv_kv_get_stats(const rotkv_context *ctx, rotkv_kv_stats *st);
 /* Blocks a sequence of n_tokens tokens occupies. */
 uint64_t rotkv_kv_blocks_for_tokens(const rotkv_context *ctx, uint32_t n_tokens);

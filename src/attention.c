@@ -40,8 +40,11 @@ static const float *head_decode(const head_view *v, const uint8_t *row, float *t
  * KV head are scored against each cached row, so every row is read once. */
 static void attention_item(const attention_args *a, int t, int hk, float *scratch) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv;
-    const head_view kv_k = head_view_make(kv_cache_layout_k(a->kv, a->layer), hk, hd);
-    const head_view kv_v = head_view_make(kv_cache_layout_v(a->kv, a->layer), hk, hd);
+    /* views for the codec layout, and for f16 sink/window rows (resolved per position) */
+    const kv_layout *lk = kv_cache_layout_k(a->kv, a->layer), *lv = kv_cache_layout_v(a->kv, a->layer);
+    const kv_layout *l16 = NULL;
+    const head_view ck = head_view_make(lk, hk, hd), cv = head_view_make(lv, hk, hd);
+    head_view fk = ck, fv = cv;
     float *acc = scratch, *ktmp = scratch + (size_t)n_group * hd, *vtmp = ktmp + (size_t)a->n_head_kv * hd;
     const float *q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
     float m[64], l[64]; /* running max and sum per query head (n_group <= 64 checked at context creation) */
@@ -53,8 +56,15 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
     const uint32_t seq = (uint32_t)a->seq[t];
     const int32_t n_kv = a->pos[t] + 1;
     for (int32_t p = 0; p < n_kv; p++) {
-        const uint8_t *krow = kv_cache_k_row(a->kv, seq, a->layer, (uint32_t)p);
-        const uint8_t *vrow = kv_cache_v_row(a->kv, seq, a->layer, (uint32_t)p);
+        const kv_layout *lkp, *lvp;
+        const uint8_t *krow = kv_cache_k_at(a->kv, seq, a->layer, (uint32_t)p, &lkp);
+        const uint8_t *vrow = kv_cache_v_at(a->kv, seq, a->layer, (uint32_t)p, &lvp);
+        if ((lkp != lk || lvp != lv) && !l16) {
+            l16 = lkp != lk ? lkp : lvp;
+            fk = head_view_make(l16, hk, hd);
+            fv = fk;
+        }
+        const head_view kv_k = lkp == lk ? ck : fk, kv_v = lvp == lv ? cv : fv;
         const float *kd = kv_k.fused ? NULL : head_decode(&kv_k, krow, ktmp);
         const float *vd = kv_v.fused ? NULL : head_decode(&kv_v, vrow, vtmp);
         for (int g = 0; g < n_group; g++) {
@@ -109,7 +119,6 @@ static void decode_head_ref(const kv_layout *l, const uint8_t *row, int hk, int 
 
 void attention_reference(const attention_args *a) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv;
-    const kv_layout *lk = kv_cache_layout_k(a->kv, a->layer), *lv = kv_cache_layout_v(a->kv, a->layer);
     float *k = malloc(sizeof(float) * hd), *v = malloc(sizeof(float) * hd);
     for (int t = 0; t < a->n_tok; t++) {
         const int32_t n_kv = a->pos[t] + 1;
@@ -119,8 +128,9 @@ void attention_reference(const attention_args *a) {
             const float *q = a->Q + ((size_t)t * a->n_head + h) * hd;
             double mx = -INFINITY, sum = 0.0;
             for (int32_t p = 0; p < n_kv; p++) {
-                decode_head_ref(lk, kv_cache_k_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
-                                a->n_head_kv, k);
+                const kv_layout *l;
+                const uint8_t *row = kv_cache_k_at(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p, &l);
+                decode_head_ref(l, row, hk, hd, a->n_head_kv, k);
                 double s = 0.0;
                 for (int i = 0; i < hd; i++) s += (double)q[i] * k[i];
                 sc[p] = s * a->scale;
@@ -130,8 +140,9 @@ void attention_reference(const attention_args *a) {
             float *o = a->O + ((size_t)t * a->n_head + h) * hd;
             for (int i = 0; i < hd; i++) o[i] = 0.0f;
             for (int32_t p = 0; p < n_kv; p++) {
-                decode_head_ref(lv, kv_cache_v_row(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p), hk, hd,
-                                a->n_head_kv, v);
+                const kv_layout *l;
+                const uint8_t *row = kv_cache_v_at(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p, &l);
+                decode_head_ref(l, row, hk, hd, a->n_head_kv, v);
                 for (int i = 0; i < hd; i++) o[i] += (float)(sc[p] / sum) * v[i];
             }
         }

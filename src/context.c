@@ -229,7 +229,7 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->model = m;
     c->params = p;
     kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v,
-                          p.layer_types_k, p.layer_types_v, p.kv_budget_bytes};
+                          p.layer_types_k, p.layer_types_v, p.kv_budget_bytes, p.kv_sink, p.kv_window};
     c->kv = kv_cache_create(&kp, err);
     if (!c->kv) {
         rotkv_context_free(c);
@@ -342,6 +342,18 @@ void rotkv_kv_get_stats(const rotkv_context *c, rotkv_kv_stats *st) {
     st->blocks_used = kv_cache_allocated_bytes(c->kv) / st->bytes_per_block;
     st->blocks_budget = c->params.kv_budget_bytes / st->bytes_per_block;
     st->bytes_per_token = kv_cache_bytes_per_token(c->kv);
+    st->f16_side_bytes = kv_cache_f16_side_bytes(c->kv);
+}
+
+double rotkv_kv_bits_per_value(const rotkv_context *c, uint32_t n_tokens) {
+    const model_hparams *hp = &c->model->hp;
+    const double values = 2.0 * hp->n_layer * hp->n_head_kv * hp->head_dim_k; /* K and V per token */
+    if (n_tokens == 0) return 8.0 * kv_cache_bytes_per_token(c->kv) / values;
+    const uint32_t side = c->params.kv_sink + c->params.kv_window;
+    const uint32_t in_side = n_tokens < side ? n_tokens : side;
+    /* side rows are f16 (2 bytes/value); the rest use the codecs */
+    const double bytes = (double)(n_tokens - in_side) * kv_cache_bytes_per_token(c->kv) + in_side * values * 2.0;
+    return 8.0 * bytes / (values * n_tokens);
 }
 
 uint64_t rotkv_kv_blocks_for_tokens(const rotkv_context *c, uint32_t n_tokens) {

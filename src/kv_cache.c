@@ -11,6 +11,11 @@
 struct kv_cache {
     kv_cache_params p;
     kv_layout *lk, *lv;   /* (n_layer,) */
+    kv_layout l16;        /* f16 per-head layout of sink and window rows */
+    uint8_t *side;        /* [seq][layer] (n_sink + n_window) f16 K rows, then as many V rows */
+    int64_t *ring_pos;    /* [seq][layer][n_window] position held by each window slot, -1 if none */
+    size_t side_bytes;    /* per (seq, layer) */
+    float *evict_tmp;     /* (2 * row) scratch for moving a row out of the window */
     size_t *page_bytes;   /* (n_layer,) bytes of one page of that layer */
     size_t page_bytes_all;/* sum over layers */
     uint32_t pages_per_seq;
@@ -65,6 +70,28 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
         rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
         return NULL;
     }
+    if (!layout_make(&kv->l16, ROTKV_KV_F16, p, 0, err)) {
+        kv_cache_free(kv);
+        return NULL;
+    }
+    const size_t n_side = (size_t)p->n_sink + p->n_window;
+    kv->side_bytes = n_side * kv->l16.row_bytes * 2;
+    if (n_side) {
+        kv->side = calloc((size_t)p->n_seq * p->n_layer, kv->side_bytes);
+        kv->ring_pos = malloc(sizeof(int64_t) * ((size_t)p->n_seq * p->n_layer * (p->n_window ? p->n_window : 1)));
+        if (!kv->side || !kv->ring_pos) {
+            kv_cache_free(kv);
+            rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory for the f16 sink/window rows");
+            return NULL;
+        }
+        for (size_t i = 0; i < (size_t)p->n_seq * p->n_layer * (p->n_window ? p->n_window : 1); i++) kv->ring_pos[i] = -1;
+        kv->evict_tmp = malloc(sizeof(float) * 2 * p->head_dim * p->n_head_kv);
+        if (!kv->evict_tmp) {
+            kv_cache_free(kv);
+            rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+            return NULL;
+        }
+    }
     for (uint32_t l = 0; l < p->n_layer; l++) {
         rotkv_kv_type tk = p->layer_type_k ? p->layer_type_k[l] : p->type_k;
         rotkv_kv_type tv = p->layer_type_v ? p->layer_type_v[l] : p->type_v;
@@ -82,6 +109,9 @@ void kv_cache_free(kv_cache *kv) {
     if (!kv) return;
     if (kv->pages && kv->n_pages && kv->page_bytes)
         for (uint32_t s = 0; s < kv->p.n_seq; s++) kv_cache_truncate(kv, s, 0);
+    free(kv->side);
+    free(kv->ring_pos);
+    free(kv->evict_tmp);
     free(kv->lk);
     free(kv->lv);
     free(kv->page_bytes);
@@ -121,8 +151,22 @@ rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rot
     return ROTKV_OK;
 }
 
+static int64_t *ring_of(const kv_cache *kv, uint32_t seq, uint32_t layer) {
+    return kv->ring_pos + ((size_t)seq * kv->p.n_layer + layer) * kv->p.n_window;
+}
+
+static uint8_t *side_of(const kv_cache *kv, uint32_t seq, uint32_t layer) {
+    return kv->side + ((size_t)seq * kv->p.n_layer + layer) * kv->side_bytes;
+}
+
 void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
     if (seq >= kv->p.n_seq) return;
+    if (kv->p.n_window)
+        for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+            int64_t *rp = ring_of(kv, seq, l);
+            for (uint32_t i = 0; i < kv->p.n_window; i++)
+                if (rp[i] >= (int64_t)n_tokens) rp[i] = -1;
+        }
     uint32_t keep = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
     while (kv->n_pages[seq] > keep) {
         uint32_t pg = --kv->n_pages[seq];
@@ -142,9 +186,13 @@ rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_
     kv_cache_truncate(kv, dst, 0);
     rotkv_status st = kv_cache_reserve(kv, dst, n_tokens, err);
     if (st != ROTKV_OK) return st;
-    for (uint32_t l = 0; l < kv->p.n_layer; l++)
+    for (uint32_t l = 0; l < kv->p.n_layer; l++) {
         for (uint32_t pg = 0; pg < kv->n_pages[dst]; pg++)
             memcpy(*page_slot(kv, dst, l, pg), *page_slot(kv, src, l, pg), kv->page_bytes[l]);
+        if (kv->side) memcpy(side_of(kv, dst, l), side_of(kv, src, l), kv->side_bytes);
+        if (kv->p.n_window) memcpy(ring_of(kv, dst, l), ring_of(kv, src, l), sizeof(int64_t) * kv->p.n_window);
+    }
+    kv_cache_truncate(kv, dst, n_tokens);
     return ROTKV_OK;
 }
 
@@ -166,24 +214,77 @@ static void decode_row(const kv_layout *l, const uint8_t *src, float *x, uint32_
         l->codec->decode(src + i * l->seg_bytes, x + (size_t)i * l->seg, l->seg);
 }
 
+/* f16 side row of a sink position (slot < n_sink) or window slot (n_sink + i). */
+static uint8_t *side_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t slot, int is_v) {
+    const size_t n_side = (size_t)kv->p.n_sink + kv->p.n_window;
+    return side_of(kv, seq, layer) + ((is_v ? n_side : 0) + slot) * kv->l16.row_bytes;
+}
+
+/* Where position pos lives now: its layout and encoded row. */
+static const uint8_t *locate(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, int is_v,
+                             const kv_layout **l) {
+    if (pos < kv->p.n_sink) {
+        *l = &kv->l16;
+        return side_row(kv, seq, layer, pos, is_v);
+    }
+    if (kv->p.n_window) {
+        const uint32_t slot = pos % kv->p.n_window;
+        if (ring_of(kv, seq, layer)[slot] == (int64_t)pos) {
+            *l = &kv->l16;
+            return side_row(kv, seq, layer, kv->p.n_sink + slot, is_v);
+        }
+    }
+    *l = is_v ? &kv->lv[layer] : &kv->lk[layer];
+    return row_ptr(kv, seq, layer, pos, is_v);
+}
+
 void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v) {
     const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
+    if (pos < kv->p.n_sink) {
+        encode_row(&kv->l16, k, side_row(kv, seq, layer, pos, 0), row);
+        encode_row(&kv->l16, v, side_row(kv, seq, layer, pos, 1), row);
+        return;
+    }
+    if (kv->p.n_window) {
+        const uint32_t slot = pos % kv->p.n_window;
+        int64_t *rp = &ring_of(kv, seq, layer)[slot];
+        uint8_t *ks = side_row(kv, seq, layer, kv->p.n_sink + slot, 0);
+        uint8_t *vs = side_row(kv, seq, layer, kv->p.n_sink + slot, 1);
+        if (*rp >= 0 && *rp != (int64_t)pos) {
+            /* the slot's previous position leaves the window: encode it with the codec */
+            float *tmp = kv->evict_tmp;
+            decode_row(&kv->l16, ks, tmp, row);
+            decode_row(&kv->l16, vs, tmp + row, row);
+            encode_row(&kv->lk[layer], tmp, row_ptr(kv, seq, layer, (uint32_t)*rp, 0), row);
+            encode_row(&kv->lv[layer], tmp + row, row_ptr(kv, seq, layer, (uint32_t)*rp, 1), row);
+        }
+        encode_row(&kv->l16, k, ks, row);
+        encode_row(&kv->l16, v, vs, row);
+        *rp = pos;
+        return;
+    }
     encode_row(&kv->lk[layer], k, row_ptr(kv, seq, layer, pos, 0), row);
     encode_row(&kv->lv[layer], v, row_ptr(kv, seq, layer, pos, 1), row);
 }
 
 void kv_cache_load(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, float *k, float *v) {
     const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
-    decode_row(&kv->lk[layer], row_ptr(kv, seq, layer, pos, 0), k, row);
-    decode_row(&kv->lv[layer], row_ptr(kv, seq, layer, pos, 1), v, row);
+    const kv_layout *l;
+    const uint8_t *r = locate(kv, seq, layer, pos, 0, &l);
+    decode_row(l, r, k, row);
+    r = locate(kv, seq, layer, pos, 1, &l);
+    decode_row(l, r, v, row);
 }
 
-const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
-    return row_ptr(kv, seq, layer, pos, 0);
+const uint8_t *kv_cache_k_at(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const kv_layout **l) {
+    return locate(kv, seq, layer, pos, 0, l);
 }
-const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
-    return row_ptr(kv, seq, layer, pos, 1);
+const uint8_t *kv_cache_v_at(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const kv_layout **l) {
+    return locate(kv, seq, layer, pos, 1, l);
 }
+
+size_t kv_cache_f16_side_bytes(const kv_cache *kv) { return kv->side_bytes * kv->p.n_layer; }
+
 const kv_layout *kv_cache_layout_k(const kv_cache *kv, uint32_t layer) { return &kv->lk[layer]; }
 const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer) { return &kv->lv[layer]; }
 

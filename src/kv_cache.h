@@ -47,6 +47,8 @@ typedef struct {
     rotkv_kv_type type_k, type_v;
     const rotkv_kv_type *layer_type_k, *layer_type_v; /* (n_layer,) overrides, or NULL */
     uint64_t budget_bytes; /* 0 = unlimited */
+    uint32_t n_sink;       /* first n_sink positions kept at f16 (attention sinks) */
+    uint32_t n_window;     /* most recent n_window positions kept at f16 */
 } kv_cache_params;
 
 /* How one layer's K (or V) rows are encoded. A row (all KV heads of one token)
@@ -76,14 +78,20 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens);
 
 const kv_layout *kv_cache_layout_k(const kv_cache *kv, uint32_t layer);
 const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer);
-/* Encoded row of one token (all heads). */
-const uint8_t *kv_cache_k_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
-const uint8_t *kv_cache_v_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
+/* Encoded row of one token (all heads) and the layout it is encoded in: the
+ * layer's codec, or f16 for sink and recent-window positions. A position in
+ * [n_sink, length) lives in the window ring while it is among the n_window most
+ * recently stored, and is encoded with the codec when it leaves the ring. */
+const uint8_t *kv_cache_k_at(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const kv_layout **l);
+const uint8_t *kv_cache_v_at(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const kv_layout **l);
 
 /* Bytes of one page (KV_PAGE_TOKENS tokens, all layers). */
 size_t kv_cache_page_bytes(const kv_cache *kv);
-/* Bytes per token of one sequence across all layers (K + V). */
+/* Bytes per token of one sequence across all layers (K + V), for the codec
+ * part (sink/window rows excluded). */
 double kv_cache_bytes_per_token(const kv_cache *kv);
+/* Bytes of the f16 sink + window rows of one sequence (all layers). */
+size_t kv_cache_f16_side_bytes(const kv_cache *kv);
 /* Bytes currently allocated for cache pages. */
 size_t kv_cache_allocated_bytes(const kv_cache *kv);
 

@@ -273,6 +273,74 @@ static void t_attention_fused_vs_reference(void **state) {
     }
 }
 
+static rotkv_context *make_ctx_sw(rotkv_model *m, uint32_t n_ctx, rotkv_kv_type t, uint32_t sink, uint32_t window) {
+    rotkv_context_params cp = rotkv_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_threads = 2;
+    cp.type_k = cp.type_v = t;
+    cp.kv_sink = sink;
+    cp.kv_window = window;
+    rotkv_context *c = NULL;
+    rotkv_error err;
+    if (rotkv_context_create(m, &cp, &c, &err) != ROTKV_OK) fail_msg("%s", err.msg);
+    return c;
+}
+
+/* Sink and window rows: truncating and re-decoding gives the same logits (the
+ * ring's bookkeeping survives rollback), a shift keeps keys right, bits/value
+ * counts the f16 rows at the given length. */
+static void t_sink_window(void **state) {
+    (void)state;
+    char p[512];
+    SKIP_WITHOUT_SHARED(p, "models/student-h64-F32.gguf");
+    rotkv_model *m = load("models/student-h64-F32.gguf");
+    rotkv_context *a = make_ctx_sw(m, 64, ROTKV_KV_F16, 2, 4);
+    rotkv_context *ref = make_ctx_sw(m, 64, ROTKV_KV_F16, 0, 0);
+    rotkv_batch b = {.n_tokens = 20, .token = some_tokens};
+    assert_int_equal(rotkv_decode(a, &b, NULL), ROTKV_OK);
+    assert_int_equal(rotkv_decode(ref, &b, NULL), ROTKV_OK);
+    const int V = rotkv_n_vocab(m);
+    float first[4096];
+    memcpy(first, rotkv_get_logits(a, -1), sizeof(float) * (size_t)V);
+    /* f16 codec: sink/window rows hold the same f16 values, so results are identical */
+    for (int i = 0; i < V; i++) assert_true(first[i] == rotkv_get_logits(ref, -1)[i]);
+    rotkv_seq_truncate(a, 0, 9);
+    rotkv_batch b2 = {.n_tokens = 11, .token = some_tokens + 9};
+    assert_int_equal(rotkv_decode(a, &b2, NULL), ROTKV_OK);
+    for (int i = 0; i < V; i++) assert_true(first[i] == rotkv_get_logits(a, -1)[i]);
+    /* one token at a time through the window gives the batch's result */
+    rotkv_seq_clear(a, 0);
+    for (int i = 0; i < 20; i++) {
+        rotkv_batch one = {.n_tokens = 1, .token = some_tokens + i};
+        assert_int_equal(rotkv_decode(a, &one, NULL), ROTKV_OK);
+    }
+    for (int i = 0; i < V; i++) assert_true(fabsf(first[i] - rotkv_get_logits(a, -1)[i]) < 1e-3f);
+    /* shift with sink + window: layer-0 keys equal a fresh evaluation (f16 precision) */
+    assert_int_equal(rotkv_seq_shift(a, 0, 2, 5, NULL), ROTKV_OK);
+    rotkv_token rest[20];
+    int n = 0;
+    for (int i = 0; i < 20; i++)
+        if (i < 2 || i >= 7) rest[n++] = some_tokens[i];
+    rotkv_seq_clear(ref, 0);
+    rotkv_batch br = {.n_tokens = n, .token = rest};
+    assert_int_equal(rotkv_decode(ref, &br, NULL), ROTKV_OK);
+    float ka[512], va[512], kb[512], vb[512];
+    for (int pos = 0; pos < n; pos++) {
+        kv_cache_load(context_kv(a), 0, 0, (uint32_t)pos, ka, va);
+        kv_cache_load(context_kv(ref), 0, 0, (uint32_t)pos, kb, vb);
+        for (int i = 0; i < 128; i++) assert_true(fabsf(ka[i] - kb[i]) < 2e-2f * (1 + fabsf(kb[i])));
+    }
+    /* bits/value: f16 everywhere is 16 whatever the length */
+    assert_true(fabs(rotkv_kv_bits_per_value(a, 256) - 16.0) < 1e-9);
+    rotkv_context_free(a);
+    rotkv_context_free(ref);
+    /* f32 codec with a 6-row f16 side: at 256 tokens (250*32 + 6*16)/256 bits */
+    a = make_ctx_sw(m, 64, ROTKV_KV_F32, 2, 4);
+    assert_true(fabs(rotkv_kv_bits_per_value(a, 256) - (250.0 * 32 + 6 * 16) / 256) < 1e-9);
+    rotkv_context_free(a);
+    rotkv_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_rotation_orthonormal),
@@ -281,6 +349,7 @@ int main(void) {
         cmocka_unit_test(t_context_shift_every_type),
         cmocka_unit_test(t_blocks_budget_override),
         cmocka_unit_test(t_attention_fused_vs_reference),
+        cmocka_unit_test(t_sink_window),
     };
     return cmocka_run_group_tests_name("KV cache", tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@ typedef struct {
     uint64_t kv_budget;      /* --kv-budget bytes (0 = none) */
     bool context_shift;      /* --context-shift */
     int n_keep;              /* --keep */
+    int kv_sink, kv_window;  /* --kv-sink, --kv-window */
     rotkv_kv_type layer_k[1024], layer_v[1024];
     bool no_bos, parse_special, show_pieces;
     const char *kld_base;    /* --kl-divergence-base */

@@ -108,6 +108,8 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
             }
         }
         else if (IS("--context-shift")) o->context_shift = true;
+        else if (IS("--kv-sink")) { NEED_VALUE(); if (!parse_int(a, v, &o->kv_sink)) return false; }
+        else if (IS("--kv-window")) { NEED_VALUE(); if (!parse_int(a, v, &o->kv_window)) return false; }
         else if (IS("--keep")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_keep)) return false; }
         else if (IS("--no-bos")) o->no_bos = true;
         else if (IS("--parse-special")) o->parse_special = true;
@@ -284,6 +286,12 @@ bool cli_context_params(const cli_opts *o, rotkv_context_params *cp) {
     cp->rot_k = (rotkv_rot_mode)o->rot_k;
     cp->rot_v = (rotkv_rot_mode)o->rot_v;
     cp->kv_budget_bytes = o->kv_budget;
+    if (o->kv_sink < 0 || o->kv_window < 0) {
+        fprintf(stderr, "rotkv: --kv-sink and --kv-window must not be negative\n");
+        return false;
+    }
+    cp->kv_sink = (uint32_t)o->kv_sink;
+    cp->kv_window = (uint32_t)o->kv_window;
     return true;
 }
 
