@@ -231,7 +231,7 @@ static bool gguf_parse(gguf_file *f, char *err, size_t errlen) {
     if (!rd_u32(&c, &f->version, "version")) return false;
     if (f->version == 1) return fail(&c, 4, "GGUF version 1 is not supported (only 2 and 3)");
     if (f->version != 2 && f->version != 3) {
-        if ((f->version & 0xffff) == 0)
+        if (f->version && (f->version & 0xffff) == 0)
             return fail(&c, 4, "GGUF version %u looks big-endian; only little-endian files are supported",
                         f->version);
         return fail(&c, 4, "unsupported GGUF version %u (only 2 and 3)", f->version);
