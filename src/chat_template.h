@@ -30,7 +30,7 @@ typedef enum {
     CHAT_FAMILY_COUNT
 } chat_family;
 
-typedef struct {
+typedef struct chat_template {
     chat_family family;
     bool recognised;        /* false: fallback (no template, or an unknown one) */
     bool leading_bos;       /* the template starts with {{ bos_token }} */

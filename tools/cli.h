@@ -33,6 +33,22 @@ typedef struct {
     /* bench */
     const char *bench_p, *bench_n, *bench_d, *bench_o;
     int reps;
+    /* serve / chat (docs/server.md) */
+    const char *host;           /* --host (default 127.0.0.1) */
+    int port;                   /* --port (default 8080; 0 = any free port) */
+    int n_parallel;             /* -np, --parallel */
+    const char *api_key;        /* --api-key */
+    const char *slot_save_path; /* --slot-save-path */
+    float timeout_s;            /* --timeout, per request */
+    int queue_max;              /* --max-queue */
+    int max_tokens_limit;       /* --max-tokens-limit */
+    uint64_t max_body;          /* --max-body */
+    int max_conn;               /* --max-connections */
+    const char *chat_template;  /* --chat-template NAME */
+    const char *alias;          /* --alias (model id) */
+    const char *system_prompt;  /* --system (chat) */
+    const char *render;         /* --render CONVERSATIONS.json (chat) */
+    bool print_template;        /* --print-template (chat) */
 } cli_opts;
 
 /* Parses argv (after the subcommand). Returns false and prints a message on
@@ -62,5 +78,7 @@ int cmd_info(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 #endif

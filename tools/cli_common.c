@@ -46,6 +46,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
     o->type_k = o->type_v = "f16";
     o->rot_k = o->rot_v = ROTKV_ROT_AUTO;
     o->reps = 5;
+    o->port = 8080;
     o->sp = rotkv_sampler_default_params();
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -108,6 +109,27 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
             }
         }
         else if (IS("--context-shift")) o->context_shift = true;
+        else if (IS("--host")) { NEED_VALUE(); o->host = v; }
+        else if (IS("--port")) { NEED_VALUE(); if (!parse_int(a, v, &o->port)) return false; }
+        else if (IS("-np") || IS("--parallel")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_parallel)) return false; }
+        else if (IS("--api-key")) { NEED_VALUE(); o->api_key = v; }
+        else if (IS("--slot-save-path")) { NEED_VALUE(); o->slot_save_path = v; }
+        else if (IS("--timeout")) { NEED_VALUE(); if (!parse_float(a, v, &o->timeout_s)) return false; }
+        else if (IS("--max-queue")) { NEED_VALUE(); if (!parse_int(a, v, &o->queue_max)) return false; }
+        else if (IS("--max-tokens-limit")) { NEED_VALUE(); if (!parse_int(a, v, &o->max_tokens_limit)) return false; }
+        else if (IS("--max-connections")) { NEED_VALUE(); if (!parse_int(a, v, &o->max_conn)) return false; }
+        else if (IS("--max-body")) {
+            NEED_VALUE();
+            if (!cli_parse_bytes(v, &o->max_body)) {
+                fprintf(stderr, "rotkv: --max-body expects a size like 1MiB, got '%s'\n", v);
+                return false;
+            }
+        }
+        else if (IS("--chat-template")) { NEED_VALUE(); o->chat_template = v; }
+        else if (IS("--alias")) { NEED_VALUE(); o->alias = v; }
+        else if (IS("--system")) { NEED_VALUE(); o->system_prompt = v; }
+        else if (IS("--render")) { NEED_VALUE(); o->render = v; }
+        else if (IS("--print-template")) o->print_template = true;
         else if (IS("--kv-sink")) { NEED_VALUE(); if (!parse_int(a, v, &o->kv_sink)) return false; }
         else if (IS("--kv-window")) { NEED_VALUE(); if (!parse_int(a, v, &o->kv_window)) return false; }
         else if (IS("--keep")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_keep)) return false; }

@@ -19,6 +19,9 @@ static void usage(FILE *fp) {
             "                                    [--kl-divergence-base FILE [--kl-divergence]]\n"
             "  bench       speed (llama-bench):  rotkv bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t N] [-ctk T,..] [-ctv T,..]\n"
             "                                    [-r 5] [-o md|json|csv]\n"
+            "  serve       OpenAI-compatible HTTP server: rotkv serve -m MODEL [--host H] [--port P] [-np N]\n"
+            "                                    [--kv-budget SIZE] [-ctk T] [-ctv T] [--api-key K] [--slot-save-path DIR]\n"
+            "  chat        interactive chat:     rotkv chat -m MODEL [--system TEXT] [-n N] [--chat-template NAME]\n"
             "\nrun 'rotkv <command> --help' for details.\n",
             ROTKV_VERSION);
 }
@@ -35,7 +38,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}
+    } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}, {"serve", cmd_serve}, {"chat", cmd_chat}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
