@@ -151,6 +151,9 @@ typedef struct {
     const rotkv_kv_type *layer_types_k, *layer_types_v;
     uint32_t kv_sink;   /* first kv_sink positions of each sequence kept at f16 (attention sinks) */
     uint32_t kv_window; /* the kv_window most recent positions kept at f16, encoded when they age out */
+    /* encode K and V relative to their mean over the first batch of each
+     * sequence (exact: the mean is added back); AUTO = on for quantized types */
+    rotkv_rot_mode kv_center;
 } rotkv_context_params;
 
 rotkv_context_params rotkv_context_default_params(void);

@@ -31,7 +31,7 @@ static head_view head_view_make(const kv_layout *l, int hk, int hd) {
 }
 
 /* Decodes the head's values (decode path only) into tmp, returns a pointer to them. */
-static const float *head_decode(const head_view *v, const uint8_t *row, float *tmp) {
+static float *head_decode(const head_view *v, const uint8_t *row, float *tmp) {
     v->c->decode(row + (size_t)v->seg_index * v->seg_bytes, tmp, v->seg);
     return tmp + v->ofs_values;
 }
@@ -48,12 +48,18 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
     float *acc = scratch, *ktmp = scratch + (size_t)n_group * hd, *vtmp = ktmp + (size_t)a->n_head_kv * hd;
     const float *q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
     float m[64], l[64]; /* running max and sum per query head (n_group <= 64 checked at context creation) */
+    float qmu[64], wmu[64]; /* q·mu_k per query head; softmax weight carried by centered V rows */
+    const uint32_t seq = (uint32_t)a->seq[t];
+    const float *muk = kv_cache_center_k(a->kv, seq, a->layer), *muv = kv_cache_center_v(a->kv, seq, a->layer);
+    if (muk) muk += (size_t)hk * hd;
+    if (muv) muv += (size_t)hk * hd;
     for (int g = 0; g < n_group; g++) {
         m[g] = -INFINITY;
-        l[g] = 0.0f;
+        l[g] = wmu[g] = qmu[g] = 0.0f;
+        if (muk)
+            for (int i = 0; i < hd; i++) qmu[g] += q[(size_t)g * hd + i] * muk[i];
     }
     memset(acc, 0, sizeof(float) * (size_t)n_group * hd);
-    const uint32_t seq = (uint32_t)a->seq[t];
     const int32_t n_kv = a->pos[t] + 1;
     for (int32_t p = 0; p < n_kv; p++) {
         const kv_layout *lkp, *lvp;
@@ -65,8 +71,13 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
             fv = fk;
         }
         const head_view kv_k = lkp == lk ? ck : fk, kv_v = lvp == lv ? cv : fv;
-        const float *kd = kv_k.fused ? NULL : head_decode(&kv_k, krow, ktmp);
-        const float *vd = kv_v.fused ? NULL : head_decode(&kv_v, vrow, vtmp);
+        const bool k_codec = lkp == lk, v_codec = lvp == lv; /* centered rows */
+        float *kd = kv_k.fused ? NULL : head_decode(&kv_k, krow, ktmp);
+        float *vd = kv_v.fused ? NULL : head_decode(&kv_v, vrow, vtmp);
+        if (kd && muk && k_codec)
+            for (int i = 0; i < hd; i++) kd[i] += muk[i];
+        if (vd && muv && v_codec)
+            for (int i = 0; i < hd; i++) vd[i] += muv[i];
         for (int g = 0; g < n_group; g++) {
             const float *qg = q + (size_t)g * hd;
             float s;
@@ -75,6 +86,7 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
                 for (int i = 0; i < hd; i++) s += kd[i] * qg[i];
             } else {
                 s = kv_k.c->dot(krow + kv_k.ofs_bytes, qg, hd);
+                if (k_codec) s += qmu[g];
             }
             s *= a->scale;
             float *o = acc + (size_t)g * hd;
@@ -82,20 +94,24 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
                 const float c = expf(m[g] - s); /* 0 on the first row */
                 for (int i = 0; i < hd; i++) o[i] *= c;
                 l[g] *= c;
+                wmu[g] *= c;
                 m[g] = s;
             }
             const float w = expf(s - m[g]);
             l[g] += w;
-            if (vd)
+            if (vd) {
                 for (int i = 0; i < hd; i++) o[i] += w * vd[i];
-            else
+            } else {
                 kv_v.c->axpy(vrow + kv_v.ofs_bytes, w, o, hd);
+                if (v_codec) wmu[g] += w;
+            }
         }
     }
     float *out = a->O + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
     for (int g = 0; g < n_group; g++) {
         const float inv = l[g] > 0 ? 1.0f / l[g] : 0.0f;
-        for (int i = 0; i < hd; i++) out[(size_t)g * hd + i] = acc[(size_t)g * hd + i] * inv;
+        for (int i = 0; i < hd; i++)
+            out[(size_t)g * hd + i] = (acc[(size_t)g * hd + i] + (muv ? wmu[g] * muv[i] : 0.0f)) * inv;
     }
 }
 
@@ -131,6 +147,9 @@ void attention_reference(const attention_args *a) {
                 const kv_layout *l;
                 const uint8_t *row = kv_cache_k_at(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p, &l);
                 decode_head_ref(l, row, hk, hd, a->n_head_kv, k);
+                const float *mu = kv_cache_center_k(a->kv, (uint32_t)a->seq[t], a->layer);
+                if (mu && l == kv_cache_layout_k(a->kv, a->layer))
+                    for (int i = 0; i < hd; i++) k[i] += mu[(size_t)hk * hd + i];
                 double s = 0.0;
                 for (int i = 0; i < hd; i++) s += (double)q[i] * k[i];
                 sc[p] = s * a->scale;
@@ -143,6 +162,9 @@ void attention_reference(const attention_args *a) {
                 const kv_layout *l;
                 const uint8_t *row = kv_cache_v_at(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p, &l);
                 decode_head_ref(l, row, hk, hd, a->n_head_kv, v);
+                const float *mu = kv_cache_center_v(a->kv, (uint32_t)a->seq[t], a->layer);
+                if (mu && l == kv_cache_layout_v(a->kv, a->layer))
+                    for (int i = 0; i < hd; i++) v[i] += mu[(size_t)hk * hd + i];
                 for (int i = 0; i < hd; i++) o[i] += (float)(sc[p] / sum) * v[i];
             }
         }

@@ -16,6 +16,8 @@ struct kv_cache {
     int64_t *ring_pos;    /* [seq][layer][n_window] position held by each window slot, -1 if none */
     size_t side_bytes;    /* per (seq, layer) */
     float *evict_tmp;     /* (2 * row) scratch for moving a row out of the window */
+    float *center;        /* [seq][layer] mu_k (row) then mu_v (row), when centering */
+    float *center_tmp;    /* (row) scratch for x - mu */
     size_t *page_bytes;   /* (n_layer,) bytes of one page of that layer */
     size_t page_bytes_all;/* sum over layers */
     uint32_t pages_per_seq;
@@ -92,6 +94,16 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
             return NULL;
         }
     }
+    if (p->center) {
+        const size_t row = (size_t)p->head_dim * p->n_head_kv;
+        kv->center = calloc((size_t)p->n_seq * p->n_layer * 2 * row, sizeof(float));
+        kv->center_tmp = malloc(sizeof(float) * row);
+        if (!kv->center || !kv->center_tmp) {
+            kv_cache_free(kv);
+            rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+            return NULL;
+        }
+    }
     for (uint32_t l = 0; l < p->n_layer; l++) {
         rotkv_kv_type tk = p->layer_type_k ? p->layer_type_k[l] : p->type_k;
         rotkv_kv_type tv = p->layer_type_v ? p->layer_type_v[l] : p->type_v;
@@ -112,6 +124,8 @@ void kv_cache_free(kv_cache *kv) {
     free(kv->side);
     free(kv->ring_pos);
     free(kv->evict_tmp);
+    free(kv->center);
+    free(kv->center_tmp);
     free(kv->lk);
     free(kv->lv);
     free(kv->page_bytes);
@@ -149,6 +163,11 @@ rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rot
         kv->n_pages[seq]++;
     }
     return ROTKV_OK;
+}
+
+static float *center_of(const kv_cache *kv, uint32_t seq, uint32_t layer, int is_v) {
+    const size_t row = (size_t)kv->p.head_dim * kv->p.n_head_kv;
+    return kv->center + ((size_t)seq * kv->p.n_layer + layer) * 2 * row + (is_v ? row : 0);
 }
 
 static int64_t *ring_of(const kv_cache *kv, uint32_t seq, uint32_t layer) {
@@ -191,6 +210,9 @@ rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_
             memcpy(*page_slot(kv, dst, l, pg), *page_slot(kv, src, l, pg), kv->page_bytes[l]);
         if (kv->side) memcpy(side_of(kv, dst, l), side_of(kv, src, l), kv->side_bytes);
         if (kv->p.n_window) memcpy(ring_of(kv, dst, l), ring_of(kv, src, l), sizeof(int64_t) * kv->p.n_window);
+        if (kv->center)
+            memcpy(center_of(kv, dst, l, 0), center_of(kv, src, l, 0),
+                   2 * sizeof(float) * kv->p.head_dim * kv->p.n_head_kv);
     }
     kv_cache_truncate(kv, dst, n_tokens);
     return ROTKV_OK;
@@ -212,6 +234,32 @@ static void encode_row(const kv_layout *l, const float *x, uint8_t *dst, uint32_
 static void decode_row(const kv_layout *l, const uint8_t *src, float *x, uint32_t row) {
     for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++)
         l->codec->decode(src + i * l->seg_bytes, x + (size_t)i * l->seg, l->seg);
+}
+
+void kv_cache_set_center(kv_cache *kv, uint32_t seq, uint32_t layer, const float *mu_k, const float *mu_v) {
+    if (!kv->center) return;
+    const size_t row = (size_t)kv->p.head_dim * kv->p.n_head_kv;
+    memcpy(center_of(kv, seq, layer, 0), mu_k, row * sizeof(float));
+    memcpy(center_of(kv, seq, layer, 1), mu_v, row * sizeof(float));
+}
+
+const float *kv_cache_center_k(const kv_cache *kv, uint32_t seq, uint32_t layer) {
+    return kv->center ? center_of(kv, seq, layer, 0) : NULL;
+}
+const float *kv_cache_center_v(const kv_cache *kv, uint32_t seq, uint32_t layer) {
+    return kv->center ? center_of(kv, seq, layer, 1) : NULL;
+}
+
+/* Encodes a row with the layer's codec, relative to the center when there is one. */
+static void encode_codec_row(kv_cache *kv, uint32_t seq, uint32_t layer, int is_v, const float *x, uint8_t *dst) {
+    const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
+    const kv_layout *l = is_v ? &kv->lv[layer] : &kv->lk[layer];
+    if (kv->center) {
+        const float *mu = center_of(kv, seq, layer, is_v);
+        for (uint32_t i = 0; i < row; i++) kv->center_tmp[i] = x[i] - mu[i];
+        x = kv->center_tmp;
+    }
+    encode_row(l, x, dst, row);
 }
 
 /* f16 side row of a sink position (slot < n_sink) or window slot (n_sink + i). */
@@ -255,16 +303,16 @@ void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, co
             float *tmp = kv->evict_tmp;
             decode_row(&kv->l16, ks, tmp, row);
             decode_row(&kv->l16, vs, tmp + row, row);
-            encode_row(&kv->lk[layer], tmp, row_ptr(kv, seq, layer, (uint32_t)*rp, 0), row);
-            encode_row(&kv->lv[layer], tmp + row, row_ptr(kv, seq, layer, (uint32_t)*rp, 1), row);
+            encode_codec_row(kv, seq, layer, 0, tmp, row_ptr(kv, seq, layer, (uint32_t)*rp, 0));
+            encode_codec_row(kv, seq, layer, 1, tmp + row, row_ptr(kv, seq, layer, (uint32_t)*rp, 1));
         }
         encode_row(&kv->l16, k, ks, row);
         encode_row(&kv->l16, v, vs, row);
         *rp = pos;
         return;
     }
-    encode_row(&kv->lk[layer], k, row_ptr(kv, seq, layer, pos, 0), row);
-    encode_row(&kv->lv[layer], v, row_ptr(kv, seq, layer, pos, 1), row);
+    encode_codec_row(kv, seq, layer, 0, k, row_ptr(kv, seq, layer, pos, 0));
+    encode_codec_row(kv, seq, layer, 1, v, row_ptr(kv, seq, layer, pos, 1));
 }
 
 void kv_cache_load(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, float *k, float *v) {
@@ -272,8 +320,12 @@ void kv_cache_load(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t po
     const kv_layout *l;
     const uint8_t *r = locate(kv, seq, layer, pos, 0, &l);
     decode_row(l, r, k, row);
+    if (kv->center && l != &kv->l16)
+        for (uint32_t i = 0; i < row; i++) k[i] += center_of(kv, seq, layer, 0)[i];
     r = locate(kv, seq, layer, pos, 1, &l);
     decode_row(l, r, v, row);
+    if (kv->center && l != &kv->l16)
+        for (uint32_t i = 0; i < row; i++) v[i] += center_of(kv, seq, layer, 1)[i];
 }
 
 const uint8_t *kv_cache_k_at(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const kv_layout **l) {

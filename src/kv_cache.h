@@ -49,6 +49,7 @@ typedef struct {
     uint64_t budget_bytes; /* 0 = unlimited */
     uint32_t n_sink;       /* first n_sink positions kept at f16 (attention sinks) */
     uint32_t n_window;     /* most recent n_window positions kept at f16 */
+    bool center;           /* encode K and V relative to a per-(sequence, layer) center */
 } kv_cache_params;
 
 /* How one layer's K (or V) rows are encoded. A row (all KV heads of one token)
@@ -84,6 +85,15 @@ const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer);
  * recently stored, and is encoded with the codec when it leaves the ring. */
 const uint8_t *kv_cache_k_at(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const kv_layout **l);
 const uint8_t *kv_cache_v_at(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const kv_layout **l);
+
+/* Centering: codec rows hold k - mu_k and v - mu_v, where mu is one fixed
+ * vector per (sequence, layer) (n_head_kv * head_dim values), set from the
+ * first batch of the sequence. Decoding adds it back, so any mu is exact; a
+ * good one (the mean) shrinks what the codec has to represent. f16 sink and
+ * window rows are stored as they are. Returns NULL when centering is off. */
+void kv_cache_set_center(kv_cache *kv, uint32_t seq, uint32_t layer, const float *mu_k, const float *mu_v);
+const float *kv_cache_center_k(const kv_cache *kv, uint32_t seq, uint32_t layer);
+const float *kv_cache_center_v(const kv_cache *kv, uint32_t seq, uint32_t layer);
 
 /* Bytes of one page (KV_PAGE_TOKENS tokens, all layers). */
 size_t kv_cache_page_bytes(const kv_cache *kv);

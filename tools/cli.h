@@ -25,6 +25,7 @@ typedef struct {
     bool context_shift;      /* --context-shift */
     int n_keep;              /* --keep */
     int kv_sink, kv_window;  /* --kv-sink, --kv-window */
+    int kv_center;           /* --kv-center on|off|auto */
     rotkv_kv_type layer_k[1024], layer_v[1024];
     bool no_bos, parse_special, show_pieces;
     const char *kld_base;    /* --kl-divergence-base */

@@ -45,6 +45,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
     o->top_n = 20;
     o->type_k = o->type_v = "f16";
     o->rot_k = o->rot_v = ROTKV_ROT_AUTO;
+    o->kv_center = ROTKV_ROT_AUTO;
     o->reps = 5;
     o->port = 8080;
     o->sp = rotkv_sampler_default_params();
@@ -89,7 +90,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
             }
             o->sp.seed = s;
         }
-        else if (IS("--attn-rot") || IS("--attn-rot-k") || IS("--attn-rot-v")) {
+        else if (IS("--attn-rot") || IS("--attn-rot-k") || IS("--attn-rot-v") || IS("--kv-center")) {
             NEED_VALUE();
             int mode = !strcmp(v, "on") ? ROTKV_ROT_ON : !strcmp(v, "off") ? ROTKV_ROT_OFF
                      : !strcmp(v, "auto") ? ROTKV_ROT_AUTO : 99;
@@ -97,8 +98,11 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
                 fprintf(stderr, "rotkv: %s expects on, off or auto, got '%s'\n", a, v);
                 return false;
             }
-            if (!IS("--attn-rot-v")) o->rot_k = mode;
-            if (!IS("--attn-rot-k")) o->rot_v = mode;
+            if (IS("--kv-center")) o->kv_center = mode;
+            else {
+                if (!IS("--attn-rot-v")) o->rot_k = mode;
+                if (!IS("--attn-rot-k")) o->rot_v = mode;
+            }
         }
         else if (IS("--kv-override")) { NEED_VALUE(); o->kv_override = v; }
         else if (IS("--kv-budget")) {
@@ -314,6 +318,7 @@ bool cli_context_params(const cli_opts *o, rotkv_context_params *cp) {
     }
     cp->kv_sink = (uint32_t)o->kv_sink;
     cp->kv_window = (uint32_t)o->kv_window;
+    cp->kv_center = (rotkv_rot_mode)o->kv_center;
     return true;
 }
 
