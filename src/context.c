@@ -175,6 +175,7 @@ struct rotkv_context {
     float *q;       /* (n_head*hd) */
     float *k, *v;   /* (n_head_kv*hd) */
     float *tmp;     /* (n_embd) */
+    float *center;  /* (2 * n_head_kv * hd) mean K and V rows of a sequence's first batch */
     float *gate, *up; /* (n_ff) */
     float *mm_scratch;   /* nth * max row length */
     float *att_scratch;  /* nth * group * hd */
@@ -189,7 +190,8 @@ struct rotkv_context {
 rotkv_context_params rotkv_context_default_params(void) {
     rotkv_context_params p = {.n_ctx = 0, .n_seq_max = 1, .n_batch = 512, .n_threads = 0,
                               .type_k = ROTKV_KV_F16, .type_v = ROTKV_KV_F16,
-                              .rot_k = ROTKV_ROT_AUTO, .rot_v = ROTKV_ROT_AUTO, .rot_seed = 0x726f746b76ull};
+                              .rot_k = ROTKV_ROT_AUTO, .rot_v = ROTKV_ROT_AUTO, .rot_seed = 0x726f746b76ull,
+                              .kv_center = ROTKV_ROT_AUTO};
     return p;
 }
 
@@ -199,6 +201,7 @@ void rotkv_context_free(rotkv_context *c) {
     kv_cache_free(c->kv);
     rotation_free(&c->rot);
     free(c->seq_len);
+    free(c->center);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
     free(c->gate); free(c->up); free(c->mm_scratch); free(c->att_scratch);
     free(c->tok_seq); free(c->tok_pos); free(c->logits); free(c->logits_row);
@@ -228,8 +231,15 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     if (!c) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
     c->model = m;
     c->params = p;
+    bool any_quantized = false;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const kv_codec *ck = kv_codec_get(p.layer_types_k ? p.layer_types_k[l] : p.type_k);
+        const kv_codec *cv = kv_codec_get(p.layer_types_v ? p.layer_types_v[l] : p.type_v);
+        any_quantized |= (ck && ck->quantized) || (cv && cv->quantized);
+    }
+    const bool center = p.kv_center == ROTKV_ROT_ON || (p.kv_center == ROTKV_ROT_AUTO && any_quantized);
     kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v,
-                          p.layer_types_k, p.layer_types_v, p.kv_budget_bytes, p.kv_sink, p.kv_window};
+                          p.layer_types_k, p.layer_types_v, p.kv_budget_bytes, p.kv_sink, p.kv_window, center};
     c->kv = kv_cache_create(&kp, err);
     if (!c->kv) {
         rotkv_context_free(c);
@@ -245,6 +255,11 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->rot_v = p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && qv);
     c->params.layer_types_k = c->params.layer_types_v = NULL; /* the caller owns them; the cache has its copy */
     if (rotation_init(&c->rot, (int)hp->head_dim_k, p.rot_seed) != 0) {
+        rotkv_context_free(c);
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+    }
+    c->center = alloc_f(2 * (size_t)hp->n_head_kv * hp->head_dim_k);
+    if (!c->center) {
         rotkv_context_free(c);
         return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
     }
@@ -401,8 +416,27 @@ static void forward_layers(rotkv_context *c, const rotkv_token *tokens, int n) {
             }
             if (c->rot_v)
                 for (int h = 0; h < nkv; h++) rotation_apply(&c->rot, v + h * hd);
-            kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], k, v);
         }
+        /* a sequence's first batch sets its K/V centers (used when centering is on) */
+        for (int t = 0; t < n; t++) {
+            if (c->tok_pos[t] != 0 || !kv_cache_center_k(c->kv, (uint32_t)c->tok_seq[t], il)) continue;
+            float *mk = c->center, *mv = c->center + Kd;
+            int cnt = 0;
+            memset(c->center, 0, sizeof(float) * 2 * (size_t)Kd);
+            for (int u = t; u < n; u++) {
+                if (c->tok_seq[u] != c->tok_seq[t]) continue;
+                for (int i = 0; i < Kd; i++) {
+                    mk[i] += c->k[(size_t)u * Kd + i];
+                    mv[i] += c->v[(size_t)u * Kd + i];
+                }
+                cnt++;
+            }
+            for (int i = 0; i < 2 * Kd; i++) c->center[i] /= (float)cnt;
+            kv_cache_set_center(c->kv, (uint32_t)c->tok_seq[t], il, mk, mv);
+        }
+        for (int t = 0; t < n; t++)
+            kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], c->k + (size_t)t * Kd,
+                           c->v + (size_t)t * Kd);
         attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
                              c->q, c->xb, c->att_scratch};
         attention_batch(c->tp, &aa);
