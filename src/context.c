@@ -278,7 +278,7 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->tmp = alloc_f(B * E);
     c->gate = alloc_f(B * F);
     c->up = alloc_f(B * F);
-    c->mm_scratch = alloc_f((size_t)nth * maxrow);
+    c->mm_scratch = malloc(matmul_scratch_bytes(nth, (int64_t)maxrow, (int)B));
     c->att_scratch = alloc_f((size_t)nth * attention_scratch_floats((int)hp->n_head, (int)hp->n_head_kv, (int)hp->head_dim_k));
     c->tok_seq = malloc(B * sizeof(int32_t));
     c->tok_pos = malloc(B * sizeof(int32_t));

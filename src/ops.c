@@ -1,69 +1,248 @@
-/* ops.c — scalar reference implementations of the layer math. */
+/* ops.c — the layer math: matrix multiplication against weights of any file
+ * type, RMSNorm, RoPE, SwiGLU, softmax.
+ *
+ * Each elementwise op has a scalar reference and, where it matters, an AVX2
+ * twin (compiled with a target attribute, chosen once by cpu.h's detection).
+ * The matmul uses the kernels of quant.h's traits table, which are selected
+ * the same way. */
 #include "ops.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "quant.h"
+#include "quant_blocks.h"
 
-void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define OPS_X86 1
+#include <immintrin.h>
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+#endif
+
+/* quant.c reaches the AVX2 kernels (quant_avx2.c) through a weak reference so
+ * that a program built from quant.c alone still links; this strong reference
+ * makes every program that multiplies matrices link them in. */
+const quant_kernels *(*const ops_avx2_kernels_anchor)(uint32_t) = quant_avx2_kernels;
+
+/* ------------------------------------------------------------ ISA choice */
+
+static cpu_isa g_isa = CPU_ISA_SCALAR;
+static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
+static void ops_select_isa(void) { g_isa = cpu_isa_active(); }
+static inline cpu_isa ops_isa(void) {
+    pthread_once(&g_isa_once, ops_select_isa);
+    return g_isa;
+}
+
+/* ---------------------------------------------------------------- RMSNorm */
+
+void rmsnorm_ref(float *out, const float *x, const float *w, int n, float eps) {
     double ss = 0.0;
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     const float scale = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
+#ifdef OPS_X86
+/* Sum of squares in double (products of floats are exact in double), the
+ * output with the same two float multiplies as the reference. */
+AVX2_FN static void rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        s0 = _mm256_fmadd_pd(lo, lo, s0);
+        s1 = _mm256_fmadd_pd(hi, hi, s1);
+    }
+    s0 = _mm256_add_pd(s0, s1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s0), _mm256_extractf128_pd(s0, 1));
+    h = _mm_add_sd(h, _mm_unpackhi_pd(h, h));
+    double ss = _mm_cvtsd_f64(h);
+    for (; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = (float)(1.0 / sqrt(ss / n + eps));
+    const __m256 vs = _mm256_set1_ps(scale);
+    i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+#endif
+
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+#ifdef OPS_X86
+    if (ops_isa() >= CPU_ISA_AVX2) {
+        rmsnorm_avx2(out, x, w, n, eps);
+        return;
+    }
+#endif
+    rmsnorm_ref(out, x, w, n, eps);
+}
+
+/* ----------------------------------------------------------------- matmul */
+
+/* Bytes of weights a thread keeps hot (L2) while it runs through all tokens:
+ * rows are processed in chunks of about this size, so each weight byte comes
+ * from memory once per matmul while the activations come from L2/L3. */
+#define MATMUL_ROW_CHUNK_BYTES (128 * 1024)
+
+size_t matmul_scratch_bytes(int nth, int64_t max_cols, int max_tokens) {
+    (void)nth; /* the activation buffer is shared by the threads */
+    if (max_cols < 0 || max_tokens < 0) return 0;
+    const int64_t cols = (max_cols + 255) / 256 * 256; /* any block size divides it */
+    size_t row = 0;
+    const uint32_t act_types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q8_1, GGML_TYPE_Q8_K};
+    for (size_t i = 0; i < sizeof act_types / sizeof act_types[0]; i++) {
+        const size_t b = quant_row_size(act_types[i], cols);
+        if (b > row) row = b;
+    }
+    return row * (size_t)(max_tokens > 0 ? max_tokens : 1) + 64;
+}
+
 typedef struct {
     const weight *W;
+    const quant_traits *tr;
     const float *X;
     int n_tok;
     float *Y;
-    float *scratch;
+    const quant_traits *at;  /* activation type, NULL when X is used as is (f32) */
+    uint8_t *act;            /* (n_tok, act_row) activations for the dot products */
+    size_t act_row;
+    atomic_int quantized;    /* threads done quantizing their share */
 } matmul_job;
 
-static void matmul_worker(void *arg, int ith, int nth) {
-    const matmul_job *j = arg;
-    const weight *W = j->W;
-    const int64_t rows = W->ne1, cols = W->ne0;
-    const int64_t r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
-    const quant_traits *tr = quant_get_traits(W->type);
-    const uint8_t *base = W->data;
-    if (j->n_tok == 1) {
-        for (int64_t r = r0; r < r1; r++) j->Y[r] = tr->vec_dot_f32(base + r * W->row_bytes, j->X, cols);
-        return;
-    }
-    /* several tokens: dequantize each weight row once, dot it with every token */
-    float *row = j->scratch + (size_t)ith * cols;
-    for (int64_t r = r0; r < r1; r++) {
-        const float *wr;
-        if (W->type == GGML_TYPE_F32) {
-            wr = (const float *)(base + r * W->row_bytes);
+/* All nth threads of the run wait here until every one has arrived. */
+static void matmul_barrier(atomic_int *count, int nth) {
+    atomic_fetch_add_explicit(count, 1, memory_order_acq_rel);
+    for (int spins = 0; atomic_load_explicit(count, memory_order_acquire) < nth; spins++) {
+        if (spins < 4096) {
+#ifdef OPS_X86
+            __builtin_ia32_pause();
+#endif
         } else {
-            tr->dequantize_row(base + r * W->row_bytes, row, cols);
-            wr = row;
-        }
-        for (int t = 0; t < j->n_tok; t++) {
-            const float *x = j->X + (size_t)t * cols;
-            float s = 0.0f;
-            for (int64_t i = 0; i < cols; i++) s += wr[i] * x[i];
-            j->Y[(size_t)t * rows + r] = s;
+            sched_yield(); /* oversubscribed: let the others run */
         }
     }
 }
 
-void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y, float *scratch) {
-    matmul_job j = {W, X, n_tok, Y, scratch};
+static void matmul_worker(void *arg, int ith, int nth) {
+    matmul_job *j = arg;
+    const weight *W = j->W;
+    const int64_t rows = W->ne1, cols = W->ne0;
+    const int n_tok = j->n_tok;
+    /* 1. this thread's share of the activation blocks (all tokens' rows are
+     *    contiguous, so the blocks form one sequence) */
+    if (j->at) {
+        const int64_t bs = j->at->blck_size;
+        const int64_t nb = (int64_t)n_tok * (cols / bs);
+        const int64_t b0 = nb * ith / nth, b1 = nb * (ith + 1) / nth;
+        if (b1 > b0) j->at->from_float(j->X + b0 * bs, j->act + b0 * j->at->type_size, (b1 - b0) * bs);
+        if (nth > 1) matmul_barrier(&j->quantized, nth);
+    }
+    /* 2. this thread's rows against all tokens */
+    const int64_t r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
+    const uint8_t *base = (const uint8_t *)W->data;
+    const size_t rb = W->row_bytes;
+    vec_dot_tile_fn tile = j->tr->vec_dot_tile;
+    if (n_tok == 1) {
+        int64_t r = r0;
+        for (; r + QUANT_DECODE_ROWS <= r1; r += QUANT_DECODE_ROWS)
+            tile(cols, QUANT_DECODE_ROWS, 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+        if (r < r1) tile(cols, (int)(r1 - r), 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+        return;
+    }
+    const int R = j->tr->tile_rows, T = j->tr->tile_tokens;
+    int64_t chunk = (int64_t)(MATMUL_ROW_CHUNK_BYTES / (rb ? rb : 1)) / R * R;
+    if (chunk < R) chunk = R;
+    for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
+        const int64_t c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+        for (int t = 0; t < n_tok; t += T) {
+            const int nt = n_tok - t < T ? n_tok - t : T;
+            const uint8_t *a = j->act + (size_t)t * j->act_row;
+            for (int64_t r = c0; r < c1; r += R) {
+                const int nr = c1 - r < R ? (int)(c1 - r) : R;
+                tile(cols, nr, nt, base + r * rb, rb, a, j->act_row, j->Y + (size_t)t * rows + r, (size_t)rows);
+            }
+        }
+    }
+}
+
+void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y, void *scratch) {
+    const quant_traits *tr = quant_get_traits(W->type);
+    matmul_job j = {.W = W, .tr = tr, .X = X, .n_tok = n_tok, .Y = Y};
+    atomic_init(&j.quantized, 0);
+    if (tr->vec_dot_type == GGML_TYPE_F32) {
+        j.act = (uint8_t *)(uintptr_t)X; /* read only */
+        j.act_row = (size_t)W->ne0 * sizeof(float);
+    } else {
+        j.at = quant_get_traits(tr->vec_dot_type);
+        j.act = scratch;
+        j.act_row = quant_row_size(tr->vec_dot_type, W->ne0);
+    }
     threadpool_run(tp, matmul_worker, &j);
+}
+
+/* ------------------------------------------------------------------- RoPE */
+
+/* The cos/sin table of the last (pos, parameters) a thread rotated with: a
+ * forward pass rotates every head of a token at the same position, so all
+ * but the first head reuse it. Values are computed exactly as without it. */
+#define ROPE_CACHE_MAX 256
+typedef struct {
+    int valid, n_rot;
+    int32_t pos;
+    float freq_base, freq_scale;
+    int has_factors;
+    float factors[ROPE_CACHE_MAX];
+    float c[ROPE_CACHE_MAX], s[ROPE_CACHE_MAX];
+} rope_cache;
+static _Thread_local rope_cache g_rope;
+
+static bool rope_cache_hit(const rope_cache *rc, int n_rot, int32_t pos, float freq_base, float freq_scale,
+                           const float *freq_factors) {
+    if (!rc->valid || rc->n_rot != n_rot || rc->pos != pos || rc->freq_base != freq_base ||
+        rc->freq_scale != freq_scale || rc->has_factors != (freq_factors != NULL))
+        return false;
+    return !freq_factors || memcmp(rc->factors, freq_factors, sizeof(float) * (size_t)(n_rot / 2)) == 0;
 }
 
 void rope_apply(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
                 const float *freq_factors, rope_style style) {
     const int half = n_rot / 2;
+    rope_cache *rc = &g_rope;
+    const bool cacheable = half <= ROPE_CACHE_MAX;
+    if (cacheable && !rope_cache_hit(rc, n_rot, pos, freq_base, freq_scale, freq_factors)) {
+        for (int i = 0; i < half; i++) {
+            /* theta_i = pos * base^(-2i/n_rot) * scale / factor_i */
+            double theta = (double)pos * pow((double)freq_base, -2.0 * i / n_rot) * freq_scale;
+            if (freq_factors) theta /= freq_factors[i];
+            rc->c[i] = (float)cos(theta);
+            rc->s[i] = (float)sin(theta);
+        }
+        rc->valid = 1;
+        rc->n_rot = n_rot;
+        rc->pos = pos;
+        rc->freq_base = freq_base;
+        rc->freq_scale = freq_scale;
+        rc->has_factors = freq_factors != NULL;
+        if (freq_factors) memcpy(rc->factors, freq_factors, sizeof(float) * (size_t)half);
+    }
     for (int i = 0; i < half; i++) {
-        /* theta_i = pos * base^(-2i/n_rot) * scale / factor_i */
-        double theta = (double)pos * pow((double)freq_base, -2.0 * i / n_rot) * freq_scale;
-        if (freq_factors) theta /= freq_factors[i];
-        const float c = (float)cos(theta), s = (float)sin(theta);
+        float c, s;
+        if (cacheable) {
+            c = rc->c[i];
+            s = rc->s[i];
+        } else {
+            double theta = (double)pos * pow((double)freq_base, -2.0 * i / n_rot) * freq_scale;
+            if (freq_factors) theta /= freq_factors[i];
+            c = (float)cos(theta);
+            s = (float)sin(theta);
+        }
         const int a = style == ROPE_NORM ? 2 * i : i;
         const int b = style == ROPE_NORM ? 2 * i + 1 : i + half;
         const float x0 = x[a], x1 = x[b];
@@ -72,12 +251,68 @@ void rope_apply(float *x, int n_rot, int32_t pos, float freq_base, float freq_sc
     }
 }
 
-void swiglu(float *gate, const float *up, int n) {
+/* ----------------------------------------------------------------- SwiGLU */
+
+void swiglu_ref(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) {
         const float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];
     }
 }
+
+#ifdef OPS_X86
+/* exp(x) for 8 floats, within 2 ulp of expf: x = n ln2 + r with
+ * |r| <= ln2/2 (ln2 split in two for an exact reduction), e^r by the degree-6
+ * polynomial of Cephes' expf, times 2^(n-1) through the exponent bits and
+ * then 2 (so that n = 128 works). Overflows to +inf where expf does; below
+ * -86.6 it returns e^-86.6 instead of expf's (sub)normal, which 1 + e^x (all
+ * SwiGLU needs) does not see. */
+AVX2_FN static inline __m256 exp8_ps(__m256 x) {
+    const __m256 overflow = _mm256_cmp_ps(x, _mm256_set1_ps(88.72283935546875f), _CMP_GT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-86.6f)), _mm256_set1_ps(88.72283935546875f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(126)), 23);
+    const __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_set1_ps(2.0f));
+    return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), overflow);
+}
+
+AVX2_FN static void swiglu_avx2(float *gate, const float *up, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = exp8_ps(_mm256_xor_ps(g, neg));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+#endif
+
+void swiglu(float *gate, const float *up, int n) {
+#ifdef OPS_X86
+    if (ops_isa() >= CPU_ISA_AVX2) {
+        swiglu_avx2(gate, up, n);
+        return;
+    }
+#endif
+    swiglu_ref(gate, up, n);
+}
+
+/* ---------------------------------------------------------------- softmax */
 
 double logsumexp(const float *x, int n) {
     float mx = -INFINITY;

@@ -1,6 +1,8 @@
 /* ops.h — the math of a transformer layer on f32 activations: RMSNorm, matrix
  * multiplication against weights of any file type, RoPE, SwiGLU, softmax.
- * Each function names the operation it performs; shapes are in comments. */
+ * Each function names the operation it performs; shapes are in comments.
+ * Functions with a _ref twin run an AVX2 kernel on CPUs that have it (chosen
+ * once, see cpu.h); the _ref twin is the scalar reference it is tested against. */
 #ifndef ROTKV_OPS_H
 #define ROTKV_OPS_H
 
@@ -9,20 +11,36 @@
 #include "model.h"
 #include "threadpool.h"
 
+#include <stddef.h>
+
 /* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], for n values. out may alias x. */
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+void rmsnorm_ref(float *out, const float *x, const float *w, int n, float eps);
 
-/* Y (n_tok, W.ne1) = X (n_tok, W.ne0) · Wᵀ, rows of W split across threads.
- * scratch: per-thread buffers of W.ne0 floats, nth * W.ne0 in total. */
-void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y, float *scratch);
+/* Y (n_tok, W.ne1) = X (n_tok, W.ne0) · Wᵀ.
+ * Each token's row of X is first converted, once and in parallel, to the
+ * weight type's activation format (quant.h: q8_0 / q8_1 / q8_K; f32 weights
+ * read X directly); then the rows of W are split across threads and each
+ * thread runs register tiles of weight rows x tokens over its rows, in chunks
+ * of rows small enough to stay in L2 while every token passes over them.
+ * Every output is computed by the same operations in the same order whatever
+ * the number of threads, tokens or tile position: results are bit-identical
+ * for any thread count, and a token gives the same output alone or in a batch.
+ * scratch: matmul_scratch_bytes(nth, >= W.ne0, >= n_tok) bytes. */
+void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y, void *scratch);
+/* Scratch bytes matmul needs for inputs of up to max_cols values and up to
+ * max_tokens tokens, with nth threads. */
+size_t matmul_scratch_bytes(int nth, int64_t max_cols, int max_tokens);
 
 /* Rotary position embedding of one head vector x (head_dim values, the first
  * n_rot rotated) at position pos. freq_factors (n_rot/2, llama3) may be NULL. */
 void rope_apply(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
                 const float *freq_factors, rope_style style);
 
-/* x[i] = silu(gate[i]) * up[i] ; written into gate. */
+/* x[i] = silu(gate[i]) * up[i] ; written into gate. The AVX2 twin's exp is
+ * within a few ulp of expf. */
 void swiglu(float *gate, const float *up, int n);
+void swiglu_ref(float *gate, const float *up, int n);
 
 /* In-place softmax over n values; returns log(sum(exp(x))) before normalizing. */
 double softmax_inplace(float *x, int n);

@@ -21,181 +21,11 @@
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "fp16.h"
-
-/* ------------------------------------------------------------------------ */
-/* Block layouts (identical to ggml's ggml-common.h)                         */
-/* ------------------------------------------------------------------------ */
-
-#define QK4_0 32
-#define QK4_1 32
-#define QK5_0 32
-#define QK5_1 32
-#define QK8_0 32
-#define QK8_1 32
-#define QK4_NL 32
-#define QK_K 256 /* super-block size of the K-quants */
-
-typedef uint16_t f16_t; /* IEEE half, stored little-endian like all fields */
-
-/* q4_0: x = (q - 8) * d. qs[j] holds element j in its low nibble and element
- * j + 16 in its high nibble. */
-typedef struct {
-    f16_t d;
-    uint8_t qs[QK4_0 / 2];
-} block_q4_0;
-_Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
-
-/* q4_1: x = q * d + m, nibbles as in q4_0. */
-typedef struct {
-    f16_t d;
-    f16_t m;
-    uint8_t qs[QK4_1 / 2];
-} block_q4_1;
-_Static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
-
-/* q5_0: x = (q - 16) * d with 5-bit q. Low 4 bits as in q4_0; bit 4 of
- * element j is bit j of the little-endian 32-bit word qh. */
-typedef struct {
-    f16_t d;
-    uint8_t qh[4];
-    uint8_t qs[QK5_0 / 2];
-} block_q5_0;
-_Static_assert(sizeof(block_q5_0) == 22, "block_q5_0 size");
-
-/* q5_1: x = q * d + m, bits as in q5_0. */
-typedef struct {
-    f16_t d;
-    f16_t m;
-    uint8_t qh[4];
-    uint8_t qs[QK5_1 / 2];
-} block_q5_1;
-_Static_assert(sizeof(block_q5_1) == 24, "block_q5_1 size");
-
-/* q8_0: x = q * d. */
-typedef struct {
-    f16_t d;
-    int8_t qs[QK8_0];
-} block_q8_0;
-_Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 size");
-
-/* q8_1: like q8_0 plus s = d * sum(qs). Only an activation format in ggml;
- * listed for its size, not read here. */
-typedef struct {
-    f16_t d;
-    f16_t s;
-    int8_t qs[QK8_1];
-} block_q8_1;
-_Static_assert(sizeof(block_q8_1) == 36, "block_q8_1 size");
-
-/* q2_K: 16 sub-blocks of 16, x = d * sc * q - dmin * m with 2-bit q and 4-bit
- * sc (low nibble of scales[i]) and m (high nibble). For the half h (0, 1)
- * of the super-block, byte qs[32h + b] holds element 128h + 32k + b in bits
- * 2k..2k+1 (k = 0..3). Sub-block i covers elements 16i..16i+15. */
-typedef struct {
-    uint8_t scales[QK_K / 16];
-    uint8_t qs[QK_K / 4];
-    f16_t d;
-    f16_t dmin;
-} block_q2_K;
-_Static_assert(sizeof(block_q2_K) == 84, "block_q2_K size");
-
-/* q3_K: 16 sub-blocks of 16, x = d * (sc - 32) * (q - 4) with 3-bit q.
- * The low 2 bits of q are packed exactly like q2_K's qs; the high bit of
- * element e is bit e/32 of hmask[e % 32]. The 16 6-bit scales are packed in
- * 12 bytes: low 4 bits of scale i in the low nibble of scales[i] (i < 8) or
- * the high nibble of scales[i - 8] (i >= 8); high 2 bits in scales[8 + i%4]
- * at bit 2*(i/4). */
-typedef struct {
-    uint8_t hmask[QK_K / 8];
-    uint8_t qs[QK_K / 4];
-    uint8_t scales[12];
-    f16_t d;
-} block_q3_K;
-_Static_assert(sizeof(block_q3_K) == 110, "block_q3_K size");
-
-/* q4_K: 8 sub-blocks of 32, x = d * sc * q - dmin * m with 4-bit q and 6-bit
- * sc, m (packing in kquant_scale_min). Elements come in 4 chunks of 64:
- * chunk c uses bytes qs[32c .. 32c+31]; the low nibbles are sub-block 2c,
- * the high nibbles sub-block 2c + 1. */
-typedef struct {
-    f16_t d;
-    f16_t dmin;
-    uint8_t scales[12];
-    uint8_t qs[QK_K / 2];
-} block_q4_K;
-_Static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
-
-/* q5_K: q4_K plus a 5th bit: bit 4 of element e is bit e/32 of qh[e % 32]. */
-typedef struct {
-    f16_t d;
-    f16_t dmin;
-    uint8_t scales[12];
-    uint8_t qh[QK_K / 8];
-    uint8_t qs[QK_K / 2];
-} block_q5_K;
-_Static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
-
-/* q6_K: 16 sub-blocks of 16, x = d * sc * (q - 32) with 6-bit q and int8 sc.
- * Per half h (128 elements), element 128h + 32k + l (k = 0..3, l = 0..31):
- * low 4 bits in ql[64h + l + 32*(k & 1)], low nibble for k < 2, high nibble
- * for k >= 2; high 2 bits in qh[32h + l] at bit 2k. */
-typedef struct {
-    uint8_t ql[QK_K / 2];
-    uint8_t qh[QK_K / 4];
-    int8_t scales[QK_K / 16];
-    f16_t d;
-} block_q6_K;
-_Static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
-
-/* q8_K: activation format of the K-quant dot products; listed for its size. */
-typedef struct {
-    float d;
-    int8_t qs[QK_K];
-    int16_t bsums[QK_K / 16];
-} block_q8_K;
-_Static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
-
-/* iq4_nl: x = d * kvalues_iq4nl[q], nibbles as in q4_0. */
-typedef struct {
-    f16_t d;
-    uint8_t qs[QK4_NL / 2];
-} block_iq4_nl;
-_Static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl size");
-
-/* The 16 non-linear levels of iq4_nl (ggml's kvalues_iq4nl). */
-static const int8_t kvalues_iq4nl[16] = {
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-};
-
-/* ------------------------------------------------------------------------ */
-/* Shared helpers                                                            */
-/* ------------------------------------------------------------------------ */
-
-/* 6-bit scale and min of sub-block j (0..7) of q4_K / q5_K. Layout of the 12
- * bytes:
- *   bytes 0..3 : bits 0-5 scale[0..3], bits 6-7 = bits 4-5 of scale[4..7]
- *   bytes 4..7 : bits 0-5 min[0..3],   bits 6-7 = bits 4-5 of min[4..7]
- *   bytes 8..11: low nibble = bits 0-3 of scale[4..7],
- *                high nibble = bits 0-3 of min[4..7]                        */
-static inline void kquant_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4));
-        *mn = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-    }
-}
-
-/* Signed scale (-32..31) of sub-block i (0..15) of q3_K, see block_q3_K. */
-static inline int q3k_scale(const uint8_t *s, int i) {
-    const int lo = i < 8 ? (s[i] & 0x0F) : (s[i - 8] >> 4);
-    const int hi = (s[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
-    return (lo | (hi << 4)) - 32;
-}
+#include "quant_blocks.h"
 
 /* Dot product of n floats, summed in chunks of 32 (one float partial sum per
  * chunk) — the "block" structure of the unquantized types. */
@@ -388,10 +218,6 @@ static void quantize_row_q4_1(const float *src, void *dst, int64_t n) {
 /* ------------------------------------------------------------------------ */
 /* Q5_0                                                                      */
 /* ------------------------------------------------------------------------ */
-
-static inline uint32_t load_qh32(const uint8_t qh[4]) {
-    return (uint32_t)qh[0] | ((uint32_t)qh[1] << 8) | ((uint32_t)qh[2] << 16) | ((uint32_t)qh[3] << 24);
-}
 
 static inline void store_qh32(uint8_t qh[4], uint32_t v) {
     qh[0] = (uint8_t)v;
@@ -894,35 +720,430 @@ static void quantize_row_iq4_nl(const float *src, void *dst, int64_t n) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Matmul activations: q8_0 / q8_1 / q8_K quantizers (scalar reference)      */
+/* ------------------------------------------------------------------------ */
+
+/* rintf rounds half to even under the default rounding mode, as the AVX2
+ * twins' vcvtps2dq does, so both produce the same codes. */
+
+/* x -> q8_0 activation blocks: d = amax / 127 stored as f16, codes
+ * rint(x * 127 / amax) (the unrounded scale, as ggml's CPU kernels do). */
+static void from_float_q8_0(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = (block_q8_0 *)dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, b++, src += QK8_0) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(src[j]));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        b->d = fp32_to_fp16(amax / 127.0f);
+        for (int j = 0; j < QK8_0; j++) b->qs[j] = (int8_t)rintf(src[j] * id);
+    }
+}
+
+/* As q8_0, plus s = d * sum(codes) (f32 product, stored as f16). */
+static void from_float_q8_1(const float *src, void *dst, int64_t n) {
+    block_q8_1 *b = (block_q8_1 *)dst;
+    for (int64_t i = 0; i < n / QK8_1; i++, b++, src += QK8_1) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_1; j++) amax = fmaxf(amax, fabsf(src[j]));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK8_1; j++) {
+            b->qs[j] = (int8_t)rintf(src[j] * id);
+            sum += b->qs[j];
+        }
+        b->d = fp32_to_fp16(d);
+        b->s = fp32_to_fp16(d * (float)sum);
+    }
+}
+
+/* ggml quantize_row_q8_K_ref: the element of largest magnitude (the first on
+ * ties) with its sign gives iscale = -127 / max, codes rint(iscale * x)
+ * capped at 127, d = 1 / iscale; an all-zero block is all zeros. */
+static void from_float_q8_K(const float *src, void *dst, int64_t n) {
+    block_q8_K *b = (block_q8_K *)dst;
+    for (int64_t i = 0; i < n / QK_K; i++, b++, src += QK_K) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            if (fabsf(src[j]) > amax) {
+                amax = fabsf(src[j]);
+                max = src[j];
+            }
+        }
+        if (amax == 0.0f) {
+            memset(b, 0, sizeof *b);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++) {
+            const int v = (int)rintf(iscale * src[j]);
+            b->qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int g = 0; g < QK_K / 16; g++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += b->qs[16 * g + l];
+            b->bsums[g] = (int16_t)sum;
+        }
+        b->d = 1.0f / iscale;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dot products with quantized activations (scalar reference)                */
+/* ------------------------------------------------------------------------ */
+
+/* Each block's codes are multiplied and summed exactly in integers; the float
+ * part is one multiply-add per block (per super-block for the K-quants). */
+
+static float vec_dot_q4_0_q8_0(const void *row, const void *act, int64_t n) {
+    const block_q4_0 *x = (const block_q4_0 *)row;
+    const block_q8_0 *y = (const block_q8_0 *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK4_0; i++, x++, y++) {
+        int isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += ((x->qs[j] & 0x0F) - 8) * y->qs[j];
+            isum += ((x->qs[j] >> 4) - 8) * y->qs[j + QK4_0 / 2];
+        }
+        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum;
+    }
+    return sum;
+}
+
+static float vec_dot_q4_1_q8_1(const void *row, const void *act, int64_t n) {
+    const block_q4_1 *x = (const block_q4_1 *)row;
+    const block_q8_1 *y = (const block_q8_1 *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK4_1; i++, x++, y++) {
+        int isum = 0;
+        for (int j = 0; j < QK4_1 / 2; j++) {
+            isum += (x->qs[j] & 0x0F) * y->qs[j];
+            isum += (x->qs[j] >> 4) * y->qs[j + QK4_1 / 2];
+        }
+        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum + fp16_to_fp32(x->m) * fp16_to_fp32(y->s);
+    }
+    return sum;
+}
+
+static float vec_dot_q5_0_q8_0(const void *row, const void *act, int64_t n) {
+    const block_q5_0 *x = (const block_q5_0 *)row;
+    const block_q8_0 *y = (const block_q8_0 *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK5_0; i++, x++, y++) {
+        const uint32_t qh = load_qh32(x->qh);
+        int isum = 0;
+        for (int j = 0; j < QK5_0 / 2; j++) {
+            const int lo = ((x->qs[j] & 0x0F) | (int)(((qh >> j) & 1) << 4)) - 16;
+            const int hi = ((x->qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16;
+            isum += lo * y->qs[j] + hi * y->qs[j + QK5_0 / 2];
+        }
+        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum;
+    }
+    return sum;
+}
+
+static float vec_dot_q5_1_q8_1(const void *row, const void *act, int64_t n) {
+    const block_q5_1 *x = (const block_q5_1 *)row;
+    const block_q8_1 *y = (const block_q8_1 *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK5_1; i++, x++, y++) {
+        const uint32_t qh = load_qh32(x->qh);
+        int isum = 0;
+        for (int j = 0; j < QK5_1 / 2; j++) {
+            const int lo = (x->qs[j] & 0x0F) | (int)(((qh >> j) & 1) << 4);
+            const int hi = (x->qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            isum += lo * y->qs[j] + hi * y->qs[j + QK5_1 / 2];
+        }
+        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum + fp16_to_fp32(x->m) * fp16_to_fp32(y->s);
+    }
+    return sum;
+}
+
+static float vec_dot_q8_0_q8_0(const void *row, const void *act, int64_t n) {
+    const block_q8_0 *x = (const block_q8_0 *)row;
+    const block_q8_0 *y = (const block_q8_0 *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++, x++, y++) {
+        int isum = 0;
+        for (int j = 0; j < QK8_0; j++) isum += x->qs[j] * y->qs[j];
+        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum;
+    }
+    return sum;
+}
+
+static float vec_dot_iq4_nl_q8_0(const void *row, const void *act, int64_t n) {
+    const block_iq4_nl *x = (const block_iq4_nl *)row;
+    const block_q8_0 *y = (const block_q8_0 *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK4_NL; i++, x++, y++) {
+        int isum = 0;
+        for (int j = 0; j < QK4_NL / 2; j++) {
+            isum += kvalues_iq4nl[x->qs[j] & 0x0F] * y->qs[j];
+            isum += kvalues_iq4nl[x->qs[j] >> 4] * y->qs[j + QK4_NL / 2];
+        }
+        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum;
+    }
+    return sum;
+}
+
+/* K-quants: sum over sub-blocks of scale * (codes . activation codes) in
+ * integers, the minimums through the activation block sums (bsums). */
+
+static float vec_dot_q2_K_q8_K(const void *row, const void *act, int64_t n) {
+    const block_q2_K *x = (const block_q2_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        int isum = 0, msum = 0;
+        for (int sb = 0; sb < 16; sb++) {
+            const uint8_t *q = x->qs + 32 * (sb / 8) + 16 * (sb % 2);
+            const int shift = 2 * ((sb % 8) / 2);
+            const int8_t *a = y->qs + 16 * sb;
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += ((q[l] >> shift) & 3) * a[l];
+            isum += (x->scales[sb] & 0x0F) * s;
+            msum += (x->scales[sb] >> 4) * y->bsums[sb];
+        }
+        sum += y->d * fp16_to_fp32(x->d) * (float)isum - y->d * fp16_to_fp32(x->dmin) * (float)msum;
+    }
+    return sum;
+}
+
+static float vec_dot_q3_K_q8_K(const void *row, const void *act, int64_t n) {
+    const block_q3_K *x = (const block_q3_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        int isum = 0;
+        for (int sb = 0; sb < 16; sb++) {
+            const uint8_t *q = x->qs + 32 * (sb / 8) + 16 * (sb % 2);
+            const uint8_t *hm = x->hmask + 16 * (sb % 2);
+            const int k = (sb % 8) / 2, hbit = sb / 2;
+            const int8_t *a = y->qs + 16 * sb;
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += ((((q[l] >> (2 * k)) & 3) | (((hm[l] >> hbit) & 1) << 2)) - 4) * a[l];
+            isum += q3k_scale(x->scales, sb) * s;
+        }
+        sum += y->d * fp16_to_fp32(x->d) * (float)isum;
+    }
+    return sum;
+}
+
+static float vec_dot_q4_K_q8_K(const void *row, const void *act, int64_t n) {
+    const block_q4_K *x = (const block_q4_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        int isum = 0, msum = 0;
+        for (int sb = 0; sb < 8; sb++) {
+            const uint8_t *q = x->qs + 32 * (sb / 2);
+            const int shift = 4 * (sb % 2);
+            const int8_t *a = y->qs + 32 * sb;
+            uint8_t sc, mn;
+            kquant_scale_min(x->scales, sb, &sc, &mn);
+            int s = 0;
+            for (int l = 0; l < 32; l++) s += ((q[l] >> shift) & 0x0F) * a[l];
+            isum += sc * s;
+            msum += mn * (y->bsums[2 * sb] + y->bsums[2 * sb + 1]);
+        }
+        sum += y->d * fp16_to_fp32(x->d) * (float)isum - y->d * fp16_to_fp32(x->dmin) * (float)msum;
+    }
+    return sum;
+}
+
+static float vec_dot_q5_K_q8_K(const void *row, const void *act, int64_t n) {
+    const block_q5_K *x = (const block_q5_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        int isum = 0, msum = 0;
+        for (int sb = 0; sb < 8; sb++) {
+            const uint8_t *ql = x->qs + 32 * (sb / 2);
+            const int shift = 4 * (sb % 2);
+            const int8_t *a = y->qs + 32 * sb;
+            uint8_t sc, mn;
+            kquant_scale_min(x->scales, sb, &sc, &mn);
+            int s = 0;
+            for (int l = 0; l < 32; l++) s += (((ql[l] >> shift) & 0x0F) | (((x->qh[l] >> sb) & 1) << 4)) * a[l];
+            isum += sc * s;
+            msum += mn * (y->bsums[2 * sb] + y->bsums[2 * sb + 1]);
+        }
+        sum += y->d * fp16_to_fp32(x->d) * (float)isum - y->d * fp16_to_fp32(x->dmin) * (float)msum;
+    }
+    return sum;
+}
+
+static float vec_dot_q6_K_q8_K(const void *row, const void *act, int64_t n) {
+    const block_q6_K *x = (const block_q6_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        int isum = 0;
+        for (int sb = 0; sb < 16; sb++) {
+            const int half = sb / 8, k = (sb % 8) / 2, l0 = 16 * (sb % 2);
+            const uint8_t *ql = x->ql + 64 * half + 32 * (k & 1) + l0;
+            const uint8_t *qh = x->qh + 32 * half + l0;
+            const int nshift = 4 * (k >> 1);
+            const int8_t *a = y->qs + 16 * sb;
+            int s = 0;
+            for (int l = 0; l < 16; l++)
+                s += ((((ql[l] >> nshift) & 0x0F) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32) * a[l];
+            isum += x->scales[sb] * s;
+        }
+        sum += y->d * fp16_to_fp32(x->d) * (float)isum;
+    }
+    return sum;
+}
+
+/* f32 / f16 / bf16 weights keep f32 activations. */
+static float vec_dot_f32_act(const void *row, const void *act, int64_t n) {
+    return vec_dot_f32_f32(row, (const float *)act, n);
+}
+static float vec_dot_f16_act(const void *row, const void *act, int64_t n) {
+    return vec_dot_f32_f16(row, (const float *)act, n);
+}
+static float vec_dot_bf16_act(const void *row, const void *act, int64_t n) {
+    return vec_dot_f32_bf16(row, (const float *)act, n);
+}
+
+/* The scalar tiles are plain loops over vec_dot. */
+#define SCALAR_TILE(dot)                                                                                   \
+    static void dot##_tile(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as, \
+                           float *y, size_t ys) {                                                          \
+        for (int t = 0; t < nt; t++)                                                                       \
+            for (int r = 0; r < nr; r++)                                                                   \
+                y[(size_t)t * ys + r] = dot((const uint8_t *)w + r * ws, (const uint8_t *)a + t * as, n);  \
+    }
+SCALAR_TILE(vec_dot_f32_act)
+SCALAR_TILE(vec_dot_f16_act)
+SCALAR_TILE(vec_dot_bf16_act)
+SCALAR_TILE(vec_dot_q4_0_q8_0)
+SCALAR_TILE(vec_dot_q4_1_q8_1)
+SCALAR_TILE(vec_dot_q5_0_q8_0)
+SCALAR_TILE(vec_dot_q5_1_q8_1)
+SCALAR_TILE(vec_dot_q8_0_q8_0)
+SCALAR_TILE(vec_dot_iq4_nl_q8_0)
+SCALAR_TILE(vec_dot_q2_K_q8_K)
+SCALAR_TILE(vec_dot_q3_K_q8_K)
+SCALAR_TILE(vec_dot_q4_K_q8_K)
+SCALAR_TILE(vec_dot_q5_K_q8_K)
+SCALAR_TILE(vec_dot_q6_K_q8_K)
+#undef SCALAR_TILE
+
+/* ------------------------------------------------------------------------ */
 /* Traits table                                                              */
 /* ------------------------------------------------------------------------ */
 
-#define TRAITS(nm, bs, sz, deq, dot, qnt) \
+#define TRAITS(nm, bs, sz, deq, dot, qnt, vdt) \
     { .name = (nm), .blck_size = (bs), .type_size = (sz), .supported = true, \
-      .dequantize_row = (deq), .vec_dot_f32 = (dot), .quantize_row = (qnt) }
+      .dequantize_row = (deq), .vec_dot_f32 = (dot), .quantize_row = (qnt), .vec_dot_type = (vdt) }
 
-static const quant_traits k_traits[GGML_TYPE_COUNT] = {
-    [GGML_TYPE_F32] = TRAITS("f32", 1, sizeof(float), dequantize_row_f32, vec_dot_f32_f32, quantize_row_f32),
-    [GGML_TYPE_F16] = TRAITS("f16", 1, sizeof(uint16_t), dequantize_row_f16, vec_dot_f32_f16, quantize_row_f16),
-    [GGML_TYPE_BF16] = TRAITS("bf16", 1, sizeof(uint16_t), dequantize_row_bf16, vec_dot_f32_bf16, quantize_row_bf16),
-    [GGML_TYPE_Q4_0] = TRAITS("q4_0", QK4_0, sizeof(block_q4_0), dequantize_row_q4_0, vec_dot_f32_q4_0, quantize_row_q4_0),
-    [GGML_TYPE_Q4_1] = TRAITS("q4_1", QK4_1, sizeof(block_q4_1), dequantize_row_q4_1, vec_dot_f32_q4_1, quantize_row_q4_1),
-    [GGML_TYPE_Q5_0] = TRAITS("q5_0", QK5_0, sizeof(block_q5_0), dequantize_row_q5_0, vec_dot_f32_q5_0, quantize_row_q5_0),
-    [GGML_TYPE_Q5_1] = TRAITS("q5_1", QK5_1, sizeof(block_q5_1), dequantize_row_q5_1, vec_dot_f32_q5_1, quantize_row_q5_1),
-    [GGML_TYPE_Q8_0] = TRAITS("q8_0", QK8_0, sizeof(block_q8_0), dequantize_row_q8_0, vec_dot_f32_q8_0, quantize_row_q8_0),
-    [GGML_TYPE_Q2_K] = TRAITS("q2_K", QK_K, sizeof(block_q2_K), dequantize_row_q2_K, vec_dot_f32_q2_K, NULL),
-    [GGML_TYPE_Q3_K] = TRAITS("q3_K", QK_K, sizeof(block_q3_K), dequantize_row_q3_K, vec_dot_f32_q3_K, NULL),
-    [GGML_TYPE_Q4_K] = TRAITS("q4_K", QK_K, sizeof(block_q4_K), dequantize_row_q4_K, vec_dot_f32_q4_K, NULL),
-    [GGML_TYPE_Q5_K] = TRAITS("q5_K", QK_K, sizeof(block_q5_K), dequantize_row_q5_K, vec_dot_f32_q5_K, NULL),
-    [GGML_TYPE_Q6_K] = TRAITS("q6_K", QK_K, sizeof(block_q6_K), dequantize_row_q6_K, vec_dot_f32_q6_K, NULL),
+/* Not const: quant_select_kernels() fills in the kernels of the active ISA. */
+static quant_traits k_traits[GGML_TYPE_COUNT] = {
+    [GGML_TYPE_F32] = TRAITS("f32", 1, sizeof(float), dequantize_row_f32, vec_dot_f32_f32, quantize_row_f32,
+                             GGML_TYPE_F32),
+    [GGML_TYPE_F16] = TRAITS("f16", 1, sizeof(uint16_t), dequantize_row_f16, vec_dot_f32_f16, quantize_row_f16,
+                             GGML_TYPE_F32),
+    [GGML_TYPE_BF16] = TRAITS("bf16", 1, sizeof(uint16_t), dequantize_row_bf16, vec_dot_f32_bf16, quantize_row_bf16,
+                              GGML_TYPE_F32),
+    [GGML_TYPE_Q4_0] = TRAITS("q4_0", QK4_0, sizeof(block_q4_0), dequantize_row_q4_0, vec_dot_f32_q4_0,
+                              quantize_row_q4_0, GGML_TYPE_Q8_0),
+    [GGML_TYPE_Q4_1] = TRAITS("q4_1", QK4_1, sizeof(block_q4_1), dequantize_row_q4_1, vec_dot_f32_q4_1,
+                              quantize_row_q4_1, GGML_TYPE_Q8_1),
+    [GGML_TYPE_Q5_0] = TRAITS("q5_0", QK5_0, sizeof(block_q5_0), dequantize_row_q5_0, vec_dot_f32_q5_0,
+                              quantize_row_q5_0, GGML_TYPE_Q8_0),
+    [GGML_TYPE_Q5_1] = TRAITS("q5_1", QK5_1, sizeof(block_q5_1), dequantize_row_q5_1, vec_dot_f32_q5_1,
+                              quantize_row_q5_1, GGML_TYPE_Q8_1),
+    [GGML_TYPE_Q8_0] = TRAITS("q8_0", QK8_0, sizeof(block_q8_0), dequantize_row_q8_0, vec_dot_f32_q8_0,
+                              quantize_row_q8_0, GGML_TYPE_Q8_0),
+    [GGML_TYPE_Q2_K] = TRAITS("q2_K", QK_K, sizeof(block_q2_K), dequantize_row_q2_K, vec_dot_f32_q2_K, NULL,
+                              GGML_TYPE_Q8_K),
+    [GGML_TYPE_Q3_K] = TRAITS("q3_K", QK_K, sizeof(block_q3_K), dequantize_row_q3_K, vec_dot_f32_q3_K, NULL,
+                              GGML_TYPE_Q8_K),
+    [GGML_TYPE_Q4_K] = TRAITS("q4_K", QK_K, sizeof(block_q4_K), dequantize_row_q4_K, vec_dot_f32_q4_K, NULL,
+                              GGML_TYPE_Q8_K),
+    [GGML_TYPE_Q5_K] = TRAITS("q5_K", QK_K, sizeof(block_q5_K), dequantize_row_q5_K, vec_dot_f32_q5_K, NULL,
+                              GGML_TYPE_Q8_K),
+    [GGML_TYPE_Q6_K] = TRAITS("q6_K", QK_K, sizeof(block_q6_K), dequantize_row_q6_K, vec_dot_f32_q6_K, NULL,
+                              GGML_TYPE_Q8_K),
     [GGML_TYPE_IQ4_NL] = TRAITS("iq4_nl", QK4_NL, sizeof(block_iq4_nl), dequantize_row_iq4_nl, vec_dot_f32_iq4_nl,
-                                quantize_row_iq4_nl),
-    /* Activation-only formats of ggml's dot products: known sizes, not read. */
+                                quantize_row_iq4_nl, GGML_TYPE_Q8_0),
+    /* Activation-only formats of the dot products: not readable as weights. */
     [GGML_TYPE_Q8_1] = { .name = "q8_1", .blck_size = QK8_1, .type_size = sizeof(block_q8_1), .supported = false },
     [GGML_TYPE_Q8_K] = { .name = "q8_K", .blck_size = QK_K, .type_size = sizeof(block_q8_K), .supported = false },
 };
 
+/* Scalar reference kernels. The tile shape only matters to the AVX2 twins
+ * (a scalar tile is a loop over vec_dot); 1 x 1 keeps matmul simple. */
+#define WKERN(dot) { .vec_dot = dot, .vec_dot_tile = dot##_tile, .tile_rows = 1, .tile_tokens = 1 }
+static const quant_kernels k_scalar[GGML_TYPE_COUNT] = {
+    [GGML_TYPE_F32] = { .from_float = quantize_row_f32, .vec_dot = vec_dot_f32_act,
+                        .vec_dot_tile = vec_dot_f32_act_tile, .tile_rows = 1, .tile_tokens = 1 },
+    [GGML_TYPE_F16] = WKERN(vec_dot_f16_act),
+    [GGML_TYPE_BF16] = WKERN(vec_dot_bf16_act),
+    [GGML_TYPE_Q4_0] = WKERN(vec_dot_q4_0_q8_0),
+    [GGML_TYPE_Q4_1] = WKERN(vec_dot_q4_1_q8_1),
+    [GGML_TYPE_Q5_0] = WKERN(vec_dot_q5_0_q8_0),
+    [GGML_TYPE_Q5_1] = WKERN(vec_dot_q5_1_q8_1),
+    [GGML_TYPE_Q8_0] = { .from_float = from_float_q8_0, .vec_dot = vec_dot_q8_0_q8_0,
+                         .vec_dot_tile = vec_dot_q8_0_q8_0_tile, .tile_rows = 1, .tile_tokens = 1 },
+    [GGML_TYPE_Q8_1] = { .from_float = from_float_q8_1 },
+    [GGML_TYPE_Q8_K] = { .from_float = from_float_q8_K },
+    [GGML_TYPE_Q2_K] = WKERN(vec_dot_q2_K_q8_K),
+    [GGML_TYPE_Q3_K] = WKERN(vec_dot_q3_K_q8_K),
+    [GGML_TYPE_Q4_K] = WKERN(vec_dot_q4_K_q8_K),
+    [GGML_TYPE_Q5_K] = WKERN(vec_dot_q5_K_q8_K),
+    [GGML_TYPE_Q6_K] = WKERN(vec_dot_q6_K_q8_K),
+    [GGML_TYPE_IQ4_NL] = WKERN(vec_dot_iq4_nl_q8_0),
+};
+#undef WKERN
+
+/* The AVX2 kernels live in quant_avx2.c and the CPU check in cpu.c. Both are
+ * weak references so that a program built from quant.c alone (the GGUF
+ * fuzzer) still links and simply runs the scalar kernels; ops.c references
+ * them strongly, so every program that multiplies matrices links them in. */
+extern const quant_kernels *quant_avx2_kernels(uint32_t type) __attribute__((weak));
+extern cpu_isa cpu_isa_active(void) __attribute__((weak));
+extern bool cpu_isa_supported(cpu_isa isa) __attribute__((weak));
+
+static cpu_isa g_active_isa = CPU_ISA_SCALAR;
+static pthread_once_t g_select_once = PTHREAD_ONCE_INIT;
+
+static bool avx2_usable(void) {
+    return quant_avx2_kernels && cpu_isa_supported && cpu_isa_supported(CPU_ISA_AVX2);
+}
+
+/* Runs once per process: copies the kernels of the best usable ISA into the
+ * traits table. */
+static void quant_select_kernels(void) {
+    g_active_isa = avx2_usable() && cpu_isa_active && cpu_isa_active() >= CPU_ISA_AVX2 ? CPU_ISA_AVX2 : CPU_ISA_SCALAR;
+    for (uint32_t t = 0; t < GGML_TYPE_COUNT; t++) {
+        const quant_kernels *k = quant_get_kernels(t, g_active_isa);
+        if (!k) k = quant_get_kernels(t, CPU_ISA_SCALAR);
+        if (!k) continue;
+        k_traits[t].from_float = k->from_float ? k->from_float : k_scalar[t].from_float;
+        k_traits[t].vec_dot = k->vec_dot;
+        k_traits[t].vec_dot_tile = k->vec_dot_tile;
+        k_traits[t].tile_rows = k->tile_rows;
+        k_traits[t].tile_tokens = k->tile_tokens;
+    }
+}
+
+const quant_kernels *quant_get_kernels(uint32_t type, cpu_isa isa) {
+    if (type >= GGML_TYPE_COUNT) return NULL;
+    const quant_kernels *k = NULL;
+    if (isa == CPU_ISA_SCALAR) k = &k_scalar[type];
+    else if (isa == CPU_ISA_AVX2 && avx2_usable()) k = quant_avx2_kernels(type);
+    return k && (k->from_float || k->vec_dot) ? k : NULL;
+}
+
+cpu_isa quant_active_isa(void) {
+    pthread_once(&g_select_once, quant_select_kernels);
+    return g_active_isa;
+}
+
 const quant_traits *quant_get_traits(uint32_t type) {
+    pthread_once(&g_select_once, quant_select_kernels);
     if (type >= GGML_TYPE_COUNT || k_traits[type].name == NULL) return NULL;
     return &k_traits[type];
 }

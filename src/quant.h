@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu.h"
+
 /* ggml type ids (the numbering used in GGUF files). */
 enum ggml_type_id {
     GGML_TYPE_F32 = 0,
@@ -41,6 +43,53 @@ typedef float (*vec_dot_f32_fn)(const void *row, const float *x, int64_t n);
  * type has no quantizer here. */
 typedef void (*quantize_row_fn)(const float *src, void *dst, int64_t n);
 
+/* --- Kernels of the matrix multiplication (like ggml's type_traits_cpu) ---
+ *
+ * A matmul does not dot weight rows with f32 activations: each activation row
+ * is first converted once, by from_float of the weight type's vec_dot_type,
+ * into a format whose dot product with the weight blocks can run in integer
+ * arithmetic:
+ *   q4_0, q5_0, q8_0, iq4_nl -> q8_0  (32 int8 + f16 scale, like ggml)
+ *   q4_1, q5_1               -> q8_1  (q8_0 plus s = d * sum(q), for the offset m)
+ *   q2_K .. q6_K             -> q8_K  (256 int8, f32 scale, 16 sums of 16 codes)
+ *   f32, f16, bf16           -> f32   (activations stay f32)
+ * Activation rounding follows ggml's CPU kernels: q8_0/q8_1 use d = amax/127,
+ * codes rint(x * 127/amax) (round half to even); q8_K uses ggml's
+ * quantize_row_q8_K_ref (scale from the signed maximum, d = 1/(-127/max)).
+ *
+ * Every function below has a scalar reference and, on CPUs with AVX2+FMA+F16C,
+ * an AVX2 twin; quant_get_traits() hands out the twin chosen once at start-up
+ * (see cpu.h), quant_get_kernels() either one (tests). Integer results
+ * (activation codes, scales, sums) are bit-identical between the twins; float
+ * sums agree to rounding (different summation order). Within one ISA,
+ * vec_dot_tile computes every element with exactly the operations and order
+ * of vec_dot, so a matmul's result does not depend on how its rows and tokens
+ * are tiled or split across threads. */
+
+/* Dot product of n values: a weight row of this type with an activation row
+ * already converted to the vec_dot_type (a const float * for f32). */
+typedef float (*vec_dot_fn)(const void *row, const void *act, int64_t n);
+/* A tile of dot products: nr weight rows (row i at w + i*w_stride bytes) with
+ * nt activation rows (row j at a + j*a_stride bytes):
+ * y[j * y_stride + i] = vec_dot(row i, act j, n). Any nr, nt >= 1 work; the
+ * fast shapes are (QUANT_DECODE_ROWS x 1) and (tile_rows x tile_tokens) and
+ * their (tile_rows x 1), (1 x tile_tokens) remainders. */
+typedef void (*vec_dot_tile_fn)(int64_t n, int nr, int nt, const void *w, size_t w_stride, const void *a,
+                                size_t a_stride, float *y, size_t y_stride);
+
+/* Rows per tile when there is a single token (decode): independent
+ * accumulators hide the FMA latency while the weights stream from memory. */
+#define QUANT_DECODE_ROWS 4
+
+typedef struct {
+    /* activation side: set on the rows of activation types (q8_0, q8_1, q8_K, f32) */
+    quantize_row_fn from_float;
+    /* weight side: set on weight types */
+    vec_dot_fn vec_dot;
+    vec_dot_tile_fn vec_dot_tile;
+    int tile_rows, tile_tokens; /* register tile for several tokens (prefill) */
+} quant_kernels;
+
 typedef struct {
     const char *name;      /* "q4_K", "f16", ... as ggml names it */
     int blck_size;         /* values per block */
@@ -49,10 +98,22 @@ typedef struct {
     dequantize_row_fn dequantize_row;
     vec_dot_f32_fn vec_dot_f32;
     quantize_row_fn quantize_row;
+    /* matmul kernels of the active ISA (see above) */
+    uint32_t vec_dot_type;      /* activation type of the dot products (weight types) */
+    quantize_row_fn from_float; /* f32 -> this type as an activation (activation types) */
+    vec_dot_fn vec_dot;
+    vec_dot_tile_fn vec_dot_tile;
+    int tile_rows, tile_tokens;
 } quant_traits;
 
 /* Traits of a type id; NULL if the id is unknown or out of range. */
 const quant_traits *quant_get_traits(uint32_t type);
+/* The kernels of one ISA level for a type, whether or not that level is the
+ * active one; NULL if the type has no kernels at that level or this CPU cannot
+ * run them. For tests and benchmarks. */
+const quant_kernels *quant_get_kernels(uint32_t type, cpu_isa isa);
+/* ISA level of the kernels quant_get_traits() hands out. */
+cpu_isa quant_active_isa(void);
 /* Name of a type id, or "unknown". */
 const char *quant_type_name(uint32_t type);
 /* Bytes taken by a row of n values; 0 if n is not a multiple of the block size

@@ -1,0 +1,32 @@
+/* cpu.c — run-time CPU feature detection (see cpu.h). */
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+cpu_isa cpu_isa_detect(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return CPU_ISA_AVX2;
+#endif
+    return CPU_ISA_SCALAR;
+}
+
+bool cpu_isa_supported(cpu_isa isa) { return isa <= cpu_isa_detect(); }
+
+cpu_isa cpu_isa_active(void) {
+    /* Computed on every call from pure inputs; callers cache the result. */
+    cpu_isa isa = cpu_isa_detect();
+    const char *env = getenv("ROTKV_ISA");
+    if (env && (!strcmp(env, "scalar") || !strcmp(env, "none"))) isa = CPU_ISA_SCALAR;
+    return isa;
+}
+
+const char *cpu_isa_name(cpu_isa isa) {
+    switch (isa) {
+    case CPU_ISA_SCALAR: return "scalar";
+    case CPU_ISA_AVX2: return "avx2";
+    }
+    return "unknown";
+}
