@@ -788,9 +788,9 @@ static void *engine_main(void *arg) {
         /* admission, in arrival order (no overtaking: a large request is not starved) */
         pthread_mutex_lock(&e->mu);
         while (e->q_head) {
-            srv_request *r = e->q_head;
+            srv_request *r = e->q_head, *next = r->next; /* try_admit may drop r */
             if (!try_admit(e, r)) break;
-            e->q_head = r->next;
+            e->q_head = next;
             if (!e->q_head) e->q_tail = NULL;
             e->q_len--;
         }

@@ -210,7 +210,7 @@ static bool parse_common(http_server *s, const cJSON *req, gen_params *g, verr *
         if (!cJSON_IsString(model)) return bad(e, "model", "'model' must be a string");
         if (strcmp(model->valuestring, s->o.model_id)) {
             e->param = "model";
-            snprintf(e->msg, sizeof e->msg, "The model '%.200s' does not exist (this server has '%.200s')",
+            snprintf(e->msg, sizeof e->msg, "The model '%.150s' does not exist (this server has '%.150s')",
                      model->valuestring, s->o.model_id);
             return false;
         }
