@@ -480,17 +480,54 @@ static void test_concurrency_and_cancel(void **state) {
     free(m);
 }
 
-/* A request that can never fit is refused at once; one that cannot fit now waits. */
+/* Admission on a 1-block budget (256 tokens): a request whose prompt +
+ * max_tokens can never fit is refused at once (400); a burst waits in the
+ * queue (never more than one running) and only what overflows --max-queue
+ * gets 503. */
 static void test_admission(void **state) {
     (void)state;
     NEED_SERVER();
+    server s3 = {0};
+    const char *extra[] = {"-np", "4", "--kv-budget", "131072", "--max-queue", "3", NULL};
+    assert_true(server_start(&s3, extra));
     int st;
-    /* 8 blocks of 256 tokens; a request reserves prompt + max_tokens <= 512 tokens = 2 blocks:
-     * everything fits the budget, so check the queue through the metrics instead */
-    cJSON *j = http_json(&g_srv, "POST", "/v1/completions",
-                         "{\"prompt\": \"Once upon a time\", \"max_tokens\": 506}", &st);
-    assert_int_equal(st, 200);
+    assert_true(metric(&s3, "rotkv_kv_blocks_budget") == 1);
+    cJSON *j = http_json(&s3, "POST", "/v1/completions", "{\"prompt\": \"Once upon a time\", \"max_tokens\": 300}", &st);
+    assert_int_equal(st, 400);
+    assert_non_null(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message")),
+                           "KV blocks"));
     cJSON_Delete(j);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "for i in $(seq 1 10); do curl -s -o /dev/null --max-time 120 -w '%%{http_code}\\n' "
+             "http://127.0.0.1:%d/v1/completions -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 240, "
+             "\"temperature\": 0.5, \"seed\": '$i'}' & done; "
+             "for k in $(seq 1 40); do curl -s http://127.0.0.1:%d/metrics | grep '^rotkv_slots_active' >> %s/active.txt; "
+             "sleep 0.02; done; wait",
+             s3.port, s3.port, g_tmp);
+    int rc;
+    char *codes = run_capture(cmd, &rc);
+    int n200 = 0, n503 = 0, other = 0;
+    for (char *line = strtok(codes, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strcmp(line, "200")) n200++;
+        else if (!strcmp(line, "503")) n503++;
+        else other++;
+    }
+    free(codes);
+    print_message("[ INFO     ] burst of 10 on a 1-block budget: %d completed, %d rejected (queue full)\n", n200, n503);
+    assert_int_equal(other, 0);
+    assert_int_equal(n200 + n503, 10);
+    assert_true(n200 >= 4); /* one running + three queued at least */
+    assert_true(metric(&s3, "rotkv_requests_total{outcome=\"rejected\"}") == n503);
+    char path[400];
+    snprintf(path, sizeof path, "%s/active.txt", g_tmp);
+    size_t len;
+    char *act = test_read_file(path, &len);
+    assert_non_null(act);
+    for (char *p = act; (p = strstr(p, "rotkv_slots_active ")); p++) assert_true(atoi(p + 19) <= 1);
+    free(act);
+    assert_true(metric(&s3, "rotkv_kv_blocks_reserved") == 0);
+    assert_int_equal(server_stop(&s3), 0);
 }
 
 static bool write_file(const char *path, const void *p, size_t n) {
