@@ -934,8 +934,7 @@ int http_serve(srv_engine *eng, rotkv_model *m, const chat_template *t, const ht
     memset(&sa6, 0, sizeof sa6);
     const char *host = o->host ? o->host : "127.0.0.1";
     if (!strcmp(host, "localhost")) host = "127.0.0.1";
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     const struct sockaddr *addr;
     if (inet_pton(AF_INET, host, &sa4.sin_addr) == 1) {
         sa4.sin_family = AF_INET;

@@ -80,7 +80,9 @@ const out = {
 console.log(JSON.stringify(out, null, 1));
 const kvOk = out.kv_after.reserved === 0 && out.kv_after.used === out.kv_after.prefix_cache &&
   out.kv_after.free + out.kv_after.prefix_cache === out.kv_after.budget && out.kv_after.slots_active === 0;
-const rssOk = rss.length < 3 || rss.at(-1) <= rss[1] * 1.25 + 8 * 1048576;
+// stable: no more than 25% (+8 MiB) growth over the second half of the run
+// (under ASan the allocator's quarantine fills during the first half, then stays flat)
+const rssOk = rss.length < 4 || rss.at(-1) <= rss[Math.floor(rss.length / 2)] * 1.25 + 8 * 1048576;
 if (stats.errors || stats.complete !== stats.requests || !kvOk || !rssOk) {
   console.log(`LOAD FAILED: errors=${stats.errors} kvOk=${kvOk} rssOk=${rssOk}`);
   process.exit(1);
