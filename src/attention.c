@@ -7,7 +7,8 @@
 #include <string.h>
 
 size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
-    return (size_t)(n_head / n_head_kv) * head_dim + 2 * (size_t)n_head_kv * head_dim;
+    /* acc, then K and V row decode buffers, then kt* query and y-space accumulators */
+    return 3 * (size_t)(n_head / n_head_kv) * head_dim + 2 * (size_t)n_head_kv * head_dim;
 }
 
 /* Where head hk's values live in a row encoded as segments of seg values. */
@@ -46,6 +47,9 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
     const head_view ck = head_view_make(lk, hk, hd), cv = head_view_make(lv, hk, hd);
     head_view fk = ck, fv = cv;
     float *acc = scratch, *ktmp = scratch + (size_t)n_group * hd, *vtmp = ktmp + (size_t)a->n_head_kv * hd;
+    float *qy = vtmp + (size_t)a->n_head_kv * hd, *accy = qy + (size_t)n_group * hd; /* kt* paths */
+    const kvt_head *kt_k = lk->kvt ? &lk->kvt[hk] : NULL, *kt_v = lv->kvt ? &lv->kvt[hk] : NULL;
+    float kq[64], wkt[64]; /* q·mu of the K transform; softmax weight carried by kt V rows */
     const float *q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
     float m[64], l[64]; /* running max and sum per query head (n_group <= 64 checked at context creation) */
     float qmu[64], wmu[64]; /* q·mu_k per query head; softmax weight carried by centered V rows */
@@ -55,11 +59,13 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
     if (muv) muv += (size_t)hk * hd;
     for (int g = 0; g < n_group; g++) {
         m[g] = -INFINITY;
-        l[g] = wmu[g] = qmu[g] = 0.0f;
+        l[g] = wmu[g] = qmu[g] = wkt[g] = 0.0f;
         if (muk)
             for (int i = 0; i < hd; i++) qmu[g] += q[(size_t)g * hd + i] * muk[i];
+        if (kt_k) kq[g] = kvt_prep_query(kt_k, q + (size_t)g * hd, qy + (size_t)g * hd);
     }
     memset(acc, 0, sizeof(float) * (size_t)n_group * hd);
+    if (kt_v) memset(accy, 0, sizeof(float) * (size_t)n_group * hd);
     const int32_t n_kv = a->pos[t] + 1;
     for (int32_t p = 0; p < n_kv; p++) {
         const kv_layout *lkp, *lvp;
@@ -72,8 +78,9 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
         }
         const head_view kv_k = lkp == lk ? ck : fk, kv_v = lvp == lv ? cv : fv;
         const bool k_codec = lkp == lk, v_codec = lvp == lv; /* centered rows */
-        float *kd = kv_k.fused ? NULL : head_decode(&kv_k, krow, ktmp);
-        float *vd = kv_v.fused ? NULL : head_decode(&kv_v, vrow, vtmp);
+        const bool k_kt = k_codec && kt_k, v_kt = v_codec && kt_v;
+        float *kd = kv_k.fused || k_kt ? NULL : head_decode(&kv_k, krow, ktmp);
+        float *vd = kv_v.fused || v_kt ? NULL : head_decode(&kv_v, vrow, vtmp);
         if (kd && muk && k_codec)
             for (int i = 0; i < hd; i++) kd[i] += muk[i];
         if (vd && muv && v_codec)
@@ -81,7 +88,9 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
         for (int g = 0; g < n_group; g++) {
             const float *qg = q + (size_t)g * hd;
             float s;
-            if (kd) {
+            if (k_kt) {
+                s = kvt_dot(kt_k, krow + kv_k.ofs_bytes, qy + (size_t)g * hd) + kq[g];
+            } else if (kd) {
                 s = 0.0f;
                 for (int i = 0; i < hd; i++) s += kd[i] * qg[i];
             } else {
@@ -95,11 +104,17 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
                 for (int i = 0; i < hd; i++) o[i] *= c;
                 l[g] *= c;
                 wmu[g] *= c;
+                wkt[g] *= c;
+                if (kt_v)
+                    for (int i = 0; i < hd; i++) accy[(size_t)g * hd + i] *= c;
                 m[g] = s;
             }
             const float w = expf(s - m[g]);
             l[g] += w;
-            if (vd) {
+            if (v_kt) {
+                kvt_axpy(kt_v, vrow + kv_v.ofs_bytes, w, accy + (size_t)g * hd);
+                wkt[g] += w;
+            } else if (vd) {
                 for (int i = 0; i < hd; i++) o[i] += w * vd[i];
             } else {
                 kv_v.c->axpy(vrow + kv_v.ofs_bytes, w, o, hd);
@@ -108,6 +123,8 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
         }
     }
     float *out = a->O + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
+    if (kt_v) /* bring the kt V rows' y-space sum back into the value space */
+        for (int g = 0; g < n_group; g++) kvt_finish(kt_v, accy + (size_t)g * hd, wkt[g], acc + (size_t)g * hd);
     for (int g = 0; g < n_group; g++) {
         const float inv = l[g] > 0 ? 1.0f / l[g] : 0.0f;
         for (int i = 0; i < hd; i++)
@@ -126,6 +143,10 @@ void attention_batch(threadpool *tp, attention_args *a) { threadpool_run(tp, att
 
 /* Decodes head hk of an encoded row into out (hd values), whatever the segment layout. */
 static void decode_head_ref(const kv_layout *l, const uint8_t *row, int hk, int hd, int n_head_kv, float *out) {
+    if (l->kvt) {
+        kvt_decode(&l->kvt[hk], row + (size_t)hk * l->seg_bytes, out);
+        return;
+    }
     float *all = malloc(sizeof(float) * (size_t)hd * n_head_kv);
     for (int s = 0; s < hd * n_head_kv / l->seg; s++)
         l->codec->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);

@@ -237,7 +237,14 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
         const kv_codec *cv = kv_codec_get(p.layer_types_v ? p.layer_types_v[l] : p.type_v);
         any_quantized |= (ck && ck->quantized) || (cv && cv->quantized);
     }
-    const bool center = p.kv_center == ROTKV_ROT_ON || (p.kv_center == ROTKV_ROT_AUTO && any_quantized);
+    bool any_kt = false;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const kv_codec *ck = kv_codec_get(p.layer_types_k ? p.layer_types_k[l] : p.type_k);
+        const kv_codec *cv = kv_codec_get(p.layer_types_v ? p.layer_types_v[l] : p.type_v);
+        any_kt |= (ck && ck->kt_bits > 0) || (cv && cv->kt_bits > 0);
+    }
+    /* kt* types fit their own center and basis: rotation and centering are subsumed */
+    const bool center = !any_kt && (p.kv_center == ROTKV_ROT_ON || (p.kv_center == ROTKV_ROT_AUTO && any_quantized));
     kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v,
                           p.layer_types_k, p.layer_types_v, p.kv_budget_bytes, p.kv_sink, p.kv_window, center};
     c->kv = kv_cache_create(&kp, err);
@@ -251,8 +258,8 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
         if (p.layer_types_k) qk |= kv_cache_layout_k(c->kv, l)->codec->quantized;
         if (p.layer_types_v) qv |= kv_cache_layout_v(c->kv, l)->codec->quantized;
     }
-    c->rot_k = p.rot_k == ROTKV_ROT_ON || (p.rot_k == ROTKV_ROT_AUTO && qk);
-    c->rot_v = p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && qv);
+    c->rot_k = !any_kt && (p.rot_k == ROTKV_ROT_ON || (p.rot_k == ROTKV_ROT_AUTO && qk));
+    c->rot_v = !any_kt && (p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && qv));
     c->params.layer_types_k = c->params.layer_types_v = NULL; /* the caller owns them; the cache has its copy */
     if (rotation_init(&c->rot, (int)hp->head_dim_k, p.rot_seed) != 0) {
         rotkv_context_free(c);
@@ -378,7 +385,34 @@ uint64_t rotkv_kv_blocks_for_tokens(const rotkv_context *c, uint32_t n_tokens) {
 
 /* Runs the transformer over n tokens (already validated, positions in
  * tok_pos/tok_seq, KV pages reserved) and leaves the final residual in c->x. */
-static void forward_layers(rotkv_context *c, const rotkv_token *tokens, int n) {
+/* Gram matrix of the output-projection columns that read each KV head's
+ * values, summed over the head's query group: (n_head_kv, hd, hd). */
+static double *value_metric(const rotkv_model *m, const layer_weights *L) {
+    const model_hparams *hp = &m->hp;
+    const int hd = (int)hp->head_dim_v, nh = (int)hp->n_head, nkv = (int)hp->n_head_kv, group = nh / nkv;
+    const int64_t cols = L->wo.ne0, rows = L->wo.ne1;
+    double *M = calloc((size_t)nkv * hd * hd, sizeof(double));
+    float *r = malloc(sizeof(float) * (size_t)cols);
+    if (!M || !r) {
+        free(M);
+        free(r);
+        return NULL;
+    }
+    const quant_traits *tr = quant_get_traits(L->wo.type);
+    for (int64_t i = 0; i < rows; i++) {
+        tr->dequantize_row((const uint8_t *)L->wo.data + (size_t)i * L->wo.row_bytes, r, cols);
+        for (int h = 0; h < nh; h++) {
+            double *Mh = M + (size_t)(h / group) * hd * hd;
+            const float *w = r + (size_t)h * hd;
+            for (int a = 0; a < hd; a++)
+                for (int b = 0; b < hd; b++) Mh[a * hd + b] += (double)w[a] * w[b];
+        }
+    }
+    free(r);
+    return M;
+}
+
+static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, int n, rotkv_error *err) {
     const rotkv_model *m = c->model;
     const model_hparams *hp = &m->hp;
     const int E = (int)hp->n_embd, hd = (int)hp->head_dim_k, F = (int)hp->n_ff;
@@ -434,6 +468,14 @@ static void forward_layers(rotkv_context *c, const rotkv_token *tokens, int n) {
             for (int i = 0; i < 2 * Kd; i++) c->center[i] /= (float)cnt;
             kv_cache_set_center(c->kv, (uint32_t)c->tok_seq[t], il, mk, mv);
         }
+        if (kv_cache_needs_calibration(c->kv, il)) {
+            /* kt* cache types are fitted on the first batch this layer sees */
+            double *vm = value_metric(m, L);
+            rotkv_status st = vm ? kv_cache_calibrate(c->kv, il, c->k, c->v, c->q, n, nh, vm, err)
+                                 : rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+            free(vm);
+            if (st != ROTKV_OK) return st;
+        }
         for (int t = 0; t < n; t++)
             kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], c->k + (size_t)t * Kd,
                            c->v + (size_t)t * Kd);
@@ -451,6 +493,7 @@ static void forward_layers(rotkv_context *c, const rotkv_token *tokens, int n) {
         matmul(c->tp, &L->w_down, c->gate, n, c->tmp, c->mm_scratch);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
     }
+    return ROTKV_OK;
 }
 
 static rotkv_status ensure_logits(rotkv_context *c, int32_t rows, int32_t batch, rotkv_error *err) {
@@ -518,7 +561,12 @@ rotkv_status rotkv_decode(rotkv_context *c, const rotkv_batch *b, rotkv_error *e
             c->tok_seq[t] = s;
             c->tok_pos[t] = c->seq_len[s]++;
         }
-        forward_layers(c, b->token + start, n);
+        rotkv_status fst = forward_layers(c, b->token + start, n, err);
+        if (fst != ROTKV_OK) {
+            /* roll back the positions this batch claimed */
+            for (int32_t t = 0; t < n; t++) c->seq_len[c->tok_seq[t]]--;
+            return fst;
+        }
         /* final norm and output projection for the tokens that want logits */
         int32_t rows = 0;
         for (int32_t t = 0; t < n; t++) {

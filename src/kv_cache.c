@@ -17,6 +17,8 @@ struct kv_cache {
     size_t side_bytes;    /* per (seq, layer) */
     float *evict_tmp;     /* (2 * row) scratch for moving a row out of the window */
     float *center;        /* [seq][layer] mu_k (row) then mu_v (row), when centering */
+    kvt_head *kvt_k, *kvt_v; /* [layer][head] fitted transforms of kt* layers */
+    bool *calibrated;        /* (n_layer,) */
     float *center_tmp;    /* (row) scratch for x - mu */
     size_t *page_bytes;   /* (n_layer,) bytes of one page of that layer */
     size_t page_bytes_all;/* sum over layers */
@@ -37,6 +39,12 @@ static bool layout_make(kv_layout *l, rotkv_kv_type t, const kv_cache_params *p,
         return false;
     }
     const uint32_t row = p->head_dim * p->n_head_kv;
+    l->kvt = NULL;
+    if (l->codec->kt_bits > 0 && kv_codec_kt_budget_bits(l->codec, (int)p->head_dim) < 1) {
+        rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "layer %u: %s leaves no index bits for head_dim %u", layer,
+                        l->codec->name, p->head_dim);
+        return false;
+    }
     l->seg = p->head_dim % (uint32_t)l->codec->blck == 0 ? (int)p->head_dim : (int)row;
     if (l->seg % l->codec->blck) {
         rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED,
@@ -112,6 +120,16 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
             return NULL;
         }
         kv->page_bytes[l] = (kv->lk[l].row_bytes + kv->lv[l].row_bytes) * KV_PAGE_TOKENS;
+        if ((kv->lk[l].codec->kt_bits > 0 || kv->lv[l].codec->kt_bits > 0) && !kv->kvt_k) {
+            kv->kvt_k = calloc((size_t)p->n_layer * p->n_head_kv, sizeof(kvt_head));
+            kv->kvt_v = calloc((size_t)p->n_layer * p->n_head_kv, sizeof(kvt_head));
+            kv->calibrated = calloc(p->n_layer, sizeof(bool));
+            if (!kv->kvt_k || !kv->kvt_v || !kv->calibrated) {
+                kv_cache_free(kv);
+                rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+                return NULL;
+            }
+        }
         kv->page_bytes_all += kv->page_bytes[l];
     }
     return kv;
@@ -126,6 +144,14 @@ void kv_cache_free(kv_cache *kv) {
     free(kv->evict_tmp);
     free(kv->center);
     free(kv->center_tmp);
+    if (kv->kvt_k)
+        for (size_t i = 0; i < (size_t)kv->p.n_layer * kv->p.n_head_kv; i++) {
+            kvt_free(&kv->kvt_k[i]);
+            kvt_free(&kv->kvt_v[i]);
+        }
+    free(kv->kvt_k);
+    free(kv->kvt_v);
+    free(kv->calibrated);
     free(kv->lk);
     free(kv->lv);
     free(kv->page_bytes);
@@ -227,11 +253,19 @@ static uint8_t *row_ptr(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32
 }
 
 static void encode_row(const kv_layout *l, const float *x, uint8_t *dst, uint32_t row) {
+    if (l->kvt) {
+        for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++) kvt_encode(&l->kvt[i], x + (size_t)i * l->seg, dst + i * l->seg_bytes);
+        return;
+    }
     for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++)
         l->codec->encode(x + (size_t)i * l->seg, dst + i * l->seg_bytes, l->seg);
 }
 
 static void decode_row(const kv_layout *l, const uint8_t *src, float *x, uint32_t row) {
+    if (l->kvt) {
+        for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++) kvt_decode(&l->kvt[i], src + i * l->seg_bytes, x + (size_t)i * l->seg);
+        return;
+    }
     for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++)
         l->codec->decode(src + i * l->seg_bytes, x + (size_t)i * l->seg, l->seg);
 }
@@ -339,6 +373,66 @@ size_t kv_cache_f16_side_bytes(const kv_cache *kv) { return kv->side_bytes * kv-
 
 const kv_layout *kv_cache_layout_k(const kv_cache *kv, uint32_t layer) { return &kv->lk[layer]; }
 const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer) { return &kv->lv[layer]; }
+
+bool kv_cache_needs_calibration(const kv_cache *kv, uint32_t layer) {
+    return kv->calibrated && !kv->calibrated[layer] &&
+           (kv->lk[layer].codec->kt_bits > 0 || kv->lv[layer].codec->kt_bits > 0);
+}
+
+rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, const float *V, const float *Q, int n,
+                                 int n_head, const double *v_metric, rotkv_error *err) {
+    if (!kv_cache_needs_calibration(kv, layer)) return ROTKV_OK;
+    const int hd = (int)kv->p.head_dim, nkv = (int)kv->p.n_head_kv, row = hd * nkv, group = n_head / nkv;
+    float *X = malloc(sizeof(float) * (size_t)n * hd);
+    double *M = malloc(sizeof(double) * (size_t)hd * hd);
+    if (!X || !M) {
+        free(X);
+        free(M);
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory calibrating the KV transforms");
+    }
+    rotkv_status st = ROTKV_OK;
+    for (int h = 0; h < nkv && st == ROTKV_OK; h++) {
+        kvt_head *hk = &kv->kvt_k[(size_t)layer * nkv + h], *hv = &kv->kvt_v[(size_t)layer * nkv + h];
+        if (kv->lk[layer].codec->kt_bits > 0) {
+            /* K metric: second moment of the queries of this head's group */
+            for (int i = 0; i < hd * hd; i++) M[i] = 0;
+            for (int t = 0; t < n; t++)
+                for (int g = 0; g < group; g++) {
+                    const float *q = Q + (size_t)t * n_head * hd + (size_t)(h * group + g) * hd;
+                    for (int i = 0; i < hd; i++)
+                        for (int j = 0; j < hd; j++) M[i * hd + j] += (double)q[i] * q[j];
+                }
+            for (int i = 0; i < hd * hd; i++) M[i] /= (double)n * group;
+            for (int t = 0; t < n; t++) memcpy(X + (size_t)t * hd, K + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
+            if (kvt_fit(hk, hd, X, n, M, kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0)
+                st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting K transforms");
+        }
+        if (st == ROTKV_OK && kv->lv[layer].codec->kt_bits > 0) {
+            for (int t = 0; t < n; t++) memcpy(X + (size_t)t * hd, V + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
+            if (kvt_fit(hv, hd, X, n, v_metric ? v_metric + (size_t)h * hd * hd : NULL,
+                        kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0)
+                st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting V transforms");
+        }
+    }
+    free(X);
+    free(M);
+    if (st != ROTKV_OK) return st;
+    if (kv->lk[layer].codec->kt_bits > 0) kv->lk[layer].kvt = &kv->kvt_k[(size_t)layer * nkv];
+    if (kv->lv[layer].codec->kt_bits > 0) kv->lv[layer].kvt = &kv->kvt_v[(size_t)layer * nkv];
+    kv->calibrated[layer] = true;
+    return ROTKV_OK;
+}
+
+size_t kv_cache_transform_bytes(const kv_cache *kv) {
+    if (!kv->kvt_k) return 0;
+    size_t b = 0;
+    for (size_t i = 0; i < (size_t)kv->p.n_layer * kv->p.n_head_kv; i++) {
+        const kvt_head *hs[2] = {&kv->kvt_k[i], &kv->kvt_v[i]};
+        for (int j = 0; j < 2; j++)
+            if (hs[j]->hd) b += (size_t)hs[j]->hd * hs[j]->hd * 2 * sizeof(float) + (size_t)hs[j]->hd * (2 * sizeof(float) + 5);
+    }
+    return b;
+}
 
 size_t kv_cache_page_bytes(const kv_cache *kv) { return kv->page_bytes_all; }
 

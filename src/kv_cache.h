@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv_transform.h"
 #include "rotkv.h"
 
 #define KV_PAGE_TOKENS 256
@@ -32,10 +33,16 @@ typedef struct {
     float (*dot)(const void *src, const float *q, int n);
     /* out[i] += w * decode(src)[i] */
     void (*axpy)(const void *src, float w, float *out, int n);
+    /* > 0: a calibrated transform codec (kv_transform.h) with this many bits per
+     * value, scale included; encode/decode/dot/axpy are then NULL and the
+     * cache uses the fitted kvt_head of each layer and head */
+    double kt_bits;
 } kv_codec;
 
 /* Codec of a type; NULL if unknown or not built. Defined in kv_codecs.c. */
 const kv_codec *kv_codec_get(rotkv_kv_type t);
+/* Index bits per n-value vector of a kt* codec (its budget after the scale). */
+int kv_codec_kt_budget_bits(const kv_codec *c, int n);
 /* Bits per value of a codec for vectors of n values (every scale and norm counted). */
 double kv_codec_bits(const kv_codec *c, int n);
 
@@ -59,6 +66,7 @@ typedef struct {
     const kv_codec *codec;
     int seg;
     size_t seg_bytes, row_bytes;
+    const kvt_head *kvt; /* (n_head_kv,) fitted transforms when codec->kt_bits > 0, NULL before calibration */
 } kv_layout;
 
 /* Returns NULL and fills err when the configuration is impossible. */
@@ -94,6 +102,17 @@ const uint8_t *kv_cache_v_at(const kv_cache *kv, uint32_t seq, uint32_t layer, u
 void kv_cache_set_center(kv_cache *kv, uint32_t seq, uint32_t layer, const float *mu_k, const float *mu_v);
 const float *kv_cache_center_k(const kv_cache *kv, uint32_t seq, uint32_t layer);
 const float *kv_cache_center_v(const kv_cache *kv, uint32_t seq, uint32_t layer);
+
+/* Transform codecs (kt*) must be fitted before the layer stores anything:
+ * from the first batch, K, V (n, n_head_kv*hd) and the queries Q
+ * (n, n_head*hd) of that layer, and the metric of each KV head's values
+ * (n_head_kv, hd, hd; the output projection's Gram matrix). Returns false
+ * if the layer needs no calibration or already has it. */
+bool kv_cache_needs_calibration(const kv_cache *kv, uint32_t layer);
+rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, const float *V, const float *Q, int n,
+                                 int n_head, const double *v_metric, rotkv_error *err);
+/* Bytes of the fitted transforms (shared by all sequences of the context). */
+size_t kv_cache_transform_bytes(const kv_cache *kv);
 
 /* Bytes of one page (KV_PAGE_TOKENS tokens, all layers). */
 size_t kv_cache_page_bytes(const kv_cache *kv);

@@ -436,6 +436,26 @@ TQ_CODEC_FNS(tq2)
 
 /* ------------------------------------------------------------ the table */
 
+/* ------------------------------------------------------------ kt*: fitted transform codecs */
+
+/* bytes of an n-value vector at the given bits/value: one 8-bit scale plus the
+ * index bits left over (kv_transform.h) */
+static size_t kt_bytes(double bits, int n) {
+    long total = lround(bits * n) - 8;
+    if (total < 0) total = 0;
+    return 1 + (size_t)(total + 7) / 8;
+}
+static size_t kt4_row_bytes(int n) { return kt_bytes(4.0, n); }
+static size_t kt3_5_row_bytes(int n) { return kt_bytes(3.5, n); }
+static size_t kt3_row_bytes(int n) { return kt_bytes(3.0, n); }
+static size_t kt2_5_row_bytes(int n) { return kt_bytes(2.5, n); }
+static size_t kt2_row_bytes(int n) { return kt_bytes(2.0, n); }
+
+int kv_codec_kt_budget_bits(const kv_codec *c, int n) {
+    long total = lround(c->kt_bits * n) - 8;
+    return total < 0 ? 0 : (int)total;
+}
+
 static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {
     [ROTKV_KV_F32] = {"f32", 1, false, f32_row_bytes, f32_encode, f32_decode, f32_dot, f32_axpy},
     [ROTKV_KV_F16] = {"f16", 1, false, h16_row_bytes, f16_encode, f16_decode, f16_dot, f16_axpy},
@@ -453,6 +473,12 @@ static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {
     ROW(ROTKV_KV_TQ3, tq3, "tq3", 8),
     ROW(ROTKV_KV_TQ2_5, tq2_5, "tq2.5", 16),
     ROW(ROTKV_KV_TQ2, tq2, "tq2", 8),
+#define KT(t, nm, str, bits) [t] = {str, 1, true, nm##_row_bytes, NULL, NULL, NULL, NULL, bits}
+    KT(ROTKV_KV_KT4, kt4, "kt4", 4.0),
+    KT(ROTKV_KV_KT3_5, kt3_5, "kt3.5", 3.5),
+    KT(ROTKV_KV_KT3, kt3, "kt3", 3.0),
+    KT(ROTKV_KV_KT2_5, kt2_5, "kt2.5", 2.5),
+    KT(ROTKV_KV_KT2, kt2, "kt2", 2.0),
 #undef ROW
 };
 

@@ -58,7 +58,7 @@ static const struct {
     int b_hi, b_lo;  /* tq rows: code bits of the first / second half, else 0 */
     double bits;     /* bits per value without the per-vector scale */
     bool quantized;
-} expect[ROTKV_KV_TYPE_COUNT] = {
+} expect[ROTKV_KV_CODEC_COUNT] = {
     [ROTKV_KV_F32] = {"f32", -1, 0, 0, 32, false},
     [ROTKV_KV_F16] = {"f16", -1, 0, 0, 16, false},
     [ROTKV_KV_BF16] = {"bf16", -1, 0, 0, 16, false},
@@ -157,7 +157,7 @@ static void test_table_and_bits(void **state) {
     (void)state;
     assert_null(kv_codec_get(ROTKV_KV_TYPE_COUNT));
     assert_null(kv_codec_get((rotkv_kv_type)-1));
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         const kv_codec *c = codec(t);
         assert_string_equal(c->name, expect[t].name);
         assert_string_equal(rotkv_kv_type_name((rotkv_kv_type)t), expect[t].name);
@@ -270,7 +270,7 @@ static void test_ggml_rows_byte_identical(void **state) {
     uint64_t rng = 7;
     float x[MAXN], y[MAXN], z[MAXN];
     _Alignas(16) uint8_t got[MAXBYTES], want[MAXBYTES];
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         if (expect[t].ggml < 0) continue;
         const kv_codec *c = codec(t);
         const quant_traits *qt = quant_get_traits((uint32_t)expect[t].ggml);
@@ -334,7 +334,7 @@ static void test_round_trip_bounds(void **state) {
     uint64_t rng = 11;
     float x[MAXN], y[MAXN];
     _Alignas(16) uint8_t buf[MAXBYTES];
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         const kv_codec *c = codec(t);
         for (int n = 64; n <= 256; n *= 2) {
             double se = 0, sx = 0;
@@ -380,7 +380,7 @@ static void test_fused_match_decode(void **state) {
     uint64_t rng = 13;
     float x[MAXN], y[MAXN], q[MAXN], out[MAXN], out0[MAXN];
     _Alignas(16) uint8_t buf[MAXBYTES];
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         const kv_codec *c = codec(t);
         const int sizes[] = {c->blck, 3 * c->blck, 64, 128, 320};
         for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
@@ -434,7 +434,7 @@ static void test_nonfinite_and_zero(void **state) {
     float x[128], y[128], q[128], out[128];
     _Alignas(16) uint8_t buf[MAXBYTES];
     const int n = 128;
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         const kv_codec *c = codec(t);
         if (!c->quantized) continue; /* f32/f16/bf16 store NaN and inf as such */
         /* zero vector: decodes to exact zeros (tq: scale 0 and all-zero bytes) */
@@ -528,7 +528,7 @@ static void test_reference_matches_codec(void **state) {
     uint64_t rng = 19;
     float x[MAXN], y[MAXN], r[MAXN];
     _Alignas(16) uint8_t buf[MAXBYTES];
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         if (!is_tq(t)) continue;
         const kv_codec *c = codec(t);
         for (int n = c->blck; n <= MAXN; n += c->blck) {
@@ -551,28 +551,28 @@ static void test_reference_matches_codec(void **state) {
 static void test_gaussian_mse(void **state) {
     (void)state;
     const int nv = n_vectors(), dims[2] = {64, 128};
-    double mse[ROTKV_KV_TYPE_COUNT][2];
+    double mse[ROTKV_KV_CODEC_COUNT][2];
     float x[128], y[128];
     _Alignas(16) uint8_t buf[MAXBYTES];
     for (int di = 0; di < 2; di++) {
         const int n = dims[di];
-        double se[ROTKV_KV_TYPE_COUNT] = {0};
+        double se[ROTKV_KV_CODEC_COUNT] = {0};
         uint64_t rng = 1000 + (uint64_t)n;
         for (int v = 0; v < nv; v++) {
             gaussian(x, n, &rng);
-            for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+            for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
                 const kv_codec *c = codec(t);
                 c->encode(x, buf, n);
                 c->decode(buf, y, n);
                 for (int i = 0; i < n; i++) se[t] += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
             }
         }
-        for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) mse[t][di] = se[t] / ((double)nv * n);
+        for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) mse[t][di] = se[t] / ((double)nv * n);
     }
     print_message("Gaussian MSE per coordinate, %d N(0,1) vectors per dimension (ratio = MSE / 4^-bits)\n", nv);
     print_message("%-7s %9s %11s %7s %9s %11s %7s\n", "codec", "bits@64", "mse@64", "ratio", "bits@128", "mse@128",
                   "ratio");
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         const kv_codec *c = codec(t);
         print_message("%-7s %9.4f %11.4e %7.3f %9.4f %11.4e %7.3f\n", c->name, kv_codec_bits(c, 64), mse[t][0],
                       mse[t][0] * pow(4.0, kv_codec_bits(c, 64)), kv_codec_bits(c, 128), mse[t][1],
@@ -581,7 +581,7 @@ static void test_gaussian_mse(void **state) {
     print_message("tq codecs against the integrated predictions (Gaussian = n -> infinity; f_n + LS = dimension n\n"
                   "coordinate density with the least-squares scale gain):\n");
     print_message("%-7s %4s %11s %11s %8s %11s %8s\n", "codec", "n", "measured", "Gaussian", "dev", "f_n+LS", "dev");
-    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         if (!is_tq(t)) continue;
         const double pg = tq_predicted_mse(t);
         for (int di = 0; di < 2; di++) {

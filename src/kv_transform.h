@@ -1,0 +1,63 @@
+/* kv_transform.h — calibrated transform coding of K and V ("kt" cache types).
+ *
+ * Attn-rot makes every coordinate alike so one codebook fits all; transform
+ * coding does the opposite and exploits the structure that is left: per
+ * (layer, KV head) it fits, from a calibration batch,
+ *   - a center mu (the mean),
+ *   - a metric W in which errors are measured: for K the second moment of the
+ *     queries that will be dotted with it (an error along a direction no query
+ *     looks at costs nothing), for V the Gram matrix of the output projection
+ *     columns that read that head (errors are judged after W_o),
+ *   - the eigenbasis U of the covariance in that metric, so the coordinates
+ *     y = T (x - mu), T = Uᵀ W^{1/2}, are uncorrelated with variances lambda_i
+ *     and a squared error in y is the error that matters,
+ *   - an integer bit allocation b_i over coordinates by greedy reverse
+ *     water-filling on lambda_i × D(b) (D: the Lloyd-Max Gaussian distortion),
+ *     summing to a fixed budget per vector.
+ * Each cached vector is then one 8-bit log-coded scale s plus, per coordinate, a b_i-bit
+ * Lloyd-Max index of y_i / (s sqrt(lambda_i)). Scores are computed in y-space:
+ * q·x = (T^{-T} q)·y + q·mu; values are summed in y-space and mapped back once
+ * per query with T^{-1}. */
+#ifndef ROTKV_KV_TRANSFORM_H
+#define ROTKV_KV_TRANSFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVT_MAX_BITS 8
+
+typedef struct {
+    int hd;
+    int total_bits;     /* sum of bits[] */
+    size_t row_bytes;   /* 1 (log-coded scale) + ceil(total_bits / 8) */
+    float *mu;          /* (hd,) */
+    float *T;           /* (hd, hd) row-major: y = T (x - mu) */
+    float *Tinv;        /* (hd, hd): x = Tinv y + mu */
+    float *sigma;       /* (hd,) sqrt(lambda_i) */
+    uint8_t *bits;      /* (hd,) */
+    uint32_t *bit_ofs;  /* (hd,) offset of coordinate i's index in the bit field */
+} kvt_head;
+
+/* Fits a transform to n calibration vectors X (n, hd) with the metric M (hd, hd,
+ * symmetric positive semi-definite; NULL = identity) and a budget of
+ * budget_bits index bits per vector. Returns 0, or -1 on allocation failure. */
+int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int budget_bits);
+void kvt_free(kvt_head *h);
+
+void kvt_encode(const kvt_head *h, const float *x, uint8_t *dst);
+void kvt_decode(const kvt_head *h, const uint8_t *src, float *x); /* back to the original space */
+
+/* Query side: qy = T^{-T} q scaled by sigma (so a score is s · Σ qy_i c[idx_i]);
+ * returns q·mu. */
+float kvt_prep_query(const kvt_head *h, const float *q, float *qy);
+/* s · Σ_i qy_i · c_{b_i}[idx_i]  (add q·mu for the score) */
+float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy);
+/* acc_y[i] += w · s · sigma_i · c_{b_i}[idx_i] */
+void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
+/* out += Tinv acc_y + wsum · mu */
+void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out);
+
+/* Mean squared error of the Lloyd-Max quantizer with b bits on N(0,1) (b = 0: 1). */
+double kvt_gauss_distortion(int b);
+
+#endif
