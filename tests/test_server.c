@@ -696,6 +696,30 @@ static void test_cli_render_vs_jinja(void **state) {
     }
 }
 
+/* `rotkv chat`: two turns, a reset; the second turn reuses the first from the KV cache. */
+static void test_chat_cli(void **state) {
+    (void)state;
+    NEED_SERVER();
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "printf 'Hello there\\nTell me more\\n/reset\\nBye\\n/exit\\n' | %s chat -m %s -n 12 -t 2 "
+             "--system 'You tell stories.' 2>&1",
+             rotkv_bin(), g_model);
+    int rc;
+    char *out = run_capture(cmd, &rc);
+    assert_int_equal(rc, 0);
+    int turns = 0, cached2 = -1;
+    for (const char *p = out; (p = strstr(p, " prompt tokens (")); p++) {
+        turns++;
+        if (turns == 2) cached2 = atoi(p + strlen(" prompt tokens ("));
+    }
+    if (turns != 3 || cached2 < 40) {
+        print_error("unexpected chat transcript:\n%s\n", out);
+        fail();
+    }
+    free(out);
+}
+
 static void test_shutdown_clean(void **state) {
     (void)state;
     NEED_SERVER();
@@ -742,6 +766,7 @@ int main(void) {
         cmocka_unit_test(test_prefix_reuse),          cmocka_unit_test(test_concurrency_and_cancel),
         cmocka_unit_test(test_admission),             cmocka_unit_test(test_slots_and_api_key),
         cmocka_unit_test(test_openai_client),         cmocka_unit_test(test_cli_render_vs_jinja),
+        cmocka_unit_test(test_chat_cli),
         cmocka_unit_test(test_shutdown_clean),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -911,7 +911,7 @@ srv_engine *srv_engine_start(rotkv_model *model, const rotkv_context_params *cp_
         free(e);
         return NULL;
     }
-    fprintf(stderr, "rotkv serve: KV budget %llu blocks of %u tokens (%.2f MiB each, %.2f MiB in all)\n",
+    fprintf(stderr, "rotkv: KV budget %llu blocks of %u tokens (%.2f MiB each, %.2f MiB in all)\n",
             (unsigned long long)e->budget_blocks, st.tokens_per_block, st.bytes_per_block / 1048576.0,
             e->budget_blocks * (double)st.bytes_per_block / 1048576.0);
     /* recreate with the library enforcing the same cap, as a safety net */
