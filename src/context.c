@@ -412,6 +412,49 @@ static double *value_metric(const rotkv_model *m, const layer_weights *L) {
     return M;
 }
 
+/* Fits the kt* transforms of a layer on the current batch (c->q/k/v). Keys
+ * and queries are post-RoPE, so a fit on positions 0..n alone would not know
+ * the rotations of later positions: each key and query is also presented at
+ * KT_AUG extra positions spread over the context (RoPE angles add). */
+#define KT_AUG 7
+static rotkv_status calibrate_layer(rotkv_context *c, uint32_t il, int n, rotkv_error *err) {
+    const rotkv_model *m = c->model;
+    const model_hparams *hp = &m->hp;
+    const int hd = (int)hp->head_dim_k, nh = (int)hp->n_head, nkv = (int)hp->n_head_kv;
+    const size_t Qd = (size_t)nh * hd, Kd = (size_t)nkv * hd, na = (size_t)n * (KT_AUG + 1);
+    float *Ka = malloc(sizeof(float) * na * Kd), *Qa = malloc(sizeof(float) * na * Qd);
+    double *vm = value_metric(m, &m->layers[il]);
+    rotkv_status st = ROTKV_OK;
+    if (!Ka || !Qa || !vm) {
+        st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory calibrating the KV transforms");
+        goto out;
+    }
+    uint64_t rs = 0x9e3779b97f4a7c15ull ^ il;
+    for (int a = 0; a <= KT_AUG; a++)
+        for (int t = 0; t < n; t++) {
+            float *k = Ka + ((size_t)a * n + t) * Kd, *q = Qa + ((size_t)a * n + t) * Qd;
+            memcpy(k, c->k + (size_t)t * Kd, sizeof(float) * Kd);
+            memcpy(q, c->q + (size_t)t * Qd, sizeof(float) * Qd);
+            if (a == 0) continue;
+            rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+            const int32_t dk = (int32_t)((rs >> 33) % c->params.n_ctx);
+            rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+            const int32_t dq = (int32_t)((rs >> 33) % c->params.n_ctx);
+            for (int h = 0; h < nkv; h++)
+                rope_apply(k + (size_t)h * hd, (int)hp->n_rot, dk, hp->rope_freq_base, hp->rope_freq_scale,
+                           m->rope_factors, hp->rope);
+            for (int h = 0; h < nh; h++)
+                rope_apply(q + (size_t)h * hd, (int)hp->n_rot, dq, hp->rope_freq_base, hp->rope_freq_scale,
+                           m->rope_factors, hp->rope);
+        }
+    st = kv_cache_calibrate(c->kv, il, Ka, (int)na, c->v, n, Qa, (int)na, nh, vm, err);
+out:
+    free(Ka);
+    free(Qa);
+    free(vm);
+    return st;
+}
+
 static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, int n, rotkv_error *err) {
     const rotkv_model *m = c->model;
     const model_hparams *hp = &m->hp;
@@ -470,10 +513,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         }
         if (kv_cache_needs_calibration(c->kv, il)) {
             /* kt* cache types are fitted on the first batch this layer sees */
-            double *vm = value_metric(m, L);
-            rotkv_status st = vm ? kv_cache_calibrate(c->kv, il, c->k, c->v, c->q, n, nh, vm, err)
-                                 : rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
-            free(vm);
+            rotkv_status st = calibrate_layer(c, il, n, err);
             if (st != ROTKV_OK) return st;
         }
         for (int t = 0; t < n; t++)

@@ -379,10 +379,11 @@ bool kv_cache_needs_calibration(const kv_cache *kv, uint32_t layer) {
            (kv->lk[layer].codec->kt_bits > 0 || kv->lv[layer].codec->kt_bits > 0);
 }
 
-rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, const float *V, const float *Q, int n,
-                                 int n_head, const double *v_metric, rotkv_error *err) {
+rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, int n_k, const float *V, int n_v,
+                                 const float *Q, int n_q, int n_head, const double *v_metric, rotkv_error *err) {
     if (!kv_cache_needs_calibration(kv, layer)) return ROTKV_OK;
     const int hd = (int)kv->p.head_dim, nkv = (int)kv->p.n_head_kv, row = hd * nkv, group = n_head / nkv;
+    const int n = n_k > n_v ? n_k : n_v;
     float *X = malloc(sizeof(float) * (size_t)n * hd);
     double *M = malloc(sizeof(double) * (size_t)hd * hd);
     if (!X || !M) {
@@ -396,20 +397,20 @@ rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, co
         if (kv->lk[layer].codec->kt_bits > 0) {
             /* K metric: second moment of the queries of this head's group */
             for (int i = 0; i < hd * hd; i++) M[i] = 0;
-            for (int t = 0; t < n; t++)
+            for (int t = 0; t < n_q; t++)
                 for (int g = 0; g < group; g++) {
                     const float *q = Q + (size_t)t * n_head * hd + (size_t)(h * group + g) * hd;
                     for (int i = 0; i < hd; i++)
                         for (int j = 0; j < hd; j++) M[i * hd + j] += (double)q[i] * q[j];
                 }
-            for (int i = 0; i < hd * hd; i++) M[i] /= (double)n * group;
-            for (int t = 0; t < n; t++) memcpy(X + (size_t)t * hd, K + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
-            if (kvt_fit(hk, hd, X, n, M, kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0)
+            for (int i = 0; i < hd * hd; i++) M[i] /= (double)n_q * group;
+            for (int t = 0; t < n_k; t++) memcpy(X + (size_t)t * hd, K + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
+            if (kvt_fit(hk, hd, X, n_k, M, kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0)
                 st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting K transforms");
         }
         if (st == ROTKV_OK && kv->lv[layer].codec->kt_bits > 0) {
-            for (int t = 0; t < n; t++) memcpy(X + (size_t)t * hd, V + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
-            if (kvt_fit(hv, hd, X, n, v_metric ? v_metric + (size_t)h * hd * hd : NULL,
+            for (int t = 0; t < n_v; t++) memcpy(X + (size_t)t * hd, V + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
+            if (kvt_fit(hv, hd, X, n_v, v_metric ? v_metric + (size_t)h * hd * hd : NULL,
                         kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0)
                 st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting V transforms");
         }

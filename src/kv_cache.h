@@ -104,13 +104,14 @@ const float *kv_cache_center_k(const kv_cache *kv, uint32_t seq, uint32_t layer)
 const float *kv_cache_center_v(const kv_cache *kv, uint32_t seq, uint32_t layer);
 
 /* Transform codecs (kt*) must be fitted before the layer stores anything:
- * from the first batch, K, V (n, n_head_kv*hd) and the queries Q
- * (n, n_head*hd) of that layer, and the metric of each KV head's values
+ * from the first batch: K (n_k, n_head_kv*hd), V (n_v, ...) and the queries
+ * Q (n_q, n_head*hd) of that layer (K and Q may be augmented with extra RoPE
+ * rotations so the fit covers positions the batch did not reach), and the metric of each KV head's values
  * (n_head_kv, hd, hd; the output projection's Gram matrix). Returns false
  * if the layer needs no calibration or already has it. */
 bool kv_cache_needs_calibration(const kv_cache *kv, uint32_t layer);
-rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, const float *V, const float *Q, int n,
-                                 int n_head, const double *v_metric, rotkv_error *err);
+rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, int n_k, const float *V, int n_v,
+                                 const float *Q, int n_q, int n_head, const double *v_metric, rotkv_error *err);
 /* Bytes of the fitted transforms (shared by all sequences of the context). */
 size_t kv_cache_transform_bytes(const kv_cache *kv);
 

@@ -8,7 +8,10 @@
 
 #include "lloyd_max.h"
 
-#define KVT_BITS_CAP 6 /* lloyd_max_gaussian computes up to 6 bits */
+#define KVT_BITS_CAP 6
+#ifndef KVT_SHRINK
+#define KVT_SHRINK 1.0
+#endif /* lloyd_max_gaussian computes up to 6 bits */
 
 /* Lloyd-Max codebooks for 1..6 bits, computed once. */
 static float cb_levels[KVT_BITS_CAP + 1][1 << KVT_BITS_CAP];
@@ -134,8 +137,12 @@ int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int bud
     for (int i = 0; i < hd; i++)
         for (int j = i; j < hd; j++) C[j * hd + i] = C[i * hd + j] /= n;
     for (int i = 0; i < hd; i++) trc += C[i * hd + i];
-    /* a little ridge keeps the fit sane when the calibration batch is short */
-    for (int i = 0; i < hd; i++) C[i * hd + i] += 1e-3 * trc / hd + 1e-12;
+    /* shrink toward isotropic in proportion to hd/n: a short calibration batch
+     * must not leave directions it happened not to see without bits */
+    const double alpha = fmin(0.9, KVT_SHRINK * hd / (n + hd)) + 1e-3;
+    for (int i = 0; i < hd; i++)
+        for (int j = 0; j < hd; j++) C[i * hd + j] *= 1 - alpha;
+    for (int i = 0; i < hd; i++) C[i * hd + i] += alpha * trc / hd + 1e-12;
     /* metric square root W^{1/2} and inverse square root (eigenvalues floored) */
     if (M) memcpy(W, M, sizeof(double) * hd * hd);
     else

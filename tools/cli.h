@@ -26,6 +26,7 @@ typedef struct {
     int n_keep;              /* --keep */
     int kv_sink, kv_window;  /* --kv-sink, --kv-window */
     int kv_center;           /* --kv-center on|off|auto */
+    const char *kv_calib;    /* --kv-calib FILE: fit kt* cache types on this text */
     rotkv_kv_type layer_k[1024], layer_v[1024];
     bool no_bos, parse_special, show_pieces;
     const char *kld_base;    /* --kl-divergence-base */
@@ -66,6 +67,9 @@ int cli_kv_type(const char *name);
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp);
 /* Applies --kv-override to cp for a loaded model (n_layer known). */
 bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params *cp);
+/* With --kv-calib, runs the file's first tokens through sequence 0 (which
+ * fits kt* cache types) and clears it again. */
+bool cli_calibrate(const cli_opts *o, const rotkv_model *m, rotkv_context *ctx);
 /* Parses sizes like 2GiB, 512MiB, 1.5G, 1000000. */
 bool cli_parse_bytes(const char *s, uint64_t *out);
 /* Tokenizes the whole text (add_special per model unless --no-bos). */
@@ -81,5 +85,6 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 #endif

@@ -113,6 +113,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
             }
         }
         else if (IS("--context-shift")) o->context_shift = true;
+        else if (IS("--kv-calib")) { NEED_VALUE(); o->kv_calib = v; }
         else if (IS("--host")) { NEED_VALUE(); o->host = v; }
         else if (IS("--port")) { NEED_VALUE(); if (!parse_int(a, v, &o->port)) return false; }
         else if (IS("-np") || IS("--parallel")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_parallel)) return false; }
@@ -236,6 +237,30 @@ int cli_kv_type(const char *name) {
         if (strcmp(rotkv_kv_type_name((rotkv_kv_type)i), "unknown")) fprintf(stderr, " %s", rotkv_kv_type_name((rotkv_kv_type)i));
     fprintf(stderr, ")\n");
     return -1;
+}
+
+bool cli_calibrate(const cli_opts *o, const rotkv_model *m, rotkv_context *ctx) {
+    if (!o->kv_calib) return true;
+    cli_opts t = *o;
+    t.prompt = NULL;
+    t.file = o->kv_calib;
+    size_t len;
+    char *text = cli_read_text(&t, &len);
+    if (!text) return false;
+    int32_t n = 0;
+    rotkv_token *toks = cli_tokenize(m, text, len, true, false, &n);
+    free(text);
+    if (!toks) return false;
+    if ((uint32_t)n > rotkv_n_ctx(ctx)) n = (int32_t)rotkv_n_ctx(ctx);
+    if ((uint32_t)n > (uint32_t)o->n_batch) n = o->n_batch; /* the first batch is what calibrates */
+    rotkv_error err = {0};
+    rotkv_batch b = {.n_tokens = n, .token = toks};
+    bool ok = n > 0 && rotkv_decode(ctx, &b, &err) == ROTKV_OK;
+    if (!ok) fprintf(stderr, "rotkv: --kv-calib: %s\n", n > 0 ? err.msg : "no tokens in the calibration text");
+    else fprintf(stderr, "rotkv: KV calibration on %d tokens of '%s'\n", n, o->kv_calib);
+    rotkv_seq_clear(ctx, 0);
+    free(toks);
+    return ok;
 }
 
 bool cli_parse_bytes(const char *s, uint64_t *out) {

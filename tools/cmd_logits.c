@@ -67,6 +67,7 @@ int cmd_logits(int argc, char **argv) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;
     }
+    if (!cli_calibrate(&o, m, ctx)) goto done;
     const int V = rotkv_n_vocab(m);
     want = malloc((size_t)n);
     idx = malloc(sizeof(int) * (size_t)V);

@@ -266,6 +266,7 @@ int cmd_perplexity(int argc, char **argv) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;
     }
+    if (!cli_calibrate(&o, m, ctx)) goto done;
     want = malloc((size_t)n_ctx);
     q = malloc(sizeof(uint16_t) * (size_t)V);
     bq = malloc(sizeof(uint16_t) * (size_t)V);

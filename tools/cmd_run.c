@@ -49,6 +49,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;
     }
+    if (!cli_calibrate(&o, m, ctx)) goto done;
     if ((uint32_t)n_prompt > rotkv_n_ctx(ctx)) {
         fprintf(stderr, "rotkv: error: the prompt has %d tokens but the context holds %u (use -c)\n", n_prompt,
                 rotkv_n_ctx(ctx));
