@@ -349,6 +349,8 @@ int cmd_perplexity(int argc, char **argv) {
         fflush(stdout);
         progress(c + 1, n_chunks, t0);
     }
+    printf("KV bits/value : %.4f (K and V averaged at %d tokens; every scale, norm and f16 row counted)\n",
+           rotkv_kv_bits_per_value(ctx, (uint32_t)n_ctx), n_ctx);
     const double mean = nll / count, var = nll2 / count - mean * mean;
     const double ppl = exp(mean);
     printf("Final estimate: PPL = %.4f +/- %.5f\n", ppl, var > 0 && count > 1 ? ppl * sqrt(var / (count - 1)) : 0.0);
