@@ -14,6 +14,7 @@
 #include "gguf.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -223,6 +224,40 @@ void gguf_close(gguf_file *f) {
     free(f);
 }
 
+typedef struct {
+    gguf_str s;
+    uint64_t idx;
+} named;
+
+static int cmp_named(const void *a, const void *b) {
+    const named *x = a, *y = b;
+    const uint64_t n = x->s.len < y->s.len ? x->s.len : y->s.len;
+    int r = n ? memcmp(x->s.ptr, y->s.ptr, n) : 0;
+    if (r) return r;
+    if (x->s.len != y->s.len) return x->s.len < y->s.len ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Finds, in O(n log n), the smallest index whose name (a gguf_str at name_ofs
+ * inside each element) repeats an earlier one; *dup = n if none. False on OOM. */
+static bool first_duplicate(const void *elems, size_t elem_size, size_t name_ofs, uint64_t n, uint64_t *dup) {
+    *dup = n;
+    if (n < 2) return true;
+    named *v = malloc(n * sizeof *v);
+    if (!v) return false;
+    for (uint64_t i = 0; i < n; i++) {
+        memcpy(&v[i].s, (const uint8_t *)elems + i * elem_size + name_ofs, sizeof(gguf_str));
+        v[i].idx = i;
+    }
+    qsort(v, n, sizeof *v, cmp_named);
+    for (uint64_t i = 1; i < n; i++)
+        if (v[i].s.len == v[i - 1].s.len && (v[i].s.len == 0 || !memcmp(v[i].s.ptr, v[i - 1].s.ptr, v[i].s.len)) &&
+            v[i].idx < *dup)
+            *dup = v[i].idx; /* sorted by index within equal names: v[i] is a later occurrence */
+    free(v);
+    return true;
+}
+
 static bool gguf_parse(gguf_file *f, char *err, size_t errlen) {
     cursor c = {f->map, f->size, 0, err, errlen};
     uint32_t magic;
@@ -252,13 +287,14 @@ static bool gguf_parse(gguf_file *f, char *err, size_t errlen) {
     for (uint64_t i = 0; i < n_kv; i++) {
         f->n_kv = i + 1;
         if (!parse_kv(&c, &f->kv[i])) return false;
-        for (uint64_t j = 0; j < i; j++)
-            if (f->kv[j].key.len == f->kv[i].key.len &&
-                memcmp(f->kv[j].key.ptr, f->kv[i].key.ptr, f->kv[i].key.len) == 0) {
-                char key[128];
-                key_for_msg(f->kv[i].key, key, sizeof key);
-                return fail(&c, f->kv[i].offset, "duplicate metadata key '%s'", key);
-            }
+    }
+    uint64_t dup;
+    if (!first_duplicate(f->kv, sizeof *f->kv, offsetof(gguf_kv, key), f->n_kv, &dup))
+        return fail(&c, 0, "out of memory");
+    if (dup < f->n_kv) {
+        char key[128];
+        key_for_msg(f->kv[dup].key, key, sizeof key);
+        return fail(&c, f->kv[dup].offset, "duplicate metadata key '%s'", key);
     }
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
     const gguf_kv *al = gguf_find(f, "general.alignment");
@@ -273,13 +309,13 @@ static bool gguf_parse(gguf_file *f, char *err, size_t errlen) {
     }
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         if (!parse_tensor_info(&c, &f->tensors[i], f->alignment)) return false;
-        for (uint64_t j = 0; j < i; j++)
-            if (f->tensors[j].name.len == f->tensors[i].name.len &&
-                memcmp(f->tensors[j].name.ptr, f->tensors[i].name.ptr, f->tensors[i].name.len) == 0) {
-                char name[GGUF_MAX_NAME + 8];
-                key_for_msg(f->tensors[i].name, name, sizeof name);
-                return fail(&c, f->tensors[i].info_offset, "duplicate tensor name '%s'", name);
-            }
+    }
+    if (!first_duplicate(f->tensors, sizeof *f->tensors, offsetof(gguf_tensor, name), f->n_tensors, &dup))
+        return fail(&c, 0, "out of memory");
+    if (dup < f->n_tensors) {
+        char name[GGUF_MAX_NAME + 8];
+        key_for_msg(f->tensors[dup].name, name, sizeof name);
+        return fail(&c, f->tensors[dup].info_offset, "duplicate tensor name '%s'", name);
     }
     uint64_t pad = (f->alignment - c.pos % f->alignment) % f->alignment;
     f->data_offset = c.pos + pad;
