@@ -44,13 +44,21 @@
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
 
-/* Register tile of the prefill kernels, per family (rows x tokens). */
+/* Register tile of the prefill kernels, per family (rows x tokens): 2 x 4
+ * measured best or equal-best among 2x4, 4x2, 3x3, 3x4, 4x4 for every family
+ * (docs/performance.md). At most 4 x 4 (the accumulator arrays). */
+#ifndef B32_TILE_R
 #define B32_TILE_R 2 /* q4_0 ... iq4_nl: 2 unpacked rows, 2 x 4 accumulators */
 #define B32_TILE_T 4
+#endif
+#ifndef K_TILE_R
 #define K_TILE_R 2 /* K-quants */
 #define K_TILE_T 4
-#define F_TILE_R 4 /* f32 / f16 / bf16 */
-#define F_TILE_T 2
+#endif
+#ifndef F_TILE_R
+#define F_TILE_R 2 /* f32 / f16 / bf16 */
+#define F_TILE_T 4
+#endif
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -215,54 +223,57 @@ AI size_t b32_size(const int kind) {
 /* q4_1 / q5_1 have unsigned codes and an offset m (activations q8_1). */
 AI int b32_has_min(const int kind) { return kind == K_Q4_1 || kind == K_Q5_1; }
 
-/* The 32 codes of a block (signed, or unsigned for the types with a minimum),
- * its scale d and minimum m. */
-AI __m256i b32_load(const int kind, const uint8_t *p, float *d, float *m) {
+/* Code offset of the types whose codes are stored unsigned + offset
+ * (q = u - off): 8 for q4_0, 16 for q5_0; 0 for the rest. */
+AI int b32_offset(const int kind) { return kind == K_Q4_0 ? 8 : kind == K_Q5_0 ? 16 : 0; }
+
+/* A block's f16 field at byte ofs, converted and broadcast to 8 lanes. */
+AI __m256 f16_bcast(const uint8_t *p, size_t ofs) {
+    int16_t h;
+    memcpy(&h, p + ofs, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16(h));
+}
+
+/* The 32 codes of a block: unsigned (q4_1, q5_1; and q4_0 / q5_0 when
+ * stored_form, i.e. before subtracting b32_offset) or signed. */
+AI __m256i b32_codes(const int kind, const uint8_t *p, const int stored_form) {
     switch (kind) {
     case K_Q4_0: {
-        const block_q4_0 *b = (const block_q4_0 *)p;
-        *d = f16_to_f32(b->d);
-        return _mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8));
+        const __m256i u = unpack_nibbles(((const block_q4_0 *)p)->qs);
+        return stored_form ? u : _mm256_sub_epi8(u, _mm256_set1_epi8(8));
     }
-    case K_Q4_1: {
-        const block_q4_1 *b = (const block_q4_1 *)p;
-        *d = f16_to_f32(b->d);
-        *m = f16_to_f32(b->m);
-        return unpack_nibbles(b->qs);
-    }
+    case K_Q4_1: return unpack_nibbles(((const block_q4_1 *)p)->qs);
     case K_Q5_0: {
-        /* q - 16: the nibble where bit 4 is set, nibble - 16 = nibble | 0xF0 where not */
         const block_q5_0 *b = (const block_q5_0 *)p;
-        *d = f16_to_f32(b->d);
-        const __m256i hi = _mm256_andnot_si256(bytes_from_bits32(b->qh), _mm256_set1_epi8((char)0xF0));
-        return _mm256_or_si256(unpack_nibbles(b->qs), hi);
+        const __m256i bits = bytes_from_bits32(b->qh);
+        if (stored_form) return _mm256_or_si256(unpack_nibbles(b->qs), _mm256_and_si256(bits, _mm256_set1_epi8(0x10)));
+        /* q - 16: the nibble where bit 4 is set, nibble - 16 = nibble | 0xF0 where not */
+        return _mm256_or_si256(unpack_nibbles(b->qs), _mm256_andnot_si256(bits, _mm256_set1_epi8((char)0xF0)));
     }
     case K_Q5_1: {
         const block_q5_1 *b = (const block_q5_1 *)p;
-        *d = f16_to_f32(b->d);
-        *m = f16_to_f32(b->m);
         const __m256i hi = _mm256_and_si256(bytes_from_bits32(b->qh), _mm256_set1_epi8(0x10));
         return _mm256_or_si256(unpack_nibbles(b->qs), hi);
     }
-    case K_Q8_0: {
-        const block_q8_0 *b = (const block_q8_0 *)p;
-        *d = f16_to_f32(b->d);
-        return _mm256_loadu_si256((const __m256i *)b->qs);
-    }
+    case K_Q8_0: return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)p)->qs);
     default: {
-        const block_iq4_nl *b = (const block_iq4_nl *)p;
-        *d = f16_to_f32(b->d);
         const __m128i lut = _mm_loadu_si128((const __m128i *)kvalues_iq4nl);
-        return _mm256_shuffle_epi8(_mm256_set_m128i(lut, lut), unpack_nibbles(b->qs));
+        return _mm256_shuffle_epi8(_mm256_set_m128i(lut, lut), unpack_nibbles(((const block_iq4_nl *)p)->qs));
     }
     }
 }
 
-/* y[t*ys + r] = row r . act t for NR x NT (compile-time) rows x tokens. */
+/* y[t*ys + r] = row r . act t for NR x NT (compile-time) rows x tokens.
+ * The integer lanes (exact partial sums of q_w * q_a over 4 values) are the
+ * same whichever way they are formed, so the shapes may form them
+ * differently: with one token, q4_0 / q5_0 multiply their stored unsigned
+ * codes and subtract offset * sum(q_a) (fewer instructions per row); with
+ * several tokens the signed codes use the sign trick. */
 AI void b32_tile(const int kind, const int NR, const int NT, int64_t n, const uint8_t *w, size_t ws,
                  const uint8_t *a, size_t as, float *y, size_t ys) {
     const size_t wbs = b32_size(kind);
     const int hm = b32_has_min(kind);
+    const int stored = NT == 1 && b32_offset(kind) > 0;
     const size_t abs_ = hm ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t qofs = hm ? offsetof(block_q8_1, qs) : offsetof(block_q8_0, qs);
     __m256 acc[4][4];
@@ -271,29 +282,41 @@ AI void b32_tile(const int kind, const int NR, const int NT, int64_t n, const ui
         acc[r][t] = _mm256_setzero_ps();
         macc[r][t] = 0.0f;
     }
+    const __m256i ones = _mm256_set1_epi16(1);
     const int64_t nb = n / 32;
     for (int64_t i = 0; i < nb; i++) {
         __m256i wq[4], wa[4];
-        float dw[4], mw[4] = {0};
+        __m256 dwv[4];
+        float mw[4] = {0};
         UNROLL for (int r = 0; r < NR; r++) {
-            wq[r] = b32_load(kind, w + r * ws + i * wbs, &dw[r], &mw[r]);
-            if (!hm) wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
+            const uint8_t *wb = w + r * ws + i * wbs;
+            wq[r] = b32_codes(kind, wb, stored);
+            if (!hm && !stored) wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
+            dwv[r] = f16_bcast(wb, 0);
+            if (hm) {
+                f16_t mh;
+                memcpy(&mh, wb + 2, 2);
+                mw[r] = f16_to_f32(mh);
+            }
         }
         UNROLL for (int t = 0; t < NT; t++) {
             const uint8_t *ab = a + t * as + i * abs_;
             const __m256i av = _mm256_loadu_si256((const __m256i *)(ab + qofs));
-            f16_t dh;
-            memcpy(&dh, ab, sizeof dh);
-            const float da = f16_to_f32(dh);
+            const __m256 dav = f16_bcast(ab, 0);
             float sa = 0.0f;
             if (hm) {
                 f16_t sh;
                 memcpy(&sh, ab + offsetof(block_q8_1, s), sizeof sh);
                 sa = f16_to_f32(sh);
             }
+            __m256i off = _mm256_setzero_si256(); /* offset * (a_j + a_j+1) per i16 pair */
+            if (stored) off = _mm256_maddubs_epi16(_mm256_set1_epi8((char)b32_offset(kind)), av);
             UNROLL for (int r = 0; r < NR; r++) {
-                const __m256i p = hm ? dot_u8(wq[r], av) : dot_s8(wa[r], wq[r], av);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), _mm256_cvtepi32_ps(p), acc[r][t]);
+                __m256i p;
+                if (hm) p = dot_u8(wq[r], av);
+                else if (stored) p = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(wq[r], av), off), ones);
+                else p = dot_s8(wa[r], wq[r], av);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dwv[r], dav), _mm256_cvtepi32_ps(p), acc[r][t]);
                 if (hm) macc[r][t] += mw[r] * sa;
             }
         }
@@ -304,14 +327,17 @@ AI void b32_tile(const int kind, const int NR, const int NT, int64_t n, const ui
 
 /* ---------------------------------------------------------- K-quants x q8_K */
 
-/* Per super-block and row: the scales and minimums the group loop needs. */
-typedef struct {
-    int16_t sc[16]; /* scale per 16-value sub-block (q2/q3/q6), or per 32-value group (q4/q5, first 8) */
-    __m256i corr;   /* i16 x 16 multiplied with the activation bsums: minimums or code offsets */
-    float d, dmin;
-} kq_row;
-
 enum { K_Q2_K, K_Q3_K, K_Q4_K, K_Q5_K, K_Q6_K };
+
+/* Per super-block and row: what the group loop needs. */
+typedef struct {
+    /* i16 scales, arranged for kq_scale: q4_K/q5_K: sc[0..7] in both 128-bit
+     * halves; 16-scale types: sub-blocks 0,2,..,14 in the low half, 1,3,..,15
+     * in the high half */
+    __m256i sc;
+    __m256i corr; /* i16 x 16, times the activation bsums: minimums or code offsets */
+    __m256 d, dmin;
+} kq_row;
 
 AI size_t kq_size(const int kind) {
     switch (kind) {
@@ -323,60 +349,82 @@ AI size_t kq_size(const int kind) {
     }
 }
 
-/* Scales per 32-value group (q4_K, q5_K) rather than per 16-value sub-block. */
-AI int kq_group_scales(const int kind) { return kind == K_Q4_K || kind == K_Q5_K; }
+/* The minimums are scaled by dmin (q2_K, q4_K, q5_K); the other types' corr
+ * is an exact integer code offset. */
+AI int kq_has_min(const int kind) { return kind == K_Q2_K || kind == K_Q4_K || kind == K_Q5_K; }
+
+/* 16 int8 sub-block scales (natural order) -> kq_row.sc layout. */
+AI __m256i kq_even_odd(__m128i sc8, const int is_signed) {
+    const __m128i eo = _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+    return is_signed ? _mm256_cvtepi8_epi16(eo) : _mm256_cvtepu8_epi16(eo);
+}
 
 AI void kq_prepare(const int kind, const uint8_t *p, kq_row *o) {
-    int16_t c[16];
     switch (kind) {
-    case K_Q2_K: { /* corr = the minimums (subtracted, times dmin) */
+    case K_Q2_K: { /* low nibble scale, high nibble minimum */
         const block_q2_K *b = (const block_q2_K *)p;
-        for (int i = 0; i < 16; i++) {
-            o->sc[i] = b->scales[i] & 0x0F;
-            c[i] = b->scales[i] >> 4;
-        }
-        o->d = f16_to_f32(b->d);
-        o->dmin = f16_to_f32(b->dmin);
+        const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
+        const __m128i m4 = _mm_set1_epi8(0x0F);
+        o->sc = kq_even_odd(_mm_and_si128(s, m4), 0);
+        o->corr = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
+        o->d = f16_bcast(p, offsetof(block_q2_K, d));
+        o->dmin = f16_bcast(p, offsetof(block_q2_K, dmin));
         break;
     }
-    case K_Q3_K: { /* codes are stored + 4: corr = 4 * scale */
+    case K_Q3_K: { /* 6-bit scales - 32 (see q3k_scale); codes stored + 4: corr = 4 * scale */
         const block_q3_K *b = (const block_q3_K *)p;
-        for (int i = 0; i < 16; i++) {
-            o->sc[i] = (int16_t)q3k_scale(b->scales, i);
-            c[i] = (int16_t)(4 * o->sc[i]);
-        }
-        o->d = f16_to_f32(b->d);
-        o->dmin = 0.0f;
+        uint32_t w[3], v[4];
+        memcpy(w, b->scales, 12);
+        const uint32_t lo4 = 0x0F0F0F0F, lo2 = 0x03030303;
+        v[0] = (w[0] & lo4) | ((w[2] & lo2) << 4);               /* scales 0..3 */
+        v[1] = (w[1] & lo4) | (((w[2] >> 2) & lo2) << 4);        /* 4..7 */
+        v[2] = ((w[0] >> 4) & lo4) | (((w[2] >> 4) & lo2) << 4); /* 8..11 */
+        v[3] = ((w[1] >> 4) & lo4) | (((w[2] >> 6) & lo2) << 4); /* 12..15 */
+        const __m128i s = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)v), _mm_set1_epi8(32));
+        o->sc = kq_even_odd(s, 1);
+        o->corr = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s), 2);
+        o->d = f16_bcast(p, offsetof(block_q3_K, d));
+        o->dmin = _mm256_setzero_ps();
         break;
     }
     case K_Q4_K:
-    case K_Q5_K: { /* corr = the minimum of each 32-value group, once per 16 bsums */
-        const uint8_t *s = kind == K_Q4_K ? ((const block_q4_K *)p)->scales : ((const block_q5_K *)p)->scales;
-        f16_t dh, mh;
-        memcpy(&dh, p, 2);
-        memcpy(&mh, p + 2, 2);
-        for (int g = 0; g < 8; g++) {
-            uint8_t sc, mn;
-            kquant_scale_min(s, g, &sc, &mn);
-            o->sc[g] = sc;
-            c[2 * g] = c[2 * g + 1] = mn;
-        }
-        o->d = f16_to_f32(dh);
-        o->dmin = f16_to_f32(mh);
+    case K_Q5_K: { /* 6-bit scales and minimums of the 8 groups (see kquant_scale_min) */
+        const uint8_t *sp = kind == K_Q4_K ? ((const block_q4_K *)p)->scales : ((const block_q5_K *)p)->scales;
+        uint32_t w[3], v[4];
+        memcpy(w, sp, 12);
+        const uint32_t lo6 = 0x3F3F3F3F, lo4 = 0x0F0F0F0F, lo2 = 0x03030303;
+        v[0] = w[0] & lo6;                                        /* scales 0..3 */
+        v[1] = (w[2] & lo4) | (((w[0] >> 6) & lo2) << 4);         /* scales 4..7 */
+        v[2] = w[1] & lo6;                                        /* minimums 0..3 */
+        v[3] = ((w[2] >> 4) & lo4) | (((w[1] >> 6) & lo2) << 4);  /* minimums 4..7 */
+        const __m128i s = _mm_loadu_si128((const __m128i *)v);
+        o->sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(s));
+        /* minimum of group g for bsums 2g and 2g + 1 */
+        o->corr = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(s, s));
+        o->d = f16_bcast(p, 0);
+        o->dmin = f16_bcast(p, 2);
         break;
     }
-    default: { /* q6_K: codes are stored + 32: corr = 32 * scale */
+    default: { /* q6_K: int8 scales; codes stored + 32: corr = 32 * scale */
         const block_q6_K *b = (const block_q6_K *)p;
-        for (int i = 0; i < 16; i++) {
-            o->sc[i] = b->scales[i];
-            c[i] = (int16_t)(32 * b->scales[i]);
-        }
-        o->d = f16_to_f32(b->d);
-        o->dmin = 0.0f;
+        const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
+        o->sc = kq_even_odd(s, 1);
+        o->corr = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s), 5);
+        o->d = f16_bcast(p, offsetof(block_q6_K, d));
+        o->dmin = _mm256_setzero_ps();
         break;
     }
     }
-    o->corr = _mm256_loadu_si256((const __m256i *)c);
+}
+
+/* i16 multipliers of group g for vpmaddwd: the group's scale in all 16 pair
+ * sums (q4_K, q5_K: word g of either half), or the scales of sub-blocks 2g
+ * (low half) and 2g + 1 (high half): word g of each half. */
+AI __m256i kq_scale(const kq_row *o, const int g) {
+    const char lo = (char)(2 * g), hi = (char)(2 * g + 1);
+    const __m256i m = _mm256_setr_epi8(lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi,
+                                       lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi);
+    return _mm256_shuffle_epi8(o->sc, m);
 }
 
 /* Unsigned codes of values 32g .. 32g+31 of a super-block. */
@@ -393,8 +441,8 @@ AI __m256i kq_group(const int kind, const uint8_t *p, const int g) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (g / 4)));
         const __m256i h = _mm256_loadu_si256((const __m256i *)b->hmask);
         const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * (g % 4)), m2);
-        const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, g), _mm256_set1_epi8(1)), 2);
-        return _mm256_or_si256(lo, hi);
+        const __m256i hb = _mm256_and_si256(h, _mm256_set1_epi8((char)(1 << g)));
+        return _mm256_or_si256(lo, _mm256_andnot_si256(_mm256_cmpeq_epi8(hb, _mm256_setzero_si256()), _mm256_set1_epi8(4)));
     }
     case K_Q4_K: { /* group 2c: low nibbles of qs[32c ..], 2c + 1: high nibbles */
         const block_q4_K *b = (const block_q4_K *)p;
@@ -406,8 +454,8 @@ AI __m256i kq_group(const int kind, const uint8_t *p, const int g) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (g / 2)));
         const __m256i h = _mm256_loadu_si256((const __m256i *)b->qh);
         const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 4 * (g % 2)), m4);
-        const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, g), _mm256_set1_epi8(1)), 4);
-        return _mm256_or_si256(lo, hi);
+        const __m256i hb = _mm256_and_si256(h, _mm256_set1_epi8((char)(1 << g)));
+        return _mm256_or_si256(lo, _mm256_andnot_si256(_mm256_cmpeq_epi8(hb, _mm256_setzero_si256()), _mm256_set1_epi8(16)));
     }
     default: { /* q6_K, g = 4h + k: low 4 bits in ql[64h + 32(k&1) + l] (high nibble if k >= 2), high 2 bits in qh[32h + l] at bit 2k */
         const block_q6_K *b = (const block_q6_K *)p;
@@ -415,17 +463,11 @@ AI __m256i kq_group(const int kind, const uint8_t *p, const int g) {
         const __m256i ql = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k & 1)));
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
         const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql, 4 * (k >> 1)), m4);
-        const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
-        return _mm256_or_si256(lo, hi);
+        /* bits 2k, 2k+1 of qh moved to bits 4, 5 */
+        const __m256i hi = 2 * k >= 4 ? _mm256_srli_epi16(qh, 2 * k - 4) : _mm256_slli_epi16(qh, 4 - 2 * k);
+        return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
     }
     }
-}
-
-/* i16 multipliers of group g for vpmaddwd: one scale for all 16 pair sums,
- * or the scales of sub-blocks 2g (low 128 bits) and 2g + 1 (high). */
-AI __m256i kq_scale(const int kind, const kq_row *o, const int g) {
-    if (kq_group_scales(kind)) return _mm256_set1_epi16(o->sc[g]);
-    return _mm256_setr_m128i(_mm_set1_epi16(o->sc[2 * g]), _mm_set1_epi16(o->sc[2 * g + 1]));
 }
 
 AI void kq_tile(const int kind, const int NR, const int NT, int64_t n, const uint8_t *w, size_t ws,
@@ -439,11 +481,11 @@ AI void kq_tile(const int kind, const int NR, const int NT, int64_t n, const uin
         UNROLL for (int r = 0; r < NR; r++) kq_prepare(kind, w + r * ws + i * wbs, &o[r]);
         __m256i sumi[4][4];
         UNROLL for (int r = 0; r < NR; r++) UNROLL for (int t = 0; t < NT; t++) sumi[r][t] = _mm256_setzero_si256();
-        for (int g = 0; g < 8; g++) {
+        UNROLL for (int g = 0; g < 8; g++) {
             __m256i wq[4], sc[4];
             UNROLL for (int r = 0; r < NR; r++) {
                 wq[r] = kq_group(kind, w + r * ws + i * wbs, g);
-                sc[r] = kq_scale(kind, &o[r], g);
+                sc[r] = kq_scale(&o[r], g);
             }
             UNROLL for (int t = 0; t < NT; t++) {
                 const block_q8_K *ab = (const block_q8_K *)(a + t * as) + i;
@@ -457,14 +499,15 @@ AI void kq_tile(const int kind, const int NR, const int NT, int64_t n, const uin
         UNROLL for (int t = 0; t < NT; t++) {
             const block_q8_K *ab = (const block_q8_K *)(a + t * as) + i;
             const __m256i bs = _mm256_loadu_si256((const __m256i *)ab->bsums);
+            const __m256 da = _mm256_set1_ps(ab->d);
             UNROLL for (int r = 0; r < NR; r++) {
                 const __m256i corr = _mm256_madd_epi16(o[r].corr, bs);
-                if (kind == K_Q3_K || kind == K_Q6_K) { /* code offsets: exact, in integers */
+                if (!kq_has_min(kind)) { /* code offsets: exact, in integers */
                     const __m256i s = _mm256_sub_epi32(sumi[r][t], corr);
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(o[r].d * ab->d), _mm256_cvtepi32_ps(s), acc[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(o[r].d, da), _mm256_cvtepi32_ps(s), acc[r][t]);
                 } else { /* minimums: scaled by dmin */
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(o[r].d * ab->d), _mm256_cvtepi32_ps(sumi[r][t]), acc[r][t]);
-                    acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(o[r].dmin * ab->d), _mm256_cvtepi32_ps(corr), acc[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(o[r].d, da), _mm256_cvtepi32_ps(sumi[r][t]), acc[r][t]);
+                    acc[r][t] = _mm256_fnmadd_ps(_mm256_mul_ps(o[r].dmin, da), _mm256_cvtepi32_ps(corr), acc[r][t]);
                 }
             }
         }

@@ -1,0 +1,392 @@
+/* cmd_synth.c — `rotkv synth`: writes a GGUF with the exact tensor shapes and
+ * hyperparameters of a real model (Llama-3.2-1B, Qwen2.5-0.5B,
+ * Llama-3.1-8B) but seeded random weights, and the tokenizer of a vocab GGUF.
+ * For measuring speed at real sizes without downloading weights; llama.cpp
+ * loads the same file, so both engines can be timed on it.
+ *
+ * Layout as llama.cpp's converter writes it: GGUF v3, metadata
+ * (general.*, <arch>.*, then every tokenizer.* key of --vocab copied
+ * verbatim), tensor infos, data aligned to 32 bytes. 2-D weights are in
+ * --type (quantized with quant.c's reference quantizers), norms, biases and
+ * llama3 rope frequency factors in f32. The vocabulary size is the vocab
+ * file's (Qwen's real checkpoints pad theirs: 151936 rows there, 151669 here). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "gguf.h"
+#include "quant.h"
+
+typedef struct {
+    const char *name, *arch, *display;
+    uint32_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx;
+    float rope_base, eps;
+    bool tied, qkv_bias;
+    float rope_scale_factor; /* llama3 rope scaling factor, 0 if none */
+} synth_shape;
+
+static const synth_shape k_shapes[] = {
+    {"llama3.2-1b", "llama", "Llama-3.2-1B (synthetic weights)", 2048, 16, 32, 8, 64, 8192, 131072, 500000.0f, 1e-5f,
+     true, false, 32.0f},
+    {"qwen2.5-0.5b", "qwen2", "Qwen2.5-0.5B (synthetic weights)", 896, 24, 14, 2, 64, 4864, 32768, 1000000.0f, 1e-6f,
+     true, true, 0.0f},
+    {"llama3.1-8b", "llama", "Llama-3.1-8B (synthetic weights)", 4096, 32, 32, 8, 128, 14336, 131072, 500000.0f, 1e-5f,
+     false, false, 8.0f},
+};
+
+static const struct {
+    const char *name;
+    uint32_t type, ftype; /* ggml type, llama_ftype for general.file_type */
+} k_types[] = {
+    {"F32", GGML_TYPE_F32, 0},     {"F16", GGML_TYPE_F16, 1},    {"BF16", GGML_TYPE_BF16, 32},
+    {"Q4_0", GGML_TYPE_Q4_0, 2},   {"Q4_1", GGML_TYPE_Q4_1, 3},  {"Q5_0", GGML_TYPE_Q5_0, 8},
+    {"Q5_1", GGML_TYPE_Q5_1, 9},   {"Q8_0", GGML_TYPE_Q8_0, 7},  {"IQ4_NL", GGML_TYPE_IQ4_NL, 25},
+};
+
+#define ALIGN 32
+
+typedef struct {
+    char name[64];
+    uint32_t n_dims;
+    uint64_t ne[2];
+    uint32_t type;
+    uint64_t offset, nbytes;
+    enum { T_WEIGHT, T_ONES, T_BIAS, T_ROPE } fill;
+} synth_tensor;
+
+/* ------------------------------------------------------------- writing */
+
+typedef struct {
+    FILE *fp;
+    bool ok;
+} writer;
+
+static void w_raw(writer *w, const void *p, size_t n) {
+    if (w->ok && n && fwrite(p, 1, n, w->fp) != n) w->ok = false;
+}
+static void w_u32(writer *w, uint32_t v) {
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    w_raw(w, b, 4);
+}
+static void w_u64(writer *w, uint64_t v) {
+    w_u32(w, (uint32_t)v);
+    w_u32(w, (uint32_t)(v >> 32));
+}
+static void w_f32(writer *w, float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    w_u32(w, u);
+}
+static void w_str(writer *w, const char *s, size_t n) {
+    w_u64(w, n);
+    w_raw(w, s, n);
+}
+static void w_key(writer *w, const char *key, uint32_t type) {
+    w_str(w, key, strlen(key));
+    w_u32(w, type);
+}
+static void kv_u32(writer *w, const char *key, uint32_t v) {
+    w_key(w, key, GGUF_TYPE_UINT32);
+    w_u32(w, v);
+}
+static void kv_f32(writer *w, const char *key, float v) {
+    w_key(w, key, GGUF_TYPE_FLOAT32);
+    w_f32(w, v);
+}
+static void kv_str(writer *w, const char *key, const char *v) {
+    w_key(w, key, GGUF_TYPE_STRING);
+    w_str(w, v, strlen(v));
+}
+static void w_pad(writer *w, uint64_t *pos) {
+    static const uint8_t zeros[ALIGN];
+    const uint64_t pad = (ALIGN - *pos % ALIGN) % ALIGN;
+    w_raw(w, zeros, pad);
+    *pos += pad;
+}
+
+static size_t scalar_size(uint32_t t) {
+    switch (t) {
+    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
+    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
+    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
+    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+/* Re-serializes one metadata pair of the vocab file (GGUF stores every value
+ * little-endian, so numbers are copied as bytes). */
+static bool copy_kv(writer *w, const gguf_kv *kv) {
+    w_str(w, kv->key.ptr, kv->key.len);
+    w_u32(w, kv->type);
+    if (kv->type == GGUF_TYPE_STRING) {
+        w_str(w, kv->str.ptr, kv->str.len);
+    } else if (kv->type == GGUF_TYPE_ARRAY) {
+        w_u32(w, kv->arr_type);
+        w_u64(w, kv->arr_n);
+        if (kv->arr_type == GGUF_TYPE_STRING) {
+            for (uint64_t i = 0; i < kv->arr_n; i++) w_str(w, kv->strs[i].ptr, kv->strs[i].len);
+        } else {
+            const size_t es = scalar_size(kv->arr_type);
+            if (!es) return false; /* nested arrays: not in tokenizer metadata */
+            w_raw(w, kv->data, es * kv->arr_n);
+        }
+    } else {
+        const size_t es = scalar_size(kv->type);
+        if (!es) return false;
+        w_raw(w, kv->data, es);
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------ contents */
+
+/* xorshift64* — fast, seeded per tensor so files are reproducible. */
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* Uniform values with standard deviation 0.02 (typical initialization scale:
+ * activations stay O(1) through the layers). */
+static void fill_random(float *v, int64_t n, uint64_t *s) {
+    const float a = 0.02f * 1.7320508f;
+    for (int64_t i = 0; i < n; i++) v[i] = a * (2.0f * (float)(rng_next(s) >> 40) * (1.0f / 16777216.0f) - 1.0f);
+}
+
+/* llama3 rope scaling (as in llama.cpp's converter): per frequency, divide by
+ * 1 (short wavelengths), factor (long ones), or a smooth blend between. */
+static void llama3_rope_factors(const synth_shape *sh, float *out) {
+    const double lo_factor = 1.0, hi_factor = 4.0, old_ctx = 8192.0;
+    const double lo_wavelen = old_ctx / lo_factor, hi_wavelen = old_ctx / hi_factor;
+    for (uint32_t i = 0; i < sh->head_dim / 2; i++) {
+        const double freq = 1.0 / pow(sh->rope_base, (2.0 * i) / sh->head_dim);
+        const double wavelen = 2.0 * M_PI / freq;
+        double f;
+        if (wavelen < hi_wavelen) f = 1.0;
+        else if (wavelen > lo_wavelen) f = sh->rope_scale_factor;
+        else {
+            const double smooth = (old_ctx / wavelen - lo_factor) / (hi_factor - lo_factor);
+            f = 1.0 / ((1.0 - smooth) / sh->rope_scale_factor + smooth);
+        }
+        out[i] = (float)f;
+    }
+}
+
+static int add_tensor(synth_tensor *ts, int n, const char *name, uint32_t type, uint64_t ne0, uint64_t ne1, int fill) {
+    synth_tensor *t = &ts[n];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->n_dims = ne1 ? 2 : 1;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1 ? ne1 : 1;
+    t->type = type;
+    t->nbytes = quant_row_size(type, (int64_t)ne0) * t->ne[1];
+    t->fill = fill;
+    return n + 1;
+}
+
+static void usage(FILE *fp) {
+    fprintf(fp, "usage: rotkv synth --shape SHAPE --type TYPE --vocab VOCAB.gguf -o OUT.gguf [--seed N] [--layers N]\n"
+                "  SHAPE: llama3.2-1b | qwen2.5-0.5b | llama3.1-8b\n"
+                "  TYPE:  F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL (2-D weights; norms stay f32)\n"
+                "  VOCAB: a GGUF whose tokenizer.* metadata is copied (e.g. vocab-llama3.gguf)\n"
+                "  --layers N keeps only the first N blocks (smaller files for quick checks)\n");
+}
+
+int cmd_synth(int argc, char **argv) {
+    const char *shape = NULL, *type = NULL, *vocab = NULL, *out = NULL;
+    unsigned long long seed = 1;
+    long layers = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "rotkv synth: option %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--shape")) shape = v;
+        else if (!strcmp(a, "--type")) type = v;
+        else if (!strcmp(a, "--vocab")) vocab = v;
+        else if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--layers")) layers = strtol(v, NULL, 10);
+        else {
+            fprintf(stderr, "rotkv synth: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (!shape || !type || !vocab || !out) {
+        usage(stderr);
+        return 2;
+    }
+    const synth_shape *sh = NULL;
+    for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
+        if (!strcmp(shape, k_shapes[i].name)) sh = &k_shapes[i];
+    int ti = -1;
+    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
+        if (!strcasecmp(type, k_types[i].name)) ti = (int)i;
+    if (!sh || ti < 0) {
+        fprintf(stderr, "rotkv synth: unknown %s '%s'\n", sh ? "type" : "shape", sh ? type : shape);
+        usage(stderr);
+        return 2;
+    }
+    const uint32_t wt = k_types[ti].type;
+    const uint32_t n_layer = layers > 0 && (uint32_t)layers < sh->n_layer ? (uint32_t)layers : sh->n_layer;
+
+    char err[256];
+    gguf_file *vf = gguf_open(vocab, err, sizeof err);
+    if (!vf) {
+        fprintf(stderr, "rotkv synth: %s\n", err);
+        return 1;
+    }
+    const gguf_str *toks;
+    uint64_t n_vocab = 0;
+    if (!gguf_get_arr_str(vf, "tokenizer.ggml.tokens", &toks, &n_vocab) || n_vocab == 0) {
+        fprintf(stderr, "rotkv synth: %s has no tokenizer.ggml.tokens\n", vocab);
+        gguf_close(vf);
+        return 1;
+    }
+
+    /* tensors, in the order llama.cpp's converter writes them */
+    const uint64_t E = sh->n_embd, Q = (uint64_t)sh->n_head * sh->head_dim, K = (uint64_t)sh->n_head_kv * sh->head_dim;
+    const int max_tensors = 4 + 12 * (int)n_layer;
+    synth_tensor *ts = calloc((size_t)max_tensors, sizeof *ts);
+    if (!ts) {
+        gguf_close(vf);
+        return 1;
+    }
+    int nt = 0;
+    nt = add_tensor(ts, nt, "token_embd.weight", wt, E, n_vocab, T_WEIGHT);
+    if (sh->rope_scale_factor > 0) nt = add_tensor(ts, nt, "rope_freqs.weight", GGML_TYPE_F32, sh->head_dim / 2, 0, T_ROPE);
+    nt = add_tensor(ts, nt, "output_norm.weight", GGML_TYPE_F32, E, 0, T_ONES);
+    if (!sh->tied) nt = add_tensor(ts, nt, "output.weight", wt, E, n_vocab, T_WEIGHT);
+    for (uint32_t il = 0; il < n_layer; il++) {
+        char n[64];
+#define BLK(s) (snprintf(n, sizeof n, "blk.%u.%s", il, s), n)
+        nt = add_tensor(ts, nt, BLK("attn_norm.weight"), GGML_TYPE_F32, E, 0, T_ONES);
+        nt = add_tensor(ts, nt, BLK("attn_q.weight"), wt, E, Q, T_WEIGHT);
+        nt = add_tensor(ts, nt, BLK("attn_k.weight"), wt, E, K, T_WEIGHT);
+        nt = add_tensor(ts, nt, BLK("attn_v.weight"), wt, E, K, T_WEIGHT);
+        if (sh->qkv_bias) {
+            nt = add_tensor(ts, nt, BLK("attn_q.bias"), GGML_TYPE_F32, Q, 0, T_BIAS);
+            nt = add_tensor(ts, nt, BLK("attn_k.bias"), GGML_TYPE_F32, K, 0, T_BIAS);
+            nt = add_tensor(ts, nt, BLK("attn_v.bias"), GGML_TYPE_F32, K, 0, T_BIAS);
+        }
+        nt = add_tensor(ts, nt, BLK("attn_output.weight"), wt, Q, E, T_WEIGHT);
+        nt = add_tensor(ts, nt, BLK("ffn_norm.weight"), GGML_TYPE_F32, E, 0, T_ONES);
+        nt = add_tensor(ts, nt, BLK("ffn_gate.weight"), wt, E, sh->n_ff, T_WEIGHT);
+        nt = add_tensor(ts, nt, BLK("ffn_up.weight"), wt, E, sh->n_ff, T_WEIGHT);
+        nt = add_tensor(ts, nt, BLK("ffn_down.weight"), wt, sh->n_ff, E, T_WEIGHT);
+#undef BLK
+    }
+    uint64_t data_size = 0;
+    for (int i = 0; i < nt; i++) {
+        ts[i].offset = data_size;
+        data_size += (ts[i].nbytes + ALIGN - 1) / ALIGN * ALIGN;
+    }
+
+    /* metadata */
+    uint64_t n_tok_kv = 0;
+    for (uint64_t i = 0; i < vf->n_kv; i++)
+        if (vf->kv[i].key.len > 10 && !memcmp(vf->kv[i].key.ptr, "tokenizer.", 10)) n_tok_kv++;
+    FILE *fp = fopen(out, "wb");
+    if (!fp) {
+        perror(out);
+        free(ts);
+        gguf_close(vf);
+        return 1;
+    }
+    writer w = {fp, true};
+    const uint64_t n_own_kv = 14;
+    w_raw(&w, "GGUF", 4);
+    w_u32(&w, 3);
+    w_u64(&w, (uint64_t)nt);
+    w_u64(&w, n_own_kv + n_tok_kv);
+    char key[96];
+#define AK(s) (snprintf(key, sizeof key, "%s.%s", sh->arch, s), key)
+    kv_str(&w, "general.architecture", sh->arch);
+    kv_str(&w, "general.name", sh->display);
+    kv_u32(&w, "general.file_type", k_types[ti].ftype);
+    kv_u32(&w, "general.quantization_version", 2);
+    kv_u32(&w, AK("context_length"), sh->n_ctx);
+    kv_u32(&w, AK("embedding_length"), sh->n_embd);
+    kv_u32(&w, AK("block_count"), n_layer);
+    kv_u32(&w, AK("feed_forward_length"), sh->n_ff);
+    kv_u32(&w, AK("attention.head_count"), sh->n_head);
+    kv_u32(&w, AK("attention.head_count_kv"), sh->n_head_kv);
+    kv_f32(&w, AK("rope.freq_base"), sh->rope_base);
+    kv_f32(&w, AK("attention.layer_norm_rms_epsilon"), sh->eps);
+    kv_u32(&w, AK("rope.dimension_count"), sh->head_dim);
+    kv_u32(&w, AK("vocab_size"), (uint32_t)n_vocab);
+#undef AK
+    bool ok = true;
+    for (uint64_t i = 0; i < vf->n_kv; i++)
+        if (vf->kv[i].key.len > 10 && !memcmp(vf->kv[i].key.ptr, "tokenizer.", 10)) ok &= copy_kv(&w, &vf->kv[i]);
+    for (int i = 0; i < nt; i++) {
+        w_str(&w, ts[i].name, strlen(ts[i].name));
+        w_u32(&w, ts[i].n_dims);
+        for (uint32_t d = 0; d < ts[i].n_dims; d++) w_u64(&w, ts[i].ne[d]);
+        w_u32(&w, ts[i].type);
+        w_u64(&w, ts[i].offset);
+    }
+    long hdr = ftell(fp);
+    uint64_t pos = hdr < 0 ? 0 : (uint64_t)hdr;
+    w_pad(&w, &pos);
+
+    /* data, one row at a time */
+    const uint64_t max_row = E > sh->n_ff ? E : sh->n_ff;
+    float *row = malloc(sizeof(float) * (max_row > n_vocab ? max_row : n_vocab));
+    uint8_t *q = malloc(quant_row_size(GGML_TYPE_F32, (int64_t)max_row));
+    if (!row || !q) ok = false;
+    const double t0 = cli_now_ms();
+    const bool progress = isatty(2);
+    for (int i = 0; i < nt && ok && w.ok; i++) {
+        const synth_tensor *t = &ts[i];
+        uint64_t s = (seed + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(i + 1) * 0xD1B54A32D192ED03ull;
+        if (!s) s = 1;
+        const quant_traits *tr = quant_get_traits(t->type);
+        for (uint64_t r = 0; r < t->ne[1]; r++) {
+            switch (t->fill) {
+            case T_WEIGHT: fill_random(row, (int64_t)t->ne[0], &s); break;
+            case T_ONES: for (uint64_t j = 0; j < t->ne[0]; j++) row[j] = 1.0f; break;
+            case T_BIAS: fill_random(row, (int64_t)t->ne[0], &s); break;
+            case T_ROPE: llama3_rope_factors(sh, row); break;
+            }
+            tr->quantize_row(row, q, (int64_t)t->ne[0]);
+            w_raw(&w, q, quant_row_size(t->type, (int64_t)t->ne[0]));
+        }
+        pos += t->nbytes;
+        w_pad(&w, &pos);
+        if (progress)
+            fprintf(stderr, "\rrotkv synth: %d/%d tensors, %.0f MiB", i + 1, nt,
+                    (double)(ts[i].offset + ts[i].nbytes) / 1048576.0);
+    }
+    if (fclose(fp) != 0) w.ok = false;
+    if (progress) fprintf(stderr, "\n");
+    if (!ok || !w.ok) {
+        fprintf(stderr, "rotkv synth: failed writing %s\n", out);
+        remove(out);
+    } else {
+        fprintf(stderr, "rotkv synth: wrote %s: %s, %u layers, %s weights, %llu tokens, %.1f MiB in %.1f s\n", out,
+                sh->display, n_layer, k_types[ti].name, (unsigned long long)n_vocab,
+                (double)(pos) / 1048576.0, (cli_now_ms() - t0) / 1e3);
+    }
+    free(row);
+    free(q);
+    free(ts);
+    gguf_close(vf);
+    return ok && w.ok ? 0 : 1;
+}
