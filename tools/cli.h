@@ -85,6 +85,7 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_kv_eval(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 
 #endif

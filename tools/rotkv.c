@@ -24,6 +24,8 @@ static void usage(FILE *fp) {
             "  chat        interactive chat:     rotkv chat -m MODEL [--system TEXT] [-n N] [--chat-template NAME]\n"
             "  synth       random-weight GGUF with a real model's shapes: rotkv synth --shape llama3.2-1b|qwen2.5-0.5b|llama3.1-8b\n"
             "                                    --type Q4_0|Q8_0|F16|... --vocab VOCAB.gguf -o OUT.gguf [--seed N]\n"
+            "  kv-eval     KV type distortion vs bits: rotkv kv-eval [-ctk T,..|all] [--vectors N] [-m MODEL -f TEXT [-c CTX]]\n"
+            "                                    [--chart FILE.svg|.png] [-o md|csv]\n"
             "\nrun 'rotkv <command> --help' for details.\n",
             ROTKV_VERSION);
 }
@@ -41,6 +43,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}, {"serve", cmd_serve}, {"chat", cmd_chat}, {"synth", cmd_synth}
+                , {"kv-eval", cmd_kv_eval}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
