@@ -99,7 +99,7 @@ static int all_md_rc;
 static int setup_all(void **state) {
     (void)state;
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s kv-eval --vectors 300 2>/dev/null", bin());
+    snprintf(cmd, sizeof cmd, "%s kv-eval --vectors 300 --time-ms 2 2>/dev/null", bin());
     all_md_rc = run_cmd(cmd, &all_md);
     return 0;
 }
@@ -170,7 +170,7 @@ static void t_gaussian_table(void **state) {
 static void t_csv_and_selection(void **state) {
     (void)state;
     char cmd[1024], *out;
-    snprintf(cmd, sizeof cmd, "%s kv-eval -ctk tq3,q4_0,kt3 --vectors 200 -o csv 2>/dev/null", bin());
+    snprintf(cmd, sizeof cmd, "%s kv-eval -ctk tq3,q4_0,kt3 --vectors 200 --time-ms 2 -o csv 2>/dev/null", bin());
     assert_int_equal(run_cmd(cmd, &out), 0);
     int lloyd = 0, rows = 0;
     bool header = false;
@@ -210,7 +210,7 @@ static void t_chart(void **state) {
     for (int k = 0; k < 2; k++) {
         char path[512], cmd[1024];
         snprintf(path, sizeof path, "%s/chart.%s", dir, ext[k]);
-        snprintf(cmd, sizeof cmd, "%s kv-eval --vectors 200 --chart %s >/dev/null 2>&1", bin(), path);
+        snprintf(cmd, sizeof cmd, "%s kv-eval --vectors 200 --time-ms 2 --chart %s >/dev/null 2>&1", bin(), path);
         assert_int_equal(run_cmd(cmd, NULL), 0);
         struct stat sb;
         if (k == 1 && stat(path, &sb) != 0) snprintf(path, sizeof path, "%s/chart.svg", dir); /* no pngcairo */
@@ -254,7 +254,7 @@ static void t_chart_without_gnuplot(void **state) {
     (void)state;
     char cmd[1024], *out;
     snprintf(cmd, sizeof cmd,
-             "ROTKV_GNUPLOT=/nonexistent/gnuplot %s kv-eval -ctk q8_0 --vectors 100 --chart /tmp/rotkv-none.svg 2>&1",
+             "ROTKV_GNUPLOT=/nonexistent/gnuplot %s kv-eval -ctk q8_0 --vectors 100 --time-ms 2 --chart /tmp/rotkv-none.svg 2>&1",
              bin());
     assert_int_equal(run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "| q8_0 |"));
@@ -269,7 +269,7 @@ static void t_real_data(void **state) {
     SKIP_WITHOUT_SHARED(model, "models/student-h64-F32.gguf");
     test_shared_path("golden/prompt.txt", text, sizeof text);
     char cmd[2048], *out;
-    snprintf(cmd, sizeof cmd, "%s kv-eval -ctk f16,q4_0,tq3,kt3 --vectors 100 -m %s -f %s -t 2 2>/dev/null", bin(),
+    snprintf(cmd, sizeof cmd, "%s kv-eval -ctk f16,q4_0,tq3,kt3 --vectors 100 --time-ms 2 -m %s -f %s -t 2 2>/dev/null", bin(),
              model, text);
     assert_int_equal(run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "fitted on the first"));
@@ -294,7 +294,7 @@ static void t_real_data(void **state) {
 static void t_bad_arguments(void **state) {
     (void)state;
     static const char *args[] = {"-ctk nosuchtype", "-m model.gguf", "--chart chart.txt", "-o json", "--vectors 0",
-                                 "--bogus 1"};
+                                 "--time-ms 0", "--bogus 1"};
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "%s kv-eval %s >/dev/null 2>&1", bin(), args[i]);

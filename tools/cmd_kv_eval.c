@@ -47,8 +47,8 @@
 #define N_DIMS 2
 static const int gauss_dims[N_DIMS] = {64, 128};
 #define TIMING_DIM 1          /* throughput measured at gauss_dims[1] = 128 */
-#define TIMING_MIN_S 0.04     /* each throughput figure runs at least this long */
-#define LLOYD_SAMPLES 2000000 /* Monte-Carlo scalars per bit width (>= 10^6) */
+#define TIMING_MS 40          /* default --time-ms: each throughput figure runs at least this long */
+#define LLOYD_SAMPLES 1000000 /* Monte-Carlo scalars per bit width (>= 10^6) */
 #define LLOYD_TOL 0.02
 #define CAL_MIN 2048          /* calibration vectors of the Gaussian kt* fits (at least) */
 
@@ -301,8 +301,8 @@ static int eval_gauss(const codec_inst *ci, const float *X, int N, uint64_t qsee
 }
 
 /* Encoded vectors per second and fused dots per second over X (N, n). */
-static int time_codec(const codec_inst *ci, const float *X, int N, const float *Qs, int n_q, double *enc_s,
-                      double *dot_s) {
+static int time_codec(const codec_inst *ci, const float *X, int N, const float *Qs, int n_q, double min_s,
+                      double *enc_s, double *dot_s) {
     const int n = ci->n;
     uint8_t *E = malloc(ci->row_bytes * (size_t)N);
     float *qy = malloc(sizeof(float) * n);
@@ -315,7 +315,7 @@ static int time_codec(const codec_inst *ci, const float *X, int N, const float *
     do {
         for (int v = 0; v < N; v++) inst_encode(ci, X + (size_t)v * n, E + ci->row_bytes * v);
         count += N;
-    } while ((dt = now_s() - t0) < TIMING_MIN_S);
+    } while ((dt = now_s() - t0) < min_s);
     *enc_s = count / dt;
     volatile float sink = 0;
     count = 0;
@@ -328,7 +328,7 @@ static int time_codec(const codec_inst *ci, const float *X, int N, const float *
         for (int v = 0; v < N; v++) acc += inst_dot(ci, E + ci->row_bytes * v, q, qy, qmu);
         sink += acc;
         count += N;
-    } while ((dt = now_s() - t0) < TIMING_MIN_S);
+    } while ((dt = now_s() - t0) < min_s);
     *dot_s = count / dt;
     (void)sink;
     free(E), free(qy);
@@ -673,7 +673,7 @@ static int draw_chart(const char *path, const type_result *R, int n_types, const
 static void usage(FILE *fp) {
     fprintf(fp,
             "usage: rotkv kv-eval [-ctk T,T,..|all] [--vectors N] [-m MODEL -f TEXT [-c CTX] [-t N]]\n"
-            "                     [--chart FILE.svg|FILE.png] [-o md|csv] [--seed S] [--chart-script]\n"
+            "                     [--chart FILE.svg|FILE.png] [-o md|csv] [--seed S] [--time-ms 40] [--chart-script]\n"
             "  distortion of every KV cache type (default all) vs its bits per value:\n"
             "  - MSE, inner-product error and MSE / 4^-bits on N vectors of N(0,1) coordinates\n"
             "    (n = 64 and 128; default N = 20000), encode and fused-dot throughput at n = 128;\n"
@@ -681,6 +681,7 @@ static void usage(FILE *fp) {
             "    (chunks of -c tokens, default 512), attn-rot off and on; kt* fitted on the first\n"
             "    half of the positions, every type evaluated on the second half;\n"
             "  - a Monte-Carlo check of the Lloyd-Max distortions against Max (1960), 2%%.\n"
+            "  --time-ms: minimum time of each throughput figure (whole passes over the vectors);\n"
             "  --chart draws MSE vs bits with gnuplot (ROTKV_GNUPLOT overrides the binary);\n"
             "  --chart-script prints its gnuplot script (bench/kv-eval-chart.gp) and exits.\n");
 }
@@ -718,7 +719,7 @@ int cmd_kv_eval(int argc, char **argv) {
     char all[] = "all";
     char *types_arg = all;
     const char *model = NULL, *text = NULL, *chart = NULL, *fmt = "md";
-    long N = 20000, n_ctx = 0, n_threads = 0, seed = 1;
+    long N = 20000, n_ctx = 0, n_threads = 0, seed = 1, time_ms = TIMING_MS;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -746,6 +747,8 @@ int cmd_kv_eval(int argc, char **argv) {
             if (!parse_pos_int(a, v, 512, &n_threads)) return 2;
         } else if (!strcmp(a, "--seed")) {
             if (!parse_pos_int(a, v, 0x7fffffffL, &seed)) return 2;
+        } else if (!strcmp(a, "--time-ms")) {
+            if (!parse_pos_int(a, v, 600000, &time_ms)) return 2;
         } else if (!strcmp(a, "--chart")) chart = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) fmt = v;
         else {
@@ -839,7 +842,7 @@ int cmd_kv_eval(int argc, char **argv) {
             r->g_ok[d] = true;
             r->g_bits[d] = kv_codec_bits(c, n);
             if (d == TIMING_DIM) {
-                if (time_codec(&ci, X[d], (int)N, Qs, n_q, &r->enc_per_s, &r->dot_per_s) != 0) {
+                if (time_codec(&ci, X[d], (int)N, Qs, n_q, time_ms * 1e-3, &r->enc_per_s, &r->dot_per_s) != 0) {
                     inst_free(&ci);
                     goto done;
                 }
