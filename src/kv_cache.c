@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "model.h"
 
@@ -27,6 +28,18 @@ struct kv_cache {
     uint32_t *n_pages;    /* [seq] pages allocated per layer */
     size_t allocated;
 };
+
+/* Pages come straight from mmap (not the malloc heap) so that freeing one
+ * returns its memory to the system at once and resident memory tracks the
+ * cache exactly (the memory check of the KV-cache issue relies on it). */
+static uint8_t *page_alloc(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void page_free(uint8_t *p, size_t bytes) {
+    if (p) munmap(p, bytes);
+}
 
 static uint8_t **page_slot(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t page) {
     return &kv->pages[((size_t)seq * kv->p.n_layer + layer) * kv->pages_per_seq + page];
@@ -174,10 +187,10 @@ rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rot
     while (kv->n_pages[seq] < need) {
         uint32_t pg = kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
-            uint8_t *mem = malloc(kv->page_bytes[l]);
+            uint8_t *mem = page_alloc(kv->page_bytes[l]);
             if (!mem) {
                 for (uint32_t j = 0; j < l; j++) {
-                    free(*page_slot(kv, seq, j, pg));
+                    page_free(*page_slot(kv, seq, j, pg), kv->page_bytes[j]);
                     *page_slot(kv, seq, j, pg) = NULL;
                     kv->allocated -= kv->page_bytes[j];
                 }
@@ -216,7 +229,7 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
     while (kv->n_pages[seq] > keep) {
         uint32_t pg = --kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
-            free(*page_slot(kv, seq, l, pg));
+            page_free(*page_slot(kv, seq, l, pg), kv->page_bytes[l]);
             *page_slot(kv, seq, l, pg) = NULL;
             kv->allocated -= kv->page_bytes[l];
         }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -65,7 +66,19 @@ typedef struct {
     int n_samples;
     double kv_bytes_per_token;
     uint64_t kv_bytes_at_depth;
+    double kv_allocated_bytes, rss_kv_delta_bytes; /* at depth: pages allocated, RSS growth while filling */
 } bench_row;
+
+/* Current resident set size from /proc/self/statm (0 if unavailable). */
+static double current_rss_bytes(void) {
+    FILE *fp = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (fp) {
+        if (fscanf(fp, "%ld %ld", &pages, &rss) != 2) rss = 0;
+        fclose(fp);
+    }
+    return (double)rss * (double)sysconf(_SC_PAGESIZE);
+}
 
 static double peak_rss_bytes(void) {
     struct rusage ru;
@@ -200,13 +213,31 @@ int cmd_bench(int argc, char **argv) {
                     }
                     fprintf(stderr, "rotkv bench: K %s V %s, %d threads: filling depth %d...\n", lk.s[ik], lv.s[iv],
                             lt.v[it], depth);
+                    /* touch every weight and activation buffer once (one full batch, then
+                     * rolled back) so that the RSS growth while filling is the cache's */
+                    const int n_warm = (int)rotkv_n_ctx(ctx) < n_batch ? (int)rotkv_n_ctx(ctx) : n_batch;
+                    for (int i = 0; i < n_warm; i++) buf[i] = (rotkv_token)((i * 31 + 1) % V);
+                    rotkv_batch warm = {.n_tokens = n_warm, .token = buf};
+                    if (rotkv_decode(ctx, &warm, &err) != ROTKV_OK) {
+                        fprintf(stderr, "rotkv bench: %s\n", err.msg);
+                        rotkv_context_free(ctx);
+                        goto done;
+                    }
+                    rotkv_seq_clear(ctx, 0);
+                    const double rss0 = current_rss_bytes();
                     if (!prefill(ctx, depth, V, n_batch, buf, &err)) {
                         fprintf(stderr, "rotkv bench: %s\n", err.msg);
                         rotkv_context_free(ctx);
                         goto done;
                     }
+                    const double rss_delta = current_rss_bytes() - rss0;
                     rotkv_kv_stats ks;
                     rotkv_kv_get_stats(ctx, &ks);
+                    if (depth > 0)
+                        fprintf(stderr, "rotkv bench: KV at depth %d: %.2f MiB reported (%.1f bytes/token x %d), %.2f MiB allocated, RSS grew %.2f MiB (%.1f%% of reported)\n",
+                                depth, ks.bytes_per_token * depth / 1048576.0, ks.bytes_per_token, depth,
+                                ks.blocks_used * (double)ks.bytes_per_block / 1048576.0, rss_delta / 1048576.0,
+                                100.0 * rss_delta / (ks.bytes_per_token * depth));
                     for (int kind = 0; kind < 2; kind++) {
                         const int_list *lst = kind == 0 ? &lp : &ln;
                         for (int ix = 0; ix < lst->n; ix++) {
@@ -245,6 +276,8 @@ int cmd_bench(int argc, char **argv) {
                             row->type_v = lv.s[iv];
                             row->kv_bytes_per_token = ks.bytes_per_token;
                             row->kv_bytes_at_depth = (uint64_t)(ks.bytes_per_token * depth);
+                            row->kv_allocated_bytes = ks.blocks_used * (double)ks.bytes_per_block;
+                            row->rss_kv_delta_bytes = rss_delta;
                             finish_row(row, nt, ns, reps);
                             fprintf(stderr, "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s\n", row->test, nt, depth,
                                     row->avg_ts, row->stddev_ts);
@@ -270,8 +303,10 @@ int cmd_bench(int argc, char **argv) {
                    (unsigned long long)mi.n_params, n_batch, r->n_threads, r->type_k, r->type_v, r->n_prompt,
                    r->n_gen, r->n_depth, r->avg_ns, r->stddev_ns, r->avg_ts, r->stddev_ts);
             for (int s = 0; s < r->n_samples; s++) printf("%s%.6f", s ? ", " : "", r->samples_ts[s]);
-            printf("], \"kv_bytes_per_token\": %.2f, \"kv_bytes_at_depth\": %llu, \"peak_rss_bytes\": %.0f}%s\n",
-                   r->kv_bytes_per_token, (unsigned long long)r->kv_bytes_at_depth, rss, i + 1 < n_rows ? "," : "");
+            printf("], \"kv_bytes_per_token\": %.2f, \"kv_bytes_at_depth\": %llu, \"kv_allocated_bytes\": %.0f, "
+                   "\"rss_kv_delta_bytes\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
+                   r->kv_bytes_per_token, (unsigned long long)r->kv_bytes_at_depth, r->kv_allocated_bytes,
+                   r->rss_kv_delta_bytes, rss, i + 1 < n_rows ? "," : "");
         }
         printf("]\n");
     } else if (!strcmp(fmt, "csv")) {
