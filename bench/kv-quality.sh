@@ -7,6 +7,8 @@
 #
 # MODELS / TYPES / EXTRA may be overridden from the environment.
 set -eu
+# the sweep measures the lab codecs (tq*) too
+export ROTKV_LAB_TYPES=1
 cd "$(dirname "$0")/.."
 SHARED=${ROTKV_SHARED:-../shared}
 BIN=${ROTKV_BIN:-build/rotkv}

@@ -62,6 +62,8 @@ char *cli_read_text(const cli_opts *o, size_t *len);
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms);
 /* Parses a KV cache type name; -1 and a message if unknown. */
 int cli_kv_type(const char *name);
+/* Same, accepting the lab codecs too (kv-eval). */
+int cli_kv_type_lab(const char *name);
 /* Context parameters from the common flags (-c, -b, -t, -ctk/-ctv, --attn-rot);
  * false with a message if a cache type is unknown. */
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp);

@@ -229,12 +229,38 @@ rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms)
     return m;
 }
 
+/* Lab codecs: measured in docs/kv-quality.md, dominated there (another type has
+ * fewer or equal bits and lower KLD on both quality models), so not offered as
+ * cache types unless ROTKV_LAB_TYPES=1; kv-eval always accepts them. */
+static bool is_lab_type(int t) {
+    return t == ROTKV_KV_TQ4 || t == ROTKV_KV_TQ3_5 || t == ROTKV_KV_TQ3 || t == ROTKV_KV_TQ2_5 || t == ROTKV_KV_TQ2;
+}
+
+int cli_kv_type_lab(const char *name) {
+    int t = rotkv_kv_type_from_name(name);
+    if (t >= 0) return t;
+    fprintf(stderr, "rotkv: unknown KV type '%s' (available:", name);
+    for (int i = 0; i < ROTKV_KV_TYPE_COUNT; i++)
+        if (strcmp(rotkv_kv_type_name((rotkv_kv_type)i), "unknown")) fprintf(stderr, " %s", rotkv_kv_type_name((rotkv_kv_type)i));
+    fprintf(stderr, ")\n");
+    return -1;
+}
+
 int cli_kv_type(const char *name) {
     int t = rotkv_kv_type_from_name(name);
+    const char *lab = getenv("ROTKV_LAB_TYPES");
+    if (t >= 0 && is_lab_type(t) && !(lab && !strcmp(lab, "1"))) {
+        fprintf(stderr,
+                "rotkv: KV type '%s' is a lab codec: kt%s has fewer or equal bits and lower KLD on both quality models "
+                "(docs/kv-quality.md); set ROTKV_LAB_TYPES=1 to use it anyway\n",
+                name, name + 2);
+        return -1;
+    }
     if (t >= 0) return t;
     fprintf(stderr, "rotkv: unknown KV cache type '%s' (available:", name);
     for (int i = 0; i < ROTKV_KV_TYPE_COUNT; i++)
-        if (strcmp(rotkv_kv_type_name((rotkv_kv_type)i), "unknown")) fprintf(stderr, " %s", rotkv_kv_type_name((rotkv_kv_type)i));
+        if (strcmp(rotkv_kv_type_name((rotkv_kv_type)i), "unknown") && !is_lab_type(i))
+            fprintf(stderr, " %s", rotkv_kv_type_name((rotkv_kv_type)i));
     fprintf(stderr, ")\n");
     return -1;
 }

@@ -698,7 +698,7 @@ static bool parse_types(char *arg, bool sel[ROTKV_KV_TYPE_COUNT]) {
     char *save = NULL;
     int n = 0;
     for (char *s = strtok_r(arg, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
-        const int t = cli_kv_type(s);
+        const int t = cli_kv_type_lab(s);
         if (t < 0) return false;
         sel[t] = true;
         n++;
