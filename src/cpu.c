@@ -4,11 +4,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-cpu_isa cpu_isa_detect(void) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define CPU_X86 1
+#endif
+
+cpu_isa cpu_isa_detect(void) {
+#ifdef CPU_X86
+    /* avx2 / fma through the compiler's runtime (which also checks that the OS
+     * saves the YMM registers); F16C from CPUID leaf 1 (ECX bit 29), since
+     * not every compiler knows "f16c" as a __builtin_cpu_supports name. */
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        return CPU_ISA_AVX2;
+    unsigned a, b, c, d;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) return CPU_ISA_AVX2;
 #endif
     return CPU_ISA_SCALAR;
 }

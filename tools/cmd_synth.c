@@ -205,7 +205,7 @@ int cmd_synth(int argc, char **argv) {
     const char *shape = NULL, *type = NULL, *vocab = NULL, *out = NULL;
     unsigned long long seed = 1;
     long layers = -1;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -226,7 +226,6 @@ int cmd_synth(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
-        i++;
     }
     if (!shape || !type || !vocab || !out) {
         usage(stderr);
