@@ -72,6 +72,9 @@ bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params
 /* With --kv-calib, runs the file's first tokens through sequence 0 (which
  * fits kt* cache types) and clears it again. */
 bool cli_calibrate(const cli_opts *o, const rotkv_model *m, rotkv_context *ctx);
+/* Prints the KV-cache configuration of ctx: bytes/token, bits/value at n_ctx,
+ * and with --kv-budget the largest context that fits in it. */
+void cli_report_kv(const cli_opts *o, rotkv_context *ctx, void *file);
 /* Parses sizes like 2GiB, 512MiB, 1.5G, 1000000. */
 bool cli_parse_bytes(const char *s, uint64_t *out);
 /* Tokenizes the whole text (add_special per model unless --no-bos). */

@@ -289,6 +289,25 @@ bool cli_calibrate(const cli_opts *o, const rotkv_model *m, rotkv_context *ctx) 
     return ok;
 }
 
+void cli_report_kv(const cli_opts *o, rotkv_context *ctx, void *file) {
+    FILE *fp = file;
+    rotkv_kv_stats ks;
+    rotkv_kv_get_stats(ctx, &ks);
+    const uint32_t n = rotkv_n_ctx(ctx);
+    fprintf(fp, "KV cache:        K %s / V %s%s%s%s, %.1f bytes/token (%.3f bits/value at %u tokens",
+            o->type_k, o->type_v, o->kv_override ? ", override " : "", o->kv_override ? o->kv_override : "",
+            ks.f16_side_bytes ? ", f16 sink/window rows" : "", ks.bytes_per_token, rotkv_kv_bits_per_value(ctx, n), n);
+    if (ks.f16_side_bytes) fprintf(fp, ", %llu bytes of f16 rows", (unsigned long long)ks.f16_side_bytes);
+    fprintf(fp, "), %.2f MiB at %u tokens\n", (ks.bytes_per_token * n + ks.f16_side_bytes) / 1048576.0, n);
+    if (o->kv_budget) {
+        /* memory is taken in blocks of tokens_per_block tokens (all layers) */
+        const uint64_t blocks = ks.bytes_per_block ? o->kv_budget / ks.bytes_per_block : 0;
+        fprintf(fp, "KV budget:       %.2f MiB holds %llu blocks = %llu tokens of context (one sequence)\n",
+                o->kv_budget / 1048576.0, (unsigned long long)blocks,
+                (unsigned long long)(blocks * ks.tokens_per_block));
+    }
+}
+
 bool cli_parse_bytes(const char *s, uint64_t *out) {
     char *end;
     errno = 0;

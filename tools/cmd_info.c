@@ -7,7 +7,10 @@
 int cmd_info(int argc, char **argv) {
     cli_opts o;
     if (argc > 0 && !strcmp(argv[0], "--help")) {
-        printf("usage: rotkv info -m MODEL\n");
+        printf("usage: rotkv info -m MODEL [-c CTX] [-ctk T] [-ctv T] [--kv-override L=T] [--kv-sink N] [--kv-window N]\n"
+               "                  [--kv-budget SIZE]\n"
+               "  with cache flags, also the KV bytes/token of that configuration and the largest\n"
+               "  context that fits in --kv-budget\n");
         return 0;
     }
     if (!cli_parse(argc, argv, &o)) return 2;
@@ -15,6 +18,19 @@ int cmd_info(int argc, char **argv) {
     if (!m) return 1;
     printf("model:           %s\n", o.model);
     rotkv_model_describe(m, stdout);
+    /* the chosen cache configuration (a context without any cached token costs no pages) */
+    rotkv_context_params cp;
+    rotkv_context *ctx = NULL;
+    rotkv_error err = {0};
+    int rc = 0;
+    if (!cli_context_params(&o, &cp) || !cli_layer_overrides(&o, m, &cp)) rc = 2;
+    else if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) {
+        fprintf(stderr, "rotkv: error: %s\n", err.msg);
+        rc = 1;
+    } else {
+        cli_report_kv(&o, ctx, stdout);
+    }
+    rotkv_context_free(ctx);
     rotkv_model_free(m);
-    return 0;
+    return rc;
 }

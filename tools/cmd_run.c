@@ -113,13 +113,8 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr, "\nrotkv: load %.1f ms | prompt %d tokens, %.2f tok/s | generation %d tokens, %.2f tok/s | %s\n",
             load_ms, n_prompt, n_prompt / ((t1 - t0) / 1e3), n_gen, n_gen > 0 ? n_gen / ((t2 - t1) / 1e3) : 0.0,
             stop_reason);
-    rotkv_kv_stats ks;
-    rotkv_kv_get_stats(ctx, &ks);
-    fprintf(stderr, "rotkv: KV cache K %s / V %s%s%s: %.1f bytes/token, %.2f MiB allocated (%llu blocks of %u tokens)%s",
-            o.type_k, o.type_v, o.kv_override ? ", override " : "", o.kv_override ? o.kv_override : "",
-            ks.bytes_per_token, ks.blocks_used * (double)ks.bytes_per_block / 1048576.0,
-            (unsigned long long)ks.blocks_used, ks.tokens_per_block, n_shifts ? "" : "\n");
-    if (n_shifts) fprintf(stderr, ", %d context shifts\n", n_shifts);
+    cli_report_kv(&o, ctx, stderr);
+    if (n_shifts) fprintf(stderr, "rotkv: %d context shifts\n", n_shifts);
     rc = 0;
 done:
     rotkv_detok_free(dt);
