@@ -90,6 +90,8 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
  * rows are processed in chunks of about this size, so each weight byte comes
  * from memory once per matmul while the activations come from L2/L3. */
 #define MATMUL_ROW_CHUNK_BYTES (128 * 1024)
+/* Products of at most this many multiply-adds run on the calling thread. */
+#define MATMUL_SERIAL_MACS (256.0 * 1024)
 
 size_t matmul_scratch_bytes(int nth, int64_t max_cols, int max_tokens) {
     (void)nth; /* the activation buffer is shared by the threads */
@@ -184,7 +186,10 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
         j.act = scratch;
         j.act_row = quant_row_size(tr->vec_dot_type, W->ne0);
     }
-    threadpool_run(tp, matmul_worker, &j);
+    /* Waking the other threads costs tens of microseconds; a product this
+     * small takes less than that on one thread (the result is the same). */
+    if ((double)n_tok * (double)W->ne0 * (double)W->ne1 <= MATMUL_SERIAL_MACS) matmul_worker(&j, 0, 1);
+    else threadpool_run(tp, matmul_worker, &j);
 }
 
 /* ------------------------------------------------------------------- RoPE */

@@ -380,7 +380,9 @@ static void test_tiles_equal_vec_dot(void **state) {
 static void test_matmul_threads_bitexact(void **state) {
     (void)state;
     uint64_t rng = 5;
-    const int64_t cols = 768, rows = 45; /* rows: no multiple of any tile */
+    /* rows: no multiple of any tile; large enough that matmul uses the
+     * threads (it runs products below 256K multiply-adds on one thread) */
+    const int64_t cols = 1024, rows = 301;
     const int max_tok = 13;
     threadpool *tps[3] = {threadpool_create(1), threadpool_create(2), threadpool_create(4)};
     void *scratch = xmalloc(matmul_scratch_bytes(4, cols, max_tok));
