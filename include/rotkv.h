@@ -127,7 +127,9 @@ typedef enum {
     ROTKV_KV_TQ2,
     ROTKV_KV_CODEC_COUNT, /* the types above are fixed codecs; the kt* types below are fitted per
                              context from a calibration batch (docs/kv-cache.md) */
-    ROTKV_KV_KT4 = ROTKV_KV_CODEC_COUNT,
+    ROTKV_KV_KT6 = ROTKV_KV_CODEC_COUNT,
+    ROTKV_KV_KT5,
+    ROTKV_KV_KT4,
     ROTKV_KV_KT3_5,
     ROTKV_KV_KT3,
     ROTKV_KV_KT2_5,

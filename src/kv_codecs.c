@@ -445,6 +445,8 @@ static size_t kt_bytes(double bits, int n) {
     if (total < 0) total = 0;
     return 1 + (size_t)(total + 7) / 8;
 }
+static size_t kt6_row_bytes(int n) { return kt_bytes(6.0, n); }
+static size_t kt5_row_bytes(int n) { return kt_bytes(5.0, n); }
 static size_t kt4_row_bytes(int n) { return kt_bytes(4.0, n); }
 static size_t kt3_5_row_bytes(int n) { return kt_bytes(3.5, n); }
 static size_t kt3_row_bytes(int n) { return kt_bytes(3.0, n); }
@@ -474,6 +476,8 @@ static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {
     ROW(ROTKV_KV_TQ2_5, tq2_5, "tq2.5", 16),
     ROW(ROTKV_KV_TQ2, tq2, "tq2", 8),
 #define KT(t, nm, str, bits) [t] = {str, 1, true, nm##_row_bytes, NULL, NULL, NULL, NULL, bits}
+    KT(ROTKV_KV_KT6, kt6, "kt6", 6.0),
+    KT(ROTKV_KV_KT5, kt5, "kt5", 5.0),
     KT(ROTKV_KV_KT4, kt4, "kt4", 4.0),
     KT(ROTKV_KV_KT3_5, kt3_5, "kt3.5", 3.5),
     KT(ROTKV_KV_KT3, kt3, "kt3", 3.0),
