@@ -1,19 +1,231 @@
 /* attention.c — attention over encoded cache rows with the codecs' fused
- * dot/axpy kernels and an online (streaming) softmax. */
+ * kernels and an online (streaming) softmax.
+ *
+ * One work item = (query token, KV head). Its positions are visited in blocks
+ * of up to ATT_BLOCK rows that share one layout (the layer's codec, or f16 for
+ * sink and window rows):
+ *   1. the scores of the whole block, for all n_group query heads of the KV
+ *      head: with one query head straight from the codec's dot (kvt_dot for
+ *      kt*); with several, each row is decoded once into a small tile (kt*:
+ *      into its transform space, through kvt_axpy) and the tile is multiplied
+ *      by all the queries;
+ *   2. the online-softmax update, once per block: new running max, one
+ *      rescale of the accumulators if it grew, the block's weights;
+ *   3. the weighted sum of the values, the same way (axpy per row with one
+ *      query head, else a decoded tile times the weights of all heads).
+ * Codec rows of a 256-token page are contiguous, so within a run of codec
+ * positions the row pointers advance by the row size instead of being looked
+ * up per position; only the f16 sink/window positions are looked up one by
+ * one. The math is the per-row online softmax's, regrouped: rows are only
+ * summed in another order (attention_reference checks it).
+ *
+ * The tile kernels (scores, weighted sum, exp) have AVX2 twins, chosen once
+ * per process with the codecs' (cpu.c; ROTKV_ISA=scalar caps them). */
 #include "attention.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
+
+/* Rows per block: large enough that the per-block softmax work is amortized,
+ * small enough that the decoded tile (ATT_BLOCK x head_dim floats) stays in L1. */
+#define ATT_BLOCK 32
+#define SROW (ATT_BLOCK + 8) /* row stride of the scores: 8 spare slots for the 8-row kernel */
+#define MAX_GROUP 64 /* n_head / n_head_kv, checked at context creation */
+#ifndef ATT_PREFETCH
+#define ATT_PREFETCH 1 /* software prefetch of the next block's K/V slices */
+#endif
+
 size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
-    /* acc, then K and V row decode buffers, then kt* query and y-space accumulators */
-    return 3 * (size_t)(n_head / n_head_kv) * head_dim + 2 * (size_t)n_head_kv * head_dim;
+    const size_t g = (size_t)(n_head / n_head_kv), hd = (size_t)head_dim;
+    /* acc, kt* query (and its sigma-free copy) and y-space accumulators, K and V
+     * row decode buffers, the decoded tile, the block's scores/weights */
+    return 4 * g * hd + 2 * (size_t)n_head_kv * hd + (ATT_BLOCK + 8) * hd + g * SROW;
 }
+
+/* ------------------------------------------------------------------ tile kernels */
+
+/* S[g * SROW + r] = <tile row r, q_g> for r < nr, g < ng (q_g = q + g * hd) */
+typedef void (*scores_fn)(const float *tile, int nr, int hd, const float *q, int ng, float *S);
+/* acc_g += sum_r W[g * SROW + r] * tile row r */
+typedef void (*accum_fn)(const float *tile, int nr, int hd, const float *W, int ng, float *acc);
+/* x[r] = exp(x[r] - m) for r < n; returns their sum */
+typedef float (*exp_fn)(float *x, int n, float m);
+
+static void scores_scalar(const float *tile, int nr, int hd, const float *q, int ng, float *S) {
+    for (int g = 0; g < ng; g++)
+        for (int r = 0; r < nr; r++) {
+            const float *k = tile + (size_t)r * hd, *qg = q + (size_t)g * hd;
+            float s = 0.0f;
+            for (int i = 0; i < hd; i++) s += k[i] * qg[i];
+            S[g * SROW + r] = s;
+        }
+}
+
+static void accum_scalar(const float *tile, int nr, int hd, const float *W, int ng, float *acc) {
+    for (int g = 0; g < ng; g++)
+        for (int r = 0; r < nr; r++) {
+            const float w = W[g * SROW + r], *v = tile + (size_t)r * hd;
+            float *o = acc + (size_t)g * hd;
+            for (int i = 0; i < hd; i++) o[i] += w * v[i];
+        }
+}
+
+static float exp_scalar(float *x, int n, float m) {
+    float sum = 0.0f;
+    for (int r = 0; r < n; r++) sum += (x[r] = expf(x[r] - m));
+    return sum;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define ATT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define ATT_AI static inline __attribute__((always_inline)) ATT_AVX2
+
+/* 8 accumulators -> one vector of their 8 horizontal sums */
+ATT_AI __m256 hsum8(const __m256 a[8]) {
+    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* hd % 8 == 0. Rows are taken 8 at a time: the tile has 8 spare rows and S
+ * rows 8 spare slots, so up to 7 rows past nr are computed and their scores
+ * land in slots that are rewritten later (or never read). */
+static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float *q, int ng, float *S) {
+    for (int g = 0; g < ng; g++) {
+        const float *qg = q + (size_t)g * hd;
+        for (int r0 = 0; r0 < nr; r0 += 8) {
+            const float *k = tile + (size_t)r0 * hd;
+            __m256 a[8];
+            for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+            for (int i = 0; i < hd; i += 8) {
+                const __m256 qv = _mm256_loadu_ps(qg + i);
+                for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)j * hd + i), qv, a[j]);
+            }
+            _mm256_storeu_ps(S + g * SROW + r0, hsum8(a));
+        }
+    }
+}
+
+/* NG query heads at once: their accumulators for 16 (or 8) columns stay in
+ * registers over the block's rows. */
+#define ACCUM_NG(NG)                                                                                           \
+    ATT_AI void accum_avx2_##NG(const float *tile, int nr, int hd, const float *W, float *acc) {               \
+        int i = 0;                                                                                             \
+        for (; i + 16 <= hd; i += 16) {                                                                        \
+            __m256 a0[NG], a1[NG];                                                                             \
+            for (int g = 0; g < NG; g++) {                                                                     \
+                a0[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i);                                             \
+                a1[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i + 8);                                         \
+            }                                                                                                  \
+            for (int r = 0; r < nr; r++) {                                                                     \
+                const __m256 v0 = _mm256_loadu_ps(tile + (size_t)r * hd + i);                                  \
+                const __m256 v1 = _mm256_loadu_ps(tile + (size_t)r * hd + i + 8);                              \
+                for (int g = 0; g < NG; g++) {                                                                 \
+                    const __m256 w = _mm256_broadcast_ss(W + g * SROW + r);                                    \
+                    a0[g] = _mm256_fmadd_ps(w, v0, a0[g]);                                                     \
+                    a1[g] = _mm256_fmadd_ps(w, v1, a1[g]);                                                     \
+                }                                                                                              \
+            }                                                                                                  \
+            for (int g = 0; g < NG; g++) {                                                                     \
+                _mm256_storeu_ps(acc + (size_t)g * hd + i, a0[g]);                                             \
+                _mm256_storeu_ps(acc + (size_t)g * hd + i + 8, a1[g]);                                         \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (i < hd) {                                                                                          \
+            __m256 a0[NG];                                                                                     \
+            for (int g = 0; g < NG; g++) a0[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i);                    \
+            for (int r = 0; r < nr; r++) {                                                                     \
+                const __m256 v0 = _mm256_loadu_ps(tile + (size_t)r * hd + i);                                  \
+                for (int g = 0; g < NG; g++)                                                                   \
+                    a0[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(W + g * SROW + r), v0, a0[g]);                 \
+            }                                                                                                  \
+            for (int g = 0; g < NG; g++) _mm256_storeu_ps(acc + (size_t)g * hd + i, a0[g]);                    \
+        }                                                                                                      \
+    }
+ACCUM_NG(4)
+ACCUM_NG(2)
+ACCUM_NG(1)
+
+static ATT_AVX2 void accum_avx2(const float *tile, int nr, int hd, const float *W, int ng, float *acc) {
+    int g = 0;
+    for (; g + 4 <= ng; g += 4) accum_avx2_4(tile, nr, hd, W + g * SROW, acc + (size_t)g * hd);
+    for (; g + 2 <= ng; g += 2) accum_avx2_2(tile, nr, hd, W + g * SROW, acc + (size_t)g * hd);
+    for (; g < ng; g++) accum_avx2_1(tile, nr, hd, W + g * SROW, acc + (size_t)g * hd);
+}
+
+/* exp(x) for x <= 0 (and NaN, which stays NaN): Cephes' expf polynomial on
+ * x - n ln 2, |x - n ln 2| <= ln 2 / 2, times 2^n; relative error < 2e-7.
+ * Below -87.33 (where expf turns subnormal) the result is 0. */
+ATT_AI __m256 exp_avx2(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(lo, x)); /* NaN passes (2nd operand) */
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/* x has room for n rounded up to a multiple of 8 */
+static ATT_AVX2 float exp_avx2_block(float *x, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 sum = _mm256_setzero_ps();
+    for (int r = 0; r < n; r += 8) {
+        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + r), vm));
+        _mm256_storeu_ps(x + r, e);
+        const __m256 valid = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n - r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+        sum = _mm256_add_ps(sum, _mm256_and_ps(valid, e));
+    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define HAVE_ATT_AVX2 1
+#endif
+
+static struct {
+    scores_fn scores;
+    accum_fn accum;
+    exp_fn exp;
+    bool vec8; /* the kernels need head_dim % 8 == 0 */
+} kern = {scores_scalar, accum_scalar, exp_scalar, false};
+static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
+
+static void kern_select(void) {
+#ifdef HAVE_ATT_AVX2
+    if (cpu_isa_active() >= CPU_ISA_AVX2) {
+        kern.scores = scores_avx2;
+        kern.accum = accum_avx2;
+        kern.exp = exp_avx2_block;
+        kern.vec8 = true;
+    }
+#endif
+}
+
+/* ------------------------------------------------------------------ one work item */
 
 /* Where head hk's values live in a row encoded as segments of seg values. */
 typedef struct {
     const kv_codec *c;
+    const kvt_head *kt;          /* kt* codec rows: the head's transform */
     int seg;
     size_t seg_bytes, ofs_bytes; /* fused path: byte offset of the head's segment */
     int seg_index, ofs_values;   /* decode path: segment holding the head, offset inside it */
@@ -21,7 +233,7 @@ typedef struct {
 } head_view;
 
 static head_view head_view_make(const kv_layout *l, int hk, int hd) {
-    head_view v = {l->codec, l->seg, l->seg_bytes, 0, 0, 0, l->seg == hd};
+    head_view v = {l->codec, l->kvt ? &l->kvt[hk] : NULL, l->seg, l->seg_bytes, 0, 0, 0, l->seg == hd};
     if (v.fused) {
         v.ofs_bytes = (size_t)hk * l->seg_bytes;
     } else {
@@ -31,104 +243,254 @@ static head_view head_view_make(const kv_layout *l, int hk, int hd) {
     return v;
 }
 
-/* Decodes the head's values (decode path only) into tmp, returns a pointer to them. */
-static float *head_decode(const head_view *v, const uint8_t *row, float *tmp) {
-    v->c->decode(row + (size_t)v->seg_index * v->seg_bytes, tmp, v->seg);
-    return tmp + v->ofs_values;
+/* State of one work item. */
+typedef struct {
+    const attention_args *a;
+    int hd, ng;
+    const float *q;      /* (ng, hd) the queries */
+    float *acc;          /* (ng, hd) weighted sum of values (value space) */
+    float *qy, *qyn;     /* (ng, hd) kt* K: kvt_prep_query's query, and the same without sigma */
+    float *accy;         /* (ng, hd) kt* V: weighted sum in the transform space */
+    float *rowtmp;       /* (n_head_kv * hd) decode path: one whole decoded row */
+    float *tile;         /* (ATT_BLOCK + 8, hd) decoded rows */
+    float *S;            /* (ng, SROW) scores, then weights */
+    head_view view[2][2];/* [K, V][f16 rows, codec rows] (f16 views set at the first f16 row) */
+    bool have_f16;
+    bool need_wcodec;    /* centering or kt V: the weight of codec rows is needed on its own */
+    const float *muv;    /* centering */
+    float m[MAX_GROUP], l[MAX_GROUP];     /* running max and sum per query head */
+    float qmu[MAX_GROUP], wmu[MAX_GROUP]; /* q·mu_k; softmax weight carried by centered V rows */
+    float kq[MAX_GROUP], wkt[MAX_GROUP];  /* q·mu of the K transform; weight carried by kt V rows */
+    scores_fn scores;
+    accum_fn accum;
+    exp_fn exp;
+} item;
+
+/* Decodes the head's values of a row into dst (kt*: its transform-space values
+ * s sigma_i c_i, which kvt_axpy adds with weight 1 to a zeroed row). */
+static void decode_row(const item *it, const head_view *v, const uint8_t *row, float *dst) {
+    const int hd = it->hd;
+    if (v->kt) {
+        memset(dst, 0, sizeof(float) * (size_t)hd);
+        kvt_axpy(v->kt, row + v->ofs_bytes, 1.0f, dst);
+    } else if (v->fused) {
+        v->c->decode(row + v->ofs_bytes, dst, hd);
+    } else {
+        v->c->decode(row + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
+        memcpy(dst, it->rowtmp + v->ofs_values, sizeof(float) * (size_t)hd);
+    }
 }
 
-/* One work item = (query token, KV head): the n_group query heads sharing that
- * KV head are scored against each cached row, so every row is read once. */
+/* Scores of rows [r0, r1) of the block, all in one layout (codec or f16), into S. */
+static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, bool codec) {
+    const int hd = it->hd, ng = it->ng;
+    const head_view *vk = &it->view[0][codec];
+    float *S = it->S;
+    if (ng == 1 && (vk->kt || vk->fused)) {
+        for (int r = r0; r < r1; r++)
+            S[r] = vk->kt ? kvt_dot(vk->kt, krows[r] + vk->ofs_bytes, it->qy) + it->kq[0]
+                          : vk->c->dot(krows[r] + vk->ofs_bytes, it->q, hd) + (codec ? it->qmu[0] : 0.0f);
+        return;
+    }
+    for (int r = r0; r < r1; r++) decode_row(it, vk, krows[r], it->tile + (size_t)r * hd);
+    it->scores(it->tile + (size_t)r0 * hd, r1 - r0, hd, vk->kt ? it->qyn : it->q, ng, S + r0);
+    if (codec)
+        for (int g = 0; g < ng; g++) {
+            const float bias = vk->kt ? it->kq[g] : it->qmu[g];
+            for (int r = r0; r < r1; r++) S[g * SROW + r] += bias;
+        }
+}
+
+/* Weighted sum of the values of rows [r0, r1), all in one layout. */
+static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, bool codec) {
+    const int hd = it->hd, ng = it->ng;
+    const head_view *vv = &it->view[1][codec];
+    float *dst = vv->kt ? it->accy : it->acc, *W = it->S;
+    if (ng == 1 && (vv->kt || vv->fused)) {
+        for (int r = r0; r < r1; r++) {
+            if (vv->kt) kvt_axpy(vv->kt, vrows[r] + vv->ofs_bytes, W[r], dst);
+            else vv->c->axpy(vrows[r] + vv->ofs_bytes, W[r], dst, hd);
+        }
+        return;
+    }
+    for (int r = r0; r < r1; r++) decode_row(it, vv, vrows[r], it->tile + (size_t)r * hd);
+    it->accum(it->tile + (size_t)r0 * hd, r1 - r0, hd, W + r0, ng, dst);
+}
+
+/* One block of nr consecutive positions; codec[r]: row r is in the layer's
+ * codec layout (else f16). Scores and values go by runs of one layout; the
+ * softmax update is done once for the whole block. The block boundaries are
+ * fixed positions (multiples of ATT_BLOCK), so where the codec is f16 the
+ * result does not depend on which rows sit in the f16 sink/window. */
+static void run_block(item *it, int nr, const uint8_t *const *krows, const uint8_t *const *vrows, const bool *codec) {
+    const int hd = it->hd, ng = it->ng;
+    for (int r0 = 0, r1; r0 < nr; r0 = r1) {
+        for (r1 = r0 + 1; r1 < nr && codec[r1] == codec[r0]; r1++) {}
+        block_scores(it, r0, r1, krows, codec[r0]);
+    }
+    const float scale = it->a->scale;
+    for (int g = 0; g < ng; g++) {
+        float *s = it->S + g * SROW, mx = it->m[g];
+        for (int r = 0; r < nr; r++) {
+            s[r] *= scale;
+            if (s[r] > mx) mx = s[r];
+        }
+        if (mx > it->m[g]) {
+            const float c = expf(it->m[g] - mx); /* 0 on the first block */
+            float *o = it->acc + (size_t)g * hd;
+            for (int i = 0; i < hd; i++) o[i] *= c;
+            it->l[g] *= c;
+            it->wmu[g] *= c;
+            it->wkt[g] *= c;
+            if (it->view[1][1].kt)
+                for (int i = 0; i < hd; i++) it->accy[(size_t)g * hd + i] *= c;
+            it->m[g] = mx;
+        }
+        it->l[g] += it->exp(s, nr, it->m[g]);
+        if (it->need_wcodec) {
+            float wc = 0.0f; /* weight of the codec rows: carried by mu_v, or by the kt V sum */
+            for (int r = 0; r < nr; r++)
+                if (codec[r]) wc += s[r];
+            if (it->view[1][1].kt) it->wkt[g] += wc;
+            else it->wmu[g] += wc;
+        }
+    }
+    for (int r0 = 0, r1; r0 < nr; r0 = r1) {
+        for (r1 = r0 + 1; r1 < nr && codec[r1] == codec[r0]; r1++) {}
+        block_values(it, r0, r1, vrows, codec[r0]);
+    }
+}
+
 static void attention_item(const attention_args *a, int t, int hk, float *scratch) {
-    const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv;
-    /* views for the codec layout, and for f16 sink/window rows (resolved per position) */
-    const kv_layout *lk = kv_cache_layout_k(a->kv, a->layer), *lv = kv_cache_layout_v(a->kv, a->layer);
-    const kv_layout *l16 = NULL;
-    const head_view ck = head_view_make(lk, hk, hd), cv = head_view_make(lv, hk, hd);
-    head_view fk = ck, fv = cv;
-    float *acc = scratch, *ktmp = scratch + (size_t)n_group * hd, *vtmp = ktmp + (size_t)a->n_head_kv * hd;
-    float *qy = vtmp + (size_t)a->n_head_kv * hd, *accy = qy + (size_t)n_group * hd; /* kt* paths */
-    const kvt_head *kt_k = lk->kvt ? &lk->kvt[hk] : NULL, *kt_v = lv->kvt ? &lv->kvt[hk] : NULL;
-    float kq[64], wkt[64]; /* q·mu of the K transform; softmax weight carried by kt V rows */
-    const float *q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
-    float m[64], l[64]; /* running max and sum per query head (n_group <= 64 checked at context creation) */
-    float qmu[64], wmu[64]; /* q·mu_k per query head; softmax weight carried by centered V rows */
-    const uint32_t seq = (uint32_t)a->seq[t];
-    const float *muk = kv_cache_center_k(a->kv, seq, a->layer), *muv = kv_cache_center_v(a->kv, seq, a->layer);
+    const int hd = a->head_dim, ng = a->n_head / a->n_head_kv;
+    const kv_cache *kv = a->kv;
+    const uint32_t seq = (uint32_t)a->seq[t], layer = a->layer;
+    const kv_layout *lk = kv_cache_layout_k(kv, layer), *lv = kv_cache_layout_v(kv, layer);
+    item it_s, *it = &it_s;
+    it->a = a;
+    it->hd = hd;
+    it->ng = ng;
+    it->q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * ng * hd;
+    it->acc = scratch;
+    it->qy = it->acc + (size_t)ng * hd;
+    it->qyn = it->qy + (size_t)ng * hd;
+    it->accy = it->qyn + (size_t)ng * hd;
+    it->rowtmp = it->accy + (size_t)ng * hd;
+    it->tile = it->rowtmp + (size_t)a->n_head_kv * hd;
+    it->S = it->tile + (size_t)(ATT_BLOCK + 8) * hd;
+    /* rows and slots the 8-row kernels touch past a run hold zeros, not garbage */
+    memset(it->tile, 0, sizeof(float) * ((size_t)(ATT_BLOCK + 8) * hd + (size_t)ng * SROW));
+    it->view[0][1] = head_view_make(lk, hk, hd);
+    it->view[1][1] = head_view_make(lv, hk, hd);
+    it->have_f16 = false;
+    /* the vector tile kernels need head_dim % 8 == 0; otherwise the scalar ones */
+    const bool vec = kern.vec8 && hd % 8 == 0;
+    it->scores = vec ? kern.scores : scores_scalar;
+    it->accum = vec ? kern.accum : accum_scalar;
+    it->exp = kern.exp;
+    const float *muk = kv_cache_center_k(kv, seq, layer);
+    it->muv = kv_cache_center_v(kv, seq, layer);
     if (muk) muk += (size_t)hk * hd;
-    if (muv) muv += (size_t)hk * hd;
-    for (int g = 0; g < n_group; g++) {
-        m[g] = -INFINITY;
-        l[g] = wmu[g] = qmu[g] = wkt[g] = 0.0f;
+    if (it->muv) it->muv += (size_t)hk * hd;
+    it->need_wcodec = it->muv || it->view[1][1].kt;
+    const kvt_head *kt_k = it->view[0][1].kt;
+    for (int g = 0; g < ng; g++) {
+        const float *qg = it->q + (size_t)g * hd;
+        it->m[g] = -INFINITY;
+        it->l[g] = it->wmu[g] = it->qmu[g] = it->wkt[g] = it->kq[g] = 0.0f;
         if (muk)
-            for (int i = 0; i < hd; i++) qmu[g] += q[(size_t)g * hd + i] * muk[i];
-        if (kt_k) kq[g] = kvt_prep_query(kt_k, q + (size_t)g * hd, qy + (size_t)g * hd);
+            for (int i = 0; i < hd; i++) it->qmu[g] += qg[i] * muk[i];
+        if (kt_k) {
+            float *qy = it->qy + (size_t)g * hd, *qyn = it->qyn + (size_t)g * hd;
+            it->kq[g] = kvt_prep_query(kt_k, qg, qy);
+            if (ng > 1) /* the tile holds s sigma_i c_i: dot it with qy / sigma */
+                for (int i = 0; i < hd; i++) qyn[i] = qy[i] / kt_k->sigma[i];
+        }
     }
-    memset(acc, 0, sizeof(float) * (size_t)n_group * hd);
-    if (kt_v) memset(accy, 0, sizeof(float) * (size_t)n_group * hd);
+    memset(it->acc, 0, sizeof(float) * (size_t)ng * hd);
+    if (it->view[1][1].kt) memset(it->accy, 0, sizeof(float) * (size_t)ng * hd);
+
     const int32_t n_kv = a->pos[t] + 1;
-    for (int32_t p = 0; p < n_kv; p++) {
-        const kv_layout *lkp, *lvp;
-        const uint8_t *krow = kv_cache_k_at(a->kv, seq, a->layer, (uint32_t)p, &lkp);
-        const uint8_t *vrow = kv_cache_v_at(a->kv, seq, a->layer, (uint32_t)p, &lvp);
-        if ((lkp != lk || lvp != lv) && !l16) {
-            l16 = lkp != lk ? lkp : lvp;
-            fk = head_view_make(l16, hk, hd);
-            fv = fk;
-        }
-        const head_view kv_k = lkp == lk ? ck : fk, kv_v = lvp == lv ? cv : fv;
-        const bool k_codec = lkp == lk, v_codec = lvp == lv; /* centered rows */
-        const bool k_kt = k_codec && kt_k, v_kt = v_codec && kt_v;
-        float *kd = kv_k.fused || k_kt ? NULL : head_decode(&kv_k, krow, ktmp);
-        float *vd = kv_v.fused || v_kt ? NULL : head_decode(&kv_v, vrow, vtmp);
-        if (kd && muk && k_codec)
-            for (int i = 0; i < hd; i++) kd[i] += muk[i];
-        if (vd && muv && v_codec)
-            for (int i = 0; i < hd; i++) vd[i] += muv[i];
-        for (int g = 0; g < n_group; g++) {
-            const float *qg = q + (size_t)g * hd;
-            float s;
-            if (k_kt) {
-                s = kvt_dot(kt_k, krow + kv_k.ofs_bytes, qy + (size_t)g * hd) + kq[g];
-            } else if (kd) {
-                s = 0.0f;
-                for (int i = 0; i < hd; i++) s += kd[i] * qg[i];
-            } else {
-                s = kv_k.c->dot(krow + kv_k.ofs_bytes, qg, hd);
-                if (k_codec) s += qmu[g];
-            }
-            s *= a->scale;
-            float *o = acc + (size_t)g * hd;
-            if (s > m[g]) {
-                const float c = expf(m[g] - s); /* 0 on the first row */
-                for (int i = 0; i < hd; i++) o[i] *= c;
-                l[g] *= c;
-                wmu[g] *= c;
-                wkt[g] *= c;
-                if (kt_v)
-                    for (int i = 0; i < hd; i++) accy[(size_t)g * hd + i] *= c;
-                m[g] = s;
-            }
-            const float w = expf(s - m[g]);
-            l[g] += w;
-            if (v_kt) {
-                kvt_axpy(kt_v, vrow + kv_v.ofs_bytes, w, accy + (size_t)g * hd);
-                wkt[g] += w;
-            } else if (vd) {
-                for (int i = 0; i < hd; i++) o[i] += w * vd[i];
-            } else {
-                kv_v.c->axpy(vrow + kv_v.ofs_bytes, w, o, hd);
-                if (v_codec) wmu[g] += w;
-            }
-        }
+    const uint8_t *krows[ATT_BLOCK], *vrows[ATT_BLOCK];
+    bool codec[ATT_BLOCK];
+    const kv_layout *l1, *l2;
+    /* kv_cache.c keeps the f16 sink rows at the start and the f16 window rows
+     * (the most recently stored positions) at the end: codec rows are
+     * [s0, c1) of what this query sees. */
+    int32_t c1 = n_kv, s0 = 0;
+    while (c1 > 0) {
+        kv_cache_k_at(kv, seq, layer, (uint32_t)(c1 - 1), &l1);
+        if (l1 == lk) break;
+        c1--;
     }
-    float *out = a->O + (size_t)t * a->n_head * hd + (size_t)hk * n_group * hd;
-    if (kt_v) /* bring the kt V rows' y-space sum back into the value space */
-        for (int g = 0; g < n_group; g++) kvt_finish(kt_v, accy + (size_t)g * hd, wkt[g], acc + (size_t)g * hd);
-    for (int g = 0; g < n_group; g++) {
-        const float inv = l[g] > 0 ? 1.0f / l[g] : 0.0f;
+    while (s0 < c1) {
+        kv_cache_k_at(kv, seq, layer, (uint32_t)s0, &l1);
+        if (l1 == lk) break;
+        s0++;
+    }
+    /* a verified run of codec rows [run0, run1) at run_k/run_v: contiguous
+     * within one page, its first and last rows looked up */
+    int32_t run0 = 0, run1 = 0;
+    const uint8_t *run_k = NULL, *run_v = NULL;
+    const size_t kstride = lk->row_bytes, vstride = lv->row_bytes;
+    for (int32_t b0 = 0; b0 < n_kv; b0 += ATT_BLOCK) {
+        const int nr = n_kv - b0 < ATT_BLOCK ? n_kv - b0 : ATT_BLOCK;
+        if (b0 >= s0 && b0 + nr <= c1 && !(b0 >= run0 && b0 + nr <= run1)) {
+            int32_t end = (b0 / KV_PAGE_TOKENS + 1) * KV_PAGE_TOKENS;
+            if (end > c1) end = c1;
+            const uint8_t *k0 = kv_cache_k_at(kv, seq, layer, (uint32_t)b0, &l1);
+            const uint8_t *v0 = kv_cache_v_at(kv, seq, layer, (uint32_t)b0, &l2);
+            const uint8_t *k1 = kv_cache_k_at(kv, seq, layer, (uint32_t)(end - 1), &l1);
+            const uint8_t *v1 = kv_cache_v_at(kv, seq, layer, (uint32_t)(end - 1), &l2);
+            run0 = run1 = 0; /* unverified: rows looked up one by one */
+            if (l1 == lk && l2 == lv && k1 == k0 + (size_t)(end - 1 - b0) * kstride &&
+                v1 == v0 + (size_t)(end - 1 - b0) * vstride) {
+                run0 = b0;
+                run1 = end;
+                run_k = k0;
+                run_v = v0;
+            }
+        }
+        if (b0 >= run0 && b0 + nr <= run1) {
+            const uint8_t *k0 = run_k + (size_t)(b0 - run0) * kstride, *v0 = run_v + (size_t)(b0 - run0) * vstride;
+            for (int r = 0; r < nr; r++) {
+                krows[r] = k0 + (size_t)r * kstride;
+                vrows[r] = v0 + (size_t)r * vstride;
+                codec[r] = true;
+            }
+#if ATT_PREFETCH
+            /* the next block's slices of this run, while this one computes */
+            for (int r = nr; r < 2 * nr && b0 + r < run1; r++) {
+                const uint8_t *kp = k0 + (size_t)r * kstride + it->view[0][1].ofs_bytes;
+                const uint8_t *vp = v0 + (size_t)r * vstride + it->view[1][1].ofs_bytes;
+                for (size_t o = 0; o < it->view[0][1].seg_bytes; o += 64) __builtin_prefetch(kp + o);
+                for (size_t o = 0; o < it->view[1][1].seg_bytes; o += 64) __builtin_prefetch(vp + o);
+            }
+#endif
+        } else {
+            /* sink or window rows (or a run that did not verify): one by one */
+            for (int r = 0; r < nr; r++) {
+                krows[r] = kv_cache_k_at(kv, seq, layer, (uint32_t)(b0 + r), &l1);
+                vrows[r] = kv_cache_v_at(kv, seq, layer, (uint32_t)(b0 + r), &l2);
+                codec[r] = l1 == lk;
+                if (!codec[r] && !it->have_f16) {
+                    it->view[0][0] = it->view[1][0] = head_view_make(l1, hk, hd);
+                    it->view[0][0].kt = it->view[1][0].kt = NULL;
+                    it->have_f16 = true;
+                }
+            }
+        }
+        run_block(it, nr, krows, vrows, codec);
+    }
+    float *out = a->O + (size_t)t * a->n_head * hd + (size_t)hk * ng * hd;
+    if (it->view[1][1].kt) /* bring the kt V rows' y-space sum back into the value space */
+        for (int g = 0; g < ng; g++)
+            kvt_finish(it->view[1][1].kt, it->accy + (size_t)g * hd, it->wkt[g], it->acc + (size_t)g * hd);
+    for (int g = 0; g < ng; g++) {
+        const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
         for (int i = 0; i < hd; i++)
-            out[(size_t)g * hd + i] = (acc[(size_t)g * hd + i] + (muv ? wmu[g] * muv[i] : 0.0f)) * inv;
+            out[(size_t)g * hd + i] =
+                (it->acc[(size_t)g * hd + i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
     }
 }
 
@@ -139,7 +501,10 @@ static void attention_worker(void *arg, int ith, int nth) {
     for (int it = ith; it < n_items; it += nth) attention_item(a, it / a->n_head_kv, it % a->n_head_kv, scratch);
 }
 
-void attention_batch(threadpool *tp, attention_args *a) { threadpool_run(tp, attention_worker, a); }
+void attention_batch(threadpool *tp, attention_args *a) {
+    pthread_once(&kern_once, kern_select);
+    threadpool_run(tp, attention_worker, a);
+}
 
 /* Decodes head hk of an encoded row into out (hd values), whatever the segment layout. */
 static void decode_head_ref(const kv_layout *l, const uint8_t *row, int hk, int hd, int n_head_kv, float *out) {

@@ -3,15 +3,21 @@
  * the TurboQuant-style codebook codecs. docs/kv-codecs.md describes every
  * layout and the measurements behind the design choices.
  *
- * All dot/axpy kernels here are plain scalar C; they work block by block on
- * the packed codes and are the reference for any vectorised twins.
+ * All dot/axpy/decode kernels here are plain scalar C; they work block by
+ * block on the packed codes and are the reference for their AVX2 twins in
+ * kv_codecs_avx2.c. kv_codec_get hands out one table, chosen once per process
+ * (first call): the AVX2 twins when cpu.c reports AVX2+FMA+F16C (and
+ * ROTKV_ISA does not cap it), else the scalar kernels; kv_codec_get_isa gives
+ * either table explicitly (tests/test_kv_simd.c compares them).
  *
  * Non-finite input: quantized encoders never see NaN or inf. NaN becomes 0 and
  * every value is clamped to the f16 range [-65504, 65504] (all scales here are
  * stored as f16, so nothing larger can be represented anyway). */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "fp16.h"
 #include "kv_cache.h"
 #include "lloyd_max.h"
@@ -486,9 +492,41 @@ static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {
 #undef ROW
 };
 
+/* The AVX2 twins (kv_codecs_avx2.c): fills c's dot/axpy/decode, returns 0 when t has none. */
+int kv_codecs_avx2_twin(rotkv_kv_type t, kv_codec *c);
+
+static kv_codec codecs_avx2[ROTKV_KV_TYPE_COUNT];
+static const kv_codec *codecs_active = codecs; /* the table kv_codec_get hands out */
+static bool avx2_ok;
+static pthread_once_t select_once = PTHREAD_ONCE_INIT;
+
+/* Runs once per process: builds the AVX2 table (scalar rows with the twins
+ * patched in) when the CPU can run it, and picks the active table. */
+static void codecs_select(void) {
+    avx2_ok = cpu_isa_supported(CPU_ISA_AVX2);
+    if (avx2_ok) {
+        memcpy(codecs_avx2, codecs, sizeof codecs);
+        for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++)
+            if (codecs[t].name && codecs[t].kt_bits == 0) kv_codecs_avx2_twin((rotkv_kv_type)t, &codecs_avx2[t]);
+        if (cpu_isa_active() >= CPU_ISA_AVX2) codecs_active = codecs_avx2;
+    }
+}
+
 const kv_codec *kv_codec_get(rotkv_kv_type t) {
     if ((int)t < 0 || t >= ROTKV_KV_TYPE_COUNT || !codecs[t].name) return NULL;
-    return &codecs[t];
+    pthread_once(&select_once, codecs_select);
+    return &codecs_active[t];
+}
+
+/* Codec of a type with the kernels of one ISA level (NULL if unknown, or if
+ * this CPU cannot run that level). Not in kv_cache.h, which belongs to the
+ * cache; declared where it is used (tests/test_kv_simd.c). */
+const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa);
+const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa) {
+    if ((int)t < 0 || t >= ROTKV_KV_TYPE_COUNT || !codecs[t].name) return NULL;
+    pthread_once(&select_once, codecs_select);
+    if (isa == CPU_ISA_SCALAR) return &codecs[t];
+    return isa == CPU_ISA_AVX2 && avx2_ok ? &codecs_avx2[t] : NULL;
 }
 
 double kv_codec_bits(const kv_codec *c, int n) { return 8.0 * (double)c->row_bytes(n) / n; }

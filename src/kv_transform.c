@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "lloyd_max.h"
 
 #define KVT_BITS_CAP 6
@@ -104,9 +105,248 @@ void kvt_free(kvt_head *h) {
     memset(h, 0, sizeof *h);
 }
 
+/* ------------------------------------------------------------ decode plan
+ *
+ * kvt_dot and kvt_axpy are the hot paths of kt* attention. Their reference
+ * (kvt_dot_ref, kvt_axpy_ref) reads every coordinate's index bit by bit. The
+ * fast kernels instead work on groups of 8 consecutive coordinates, using a
+ * plan built once per head by kvt_fit:
+ *  - kvt_fit sorts the coordinates by bit width (most bits first; T's rows,
+ *    Tinv's columns, sigma and bits permuted together, so encode, decode and
+ *    kvt_prep_query agree), so each width is one contiguous run and most
+ *    groups hold a single width;
+ *  - per group: the byte where its bits start, and per lane the shift and
+ *    mask that extract its index from that 64-bit window (lanes 0..3 from the
+ *    window's low 32 bits, lanes 4..7 from the 32 bits starting at s4), and
+ *    the offset of the lane's codebook in one concatenated table (cat_levels;
+ *    entry 0 is 0.0 for lanes without bits).
+ * Unpacking is then branch-free: one 64-bit load, one variable shift, a mask,
+ * and a table lookup (vpermps for a single-width group of <= 3 bits, a tree
+ * of vpermps and blends for 4..6 bits, one gather for the few mixed groups at
+ * the run boundaries). Coordinates without bits (sorted last) are skipped.
+ *
+ * The plan is stored in the allocation of bit_ofs, after its hd entries
+ * (kvt_head's layout in kv_transform.h is left as it is), so kvt_free frees
+ * it; every kvt_head comes from kvt_fit, which builds it. */
+
+#define KVT_PLAN_MAGIC 0x6b76706cu
+
+typedef struct {
+    uint32_t shift[8]; /* lane j: bit offset of its index in its 32-bit window */
+    uint32_t mask[8];  /* (1 << bits) - 1; 0 for lanes without bits (or past hd) */
+    uint32_t base[8];  /* offset of the lane's codebook in cat_levels (0: the 0.0 entry) */
+    uint32_t byte;     /* first byte of the group's bits in the index field */
+    uint8_t s4;        /* bit of the 64-bit window where lanes 4..7's 32-bit window starts */
+    uint8_t bits;      /* every lane has this many bits (1..6), or 0: mixed, look up through base */
+    uint8_t safe;      /* an 8-byte load at byte stays inside the index field */
+    uint8_t n_lanes;   /* lanes inside hd (8, except in a last group past hd) */
+    uint32_t pad[6];
+} kvt_group;
+
+typedef struct {
+    uint32_t magic, n_groups, field_bytes, pad[5];
+    kvt_group g[];
+} kvt_plan;
+
+/* cat_levels[2^b - 1 + k] = level k of the b-bit codebook; cat_levels[0] = 0 */
+static float cat_levels[1 << (KVT_BITS_CAP + 1)];
+
+static inline const kvt_plan *plan_of(const kvt_head *h) {
+    return (const kvt_plan *)(((uintptr_t)(h->bit_ofs + h->hd) + 31) & ~(uintptr_t)31);
+}
+
+static int kvt_sort_coordinates(kvt_head *h, double *scratch) {
+    const int hd = h->hd;
+    int *perm = malloc(sizeof(int) * hd);
+    float *f = malloc(sizeof(float) * hd * hd);
+    if (!perm || !f) {
+        free(perm);
+        free(f);
+        return -1;
+    }
+    int k = 0;
+    for (int b = KVT_BITS_CAP; b >= 0; b--)
+        for (int i = 0; i < hd; i++)
+            if (h->bits[i] == b) perm[k++] = i;
+    memcpy(f, h->T, sizeof(float) * hd * hd);
+    for (int i = 0; i < hd; i++) memcpy(h->T + (size_t)i * hd, f + (size_t)perm[i] * hd, sizeof(float) * hd);
+    memcpy(f, h->Tinv, sizeof(float) * hd * hd);
+    for (int r = 0; r < hd; r++)
+        for (int i = 0; i < hd; i++) h->Tinv[(size_t)r * hd + i] = f[(size_t)r * hd + perm[i]];
+    for (int i = 0; i < hd; i++) scratch[i] = h->sigma[i];
+    for (int i = 0; i < hd; i++) h->sigma[i] = (float)scratch[perm[i]];
+    for (int i = 0; i < hd; i++) scratch[i] = h->bits[i];
+    for (int i = 0; i < hd; i++) h->bits[i] = (uint8_t)scratch[perm[i]];
+    free(perm);
+    free(f);
+    return 0;
+}
+
+/* Builds the plan (bits sorted, bit_ofs and total_bits set). */
+static int kvt_plan_build(kvt_head *h) {
+    const int hd = h->hd;
+    int nz = 0; /* coordinates with bits: the first nz after sorting */
+    while (nz < hd && h->bits[nz]) nz++;
+    const int n_groups = (nz + 7) / 8;
+    const size_t bytes = sizeof(uint32_t) * hd + 32 + sizeof(kvt_plan) + sizeof(kvt_group) * n_groups;
+    uint32_t *bo = realloc(h->bit_ofs, bytes);
+    if (!bo) return -1;
+    h->bit_ofs = bo;
+    kvt_plan *p = (kvt_plan *)plan_of(h);
+    memset(p, 0, sizeof(kvt_plan) + sizeof(kvt_group) * n_groups);
+    p->magic = KVT_PLAN_MAGIC;
+    p->n_groups = (uint32_t)n_groups;
+    p->field_bytes = (uint32_t)(h->total_bits + 7) / 8;
+    for (int g = 0; g < n_groups; g++) {
+        kvt_group *G = &p->g[g];
+        const uint32_t o0 = h->bit_ofs[8 * g];
+        G->byte = o0 / 8;
+        G->safe = G->byte + 8 <= p->field_bytes;
+        int b0 = -1, mixed = 0;
+        for (int j = 0; j < 8; j++) {
+            const int i = 8 * g + j;
+            const int b = i < nz ? h->bits[i] : 0;
+            if (i < hd) G->n_lanes++;
+            if (b0 < 0) b0 = b;
+            mixed |= b != b0;
+            if (j == 4) G->s4 = (uint8_t)(b ? h->bit_ofs[i] - 8 * G->byte : 0);
+            if (!b) continue;
+            const uint32_t rel = h->bit_ofs[i] - 8 * G->byte; /* < 7 + 7 * 6 */
+            G->shift[j] = j < 4 ? rel : rel - G->s4;
+            G->mask[j] = (1u << b) - 1;
+            G->base[j] = (1u << b) - 1;
+        }
+        G->bits = mixed ? 0 : (uint8_t)b0;
+    }
+    return 0;
+}
+
+/* The window of a group: 8 bytes from its first byte (fewer at the end of the field). */
+static inline uint64_t group_window(const kvt_group *G, const uint8_t *f, uint32_t field_bytes) {
+    uint64_t w = 0;
+    if (G->safe) memcpy(&w, f + G->byte, 8);
+    else
+        for (uint32_t i = 0; G->byte + i < field_bytes && i < 8; i++) w |= (uint64_t)f[G->byte + i] << (8 * i);
+    return w;
+}
+
+/* Scalar twins of the fast kernels: the same plan, one lane at a time. */
+static inline float lane_level(const kvt_group *G, uint64_t w, int j) {
+    const uint32_t win = j < 4 ? (uint32_t)w : (uint32_t)(w >> G->s4);
+    return cat_levels[G->base[j] + ((win >> G->shift[j]) & G->mask[j])];
+}
+
+static float kvt_dot_scalar(const kvt_head *h, const uint8_t *src, const float *qy) {
+    const kvt_plan *p = plan_of(h);
+    float acc = 0.0f;
+    for (uint32_t g = 0; g < p->n_groups; g++) {
+        const kvt_group *G = &p->g[g];
+        const uint64_t w = group_window(G, src + 1, p->field_bytes);
+        for (int j = 0; j < G->n_lanes; j++)
+            if (G->mask[j]) acc += qy[8 * g + j] * lane_level(G, w, j);
+    }
+    return scale_of(src) * acc;
+}
+
+static void kvt_axpy_scalar(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
+    const kvt_plan *p = plan_of(h);
+    const float ws = w * scale_of(src);
+    for (uint32_t g = 0; g < p->n_groups; g++) {
+        const kvt_group *G = &p->g[g];
+        const uint64_t win = group_window(G, src + 1, p->field_bytes);
+        for (int j = 0; j < G->n_lanes; j++)
+            if (G->mask[j]) acc_y[8 * g + j] += ws * h->sigma[8 * g + j] * lane_level(G, win, j);
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define KVT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define KVT_AI static inline __attribute__((always_inline)) KVT_AVX2
+
+/* The 8 levels of group G. */
+KVT_AI __m256 group_levels(const kvt_group *G, const uint8_t *f, uint32_t field_bytes) {
+    const uint64_t w = group_window(G, f, field_bytes);
+    const __m256i win = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32((int)(uint32_t)w)),
+                                                _mm_set1_epi32((int)(uint32_t)(w >> G->s4)), 1);
+    const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(win, _mm256_loadu_si256((const __m256i *)G->shift)),
+                                         _mm256_loadu_si256((const __m256i *)G->mask));
+    const int b = G->bits;
+    if (b == 0) /* mixed widths (a run boundary, or lanes without bits) */
+        return _mm256_i32gather_ps(cat_levels, _mm256_add_epi32(idx, _mm256_loadu_si256((const __m256i *)G->base)), 4);
+    const float *t = cb_levels[b]; /* zero-padded to 64 entries */
+    __m256 v[8];
+    const int n8 = b <= 3 ? 1 : 1 << (b - 3);
+    for (int k = 0; k < n8; k++) v[k] = _mm256_permutevar8x32_ps(_mm256_loadu_ps(t + 8 * k), idx);
+    for (int bit = 3, n = n8; bit < b; bit++, n /= 2) {
+        const __m256 sel = _mm256_castsi256_ps(_mm256_sll_epi32(idx, _mm_cvtsi32_si128(31 - bit)));
+        for (int k = 0; k < n / 2; k++) v[k] = _mm256_blendv_ps(v[2 * k], v[2 * k + 1], sel);
+    }
+    return v[0];
+}
+
+KVT_AI __m256i lane_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static KVT_AVX2 float kvt_dot_avx2(const kvt_head *h, const uint8_t *src, const float *qy) {
+    const kvt_plan *p = plan_of(h);
+    __m256 acc = _mm256_setzero_ps();
+    for (uint32_t g = 0; g < p->n_groups; g++) {
+        const kvt_group *G = &p->g[g];
+        const __m256 lev = group_levels(G, src + 1, p->field_bytes);
+        const __m256 q = G->n_lanes == 8 ? _mm256_loadu_ps(qy + 8 * g) : _mm256_maskload_ps(qy + 8 * g, lane_mask(G->n_lanes));
+        acc = _mm256_fmadd_ps(lev, q, acc);
+    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return scale_of(src) * _mm_cvtss_f32(s);
+}
+
+static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
+    const kvt_plan *p = plan_of(h);
+    const __m256 ws = _mm256_set1_ps(w * scale_of(src));
+    for (uint32_t g = 0; g < p->n_groups; g++) {
+        const kvt_group *G = &p->g[g];
+        const __m256 lev = group_levels(G, src + 1, p->field_bytes);
+        float *a = acc_y + 8 * g;
+        if (G->n_lanes == 8) {
+            const __m256 sw = _mm256_mul_ps(ws, _mm256_loadu_ps(h->sigma + 8 * g));
+            _mm256_storeu_ps(a, _mm256_fmadd_ps(sw, lev, _mm256_loadu_ps(a)));
+        } else {
+            const __m256i m = lane_mask(G->n_lanes);
+            const __m256 sw = _mm256_mul_ps(ws, _mm256_maskload_ps(h->sigma + 8 * g, m));
+            _mm256_maskstore_ps(a, m, _mm256_fmadd_ps(sw, lev, _mm256_maskload_ps(a, m)));
+        }
+    }
+}
+#endif
+
+/* The kernels kvt_dot / kvt_axpy run: the scalar plan kernels, replaced once
+ * (first kvt_fit, before any head can be used) by the AVX2 ones when cpu.c
+ * reports AVX2+FMA+F16C and ROTKV_ISA does not cap it. */
+static float (*dot_impl)(const kvt_head *, const uint8_t *, const float *) = kvt_dot_scalar;
+static void (*axpy_impl)(const kvt_head *, const uint8_t *, float, float *) = kvt_axpy_scalar;
+static pthread_once_t impl_once = PTHREAD_ONCE_INIT;
+
+static void impl_select(void) {
+    cat_levels[0] = 0.0f;
+    for (int b = 1; b <= KVT_BITS_CAP; b++)
+        for (int k = 0; k < 1 << b; k++) cat_levels[(1 << b) - 1 + k] = cb_levels[b][k];
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (cpu_isa_active() >= CPU_ISA_AVX2) {
+        dot_impl = kvt_dot_avx2;
+        axpy_impl = kvt_axpy_avx2;
+    }
+#endif
+}
+
 int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int budget_bits) {
     pthread_once(&cb_once, cb_init);
     pthread_once(&scale_once, scale_init);
+    pthread_once(&impl_once, impl_select);
     memset(h, 0, sizeof *h);
     h->hd = hd;
     h->mu = calloc((size_t)hd, sizeof(float));
@@ -206,6 +446,9 @@ int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int bud
         }
         h->bits[best]++;
     }
+    /* coordinates sorted by bits, most first (stable), so that every width
+     * is one contiguous run and the kernels see uniform groups of 8 */
+    if (kvt_sort_coordinates(h, tmp) != 0) goto out;
     uint32_t ofs = 0;
     for (int i = 0; i < hd; i++) {
         h->bit_ofs[i] = ofs;
@@ -213,6 +456,7 @@ int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int bud
     }
     h->total_bits = (int)ofs;
     h->row_bytes = 1 + (ofs + 7) / 8;
+    if (kvt_plan_build(h) != 0) goto out;
     rc = 0;
 out:
     free(C); free(W); free(V); free(ev); free(Ws); free(Wis); free(tmp); free(U); free(lam); free(mud);
@@ -305,7 +549,11 @@ float kvt_prep_query(const kvt_head *h, const float *q, float *qy) {
     return (float)qm;
 }
 
-float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) {
+/* The obviously-correct references: every coordinate's index read bit by bit. */
+float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy);
+void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
+
+float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy) {
     const float s = scale_of(src);
     float acc = 0.0f;
     for (int i = 0; i < h->hd; i++)
@@ -313,10 +561,41 @@ float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) {
     return s * acc;
 }
 
-void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
+void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
     const float ws = w * scale_of(src);
     for (int i = 0; i < h->hd; i++)
         if (h->bits[i]) acc_y[i] += ws * h->sigma[i] * cb_levels[h->bits[i]][get_bits(src + 1, h->bit_ofs[i], h->bits[i])];
+}
+
+float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) { return dot_impl(h, src, qy); }
+
+void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) { axpy_impl(h, src, w, acc_y); }
+
+/* Every implementation of kvt_dot / kvt_axpy by ISA level, for tests
+ * (tests/test_kv_simd.c declares these; kv_transform.h is left as it is):
+ * CPU_ISA_SCALAR the scalar plan kernels, CPU_ISA_AVX2 the AVX2 ones (NULL
+ * when this CPU lacks AVX2). */
+typedef float (*kvt_dot_fn)(const kvt_head *, const uint8_t *, const float *);
+typedef void (*kvt_axpy_fn)(const kvt_head *, const uint8_t *, float, float *);
+int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy);
+int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy) {
+    pthread_once(&cb_once, cb_init);
+    pthread_once(&impl_once, impl_select);
+    if (isa == CPU_ISA_SCALAR) {
+        *dot = kvt_dot_scalar;
+        *axpy = kvt_axpy_scalar;
+        return 0;
+    }
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (isa == CPU_ISA_AVX2 && cpu_isa_supported(CPU_ISA_AVX2)) {
+        *dot = kvt_dot_avx2;
+        *axpy = kvt_axpy_avx2;
+        return 0;
+    }
+#endif
+    *dot = NULL;
+    *axpy = NULL;
+    return -1;
 }
 
 void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out) {

@@ -1,0 +1,293 @@
+/* test_kv_simd.c — the KV cache's vector kernels against their scalar twins:
+ *  - every codec's AVX2 dot / axpy against the scalar one (|diff| <= 1e-5 *
+ *    sum |a_i b_i|, a the decoded values; q4_1/q5_1 add their offset term),
+ *    its AVX2 decode bit for bit, for n = 16, 64, 128;
+ *  - kt*: kvt_dot / kvt_axpy (scalar plan kernels and AVX2 kernels) against
+ *    the bit-by-bit references, and the coordinate order kvt_fit leaves
+ *    (sorted by bits) consistent between encode, decode and prep_query;
+ *  - the blocked attention over a long cache (several pages and blocks, sink
+ *    and window rows, centering, GQA and MHA) against attention_reference for
+ *    every cache type.
+ * Where AVX2 is missing the AVX2 comparisons are skipped with the reason
+ * printed; the rest still runs. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "cpu.h"
+#include "kv_cache.h"
+#include "kv_transform.h"
+#include "rotkv.h"
+#include "testutil.h"
+
+/* Not in the headers (kv_cache.h and kv_transform.h are left as they are):
+ * the kernels of one ISA level. */
+const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa);
+typedef float (*kvt_dot_fn)(const kvt_head *, const uint8_t *, const float *);
+typedef void (*kvt_axpy_fn)(const kvt_head *, const uint8_t *, float, float *);
+int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy);
+float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy);
+void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
+
+static bool have_avx2(const char *what) {
+    if (cpu_isa_supported(CPU_ISA_AVX2)) return true;
+    print_message("[ SKIP     ] %s: this CPU lacks AVX2/FMA/F16C, only the scalar kernels run here\n", what);
+    return false;
+}
+
+/* Gaussian with a random scale per vector and a few outliers. */
+static void random_vec(float *x, int n, uint64_t *rng) {
+    const float scale = powf(10.0f, -2.0f + 3.0f * test_rand_uniform(rng));
+    for (int i = 0; i < n; i++) {
+        x[i] = scale * test_rand_normal(rng);
+        if (test_rand_u64(rng) % 32 == 0) x[i] *= 10.0f;
+    }
+}
+
+#define MAXN 128
+#define REPS 200
+
+/* ------------------------------------------------------------------ fixed codecs */
+
+static void t_codec_twins(void **state) {
+    (void)state;
+    if (!have_avx2("codec AVX2 twins")) skip();
+    const int ns[] = {16, 64, 128};
+    uint64_t rng = 11;
+    float x[MAXN], q[MAXN], a[MAXN], d1[MAXN], d2[MAXN], o0[MAXN], o1[MAXN], o2[MAXN];
+    uint8_t buf[4 * MAXN + 64];
+    for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
+        const kv_codec *sc = kv_codec_get_isa((rotkv_kv_type)t, CPU_ISA_SCALAR);
+        const kv_codec *av = kv_codec_get_isa((rotkv_kv_type)t, CPU_ISA_AVX2);
+        assert_non_null(sc);
+        assert_non_null(av);
+        /* the active table is the AVX2 one unless ROTKV_ISA caps it */
+        if (cpu_isa_active() >= CPU_ISA_AVX2) assert_ptr_equal(kv_codec_get((rotkv_kv_type)t), av);
+        assert_ptr_not_equal(av->dot, sc->dot);
+        assert_ptr_not_equal(av->axpy, sc->axpy);
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            const int n = ns[k];
+            if (n % sc->blck) continue; /* ggml blocks: 32 values */
+            /* q4_1 / q5_1 decode to d c + m with unsigned codes c: the scalar
+             * kernels' terms d c and m are each up to the block's max |a|, and
+             * cancel; their rounding is relative to those terms */
+            const bool offset = t == ROTKV_KV_Q4_1 || t == ROTKV_KV_Q5_1;
+            double worst = 0;
+            for (int rep = 0; rep < REPS; rep++) {
+                random_vec(x, n, &rng);
+                if (rep == 0) memset(x, 0, sizeof x); /* zero vector */
+                for (int i = 0; i < n; i++) q[i] = test_rand_normal(&rng);
+                memset(buf, 0, sizeof buf);
+                sc->encode(x, buf, n);
+                /* decode: bit for bit */
+                sc->decode(buf, d1, n);
+                av->decode(buf, d2, n);
+                assert_memory_equal(d1, d2, sizeof(float) * (size_t)n);
+                memcpy(a, d1, sizeof(float) * (size_t)n);
+                /* dot */
+                double mag = 0, amax = 0;
+                for (int i = 0; i < n; i++) amax = fmax(amax, fabs(a[i]));
+                for (int i = 0; i < n; i++) mag += fabs((double)a[i] * q[i]) + (offset ? amax * fabs(q[i]) : 0);
+                const double ds = sc->dot(buf, q, n), dv = av->dot(buf, q, n);
+                if (!(fabs(ds - dv) <= 1e-5 * mag))
+                    fail_msg("%s n=%d rep %d: dot scalar %.9g avx2 %.9g (sum |ab| %g)", sc->name, n, rep, ds, dv, mag);
+                if (mag > 0 && fabs(ds - dv) / mag > worst) worst = fabs(ds - dv) / mag;
+                /* axpy onto a random vector */
+                const float w = test_rand_normal(&rng);
+                for (int i = 0; i < n; i++) o0[i] = o1[i] = o2[i] = test_rand_normal(&rng);
+                sc->axpy(buf, w, o1, n);
+                av->axpy(buf, w, o2, n);
+                for (int i = 0; i < n; i++) {
+                    const double bound = 1e-5 * (fabs(o0[i]) + fabs(w) * (fabs(a[i]) + (offset ? amax : 0)));
+                    if (!(fabs((double)o1[i] - o2[i]) <= bound))
+                        fail_msg("%s n=%d rep %d: axpy[%d] scalar %.9g avx2 %.9g", sc->name, n, rep, i, o1[i], o2[i]);
+                }
+            }
+            print_message("[ TWIN     ] %-6s n=%3d: max |dot diff| / sum|ab| = %.2e\n", sc->name, n, worst);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ kt* */
+
+/* Calibration vectors with very different variances per direction (so the bit
+ * allocation spans several widths, and some coordinates get none). */
+static void kt_data(float *X, int n, int hd, uint64_t *rng) {
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < hd; i++) X[(size_t)t * hd + i] = expf(-0.08f * i) * test_rand_normal(rng) + 0.3f;
+}
+
+static void t_kt_twins(void **state) {
+    (void)state;
+    const int hds[] = {16, 20, 64, 128};
+    const double bits[] = {6.0, 5.0, 4.0, 3.5, 3.0, 2.5, 2.0};
+    kvt_dot_fn dot_s, dot_v = NULL;
+    kvt_axpy_fn axpy_s, axpy_v = NULL;
+    assert_int_equal(kvt_kernels_isa(CPU_ISA_SCALAR, &dot_s, &axpy_s), 0);
+    const bool avx2 = have_avx2("kt AVX2 kernels");
+    if (avx2) assert_int_equal(kvt_kernels_isa(CPU_ISA_AVX2, &dot_v, &axpy_v), 0);
+    uint64_t rng = 5;
+    for (size_t k = 0; k < sizeof hds / sizeof hds[0]; k++) {
+        const int hd = hds[k], ncal = 4 * hd;
+        float *X = malloc(sizeof(float) * (size_t)ncal * hd);
+        kt_data(X, ncal, hd, &rng);
+        for (size_t bi = 0; bi < sizeof bits / sizeof bits[0]; bi++) {
+            const int budget = (int)lround(bits[bi] * hd) - 8;
+            kvt_head h;
+            assert_int_equal(kvt_fit(&h, hd, X, ncal, NULL, budget), 0);
+            /* bits sorted (most first), bit offsets consecutive */
+            int nz = 0, widths[8] = {0};
+            for (int i = 0; i < hd; i++) {
+                if (i) assert_true(h.bits[i] <= h.bits[i - 1]);
+                if (i) assert_int_equal(h.bit_ofs[i], h.bit_ofs[i - 1] + h.bits[i - 1]);
+                nz += h.bits[i] > 0;
+                widths[h.bits[i]]++;
+            }
+            float x[MAXN], q[MAXN], qy[MAXN], y[MAXN], o0[MAXN], o1[MAXN], o2[MAXN], o3[MAXN];
+            uint8_t row[1024];
+            for (int rep = 0; rep < REPS; rep++) {
+                for (int i = 0; i < hd; i++) x[i] = expf(-0.08f * i) * test_rand_normal(&rng) + 0.3f;
+                for (int i = 0; i < hd; i++) q[i] = test_rand_normal(&rng);
+                kvt_encode(&h, x, row);
+                const float qmu = kvt_prep_query(&h, q, qy);
+                /* dot: |diff| <= 1e-5 * s * sum |qy_i c_i| (the reference's terms) */
+                kvt_decode(&h, row, y);
+                double mag = 0, qx = 0;
+                memset(o0, 0, sizeof o0);
+                kvt_axpy_ref(&h, row, 1.0f, o0); /* s sigma_i c_i */
+                for (int i = 0; i < hd; i++) {
+                    mag += h.sigma[i] > 0 ? fabs((double)qy[i] * o0[i] / h.sigma[i]) : 0;
+                    qx += (double)q[i] * y[i];
+                }
+                const double r = kvt_dot_ref(&h, row, qy), ds = dot_s(&h, row, qy), da = kvt_dot(&h, row, qy);
+                assert_true(fabs(ds - r) <= 1e-5 * mag);
+                assert_true(fabs(da - r) <= 1e-5 * mag);
+                if (avx2) {
+                    const double dv = dot_v(&h, row, qy);
+                    if (!(fabs(dv - r) <= 1e-5 * mag))
+                        fail_msg("kt hd=%d bits=%.1f: dot ref %.9g avx2 %.9g", hd, bits[bi], r, dv);
+                }
+                /* the permuted coordinates agree: score = q . decode(row) */
+                assert_true(fabs(r + qmu - qx) <= 1e-4 * (fabs(qx) + mag + 1e-3));
+                /* axpy */
+                const float w = test_rand_normal(&rng);
+                for (int i = 0; i < hd; i++) o0[i] = o1[i] = o2[i] = o3[i] = test_rand_normal(&rng);
+                memset(y, 0, sizeof y);
+                kvt_axpy_ref(&h, row, w, y); /* the added terms */
+                kvt_axpy_ref(&h, row, w, o0);
+                axpy_s(&h, row, w, o1);
+                kvt_axpy(&h, row, w, o3);
+                if (avx2) axpy_v(&h, row, w, o2);
+                for (int i = 0; i < hd; i++) {
+                    const double bound = 1e-5 * (fabs(o0[i] - y[i]) + fabs(y[i]));
+                    assert_true(fabs((double)o1[i] - o0[i]) <= bound);
+                    assert_true(fabs((double)o3[i] - o0[i]) <= bound);
+                    if (avx2 && !(fabs((double)o2[i] - o0[i]) <= bound))
+                        fail_msg("kt hd=%d bits=%.1f: axpy[%d] ref %.9g avx2 %.9g", hd, bits[bi], i, o0[i], o2[i]);
+                }
+                /* nothing written past hd */
+                o2[hd] = 12345.0f;
+                if (avx2) axpy_v(&h, row, w, o2);
+                if (hd < MAXN) assert_true(o2[hd] == 12345.0f);
+            }
+            print_message("[ KT       ] hd=%3d %.1f bits: %d coordinates with bits; widths 6..0: %d %d %d %d %d %d %d\n", hd,
+                          bits[bi], nz, widths[6], widths[5], widths[4], widths[3], widths[2], widths[1], widths[0]);
+            kvt_free(&h);
+        }
+        free(X);
+    }
+}
+
+/* ------------------------------------------------------------------ blocked attention */
+
+/* A cache of n_tok positions filled with random K/V (per-coordinate scales and
+ * a mean, so centering and the kt fit have something to do), then attention
+ * for a few query positions against attention_reference. */
+static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int hd, int n_tok, uint32_t sink,
+                            uint32_t window, bool center, uint64_t *rng) {
+    const int row = n_head_kv * hd;
+    if (kv_codec_get(type)->kt_bits > 0) center = false; /* kt* fit their own center (as context.c does) */
+    kv_cache_params p = {1, (uint32_t)n_head_kv, (uint32_t)hd, (uint32_t)n_tok, 1, type, type, NULL, NULL, 0,
+                         sink, window, center};
+    rotkv_error err;
+    kv_cache *kv = kv_cache_create(&p, &err);
+    if (!kv) fail_msg("%s", err.msg);
+    float *K = malloc(sizeof(float) * (size_t)n_tok * row), *V = malloc(sizeof(float) * (size_t)n_tok * row);
+    const int nq = 4;
+    float *Q = malloc(sizeof(float) * (size_t)n_tok * n_head * hd);
+    for (int t = 0; t < n_tok; t++)
+        for (int i = 0; i < row; i++) {
+            const float sc = 0.3f + 2.0f * expf(-0.05f * (float)(i % hd));
+            K[(size_t)t * row + i] = sc * test_rand_normal(rng) + 0.5f;
+            V[(size_t)t * row + i] = sc * test_rand_normal(rng) - 0.2f;
+        }
+    for (int i = 0; i < n_tok * n_head * hd; i++) Q[i] = 0.7f * test_rand_normal(rng);
+    assert_int_equal(kv_cache_reserve(kv, 0, (uint32_t)n_tok, &err), ROTKV_OK);
+    const int ncal = n_tok < 256 ? n_tok : 256;
+    if (kv_cache_needs_calibration(kv, 0))
+        assert_int_equal(kv_cache_calibrate(kv, 0, K, ncal, V, ncal, Q, ncal, n_head, NULL, &err), ROTKV_OK);
+    if (center) {
+        float *mk = calloc((size_t)row, sizeof(float)), *mv = calloc((size_t)row, sizeof(float));
+        for (int t = 0; t < 64; t++)
+            for (int i = 0; i < row; i++) {
+                mk[i] += K[(size_t)t * row + i] / 64;
+                mv[i] += V[(size_t)t * row + i] / 64;
+            }
+        kv_cache_set_center(kv, 0, 0, mk, mv);
+        free(mk);
+        free(mv);
+    }
+    for (int t = 0; t < n_tok; t++) kv_cache_store(kv, 0, 0, (uint32_t)t, K + (size_t)t * row, V + (size_t)t * row);
+    /* queries at the end (window rows), past a page, inside the first block, in a partial block */
+    int32_t seq[4] = {0, 0, 0, 0}, pos[4] = {n_tok - 1, 300 < n_tok ? 300 : n_tok / 2, 5, n_tok - 40};
+    float *Qb = malloc(sizeof(float) * (size_t)nq * n_head * hd);
+    for (int j = 0; j < nq; j++) memcpy(Qb + (size_t)j * n_head * hd, Q + (size_t)pos[j] * n_head * hd, sizeof(float) * n_head * hd);
+    float *O1 = malloc(sizeof(float) * (size_t)nq * n_head * hd), *O2 = malloc(sizeof(float) * (size_t)nq * n_head * hd);
+    float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd));
+    attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr};
+    attention_batch(NULL, &a);
+    a.O = O2;
+    attention_reference(&a);
+    for (int i = 0; i < nq * n_head * hd; i++)
+        if (!(fabsf(O1[i] - O2[i]) <= 1e-4f * (1 + fabsf(O2[i]))))
+            fail_msg("%s heads %d/%d hd %d, %d tokens, sink %u window %u center %d: blocked %g vs reference %g at %d",
+                     rotkv_kv_type_name(type), n_head, n_head_kv, hd, n_tok, sink, window, center, O1[i], O2[i], i);
+    free(K);
+    free(V);
+    free(Q);
+    free(Qb);
+    free(O1);
+    free(O2);
+    free(scr);
+    kv_cache_free(kv);
+}
+
+static void t_attention_long(void **state) {
+    (void)state;
+    uint64_t rng = 99;
+    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
+        const rotkv_kv_type ty = (rotkv_kv_type)t;
+        if (!strcmp(rotkv_kv_type_name(ty), "unknown")) continue;
+        /* GQA (4 query heads per KV head), head_dim 64, 3 pages, sinks + window, centered */
+        check_attention(ty, 8, 2, 64, 600, 4, 48, true, &rng);
+        /* MHA, no sinks or window, not centered */
+        check_attention(ty, 2, 2, 64, 300, 0, 0, false, &rng);
+        /* GQA with 2 heads per KV head, head_dim 128, window only */
+        check_attention(ty, 4, 2, 128, 280, 0, 20, false, &rng);
+    }
+    /* head_dim 16 (tile kernels with 16 columns; ggml blocks spanning heads) */
+    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++)
+        if (strcmp(rotkv_kv_type_name((rotkv_kv_type)t), "unknown"))
+            check_attention((rotkv_kv_type)t, 8, 4, 16, 100, 2, 8, false, &rng);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(t_codec_twins),
+        cmocka_unit_test(t_kt_twins),
+        cmocka_unit_test(t_attention_long),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
