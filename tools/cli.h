@@ -64,6 +64,12 @@ rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms)
 int cli_kv_type(const char *name);
 /* Same, accepting the lab codecs too (kv-eval). */
 int cli_kv_type_lab(const char *name);
+/* The common start of a command that runs a model on a text: reads -p/-f,
+ * checks the cache flags into cp and loads the model. Returns the exit code
+ * to use on failure (2: bad arguments, 1: model error) or 0, with *text
+ * (caller frees) and *m set. */
+int cli_open_text_model(const cli_opts *o, char **text, size_t *len, rotkv_context_params *cp, rotkv_model **m,
+                        double *load_ms);
 /* Context parameters from the common flags (-c, -b, -t, -ctk/-ctv, --attn-rot);
  * false with a message if a cache type is unknown. */
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp);

@@ -370,6 +370,25 @@ bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params
     return true;
 }
 
+int cli_open_text_model(const cli_opts *o, char **text, size_t *len, rotkv_context_params *cp, rotkv_model **m,
+                        double *load_ms) {
+    *m = NULL;
+    *text = cli_read_text(o, len);
+    if (!*text) return 2;
+    if (!cli_context_params(o, cp)) {
+        free(*text);
+        *text = NULL;
+        return 2;
+    }
+    *m = cli_load_model(o, false, load_ms);
+    if (!*m) {
+        free(*text);
+        *text = NULL;
+        return 1;
+    }
+    return 0;
+}
+
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp) {
     *cp = rotkv_context_default_params();
     int tk = cli_kv_type(o->type_k), tv = cli_kv_type(o->type_v);

@@ -39,15 +39,11 @@ int cmd_logits(int argc, char **argv) {
     if (o.n_predict < 0) o.n_predict = 32;
     if (o.top_n <= 0) o.top_n = 20;
     size_t len;
-    char *text = cli_read_text(&o, &len);
-    if (!text) return 2;
+    char *text;
     rotkv_context_params cp;
-    const bool cp_ok = cli_context_params(&o, &cp);
-    rotkv_model *m = cp_ok ? cli_load_model(&o, false, NULL) : NULL;
-    if (!m) {
-        free(text);
-        return cp_ok ? 1 : 2;
-    }
+    rotkv_model *m;
+    const int open_rc = cli_open_text_model(&o, &text, &len, &cp, &m, NULL);
+    if (open_rc) return open_rc;
     int rc = 1;
     int32_t n = 0;
     rotkv_context *ctx = NULL;

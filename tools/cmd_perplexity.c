@@ -197,15 +197,11 @@ int cmd_perplexity(int argc, char **argv) {
         return 2;
     }
     size_t len;
-    char *text = cli_read_text(&o, &len);
-    if (!text) return 2;
+    char *text;
     rotkv_context_params cp;
-    const bool cp_ok = cli_context_params(&o, &cp);
-    rotkv_model *m = cp_ok ? cli_load_model(&o, false, NULL) : NULL;
-    if (!m) {
-        free(text);
-        return cp_ok ? 1 : 2;
-    }
+    rotkv_model *m;
+    const int open_rc = cli_open_text_model(&o, &text, &len, &cp, &m, NULL);
+    if (open_rc) return open_rc;
     int rc = 1;
     FILE *kf = NULL;
     rotkv_context *ctx = NULL;

@@ -19,19 +19,12 @@ int cmd_run(int argc, char **argv) {
     }
     if (!cli_parse(argc, argv, &o)) return 2;
     size_t len;
-    char *text = cli_read_text(&o, &len);
-    if (!text) return 2;
+    char *text;
     rotkv_context_params cp;
-    if (!cli_context_params(&o, &cp)) {
-        free(text);
-        return 2;
-    }
-    double load_ms;
-    rotkv_model *m = cli_load_model(&o, false, &load_ms);
-    if (!m) {
-        free(text);
-        return 1;
-    }
+    rotkv_model *m;
+    double load_ms = 0;
+    const int open_rc = cli_open_text_model(&o, &text, &len, &cp, &m, &load_ms);
+    if (open_rc) return open_rc;
     int rc = 1;
     rotkv_context *ctx = NULL;
     rotkv_sampler *smp = NULL;
