@@ -93,17 +93,32 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
 /* Products of at most this many multiply-adds run on the calling thread. */
 #define MATMUL_SERIAL_MACS (256.0 * 1024)
 
+/* Packed path (quant.h): used from this many tokens on; each thread packs
+ * about this many bytes of rows at a time (at least one group). */
+#define MATMUL_PACK_MIN_TOKENS 4
+#define MATMUL_PACK_CHUNK_BYTES (128 * 1024)
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Bytes of one thread's packing buffer for rows of cols values of a type. */
+static size_t pack_stride(const quant_traits *tr, int64_t cols) {
+    const size_t g = tr->pack_bytes(cols);
+    return align64(g > MATMUL_PACK_CHUNK_BYTES ? g : MATMUL_PACK_CHUNK_BYTES);
+}
+
+/* Scratch layout: the activations (n_tok rows of the vec_dot_type, shared),
+ * then one packing buffer per thread. */
 size_t matmul_scratch_bytes(int nth, int64_t max_cols, int max_tokens) {
-    (void)nth; /* the activation buffer is shared by the threads */
     if (max_cols < 0 || max_tokens < 0) return 0;
     const int64_t cols = (max_cols + 255) / 256 * 256; /* any block size divides it */
-    size_t row = 0;
-    const uint32_t act_types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q8_1, GGML_TYPE_Q8_K};
-    for (size_t i = 0; i < sizeof act_types / sizeof act_types[0]; i++) {
-        const size_t b = quant_row_size(act_types[i], cols);
-        if (b > row) row = b;
+    size_t row = 0, pack = 0;
+    for (uint32_t t = 0; t < GGML_TYPE_COUNT; t++) {
+        const quant_traits *tr = quant_get_traits(t);
+        if (!tr) continue;
+        if (tr->from_float && t != GGML_TYPE_F32 && quant_row_size(t, cols) > row) row = quant_row_size(t, cols);
+        if (tr->pack_rows && pack_stride(tr, cols) > pack) pack = pack_stride(tr, cols);
     }
-    return row * (size_t)(max_tokens > 0 ? max_tokens : 1) + 64;
+    return align64(row * (size_t)(max_tokens > 0 ? max_tokens : 1)) + (size_t)(nth > 0 ? nth : 1) * pack + 64;
 }
 
 typedef struct {
@@ -115,6 +130,8 @@ typedef struct {
     const quant_traits *at;  /* activation type, NULL when X is used as is (f32) */
     uint8_t *act;            /* (n_tok, act_row) activations for the dot products */
     size_t act_row;
+    uint8_t *pack;           /* packing buffers, pack_stride bytes per thread, or NULL */
+    size_t pack_stride;
     atomic_int quantized;    /* threads done quantizing their share */
 } matmul_job;
 
@@ -158,6 +175,29 @@ static void matmul_worker(void *arg, int ith, int nth) {
         if (r < r1) tile(cols, (int)(r1 - r), 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
         return;
     }
+    if (j->pack) {
+        /* groups of QUANT_PACK_ROWS rows packed into this thread's buffer, a
+         * chunk at a time, each group then run against all tokens */
+        const int PR = QUANT_PACK_ROWS;
+        uint8_t *pk = j->pack + (size_t)ith * j->pack_stride;
+        const size_t gb = j->tr->pack_bytes(cols);
+        const int64_t groups = (int64_t)(j->pack_stride / gb);
+        for (int64_t c0 = r0; c0 < r1; c0 += groups * PR) {
+            const int64_t c1 = c0 + groups * PR < r1 ? c0 + groups * PR : r1;
+            const int64_t ng = (c1 - c0) / PR;
+            for (int64_t g = 0; g < ng; g++) j->tr->pack_rows(cols, base + (c0 + g * PR) * rb, rb, pk + g * gb);
+            for (int t = 0; t < n_tok; t += 4) {
+                const int nt = n_tok - t < 4 ? n_tok - t : 4;
+                const uint8_t *a = j->act + (size_t)t * j->act_row;
+                for (int64_t g = 0; g < ng; g++)
+                    j->tr->gemm_packed(cols, pk + g * gb, nt, a, j->act_row, j->Y + (size_t)t * rows + c0 + g * PR,
+                                       (size_t)rows);
+            }
+            const int64_t rr = c0 + ng * PR; /* rows left over at the end of the thread's range */
+            if (rr < c1) tile(cols, (int)(c1 - rr), n_tok, base + rr * rb, rb, j->act, j->act_row, j->Y + rr, (size_t)rows);
+        }
+        return;
+    }
     const int R = j->tr->tile_rows, T = j->tr->tile_tokens;
     int64_t chunk = (int64_t)(MATMUL_ROW_CHUNK_BYTES / (rb ? rb : 1)) / R * R;
     if (chunk < R) chunk = R;
@@ -185,6 +225,10 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
         j.at = quant_get_traits(tr->vec_dot_type);
         j.act = scratch;
         j.act_row = quant_row_size(tr->vec_dot_type, W->ne0);
+        if (tr->pack_rows && n_tok >= MATMUL_PACK_MIN_TOKENS) {
+            j.pack = (uint8_t *)scratch + align64(j.act_row * (size_t)n_tok);
+            j.pack_stride = pack_stride(tr, W->ne0);
+        }
     }
     /* Waking the other threads costs tens of microseconds; a product this
      * small takes less than that on one thread (the result is the same). */

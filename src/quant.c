@@ -1126,6 +1126,9 @@ static void quant_select_kernels(void) {
         k_traits[t].vec_dot_tile = k->vec_dot_tile;
         k_traits[t].tile_rows = k->tile_rows;
         k_traits[t].tile_tokens = k->tile_tokens;
+        k_traits[t].pack_bytes = k->pack_bytes;
+        k_traits[t].pack_rows = k->pack_rows;
+        k_traits[t].gemm_packed = k->gemm_packed;
     }
 }
 

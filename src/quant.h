@@ -81,6 +81,17 @@ typedef void (*vec_dot_tile_fn)(int64_t n, int nr, int nt, const void *w, size_t
  * accumulators hide the FMA latency while the weights stream from memory. */
 #define QUANT_DECODE_ROWS 4
 
+/* Optional packed path for many tokens (prefill): QUANT_PACK_ROWS
+ * consecutive weight rows are repacked once (pack_rows, into pack_bytes(n)
+ * bytes) into a layout whose dot products with many tokens take fewer
+ * instructions; gemm_packed then computes those rows against nt tokens,
+ * y[j * y_stride + i] = vec_dot(row i, act j, n), bit-identical to vec_dot. */
+#define QUANT_PACK_ROWS 8
+typedef size_t (*pack_bytes_fn)(int64_t n);
+typedef void (*pack_rows_fn)(int64_t n, const void *w, size_t w_stride, void *dst);
+typedef void (*gemm_packed_fn)(int64_t n, const void *packed, int nt, const void *a, size_t a_stride, float *y,
+                               size_t y_stride);
+
 typedef struct {
     /* activation side: set on the rows of activation types (q8_0, q8_1, q8_K, f32) */
     quantize_row_fn from_float;
@@ -88,6 +99,9 @@ typedef struct {
     vec_dot_fn vec_dot;
     vec_dot_tile_fn vec_dot_tile;
     int tile_rows, tile_tokens; /* register tile for several tokens (prefill) */
+    pack_bytes_fn pack_bytes;   /* packed path, or NULL */
+    pack_rows_fn pack_rows;
+    gemm_packed_fn gemm_packed;
 } quant_kernels;
 
 typedef struct {
@@ -104,6 +118,9 @@ typedef struct {
     vec_dot_fn vec_dot;
     vec_dot_tile_fn vec_dot_tile;
     int tile_rows, tile_tokens;
+    pack_bytes_fn pack_bytes; /* NULL: no packed path */
+    pack_rows_fn pack_rows;
+    gemm_packed_fn gemm_packed;
 } quant_traits;
 
 /* Traits of a type id; NULL if the id is unknown or out of range. */

@@ -47,10 +47,6 @@
 /* Register tile of the prefill kernels, per family (rows x tokens): 2 x 4
  * measured best or equal-best among 2x4, 4x2, 3x3, 3x4, 4x4 for every family
  * (docs/performance.md). At most 4 x 4 (the accumulator arrays). */
-#ifndef B32_TILE_R
-#define B32_TILE_R 2 /* q4_0 ... iq4_nl: 2 unpacked rows, 2 x 4 accumulators */
-#define B32_TILE_T 4
-#endif
 #ifndef K_TILE_R
 #define K_TILE_R 2 /* K-quants */
 #define K_TILE_T 4
@@ -106,9 +102,10 @@ AI __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); 
 /* 16 bytes of packed nibbles -> 32 bytes: the low nibbles (elements 0..15),
  * then the high nibbles (elements 16..31). */
 AI __m256i unpack_nibbles(const uint8_t *qs) {
-    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-    return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+    /* both halves loaded by the load unit, the upper shifted by 4: no shuffle */
+    const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    const __m256i sh = _mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(sh, _mm256_set1_epi8(0x0F));
 }
 
 /* Bit j of the little-endian 32-bit word at p -> byte j = 0xFF if set, else 0. */
@@ -243,13 +240,6 @@ AI int b32_has_min(const int kind) { return kind == K_Q4_1 || kind == K_Q5_1; }
  * (q = u - off): 8 for q4_0, 16 for q5_0; 0 for the rest. */
 AI int b32_offset(const int kind) { return kind == K_Q4_0 ? 8 : kind == K_Q5_0 ? 16 : 0; }
 
-/* A block's f16 field at byte ofs, converted and broadcast to 8 lanes. */
-AI __m256 f16_bcast(const uint8_t *p, size_t ofs) {
-    int16_t h;
-    memcpy(&h, p + ofs, 2);
-    return _mm256_cvtph_ps(_mm_set1_epi16(h));
-}
-
 /* The 32 codes of a block: unsigned (q4_1, q5_1; and q4_0 / q5_0 when
  * stored_form, i.e. before subtracting b32_offset) or signed. */
 AI __m256i b32_codes(const int kind, const uint8_t *p, const int stored_form) {
@@ -279,67 +269,240 @@ AI __m256i b32_codes(const int kind, const uint8_t *p, const int stored_form) {
     }
 }
 
-/* y[t*ys + r] = row r . act t for NR x NT (compile-time) rows x tokens.
- * The integer lanes (exact partial sums of q_w * q_a over 4 values) are the
- * same whichever way they are formed, so the shapes may form them
- * differently: with one token, q4_0 / q5_0 multiply their stored unsigned
- * codes and subtract offset * sum(q_a) (fewer instructions per row); with
- * several tokens the signed codes use the sign trick. */
-AI void b32_tile(const int kind, const int NR, const int NT, int64_t n, const uint8_t *w, size_t ws,
-                 const uint8_t *a, size_t as, float *y, size_t ys) {
-    const size_t wbs = b32_size(kind);
+/* Exact partial sums (8 lanes) of one block's code products with the
+ * activation codes av. Offset types multiply their stored unsigned codes and
+ * subtract off = offset * (pair sums of av); the rest use unsigned codes or
+ * the sign trick. */
+AI __m256i b32_block_dot(const int kind, const uint8_t *wb, __m256i av, __m256i off) {
+    if (b32_has_min(kind)) return dot_u8(b32_codes(kind, wb, 1), av);
+    if (b32_offset(kind)) {
+        const __m256i u = b32_codes(kind, wb, 1);
+        return _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(u, av), off), _mm256_set1_epi16(1));
+    }
+    const __m256i q = b32_codes(kind, wb, 0);
+    return dot_s8(_mm256_sign_epi8(q, q), q, av);
+}
+
+/* Activation block i of a row: codes, scale, sum term (q8_1), offset pairs. */
+typedef struct {
+    __m256i av, off;
+    float d, s;
+} b32_act;
+
+AI b32_act b32_act_load(const int kind, const uint8_t *a, int64_t i) {
     const int hm = b32_has_min(kind);
-    const int stored = NT == 1 && b32_offset(kind) > 0;
+    const uint8_t *ab = a + i * (hm ? sizeof(block_q8_1) : sizeof(block_q8_0));
+    b32_act x;
+    x.av = _mm256_loadu_si256((const __m256i *)(ab + (hm ? offsetof(block_q8_1, qs) : offsetof(block_q8_0, qs))));
+    f16_t h;
+    memcpy(&h, ab, 2);
+    x.d = f16_to_f32(h);
+    x.s = 0.0f;
+    if (hm) {
+        memcpy(&h, ab + offsetof(block_q8_1, s), 2);
+        x.s = f16_to_f32(h);
+    }
+    x.off = b32_offset(kind) ? _mm256_maddubs_epi16(_mm256_set1_epi8((char)b32_offset(kind)), x.av)
+                             : _mm256_setzero_si256();
+    return x;
+}
+
+AI float b32_field(const uint8_t *wb, size_t ofs) {
+    f16_t h;
+    memcpy(&h, wb + ofs, 2);
+    return f16_to_f32(h);
+}
+
+/* One row . one token: the scalar reference's arithmetic, block by block:
+ * sum += d_w * d_a * isum (+ m * s), with the exact integer isum. */
+AI float b32_dot1(const int kind, int64_t n, const uint8_t *w, const uint8_t *a) {
+    const size_t wbs = b32_size(kind);
+    __m128 sum = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const uint8_t *wb = w + i * wbs;
+        const b32_act x = b32_act_load(kind, a, i);
+        const int isum = hsum_epi32(b32_block_dot(kind, wb, x.av, x.off));
+        __m128 t = _mm_mul_ss(_mm_mul_ss(_mm_set_ss(b32_field(wb, 0)), _mm_set_ss(x.d)), _mm_cvtsi32_ss(sum, isum));
+        if (b32_has_min(kind)) t = _mm_add_ss(t, _mm_mul_ss(_mm_set_ss(b32_field(wb, 2)), _mm_set_ss(x.s)));
+        sum = _mm_add_ss(sum, t);
+    }
+    return _mm_cvtss_f32(sum);
+}
+
+/* Lane i = the sum of the 8 lanes of v_i. */
+AI __m128i reduce4_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+AI __m256i reduce8_epi32(const __m256i *v) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+/* Four rows . one token (decode): the same arithmetic with lane r = row r. */
+AI void b32_rows4(const int kind, int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *y) {
+    const size_t wbs = b32_size(kind);
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const b32_act x = b32_act_load(kind, a, i);
+        __m256i p[4];
+        uint64_t dh = 0, mh = 0; /* the 4 rows' f16 scales (minimums), gathered in a register */
+        UNROLL for (int r = 0; r < 4; r++) {
+            const uint8_t *wb = w + r * ws + i * wbs;
+            prefetch_ahead(wb, wbs);
+            p[r] = b32_block_dot(kind, wb, x.av, x.off);
+            f16_t h;
+            memcpy(&h, wb, 2);
+            dh |= (uint64_t)h << (16 * r);
+            memcpy(&h, wb + 2, 2);
+            mh |= (uint64_t)h << (16 * r);
+        }
+        const __m128i isum = reduce4_epi32(p[0], p[1], p[2], p[3]);
+        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)dh));
+        __m128 t = _mm_mul_ps(_mm_mul_ps(dw, _mm_set1_ps(x.d)), _mm_cvtepi32_ps(isum));
+        if (b32_has_min(kind)) {
+            const __m128 mw = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)mh));
+            t = _mm_add_ps(t, _mm_mul_ps(mw, _mm_set1_ps(x.s)));
+        }
+        acc = _mm_add_ps(acc, t);
+    }
+    _mm_storeu_ps(y, acc);
+}
+
+/* Tiles: one token at a time, four rows at a time (exact arithmetic makes
+ * any decomposition give the same bits). Many tokens take the packed path. */
+AI void b32_tile(const int kind, int64_t n, int nr, int nt, const uint8_t *w, size_t ws, const uint8_t *a,
+                 size_t as, float *y, size_t ys) {
+    for (int t = 0; t < nt; t++) {
+        int r = 0;
+        for (; r + 4 <= nr; r += 4) b32_rows4(kind, n, w + r * ws, ws, a + t * as, y + t * ys + r);
+        for (; r < nr; r++) y[t * ys + r] = b32_dot1(kind, n, w + r * ws, a + t * as);
+    }
+}
+
+/* --- packed path: 8 rows interleaved, 4 codes of each row per 32-bit lane.
+ * Record of block i of a group of 8 rows:
+ *   float d[8], then (q4_1, q5_1) float m[8];
+ *   8 steps k of 32 bytes: row r's codes 4k .. 4k+3 in bytes 4r .. 4r+3
+ *   (unsigned stored codes; signed types: |q| here, then 8 more steps of q
+ *   for the signs).
+ * One step multiplies all 8 rows with 4 activation codes broadcast to every
+ * lane; the products of 4-bit codes accumulate 8 steps in 16-bit lanes,
+ * 5-bit codes 4 steps, before one widening vpmaddwd. */
+
+AI int b32_signed(const int kind) { return kind == K_Q8_0 || kind == K_IQ4_NL; }
+
+AI size_t b32_record_bytes(const int kind) {
+    return 32 + (b32_has_min(kind) ? 32 : 0) + (b32_signed(kind) ? 512 : 256);
+}
+
+/* 8 vectors of 8 dwords -> transposed: out[k] lane r = in[r] lane k. */
+AI void transpose8_epi32(__m256i *v) {
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(v[4], v[5]), t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(v[6], v[7]), t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    v[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    v[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    v[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    v[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    v[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    v[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    v[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    v[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+AI void b32_pack(const int kind, int64_t n, const uint8_t *w, size_t ws, uint8_t *dst) {
+    const size_t wbs = b32_size(kind), rec = b32_record_bytes(kind);
+    for (int64_t i = 0; i < n / 32; i++, dst += rec) {
+        float d[8], m[8];
+        __m256i c[8], q[8];
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *wb = w + r * ws + i * wbs;
+            d[r] = b32_field(wb, 0);
+            m[r] = b32_has_min(kind) ? b32_field(wb, 2) : 0.0f;
+            q[r] = b32_codes(kind, wb, 1);
+            c[r] = b32_signed(kind) ? _mm256_sign_epi8(q[r], q[r]) : q[r];
+        }
+        memcpy(dst, d, 32);
+        uint8_t *codes = dst + 32;
+        if (b32_has_min(kind)) {
+            memcpy(codes, m, 32);
+            codes += 32;
+        }
+        transpose8_epi32(c);
+        for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i *)(codes + 32 * k), c[k]);
+        if (b32_signed(kind)) {
+            transpose8_epi32(q);
+            for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i *)(codes + 256 + 32 * k), q[k]);
+        }
+    }
+}
+
+/* 8 packed rows . NT tokens; y[t * ys + r]. */
+AI void b32_gemm8(const int kind, const int NT, int64_t n, const uint8_t *pk, const uint8_t *a, size_t as,
+                  float *y, size_t ys) {
+    const int hm = b32_has_min(kind), sg = b32_signed(kind), off = b32_offset(kind);
+    const size_t rec = b32_record_bytes(kind);
     const size_t abs_ = hm ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t qofs = hm ? offsetof(block_q8_1, qs) : offsetof(block_q8_0, qs);
-    __m256 acc[4][4];
-    float macc[4][4];
-    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int t = 0; t < NT; t++) {
-        acc[r][t] = _mm256_setzero_ps();
-        macc[r][t] = 0.0f;
-    }
+    const int flush = sg ? 1 : (kind == K_Q5_0 || kind == K_Q5_1) ? 4 : 8; /* steps per 16-bit accumulation */
     const __m256i ones = _mm256_set1_epi16(1);
-    const int64_t nb = n / 32;
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i wq[4], wa[4];
-        __m256 dwv[4];
-        float mw[4] = {0};
-        UNROLL for (int r = 0; r < NR; r++) {
-            const uint8_t *wb = w + r * ws + i * wbs;
-            if (NT == 1) prefetch_ahead(wb, wbs);
-            wq[r] = b32_codes(kind, wb, stored);
-            if (!hm && !stored) wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
-            dwv[r] = f16_bcast(wb, 0);
-            if (hm) {
-                f16_t mh;
-                memcpy(&mh, wb + 2, 2);
-                mw[r] = f16_to_f32(mh);
+    __m256 acc[4];
+    UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, pk += rec) {
+        const __m256 d8 = _mm256_loadu_ps((const float *)pk);
+        const uint8_t *codes = pk + 32 + (hm ? 32 : 0);
+        const uint8_t *ab[4];
+        __m256i s16[4], s32[4];
+        UNROLL for (int t = 0; t < NT; t++) {
+            ab[t] = a + t * as + i * abs_;
+            s16[t] = _mm256_setzero_si256();
+            s32[t] = _mm256_setzero_si256();
+        }
+        UNROLL for (int k = 0; k < 8; k++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(codes + 32 * k));
+            __m256i ws_ = _mm256_setzero_si256();
+            if (sg) ws_ = _mm256_loadu_si256((const __m256i *)(codes + 256 + 32 * k));
+            UNROLL for (int t = 0; t < NT; t++) {
+                int32_t a4;
+                memcpy(&a4, ab[t] + qofs + 4 * k, 4);
+                const __m256i av = _mm256_set1_epi32(a4);
+                if (sg) {
+                    s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wv, _mm256_sign_epi8(av, ws_)), ones));
+                } else {
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wv, av));
+                    if ((k + 1) % flush == 0) {
+                        s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
+                        s16[t] = _mm256_setzero_si256();
+                    }
+                }
             }
         }
         UNROLL for (int t = 0; t < NT; t++) {
-            const uint8_t *ab = a + t * as + i * abs_;
-            const __m256i av = _mm256_loadu_si256((const __m256i *)(ab + qofs));
-            const __m256 dav = f16_bcast(ab, 0);
-            float sa = 0.0f;
+            f16_t h;
+            memcpy(&h, ab[t], 2);
+            const float da = f16_to_f32(h);
+            __m256i isum = s32[t];
+            if (off) { /* minus offset * (sum of the activation codes) */
+                const __m256i av = _mm256_loadu_si256((const __m256i *)(ab[t] + qofs));
+                const int sa = hsum_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), av), ones));
+                isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(off * sa));
+            }
+            __m256 v = _mm256_mul_ps(_mm256_mul_ps(d8, _mm256_set1_ps(da)), _mm256_cvtepi32_ps(isum));
             if (hm) {
-                f16_t sh;
-                memcpy(&sh, ab + offsetof(block_q8_1, s), sizeof sh);
-                sa = f16_to_f32(sh);
+                memcpy(&h, ab[t] + offsetof(block_q8_1, s), 2);
+                v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_loadu_ps((const float *)(pk + 32)), _mm256_set1_ps(f16_to_f32(h))));
             }
-            __m256i off = _mm256_setzero_si256(); /* offset * (a_j + a_j+1) per i16 pair */
-            if (stored) off = _mm256_maddubs_epi16(_mm256_set1_epi8((char)b32_offset(kind)), av);
-            UNROLL for (int r = 0; r < NR; r++) {
-                __m256i p;
-                if (hm) p = dot_u8(wq[r], av);
-                else if (stored) p = _mm256_madd_epi16(_mm256_sub_epi16(_mm256_maddubs_epi16(wq[r], av), off), ones);
-                else p = dot_s8(wa[r], wq[r], av);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dwv[r], dav), _mm256_cvtepi32_ps(p), acc[r][t]);
-                if (hm) macc[r][t] += mw[r] * sa;
-            }
+            acc[t] = _mm256_add_ps(acc[t], v);
         }
     }
-    UNROLL for (int t = 0; t < NT; t++) UNROLL for (int r = 0; r < NR; r++)
-        y[t * ys + r] = hm ? hsum_ps(acc[r][t]) + macc[r][t] : hsum_ps(acc[r][t]);
+    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
 }
 
 /* ---------------------------------------------------------- K-quants x q8_K */
@@ -353,7 +516,7 @@ typedef struct {
      * in the high half */
     __m256i sc;
     __m256i corr; /* i16 x 16, times the activation bsums: minimums or code offsets */
-    __m256 d, dmin;
+    float d, dmin;
 } kq_row;
 
 AI size_t kq_size(const int kind) {
@@ -384,8 +547,8 @@ AI void kq_prepare(const int kind, const uint8_t *p, kq_row *o) {
         const __m128i m4 = _mm_set1_epi8(0x0F);
         o->sc = kq_even_odd(_mm_and_si128(s, m4), 0);
         o->corr = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4));
-        o->d = f16_bcast(p, offsetof(block_q2_K, d));
-        o->dmin = f16_bcast(p, offsetof(block_q2_K, dmin));
+        o->d = b32_field(p, offsetof(block_q2_K, d));
+        o->dmin = b32_field(p, offsetof(block_q2_K, dmin));
         break;
     }
     case K_Q3_K: { /* 6-bit scales - 32 (see q3k_scale); codes stored + 4: corr = 4 * scale */
@@ -400,8 +563,8 @@ AI void kq_prepare(const int kind, const uint8_t *p, kq_row *o) {
         const __m128i s = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)v), _mm_set1_epi8(32));
         o->sc = kq_even_odd(s, 1);
         o->corr = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s), 2);
-        o->d = f16_bcast(p, offsetof(block_q3_K, d));
-        o->dmin = _mm256_setzero_ps();
+        o->d = b32_field(p, offsetof(block_q3_K, d));
+        o->dmin = 0.0f;
         break;
     }
     case K_Q4_K:
@@ -418,8 +581,8 @@ AI void kq_prepare(const int kind, const uint8_t *p, kq_row *o) {
         o->sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(s));
         /* minimum of group g for bsums 2g and 2g + 1 */
         o->corr = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(s, s));
-        o->d = f16_bcast(p, 0);
-        o->dmin = f16_bcast(p, 2);
+        o->d = b32_field(p, 0);
+        o->dmin = b32_field(p, 2);
         break;
     }
     default: { /* q6_K: int8 scales; codes stored + 32: corr = 32 * scale */
@@ -427,8 +590,8 @@ AI void kq_prepare(const int kind, const uint8_t *p, kq_row *o) {
         const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
         o->sc = kq_even_odd(s, 1);
         o->corr = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s), 5);
-        o->d = f16_bcast(p, offsetof(block_q6_K, d));
-        o->dmin = _mm256_setzero_ps();
+        o->d = b32_field(p, offsetof(block_q6_K, d));
+        o->dmin = 0.0f;
         break;
     }
     }
@@ -487,11 +650,19 @@ AI __m256i kq_group(const int kind, const uint8_t *p, const int g) {
     }
 }
 
+/* NR x NT (NR * NT <= 8) rows x tokens. Per super-block, every (row, token)
+ * pair gets the scalar reference's exact integers isum (scaled code
+ * products, code offsets subtracted) and msum (minimums . bsums), then
+ * sum += d_a * d * isum - d_a * dmin * msum, in the reference's order; with
+ * 8 or 4 pairs the integers are reduced across pairs into lanes and the
+ * float steps run on all pairs at once. */
 AI void kq_tile(const int kind, const int NR, const int NT, int64_t n, const uint8_t *w, size_t ws,
                 const uint8_t *a, size_t as, float *y, size_t ys) {
     const size_t wbs = kq_size(kind);
-    __m256 acc[4][4];
-    UNROLL for (int r = 0; r < NR; r++) UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();
+    const int NP = NR * NT, hmin = kq_has_min(kind);
+    __m256 acc8 = _mm256_setzero_ps();
+    __m128 acc4 = _mm_setzero_ps(), acc1[8];
+    UNROLL for (int p = 0; p < NP; p++) acc1[p] = _mm_setzero_ps();
     const int64_t nb = n / QK_K;
     for (int64_t i = 0; i < nb; i++) {
         kq_row o[4];
@@ -516,23 +687,55 @@ AI void kq_tile(const int kind, const int NR, const int NT, int64_t n, const uin
                 }
             }
         }
+        /* pair p = t * NR + r */
+        __m256i is[8], ms[8];
+        float dl[8], dml[8], dal[8];
         UNROLL for (int t = 0; t < NT; t++) {
             const block_q8_K *ab = (const block_q8_K *)(a + t * as) + i;
             const __m256i bs = _mm256_loadu_si256((const __m256i *)ab->bsums);
-            const __m256 da = _mm256_set1_ps(ab->d);
             UNROLL for (int r = 0; r < NR; r++) {
+                const int p = t * NR + r;
                 const __m256i corr = _mm256_madd_epi16(o[r].corr, bs);
-                if (!kq_has_min(kind)) { /* code offsets: exact, in integers */
-                    const __m256i s = _mm256_sub_epi32(sumi[r][t], corr);
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(o[r].d, da), _mm256_cvtepi32_ps(s), acc[r][t]);
-                } else { /* minimums: scaled by dmin */
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(o[r].d, da), _mm256_cvtepi32_ps(sumi[r][t]), acc[r][t]);
-                    acc[r][t] = _mm256_fnmadd_ps(_mm256_mul_ps(o[r].dmin, da), _mm256_cvtepi32_ps(corr), acc[r][t]);
-                }
+                is[p] = hmin ? sumi[r][t] : _mm256_sub_epi32(sumi[r][t], corr);
+                ms[p] = corr;
+                dl[p] = o[r].d;
+                dml[p] = o[r].dmin;
+                dal[p] = ab->d;
+            }
+        }
+        if (NP == 8) {
+            const __m256 da = _mm256_setr_ps(dal[0], dal[1], dal[2], dal[3], dal[4], dal[5], dal[6], dal[7]);
+            const __m256 dv = _mm256_setr_ps(dl[0], dl[1], dl[2], dl[3], dl[4], dl[5], dl[6], dl[7]);
+            __m256 v = _mm256_mul_ps(_mm256_mul_ps(da, dv), _mm256_cvtepi32_ps(reduce8_epi32(is)));
+            if (hmin) {
+                const __m256 dm = _mm256_setr_ps(dml[0], dml[1], dml[2], dml[3], dml[4], dml[5], dml[6], dml[7]);
+                v = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_mul_ps(da, dm), _mm256_cvtepi32_ps(reduce8_epi32(ms))));
+            }
+            acc8 = _mm256_add_ps(acc8, v);
+        } else if (NP == 4) {
+            const __m128 da = _mm_setr_ps(dal[0], dal[1], dal[2], dal[3]);
+            const __m128 dv = _mm_setr_ps(dl[0], dl[1], dl[2], dl[3]);
+            __m128 v = _mm_mul_ps(_mm_mul_ps(da, dv), _mm_cvtepi32_ps(reduce4_epi32(is[0], is[1], is[2], is[3])));
+            if (hmin) {
+                const __m128 dm = _mm_setr_ps(dml[0], dml[1], dml[2], dml[3]);
+                v = _mm_sub_ps(v, _mm_mul_ps(_mm_mul_ps(da, dm), _mm_cvtepi32_ps(reduce4_epi32(ms[0], ms[1], ms[2], ms[3]))));
+            }
+            acc4 = _mm_add_ps(acc4, v);
+        } else {
+            UNROLL for (int p = 0; p < NP; p++) {
+                const __m128 da = _mm_set_ss(dal[p]);
+                __m128 v = _mm_mul_ss(_mm_mul_ss(da, _mm_set_ss(dl[p])), _mm_cvtsi32_ss(da, hsum_epi32(is[p])));
+                if (hmin)
+                    v = _mm_sub_ss(v, _mm_mul_ss(_mm_mul_ss(da, _mm_set_ss(dml[p])), _mm_cvtsi32_ss(da, hsum_epi32(ms[p]))));
+                acc1[p] = _mm_add_ss(acc1[p], v);
             }
         }
     }
-    UNROLL for (int t = 0; t < NT; t++) UNROLL for (int r = 0; r < NR; r++) y[t * ys + r] = hsum_ps(acc[r][t]);
+    float out[8];
+    if (NP == 8) _mm256_storeu_ps(out, acc8);
+    else if (NP == 4) _mm_storeu_ps(out, acc4);
+    else UNROLL for (int p = 0; p < NP; p++) out[p] = _mm_cvtss_f32(acc1[p]);
+    UNROLL for (int t = 0; t < NT; t++) UNROLL for (int r = 0; r < NR; r++) y[t * ys + r] = out[t * NR + r];
 }
 
 /* ------------------------------------------------ f32 / f16 / bf16 x f32 */
@@ -584,9 +787,10 @@ AI void f_tile(const int kind, const int NR, const int NT, int64_t n, const uint
 
 /* -------------------------------------------------------------- dispatch */
 
-/* Instantiates, for one weight type, the 1 x 1 dot product and the tile
- * entry point with its fast shapes: QUANT_DECODE_ROWS x 1 (decode), R x T
- * (prefill), R x 1 and 1 x T (remainders), 1 x 1. */
+/* Instantiates, for one weight type of the f / kq families, the 1 x 1 dot
+ * product and the tile entry point with its fast shapes:
+ * QUANT_DECODE_ROWS x 1 (decode), R x T (prefill), R x 1 and 1 x T
+ * (remainders), 1 x 1. */
 #define DEFINE_KERNELS(name, family, kind, R, T)                                                                 \
     static float name##_dot(const void *row, const void *act, int64_t n) {                                       \
         float y;                                                                                                  \
@@ -617,31 +821,57 @@ AI void f_tile(const int kind, const int NR, const int NT, int64_t n, const uint
 DEFINE_KERNELS(f32, f, K_F32, F_TILE_R, F_TILE_T)
 DEFINE_KERNELS(f16, f, K_F16, F_TILE_R, F_TILE_T)
 DEFINE_KERNELS(bf16, f, K_BF16, F_TILE_R, F_TILE_T)
-DEFINE_KERNELS(q4_0, b32, K_Q4_0, B32_TILE_R, B32_TILE_T)
-DEFINE_KERNELS(q4_1, b32, K_Q4_1, B32_TILE_R, B32_TILE_T)
-DEFINE_KERNELS(q5_0, b32, K_Q5_0, B32_TILE_R, B32_TILE_T)
-DEFINE_KERNELS(q5_1, b32, K_Q5_1, B32_TILE_R, B32_TILE_T)
-DEFINE_KERNELS(q8_0, b32, K_Q8_0, B32_TILE_R, B32_TILE_T)
-DEFINE_KERNELS(iq4_nl, b32, K_IQ4_NL, B32_TILE_R, B32_TILE_T)
 DEFINE_KERNELS(q2_K, kq, K_Q2_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q3_K, kq, K_Q3_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q4_K, kq, K_Q4_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q5_K, kq, K_Q5_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q6_K, kq, K_Q6_K, K_TILE_R, K_TILE_T)
 
+/* The 32-value block types: dot, tile (rows x tokens one token at a time)
+ * and the packed path (8 rows x up to 4 tokens per call). */
+#define DEFINE_B32(name, kind)                                                                                    \
+    static float name##_dot(const void *row, const void *act, int64_t n) {                                       \
+        return b32_dot1(kind, n, (const uint8_t *)row, (const uint8_t *)act);                                    \
+    }                                                                                                             \
+    static void name##_tile(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as,       \
+                            float *y, size_t ys) {                                                                \
+        b32_tile(kind, n, nr, nt, (const uint8_t *)w, ws, (const uint8_t *)a, as, y, ys);                         \
+    }                                                                                                             \
+    static size_t name##_pack_bytes(int64_t n) { return (size_t)(n / 32) * b32_record_bytes(kind); }             \
+    static void name##_pack(int64_t n, const void *w, size_t ws, void *dst) {                                    \
+        b32_pack(kind, n, (const uint8_t *)w, ws, (uint8_t *)dst);                                                \
+    }                                                                                                             \
+    static void name##_gemm(int64_t n, const void *pk, int nt, const void *a, size_t as, float *y, size_t ys) {   \
+        const uint8_t *P = (const uint8_t *)pk, *A = (const uint8_t *)a;                                          \
+        int t = 0;                                                                                                \
+        for (; t + 4 <= nt; t += 4) b32_gemm8(kind, 4, n, P, A + t * as, as, y + t * ys, ys);                     \
+        for (; t < nt; t++) b32_gemm8(kind, 1, n, P, A + t * as, as, y + t * ys, ys);                             \
+    }
+
+DEFINE_B32(q4_0, K_Q4_0)
+DEFINE_B32(q4_1, K_Q4_1)
+DEFINE_B32(q5_0, K_Q5_0)
+DEFINE_B32(q5_1, K_Q5_1)
+DEFINE_B32(q8_0, K_Q8_0)
+DEFINE_B32(iq4_nl, K_IQ4_NL)
+
 #define WK(name, R, T) { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = R, .tile_tokens = T }
+#define WB(name)                                                                                        \
+    { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = QUANT_DECODE_ROWS, .tile_tokens = 1, \
+      .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm }
 static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = { .from_float = NULL, .vec_dot = f32_dot, .vec_dot_tile = f32_tile, .tile_rows = F_TILE_R,
                         .tile_tokens = F_TILE_T },
     [GGML_TYPE_F16] = WK(f16, F_TILE_R, F_TILE_T),
     [GGML_TYPE_BF16] = WK(bf16, F_TILE_R, F_TILE_T),
-    [GGML_TYPE_Q4_0] = WK(q4_0, B32_TILE_R, B32_TILE_T),
-    [GGML_TYPE_Q4_1] = WK(q4_1, B32_TILE_R, B32_TILE_T),
-    [GGML_TYPE_Q5_0] = WK(q5_0, B32_TILE_R, B32_TILE_T),
-    [GGML_TYPE_Q5_1] = WK(q5_1, B32_TILE_R, B32_TILE_T),
+    [GGML_TYPE_Q4_0] = WB(q4_0),
+    [GGML_TYPE_Q4_1] = WB(q4_1),
+    [GGML_TYPE_Q5_0] = WB(q5_0),
+    [GGML_TYPE_Q5_1] = WB(q5_1),
     [GGML_TYPE_Q8_0] = { .from_float = from_float_q8_0_avx2, .vec_dot = q8_0_dot, .vec_dot_tile = q8_0_tile,
-                         .tile_rows = B32_TILE_R, .tile_tokens = B32_TILE_T },
-    [GGML_TYPE_IQ4_NL] = WK(iq4_nl, B32_TILE_R, B32_TILE_T),
+                         .tile_rows = QUANT_DECODE_ROWS, .tile_tokens = 1, .pack_bytes = q8_0_pack_bytes,
+                         .pack_rows = q8_0_pack, .gemm_packed = q8_0_gemm },
+    [GGML_TYPE_IQ4_NL] = WB(iq4_nl),
     [GGML_TYPE_Q8_1] = { .from_float = from_float_q8_1_avx2 },
     [GGML_TYPE_Q8_K] = { .from_float = from_float_q8_K_avx2 },
     [GGML_TYPE_Q2_K] = WK(q2_K, K_TILE_R, K_TILE_T),
@@ -651,6 +881,7 @@ static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q6_K] = WK(q6_K, K_TILE_R, K_TILE_T),
 };
 #undef WK
+#undef WB
 
 #if defined(__clang__)
 #pragma clang attribute pop
