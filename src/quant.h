@@ -59,12 +59,18 @@ typedef void (*quantize_row_fn)(const float *src, void *dst, int64_t n);
  *
  * Every function below has a scalar reference and, on CPUs with AVX2+FMA+F16C,
  * an AVX2 twin; quant_get_traits() hands out the twin chosen once at start-up
- * (see cpu.h), quant_get_kernels() either one (tests). Integer results
- * (activation codes, scales, sums) are bit-identical between the twins; float
- * sums agree to rounding (different summation order). Within one ISA,
- * vec_dot_tile computes every element with exactly the operations and order
- * of vec_dot, so a matmul's result does not depend on how its rows and tokens
- * are tiled or split across threads. */
+ * (see cpu.h), quant_get_kernels() either one (tests).
+ *  - Activation quantizers: the twins write identical bytes.
+ *  - Quantized weights: a dot product is, block by block (super-block for the
+ *    K-quants), an exact integer sum of code products followed by the
+ *    reference's float steps (sum += d_w * d_a * isum ...), so the twins
+ *    return identical floats, whatever the tile shape or path.
+ *  - f32/f16/bf16 weights: the AVX2 twin sums in 8 lanes (one FMA per 8
+ *    values, lanes added at the end); it agrees with the reference to
+ *    rounding, and its tiles compute every element with exactly the
+ *    operations of its vec_dot.
+ * So within one ISA a matmul's result does not depend on how its rows and
+ * tokens are tiled, packed or split across threads. */
 
 /* Dot product of n values: a weight row of this type with an activation row
  * already converted to the vec_dot_type (a const float * for f32). */

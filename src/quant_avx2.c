@@ -11,14 +11,16 @@
  *  - The quantizers give the same codes and scales as their scalar twins bit
  *    for bit: the scale is computed with the same scalar float operations and
  *    the codes are rounded half to even on both sides.
- *  - A dot product sums each block's code products exactly in 32-bit integer
- *    lanes, converts the 8 lanes to float and adds scale * lanes into one
- *    8-lane float accumulator per (row, token) (one FMA per block; per
- *    super-block for the K-quants); the accumulator is reduced by hsum at the
- *    end. Every tile shape performs exactly these operations for each of its
- *    outputs, so tiles, the 1 x 1 kernel and any split of a matmul give
- *    bit-identical results. Against the scalar twins the only difference is
- *    the float summation order.
+ *  - Quantized dot products sum each block's (super-block's) code products
+ *    exactly in 32-bit integer lanes, reduce the lanes to the block's integer
+ *    sum, and apply the scalar reference's float steps to it (separate
+ *    multiplies and adds, no FMA), several rows or (row, token) pairs per
+ *    vector. The results equal the scalar twins' bit for bit, for every tile
+ *    shape and for the packed path. (This relies on the compiler not fusing
+ *    multiplies and adds on its own: ISO C mode, as the Makefile builds.)
+ *  - f32/f16/bf16: one FMA per 8 values into an 8-lane accumulator per
+ *    (row, token), lanes added at the end; identical operations in every
+ *    tile shape, the reference's order only up to rounding.
  *  - Signed x signed byte products use ggml's sign trick: |w| (unsigned) times
  *    sign(a, w) with vpmaddubsw, which cannot saturate for codes in
  *    [-128, 127] x [-127, 127]. Unsigned codes (q4_1, q5_1, K-quants) go into

@@ -1,7 +1,8 @@
 /* test_simd.c — the matmul kernels and layer ops: every AVX2 kernel against
- * its scalar twin on random inputs, dot products with 8-bit activations
- * against the f32 reference, tiles against the 1 x 1 kernel, and matmul's
- * independence from the thread count and the batch size.
+ * its scalar twin on random inputs (bit-identical for activation quantizers
+ * and quantized dot products), dot products with 8-bit activations against
+ * the f32 reference, tiles and the packed prefill path against the 1 x 1
+ * kernel, and matmul's independence from the thread count and batch size.
  *
  * Runs on any CPU: where AVX2 is missing, the comparisons with the AVX2
  * twins are skipped with a printed reason and the rest still runs. */
@@ -224,8 +225,9 @@ static void test_from_float_bitexact(void **state) {
     free(x);
 }
 
-/* AVX2 dot products against the scalar twins: |Δ| <= 1e-5 Σ|w_i a_i| over
- * the values the two multiply (dequantized weights and activations). */
+/* AVX2 dot products against the scalar twins: bit-identical for the
+ * quantized types (exact integer block sums, the reference's float steps);
+ * for f32/f16/bf16 |Δ| <= 1e-5 Σ|w_i a_i| over the values the two multiply. */
 static void test_vec_dot_avx2_vs_scalar(void **state) {
     (void)state;
     if (!have_avx2("vec_dot AVX2 vs scalar")) return;
@@ -252,6 +254,9 @@ static void test_vec_dot_avx2_vs_scalar(void **state) {
                 for (int64_t i = 0; i < n; i++) mag += fabs((double)wf[i] * af[i]);
                 const float s = ks->vec_dot(w, a, n), v = kv->vec_dot(w, a, n);
                 const double err = fabs((double)s - v);
+                if (tr->vec_dot_type != GGML_TYPE_F32 && memcmp(&s, &v, sizeof s) != 0)
+                    fail_msg("%s n=%lld trial %d: scalar %.9g avx2 %.9g differ", tr->name, (long long)n, trial,
+                             (double)s, (double)v);
                 if (err > 1e-5 * mag + 1e-30)
                     fail_msg("%s n=%lld trial %d: scalar %.9g avx2 %.9g, |Δ| %.3g > 1e-5 * %.6g", tr->name,
                              (long long)n, trial, (double)s, (double)v, err, mag);
@@ -373,6 +378,54 @@ static void test_tiles_equal_vec_dot(void **state) {
             free(x);
         }
     }
+}
+
+/* The packed path: rows packed in groups, times 1..9 tokens, give exactly
+ * vec_dot. */
+static void test_packed_equals_vec_dot(void **state) {
+    (void)state;
+    if (!have_avx2("packed gemm vs vec_dot")) return;
+    uint64_t rng = 8;
+    const int64_t n = 768;
+    enum { MT = 9 };
+    int tested = 0;
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const uint32_t wt = k_weight_types[ti];
+        const quant_traits *tr = quant_get_traits(wt);
+        const quant_kernels *k = quant_get_kernels(wt, CPU_ISA_AVX2);
+        if (!k->pack_rows) continue;
+        tested++;
+        const size_t rb = quant_row_size(wt, n), ab = quant_row_size(tr->vec_dot_type, n);
+        uint8_t *w = xmalloc(rb * QUANT_PACK_ROWS), *a = xmalloc(ab * MT), *pk = xmalloc(k->pack_bytes(n));
+        float *x = xmalloc(sizeof(float) * n);
+        for (int r = 0; r < QUANT_PACK_ROWS; r++) random_row(wt, n, w + r * rb, &rng);
+        for (int t = 0; t < MT; t++) {
+            random_floats(x, n, 1.0f, &rng);
+            quant_get_kernels(tr->vec_dot_type, CPU_ISA_SCALAR)->from_float(x, a + t * ab, n);
+        }
+        k->pack_rows(n, w, rb, pk);
+        for (int nt = 1; nt <= MT; nt++) {
+            float y[MT][QUANT_PACK_ROWS];
+            memset(y, 0xFF, sizeof y);
+            k->gemm_packed(n, pk, nt, a, ab, &y[0][0], QUANT_PACK_ROWS);
+            for (int t = 0; t < MT; t++)
+                for (int r = 0; r < QUANT_PACK_ROWS; r++) {
+                    if (t >= nt) {
+                        assert_true(isnan(y[t][r]));
+                        continue;
+                    }
+                    const float want = quant_get_kernels(wt, CPU_ISA_SCALAR)->vec_dot(w + r * rb, a + t * ab, n);
+                    if (memcmp(&want, &y[t][r], sizeof want) != 0)
+                        fail_msg("%s packed, %d tokens: row %d token %d: %.9g, scalar vec_dot %.9g", tr->name, nt, r,
+                                 t, (double)y[t][r], (double)want);
+                }
+        }
+        free(w);
+        free(a);
+        free(pk);
+        free(x);
+    }
+    assert_true(tested >= 6);
 }
 
 /* matmul: the same bits for 1, 2, 4 threads and for a token alone or in a
@@ -537,6 +590,7 @@ int main(void) {
         cmocka_unit_test(test_vec_dot_avx2_vs_scalar),
         cmocka_unit_test(test_vec_dot_quantized_vs_f32),
         cmocka_unit_test(test_tiles_equal_vec_dot),
+        cmocka_unit_test(test_packed_equals_vec_dot),
         cmocka_unit_test(test_matmul_threads_bitexact),
         cmocka_unit_test(test_layer_ops_vs_ref),
         cmocka_unit_test(test_rope_cache),
