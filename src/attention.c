@@ -84,6 +84,7 @@ static float exp_scalar(float *x, int n, float m) {
 #include <immintrin.h>
 
 #define ATT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define UNROLL _Pragma("GCC unroll 8") /* register arrays stay in registers only when unrolled */
 #define ATT_AI static inline __attribute__((always_inline)) ATT_AVX2
 
 /* 8 accumulators -> one vector of their 8 horizontal sums */
@@ -103,10 +104,10 @@ static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float 
         for (int r0 = 0; r0 < nr; r0 += 8) {
             const float *k = tile + (size_t)r0 * hd;
             __m256 a[8];
-            for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+            UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
             for (int i = 0; i < hd; i += 8) {
                 const __m256 qv = _mm256_loadu_ps(qg + i);
-                for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)j * hd + i), qv, a[j]);
+                UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)j * hd + i), qv, a[j]);
             }
             _mm256_storeu_ps(S + g * SROW + r0, hsum8(a));
         }
@@ -120,33 +121,33 @@ static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float 
         int i = 0;                                                                                             \
         for (; i + 16 <= hd; i += 16) {                                                                        \
             __m256 a0[NG], a1[NG];                                                                             \
-            for (int g = 0; g < NG; g++) {                                                                     \
+            UNROLL for (int g = 0; g < NG; g++) {                                                                     \
                 a0[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i);                                             \
                 a1[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i + 8);                                         \
             }                                                                                                  \
             for (int r = 0; r < nr; r++) {                                                                     \
                 const __m256 v0 = _mm256_loadu_ps(tile + (size_t)r * hd + i);                                  \
                 const __m256 v1 = _mm256_loadu_ps(tile + (size_t)r * hd + i + 8);                              \
-                for (int g = 0; g < NG; g++) {                                                                 \
+                UNROLL for (int g = 0; g < NG; g++) {                                                                 \
                     const __m256 w = _mm256_broadcast_ss(W + g * SROW + r);                                    \
                     a0[g] = _mm256_fmadd_ps(w, v0, a0[g]);                                                     \
                     a1[g] = _mm256_fmadd_ps(w, v1, a1[g]);                                                     \
                 }                                                                                              \
             }                                                                                                  \
-            for (int g = 0; g < NG; g++) {                                                                     \
+            UNROLL for (int g = 0; g < NG; g++) {                                                                     \
                 _mm256_storeu_ps(acc + (size_t)g * hd + i, a0[g]);                                             \
                 _mm256_storeu_ps(acc + (size_t)g * hd + i + 8, a1[g]);                                         \
             }                                                                                                  \
         }                                                                                                      \
         if (i < hd) {                                                                                          \
             __m256 a0[NG];                                                                                     \
-            for (int g = 0; g < NG; g++) a0[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i);                    \
+            UNROLL for (int g = 0; g < NG; g++) a0[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i);                    \
             for (int r = 0; r < nr; r++) {                                                                     \
                 const __m256 v0 = _mm256_loadu_ps(tile + (size_t)r * hd + i);                                  \
-                for (int g = 0; g < NG; g++)                                                                   \
+                UNROLL for (int g = 0; g < NG; g++)                                                                   \
                     a0[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(W + g * SROW + r), v0, a0[g]);                 \
             }                                                                                                  \
-            for (int g = 0; g < NG; g++) _mm256_storeu_ps(acc + (size_t)g * hd + i, a0[g]);                    \
+            UNROLL for (int g = 0; g < NG; g++) _mm256_storeu_ps(acc + (size_t)g * hd + i, a0[g]);                    \
         }                                                                                                      \
     }
 ACCUM_NG(4)
@@ -271,7 +272,7 @@ typedef struct {
 static void decode_row(const item *it, const head_view *v, const uint8_t *row, float *dst) {
     const int hd = it->hd;
     if (v->kt) {
-        memset(dst, 0, sizeof(float) * (size_t)hd);
+        for (int i = 0; i < hd; i++) dst[i] = 0.0f; /* inline: a libc memset call per row shows */
         kvt_axpy(v->kt, row + v->ofs_bytes, 1.0f, dst);
     } else if (v->fused) {
         v->c->decode(row + v->ofs_bytes, dst, hd);

@@ -122,31 +122,36 @@ void kvt_free(kvt_head *h) {
  *    entry 0 is 0.0 for lanes without bits).
  * Unpacking is then branch-free: one 64-bit load, one variable shift, a mask,
  * and a table lookup (vpermps for a single-width group of <= 3 bits, a tree
- * of vpermps and blends for 4..6 bits, one gather for the few mixed groups at
- * the run boundaries). Coordinates without bits (sorted last) are skipped.
+ * of vpermps and blends for 4..6 bits; the few mixed groups at the run
+ * boundaries do one lookup per width and blend them by lane). Coordinates
+ * without bits (sorted last) are skipped.
  *
  * The plan is stored in the allocation of bit_ofs, after its hd entries
  * (kvt_head's layout in kv_transform.h is left as it is), so kvt_free frees
  * it; every kvt_head comes from kvt_fit, which builds it. */
 
-#define KVT_PLAN_MAGIC 0x6b76706cu
-
 typedef struct {
-    uint32_t shift[8]; /* lane j: bit offset of its index in its 32-bit window */
-    uint32_t mask[8];  /* (1 << bits) - 1; 0 for lanes without bits (or past hd) */
-    uint32_t base[8];  /* offset of the lane's codebook in cat_levels (0: the 0.0 entry) */
-    uint32_t byte;     /* first byte of the group's bits in the index field */
-    uint8_t s4;        /* bit of the 64-bit window where lanes 4..7's 32-bit window starts */
-    uint8_t bits;      /* every lane has this many bits (1..6), or 0: mixed, look up through base */
-    uint8_t safe;      /* an 8-byte load at byte stays inside the index field */
-    uint8_t n_lanes;   /* lanes inside hd (8, except in a last group past hd) */
-    uint32_t pad[6];
+    uint64_t sh_even[4]; /* lanes 0, 2, 4, 6: bit offset of the index in the group's 64-bit window */
+    uint64_t sh_odd[4];  /* lanes 1, 3, 5, 7 */
+    uint32_t mask[8];    /* (1 << bits) - 1; 0 for lanes without bits (or past hd). Also the offset
+                          * of the lane's codebook in cat_levels */
+    uint32_t load_at;    /* the window: the 8 bytes of the index field at load_at */
+    uint8_t bits;        /* every lane has this many bits (1..6), or 0: mixed */
+    uint8_t n_widths;    /* mixed: the distinct widths (> 0) of its lanes */
+    uint8_t widths[7];
+    uint8_t pad[17];
 } kvt_group;
 
 typedef struct {
-    uint32_t magic, n_groups, field_bytes, pad[5];
+    uint32_t n_groups;    /* ceil(coordinates with bits / 8) */
+    uint32_t n_full;      /* groups whose 8 lanes are all inside hd */
+    uint32_t field_bytes; /* bytes of the index field */
+    uint32_t small;       /* field_bytes < 8: every window is the whole field, read byte by byte */
+    uint32_t pad[4];
     kvt_group g[];
 } kvt_plan;
+
+_Static_assert(sizeof(kvt_group) % 32 == 0 && sizeof(kvt_plan) % 32 == 0, "32-byte aligned groups");
 
 /* cat_levels[2^b - 1 + k] = level k of the b-bit codebook; cat_levels[0] = 0 */
 static float cat_levels[1 << (KVT_BITS_CAP + 1)];
@@ -194,46 +199,50 @@ static int kvt_plan_build(kvt_head *h) {
     h->bit_ofs = bo;
     kvt_plan *p = (kvt_plan *)plan_of(h);
     memset(p, 0, sizeof(kvt_plan) + sizeof(kvt_group) * n_groups);
-    p->magic = KVT_PLAN_MAGIC;
     p->n_groups = (uint32_t)n_groups;
+    p->n_full = (uint32_t)(8 * n_groups <= hd ? n_groups : n_groups - 1);
     p->field_bytes = (uint32_t)(h->total_bits + 7) / 8;
+    p->small = p->field_bytes < 8;
     for (int g = 0; g < n_groups; g++) {
         kvt_group *G = &p->g[g];
-        const uint32_t o0 = h->bit_ofs[8 * g];
-        G->byte = o0 / 8;
-        G->safe = G->byte + 8 <= p->field_bytes;
-        int b0 = -1, mixed = 0;
+        /* the window holds all of the group's bits: from its first byte, or
+         * near the end of the field the field's last 8 bytes (never past it) */
+        const uint32_t byte = h->bit_ofs[8 * g] / 8;
+        G->load_at = p->small ? 0 : byte + 8 <= p->field_bytes ? byte : p->field_bytes - 8;
+        int b0 = -1;
+        bool mixed = false;
         for (int j = 0; j < 8; j++) {
             const int i = 8 * g + j;
             const int b = i < nz ? h->bits[i] : 0;
-            if (i < hd) G->n_lanes++;
             if (b0 < 0) b0 = b;
             mixed |= b != b0;
-            if (j == 4) G->s4 = (uint8_t)(b ? h->bit_ofs[i] - 8 * G->byte : 0);
             if (!b) continue;
-            const uint32_t rel = h->bit_ofs[i] - 8 * G->byte; /* < 7 + 7 * 6 */
-            G->shift[j] = j < 4 ? rel : rel - G->s4;
+            const uint64_t sh = h->bit_ofs[i] - 8 * G->load_at; /* + b <= 64 */
+            if (j % 2) G->sh_odd[j / 2] = sh;
+            else G->sh_even[j / 2] = sh;
             G->mask[j] = (1u << b) - 1;
-            G->base[j] = (1u << b) - 1;
+            bool seen = false;
+            for (int k = 0; k < G->n_widths; k++) seen |= G->widths[k] == b;
+            if (!seen) G->widths[G->n_widths++] = (uint8_t)b;
         }
         G->bits = mixed ? 0 : (uint8_t)b0;
     }
     return 0;
 }
 
-/* The window of a group: 8 bytes from its first byte (fewer at the end of the field). */
-static inline uint64_t group_window(const kvt_group *G, const uint8_t *f, uint32_t field_bytes) {
+/* The 64-bit window of a group. */
+static inline uint64_t group_window(const kvt_plan *p, const kvt_group *G, const uint8_t *f) {
     uint64_t w = 0;
-    if (G->safe) memcpy(&w, f + G->byte, 8);
+    if (!p->small) memcpy(&w, f + G->load_at, 8);
     else
-        for (uint32_t i = 0; G->byte + i < field_bytes && i < 8; i++) w |= (uint64_t)f[G->byte + i] << (8 * i);
+        for (uint32_t i = 0; i < p->field_bytes; i++) w |= (uint64_t)f[i] << (8 * i);
     return w;
 }
 
 /* Scalar twins of the fast kernels: the same plan, one lane at a time. */
 static inline float lane_level(const kvt_group *G, uint64_t w, int j) {
-    const uint32_t win = j < 4 ? (uint32_t)w : (uint32_t)(w >> G->s4);
-    return cat_levels[G->base[j] + ((win >> G->shift[j]) & G->mask[j])];
+    const uint64_t sh = j % 2 ? G->sh_odd[j / 2] : G->sh_even[j / 2];
+    return cat_levels[G->mask[j] + ((uint32_t)(w >> sh) & G->mask[j])];
 }
 
 static float kvt_dot_scalar(const kvt_head *h, const uint8_t *src, const float *qy) {
@@ -241,8 +250,8 @@ static float kvt_dot_scalar(const kvt_head *h, const uint8_t *src, const float *
     float acc = 0.0f;
     for (uint32_t g = 0; g < p->n_groups; g++) {
         const kvt_group *G = &p->g[g];
-        const uint64_t w = group_window(G, src + 1, p->field_bytes);
-        for (int j = 0; j < G->n_lanes; j++)
+        const uint64_t w = group_window(p, G, src + 1);
+        for (int j = 0; j < 8; j++)
             if (G->mask[j]) acc += qy[8 * g + j] * lane_level(G, w, j);
     }
     return scale_of(src) * acc;
@@ -253,8 +262,8 @@ static void kvt_axpy_scalar(const kvt_head *h, const uint8_t *src, float w, floa
     const float ws = w * scale_of(src);
     for (uint32_t g = 0; g < p->n_groups; g++) {
         const kvt_group *G = &p->g[g];
-        const uint64_t win = group_window(G, src + 1, p->field_bytes);
-        for (int j = 0; j < G->n_lanes; j++)
+        const uint64_t win = group_window(p, G, src + 1);
+        for (int j = 0; j < 8; j++)
             if (G->mask[j]) acc_y[8 * g + j] += ws * h->sigma[8 * g + j] * lane_level(G, win, j);
     }
 }
@@ -265,39 +274,66 @@ static void kvt_axpy_scalar(const kvt_head *h, const uint8_t *src, float w, floa
 #define KVT_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define KVT_AI static inline __attribute__((always_inline)) KVT_AVX2
 
-/* The 8 levels of group G. */
-KVT_AI __m256 group_levels(const kvt_group *G, const uint8_t *f, uint32_t field_bytes) {
-    const uint64_t w = group_window(G, f, field_bytes);
-    const __m256i win = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32((int)(uint32_t)w)),
-                                                _mm_set1_epi32((int)(uint32_t)(w >> G->s4)), 1);
-    const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(win, _mm256_loadu_si256((const __m256i *)G->shift)),
-                                         _mm256_loadu_si256((const __m256i *)G->mask));
-    const int b = G->bits;
-    if (b == 0) /* mixed widths (a run boundary, or lanes without bits) */
-        return _mm256_i32gather_ps(cat_levels, _mm256_add_epi32(idx, _mm256_loadu_si256((const __m256i *)G->base)), 4);
+/* The levels of the b-bit codebook (b = 1..6) at the 8 indices idx. */
+KVT_AI __m256 lookup(int b, __m256i idx) {
     const float *t = cb_levels[b]; /* zero-padded to 64 entries */
-    __m256 v[8];
-    const int n8 = b <= 3 ? 1 : 1 << (b - 3);
-    for (int k = 0; k < n8; k++) v[k] = _mm256_permutevar8x32_ps(_mm256_loadu_ps(t + 8 * k), idx);
-    for (int bit = 3, n = n8; bit < b; bit++, n /= 2) {
-        const __m256 sel = _mm256_castsi256_ps(_mm256_sll_epi32(idx, _mm_cvtsi32_si128(31 - bit)));
-        for (int k = 0; k < n / 2; k++) v[k] = _mm256_blendv_ps(v[2 * k], v[2 * k + 1], sel);
+#define PERM(k) _mm256_permutevar8x32_ps(_mm256_loadu_ps(t + 8 * (k)), idx)
+    if (b <= 3) return PERM(0);
+    const __m256 s3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)); /* bit 3 -> sign */
+    if (b == 4) return _mm256_blendv_ps(PERM(0), PERM(1), s3);
+    const __m256 s4 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 27));
+    const __m256 x0 = _mm256_blendv_ps(PERM(0), PERM(1), s3), x1 = _mm256_blendv_ps(PERM(2), PERM(3), s3);
+    if (b == 5) return _mm256_blendv_ps(x0, x1, s4);
+    const __m256 x2 = _mm256_blendv_ps(PERM(4), PERM(5), s3), x3 = _mm256_blendv_ps(PERM(6), PERM(7), s3);
+    const __m256 s5 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 26));
+    return _mm256_blendv_ps(_mm256_blendv_ps(x0, x1, s4), _mm256_blendv_ps(x2, x3, s4), s5);
+#undef PERM
+}
+
+/* The 8 levels of group G (0 in lanes without bits): the window broadcast to
+ * 4 qwords, shifted per lane pair, the odd lanes moved up into the high dwords. */
+KVT_AI __m256 group_levels(const kvt_group *G, uint64_t w) {
+    const __m256i v = _mm256_set1_epi64x((long long)w);
+    const __m256i e = _mm256_srlv_epi64(v, _mm256_load_si256((const __m256i *)G->sh_even));
+    const __m256i o = _mm256_srlv_epi64(v, _mm256_load_si256((const __m256i *)G->sh_odd));
+    const __m256i mask = _mm256_load_si256((const __m256i *)G->mask);
+    const __m256i idx = _mm256_and_si256(_mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA), mask);
+    if (G->bits) return lookup(G->bits, idx);
+    /* mixed widths (a run boundary, or lanes without bits): one lookup per
+     * width, each kept in the lanes of that width */
+    __m256 lev = _mm256_setzero_ps();
+    for (int k = 0; k < G->n_widths; k++) {
+        const int b = G->widths[k];
+        const __m256 sel = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mask, _mm256_set1_epi32((1 << b) - 1)));
+        lev = _mm256_blendv_ps(lev, lookup(b, idx), sel);
     }
-    return v[0];
+    return lev;
 }
 
 KVT_AI __m256i lane_mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+KVT_AI uint64_t ld64(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
 static KVT_AVX2 float kvt_dot_avx2(const kvt_head *h, const uint8_t *src, const float *qy) {
     const kvt_plan *p = plan_of(h);
+    if (p->small) return kvt_dot_scalar(h, src, qy);
+    const uint8_t *f = src + 1;
     __m256 acc = _mm256_setzero_ps();
-    for (uint32_t g = 0; g < p->n_groups; g++) {
+    uint32_t g = 0;
+    for (; g < p->n_full; g++) {
         const kvt_group *G = &p->g[g];
-        const __m256 lev = group_levels(G, src + 1, p->field_bytes);
-        const __m256 q = G->n_lanes == 8 ? _mm256_loadu_ps(qy + 8 * g) : _mm256_maskload_ps(qy + 8 * g, lane_mask(G->n_lanes));
-        acc = _mm256_fmadd_ps(lev, q, acc);
+        acc = _mm256_fmadd_ps(group_levels(G, ld64(f + G->load_at)), _mm256_loadu_ps(qy + 8 * g), acc);
+    }
+    if (g < p->n_groups) { /* lanes past hd */
+        const kvt_group *G = &p->g[g];
+        const __m256 q = _mm256_maskload_ps(qy + 8 * g, lane_mask(h->hd - 8 * (int)g));
+        acc = _mm256_fmadd_ps(group_levels(G, ld64(f + G->load_at)), q, acc);
     }
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -307,19 +343,27 @@ static KVT_AVX2 float kvt_dot_avx2(const kvt_head *h, const uint8_t *src, const 
 
 static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
     const kvt_plan *p = plan_of(h);
+    if (p->small) {
+        kvt_axpy_scalar(h, src, w, acc_y);
+        return;
+    }
+    const uint8_t *f = src + 1;
     const __m256 ws = _mm256_set1_ps(w * scale_of(src));
-    for (uint32_t g = 0; g < p->n_groups; g++) {
+    uint32_t g = 0;
+    for (; g < p->n_full; g++) {
         const kvt_group *G = &p->g[g];
-        const __m256 lev = group_levels(G, src + 1, p->field_bytes);
+        const __m256 lev = group_levels(G, ld64(f + G->load_at));
         float *a = acc_y + 8 * g;
-        if (G->n_lanes == 8) {
-            const __m256 sw = _mm256_mul_ps(ws, _mm256_loadu_ps(h->sigma + 8 * g));
-            _mm256_storeu_ps(a, _mm256_fmadd_ps(sw, lev, _mm256_loadu_ps(a)));
-        } else {
-            const __m256i m = lane_mask(G->n_lanes);
-            const __m256 sw = _mm256_mul_ps(ws, _mm256_maskload_ps(h->sigma + 8 * g, m));
-            _mm256_maskstore_ps(a, m, _mm256_fmadd_ps(sw, lev, _mm256_maskload_ps(a, m)));
-        }
+        const __m256 sw = _mm256_mul_ps(ws, _mm256_loadu_ps(h->sigma + 8 * g));
+        _mm256_storeu_ps(a, _mm256_fmadd_ps(sw, lev, _mm256_loadu_ps(a)));
+    }
+    if (g < p->n_groups) { /* lanes past hd */
+        const kvt_group *G = &p->g[g];
+        const __m256 lev = group_levels(G, ld64(f + G->load_at));
+        float *a = acc_y + 8 * g;
+        const __m256i m = lane_mask(h->hd - 8 * (int)g);
+        const __m256 sw = _mm256_mul_ps(ws, _mm256_maskload_ps(h->sigma + 8 * g, m));
+        _mm256_maskstore_ps(a, m, _mm256_fmadd_ps(sw, lev, _mm256_maskload_ps(a, m)));
     }
 }
 #endif
