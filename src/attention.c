@@ -48,20 +48,30 @@ size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
 
 /* ------------------------------------------------------------------ tile kernels */
 
-/* S[g * SROW + r] = <tile row r, q_g> for r < nr, g < ng (q_g = q + g * hd) */
-typedef void (*scores_fn)(const float *tile, int nr, int hd, const float *q, int ng, float *S);
+/* S[g * SROW + r] = (<tile row r, q_g> + bias[g]) * scale for r < nr, g < ng
+ * (q_g = q + g * hd; bias NULL: none) */
+typedef void (*scores_fn)(const float *tile, int nr, int hd, const float *q, int ng, const float *bias, float scale,
+                          float *S);
 /* acc_g += sum_r W[g * SROW + r] * tile row r */
 typedef void (*accum_fn)(const float *tile, int nr, int hd, const float *W, int ng, float *acc);
 /* x[r] = exp(x[r] - m) for r < n; returns their sum */
 typedef float (*exp_fn)(float *x, int n, float m);
+/* max(m, x[0..n)), NaNs in x ignored */
+typedef float (*max_fn)(const float *x, int n, float m);
+/* x[0..n) = 0 */
+typedef void (*zero_fn)(float *x, int n);
 
-static void scores_scalar(const float *tile, int nr, int hd, const float *q, int ng, float *S) {
+static void zero_scalar(float *x, int n) { memset(x, 0, sizeof(float) * (size_t)n); }
+
+static void scores_scalar(const float *tile, int nr, int hd, const float *q, int ng, const float *bias, float scale,
+                          float *S) {
     for (int g = 0; g < ng; g++)
         for (int r = 0; r < nr; r++) {
             const float *k = tile + (size_t)r * hd, *qg = q + (size_t)g * hd;
             float s = 0.0f;
             for (int i = 0; i < hd; i++) s += k[i] * qg[i];
-            S[g * SROW + r] = s;
+            if (bias) s += bias[g];
+            S[g * SROW + r] = s * scale;
         }
 }
 
@@ -72,6 +82,12 @@ static void accum_scalar(const float *tile, int nr, int hd, const float *W, int 
             float *o = acc + (size_t)g * hd;
             for (int i = 0; i < hd; i++) o[i] += w * v[i];
         }
+}
+
+static float max_scalar(const float *x, int n, float m) {
+    for (int r = 0; r < n; r++)
+        if (x[r] > m) m = x[r];
+    return m;
 }
 
 static float exp_scalar(float *x, int n, float m) {
@@ -98,9 +114,12 @@ ATT_AI __m256 hsum8(const __m256 a[8]) {
 /* hd % 8 == 0. Rows are taken 8 at a time: the tile has 8 spare rows and S
  * rows 8 spare slots, so up to 7 rows past nr are computed and their scores
  * land in slots that are rewritten later (or never read). */
-static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float *q, int ng, float *S) {
+static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float *q, int ng, const float *bias,
+                                 float scale, float *S) {
+    const __m256 vs = _mm256_set1_ps(scale);
     for (int g = 0; g < ng; g++) {
         const float *qg = q + (size_t)g * hd;
+        const __m256 vb = _mm256_set1_ps(bias ? bias[g] : 0.0f);
         for (int r0 = 0; r0 < nr; r0 += 8) {
             const float *k = tile + (size_t)r0 * hd;
             __m256 a[8];
@@ -109,7 +128,9 @@ static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float 
                 const __m256 qv = _mm256_loadu_ps(qg + i);
                 UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)j * hd + i), qv, a[j]);
             }
-            _mm256_storeu_ps(S + g * SROW + r0, hsum8(a));
+            __m256 sc = hsum8(a);
+            if (bias) sc = _mm256_add_ps(sc, vb);
+            _mm256_storeu_ps(S + g * SROW + r0, _mm256_mul_ps(sc, vs));
         }
     }
 }
@@ -199,6 +220,24 @@ static ATT_AVX2 float exp_avx2_block(float *x, int n, float m) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+/* x has room for n rounded up to a multiple of 8 */
+static ATT_AVX2 float max_avx2(const float *x, int n, float m) {
+    __m256 mx = _mm256_set1_ps(m);
+    for (int r = 0; r < n; r += 8) {
+        const __m256 valid = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n - r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+        /* maxps returns its second operand when either is NaN: NaN scores (and lanes past n) are ignored */
+        mx = _mm256_max_ps(_mm256_blendv_ps(mx, _mm256_loadu_ps(x + r), valid), mx);
+    }
+    __m128 v = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    v = _mm_max_ps(v, _mm_movehl_ps(v, v));
+    v = _mm_max_ss(v, _mm_movehdup_ps(v));
+    return _mm_cvtss_f32(v);
+}
+/* n % 8 == 0 (a libc memset call per decoded row shows in profiles) */
+static ATT_AVX2 void zero_avx2(float *x, int n) {
+    for (int i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, _mm256_setzero_ps());
+}
 #define HAVE_ATT_AVX2 1
 #endif
 
@@ -206,8 +245,10 @@ static struct {
     scores_fn scores;
     accum_fn accum;
     exp_fn exp;
-    bool vec8; /* the kernels need head_dim % 8 == 0 */
-} kern = {scores_scalar, accum_scalar, exp_scalar, false};
+    max_fn max;
+    zero_fn zero;
+    bool vec8; /* the tile kernels need head_dim % 8 == 0 */
+} kern = {scores_scalar, accum_scalar, exp_scalar, max_scalar, zero_scalar, false};
 static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 
 static void kern_select(void) {
@@ -216,6 +257,8 @@ static void kern_select(void) {
         kern.scores = scores_avx2;
         kern.accum = accum_avx2;
         kern.exp = exp_avx2_block;
+        kern.max = max_avx2;
+        kern.zero = zero_avx2;
         kern.vec8 = true;
     }
 #endif
@@ -265,6 +308,8 @@ typedef struct {
     scores_fn scores;
     accum_fn accum;
     exp_fn exp;
+    max_fn max;
+    zero_fn zero;
 } item;
 
 /* Decodes the head's values of a row into dst (kt*: its transform-space values
@@ -272,7 +317,7 @@ typedef struct {
 static void decode_row(const item *it, const head_view *v, const uint8_t *row, float *dst) {
     const int hd = it->hd;
     if (v->kt) {
-        for (int i = 0; i < hd; i++) dst[i] = 0.0f; /* inline: a libc memset call per row shows */
+        it->zero(dst, hd);
         kvt_axpy(v->kt, row + v->ofs_bytes, 1.0f, dst);
     } else if (v->fused) {
         v->c->decode(row + v->ofs_bytes, dst, hd);
@@ -289,17 +334,14 @@ static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, 
     float *S = it->S;
     if (ng == 1 && (vk->kt || vk->fused)) {
         for (int r = r0; r < r1; r++)
-            S[r] = vk->kt ? kvt_dot(vk->kt, krows[r] + vk->ofs_bytes, it->qy) + it->kq[0]
-                          : vk->c->dot(krows[r] + vk->ofs_bytes, it->q, hd) + (codec ? it->qmu[0] : 0.0f);
+            S[r] = (vk->kt ? kvt_dot(vk->kt, krows[r] + vk->ofs_bytes, it->qy) + it->kq[0]
+                           : vk->c->dot(krows[r] + vk->ofs_bytes, it->q, hd) + (codec ? it->qmu[0] : 0.0f)) *
+                   it->a->scale;
         return;
     }
     for (int r = r0; r < r1; r++) decode_row(it, vk, krows[r], it->tile + (size_t)r * hd);
-    it->scores(it->tile + (size_t)r0 * hd, r1 - r0, hd, vk->kt ? it->qyn : it->q, ng, S + r0);
-    if (codec)
-        for (int g = 0; g < ng; g++) {
-            const float bias = vk->kt ? it->kq[g] : it->qmu[g];
-            for (int r = r0; r < r1; r++) S[g * SROW + r] += bias;
-        }
+    it->scores(it->tile + (size_t)r0 * hd, r1 - r0, hd, vk->kt ? it->qyn : it->q, ng,
+               !codec ? NULL : vk->kt ? it->kq : it->qmu, it->a->scale, S + r0);
 }
 
 /* Weighted sum of the values of rows [r0, r1), all in one layout. */
@@ -329,13 +371,11 @@ static void run_block(item *it, int nr, const uint8_t *const *krows, const uint8
         for (r1 = r0 + 1; r1 < nr && codec[r1] == codec[r0]; r1++) {}
         block_scores(it, r0, r1, krows, codec[r0]);
     }
-    const float scale = it->a->scale;
+    bool all_codec = true;
+    for (int r = 0; r < nr; r++) all_codec &= codec[r];
     for (int g = 0; g < ng; g++) {
-        float *s = it->S + g * SROW, mx = it->m[g];
-        for (int r = 0; r < nr; r++) {
-            s[r] *= scale;
-            if (s[r] > mx) mx = s[r];
-        }
+        float *s = it->S + g * SROW;
+        const float mx = it->max(s, nr, it->m[g]);
         if (mx > it->m[g]) {
             const float c = expf(it->m[g] - mx); /* 0 on the first block */
             float *o = it->acc + (size_t)g * hd;
@@ -347,11 +387,14 @@ static void run_block(item *it, int nr, const uint8_t *const *krows, const uint8
                 for (int i = 0; i < hd; i++) it->accy[(size_t)g * hd + i] *= c;
             it->m[g] = mx;
         }
-        it->l[g] += it->exp(s, nr, it->m[g]);
+        const float sum = it->exp(s, nr, it->m[g]);
+        it->l[g] += sum;
         if (it->need_wcodec) {
             float wc = 0.0f; /* weight of the codec rows: carried by mu_v, or by the kt V sum */
-            for (int r = 0; r < nr; r++)
-                if (codec[r]) wc += s[r];
+            if (all_codec) wc = sum;
+            else
+                for (int r = 0; r < nr; r++)
+                    if (codec[r]) wc += s[r];
             if (it->view[1][1].kt) it->wkt[g] += wc;
             else it->wmu[g] += wc;
         }
@@ -389,6 +432,8 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
     it->scores = vec ? kern.scores : scores_scalar;
     it->accum = vec ? kern.accum : accum_scalar;
     it->exp = kern.exp;
+    it->max = kern.max;
+    it->zero = vec ? kern.zero : zero_scalar;
     const float *muk = kv_cache_center_k(kv, seq, layer);
     it->muv = kv_cache_center_v(kv, seq, layer);
     if (muk) muk += (size_t)hk * hd;
@@ -460,12 +505,16 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
                 codec[r] = true;
             }
 #if ATT_PREFETCH
-            /* the next block's slices of this run, while this one computes */
-            for (int r = nr; r < 2 * nr && b0 + r < run1; r++) {
-                const uint8_t *kp = k0 + (size_t)r * kstride + it->view[0][1].ofs_bytes;
-                const uint8_t *vp = v0 + (size_t)r * vstride + it->view[1][1].ofs_bytes;
-                for (size_t o = 0; o < it->view[0][1].seg_bytes; o += 64) __builtin_prefetch(kp + o);
-                for (size_t o = 0; o < it->view[1][1].seg_bytes; o += 64) __builtin_prefetch(vp + o);
+            /* the next block's slices of this run, while this one computes
+             * (helps wide rows; costs a little on narrow ones, which the
+             * hardware prefetcher keeps up with) */
+            if (it->view[0][1].seg_bytes >= 64) {
+                for (int r = nr; r < 2 * nr && b0 + r < run1; r++) {
+                    const uint8_t *kp = k0 + (size_t)r * kstride + it->view[0][1].ofs_bytes;
+                    const uint8_t *vp = v0 + (size_t)r * vstride + it->view[1][1].ofs_bytes;
+                    for (size_t o = 0; o < it->view[0][1].seg_bytes; o += 64) __builtin_prefetch(kp + o);
+                    for (size_t o = 0; o < it->view[1][1].seg_bytes; o += 64) __builtin_prefetch(vp + o);
+                }
             }
 #endif
         } else {

@@ -111,10 +111,11 @@ void kvt_free(kvt_head *h) {
  * (kvt_dot_ref, kvt_axpy_ref) reads every coordinate's index bit by bit. The
  * fast kernels instead work on groups of 8 consecutive coordinates, using a
  * plan built once per head by kvt_fit:
- *  - kvt_fit sorts the coordinates by bit width (most bits first; T's rows,
- *    Tinv's columns, sigma and bits permuted together, so encode, decode and
- *    kvt_prep_query agree), so each width is one contiguous run and most
- *    groups hold a single width;
+ *  - kvt_fit orders the coordinates by bit width (most bits first, each
+ *    width's whole groups of 8 before the remainders, which come together
+ *    at the end; T's rows, Tinv's columns, sigma and bits permuted together,
+ *    so encode, decode and kvt_prep_query agree), so all groups but the last
+ *    one or two hold a single width;
  *  - per group: the byte where its bits start, and per lane the shift and
  *    mask that extract its index from that 64-bit window (lanes 0..3 from the
  *    window's low 32 bits, lanes 4..7 from the 32 bits starting at s4), and
@@ -169,10 +170,22 @@ static int kvt_sort_coordinates(kvt_head *h, double *scratch) {
         free(f);
         return -1;
     }
-    int k = 0;
-    for (int b = KVT_BITS_CAP; b >= 0; b--)
-        for (int i = 0; i < hd; i++)
-            if (h->bits[i] == b) perm[k++] = i;
+    /* widest first; of each width, whole groups of 8 first, the remainders
+     * (count % 8) after all of those, then the coordinates without bits:
+     * at most a few groups mix widths */
+    int k = 0, cnt[KVT_BITS_CAP + 1] = {0};
+    for (int i = 0; i < hd; i++) cnt[h->bits[i]]++;
+    for (int pass = 0; pass < 2; pass++)
+        for (int b = KVT_BITS_CAP; b >= 1; b--) {
+            const int whole = cnt[b] - cnt[b] % 8;
+            for (int i = 0, seen = 0; i < hd; i++)
+                if (h->bits[i] == b) {
+                    if ((seen < whole) == (pass == 0)) perm[k++] = i;
+                    seen++;
+                }
+        }
+    for (int i = 0; i < hd; i++)
+        if (h->bits[i] == 0) perm[k++] = i;
     memcpy(f, h->T, sizeof(float) * hd * hd);
     for (int i = 0; i < hd; i++) memcpy(h->T + (size_t)i * hd, f + (size_t)perm[i] * hd, sizeof(float) * hd);
     memcpy(f, h->Tinv, sizeof(float) * hd * hd);
@@ -187,10 +200,10 @@ static int kvt_sort_coordinates(kvt_head *h, double *scratch) {
     return 0;
 }
 
-/* Builds the plan (bits sorted, bit_ofs and total_bits set). */
+/* Builds the plan (coordinates ordered, bit_ofs and total_bits set). */
 static int kvt_plan_build(kvt_head *h) {
     const int hd = h->hd;
-    int nz = 0; /* coordinates with bits: the first nz after sorting */
+    int nz = 0; /* coordinates with bits: the first nz after ordering */
     while (nz < hd && h->bits[nz]) nz++;
     const int n_groups = (nz + 7) / 8;
     const size_t bytes = sizeof(uint32_t) * hd + 32 + sizeof(kvt_plan) + sizeof(kvt_group) * n_groups;
@@ -490,8 +503,8 @@ int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int bud
         }
         h->bits[best]++;
     }
-    /* coordinates sorted by bits, most first (stable), so that every width
-     * is one contiguous run and the kernels see uniform groups of 8 */
+    /* coordinates ordered by bits (see the decode plan) so that the kernels
+     * see uniform groups of 8 */
     if (kvt_sort_coordinates(h, tmp) != 0) goto out;
     uint32_t ofs = 0;
     for (int i = 0; i < hd; i++) {

@@ -137,14 +137,25 @@ static void t_kt_twins(void **state) {
             const int budget = (int)lround(bits[bi] * hd) - 8;
             kvt_head h;
             assert_int_equal(kvt_fit(&h, hd, X, ncal, NULL, budget), 0);
-            /* bits sorted (most first), bit offsets consecutive */
-            int nz = 0, widths[8] = {0};
+            /* coordinates ordered by bits: groups of 8 of one width (widest
+             * first), then the remainders, then those without bits; bit
+             * offsets consecutive */
+            int nz = 0, widths[8] = {0}, mixed = 0;
             for (int i = 0; i < hd; i++) {
-                if (i) assert_true(h.bits[i] <= h.bits[i - 1]);
                 if (i) assert_int_equal(h.bit_ofs[i], h.bit_ofs[i - 1] + h.bits[i - 1]);
+                if (i && h.bits[i]) assert_true(h.bits[i - 1] > 0);
                 nz += h.bits[i] > 0;
                 widths[h.bits[i]]++;
             }
+            for (int g = 0; g < nz / 8; g++) {
+                bool uniform = true;
+                for (int j = 1; j < 8; j++) uniform &= h.bits[8 * g + j] == h.bits[8 * g];
+                if (!uniform) mixed++;
+                else if (g) assert_true(mixed || h.bits[8 * g] <= h.bits[8 * g - 1]);
+            }
+            int rem = 0;
+            for (int b = 1; b < 8; b++) rem += widths[b] % 8;
+            assert_true(mixed <= (rem + 7) / 8 + 1);
             float x[MAXN], q[MAXN], qy[MAXN], y[MAXN], o0[MAXN], o1[MAXN], o2[MAXN], o3[MAXN];
             uint8_t row[1024];
             for (int rep = 0; rep < REPS; rep++) {
