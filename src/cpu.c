@@ -1,6 +1,7 @@
 /* cpu.c — run-time CPU feature detection (see cpu.h). */
 #include "cpu.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,14 +23,24 @@ cpu_isa cpu_isa_detect(void) {
     return CPU_ISA_SCALAR;
 }
 
-bool cpu_isa_supported(cpu_isa isa) { return isa <= cpu_isa_detect(); }
+/* Both are fixed for the life of the process: computed once. */
+static cpu_isa g_detected, g_active;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void cpu_isa_init(void) {
+    g_detected = g_active = cpu_isa_detect();
+    const char *env = getenv("ROTKV_ISA");
+    if (env && (!strcmp(env, "scalar") || !strcmp(env, "none"))) g_active = CPU_ISA_SCALAR;
+}
+
+bool cpu_isa_supported(cpu_isa isa) {
+    pthread_once(&g_once, cpu_isa_init);
+    return isa <= g_detected;
+}
 
 cpu_isa cpu_isa_active(void) {
-    /* Computed on every call from pure inputs; callers cache the result. */
-    cpu_isa isa = cpu_isa_detect();
-    const char *env = getenv("ROTKV_ISA");
-    if (env && (!strcmp(env, "scalar") || !strcmp(env, "none"))) isa = CPU_ISA_SCALAR;
-    return isa;
+    pthread_once(&g_once, cpu_isa_init);
+    return g_active;
 }
 
 const char *cpu_isa_name(cpu_isa isa) {

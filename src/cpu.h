@@ -18,7 +18,8 @@ typedef enum {
 
 /* Highest level this CPU supports. */
 cpu_isa cpu_isa_detect(void);
-/* Level the kernels use: cpu_isa_detect(), capped by ROTKV_ISA if set. */
+/* Level the kernels use: cpu_isa_detect(), capped by ROTKV_ISA if set.
+ * Computed on the first call and cached: cheap enough for any call site. */
 cpu_isa cpu_isa_active(void);
 /* True if kernels of level isa can run on this CPU. */
 bool cpu_isa_supported(cpu_isa isa);
