@@ -93,9 +93,8 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
 /* Products of at most this many multiply-adds run on the calling thread. */
 #define MATMUL_SERIAL_MACS (256.0 * 1024)
 
-/* Packed path (quant.h): used from this many tokens on; each thread packs
- * about this many bytes of rows at a time (at least one group). */
-#define MATMUL_PACK_MIN_TOKENS 4
+/* Packed path (quant.h), used from the type's pack_min_tokens on: each
+ * thread packs about this many bytes of rows at a time (at least one group). */
 #define MATMUL_PACK_CHUNK_BYTES (128 * 1024)
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -225,7 +224,7 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
         j.at = quant_get_traits(tr->vec_dot_type);
         j.act = scratch;
         j.act_row = quant_row_size(tr->vec_dot_type, W->ne0);
-        if (tr->pack_rows && n_tok >= MATMUL_PACK_MIN_TOKENS) {
+        if (tr->pack_rows && n_tok >= tr->pack_min_tokens) {
             j.pack = (uint8_t *)scratch + align64(j.act_row * (size_t)n_tok);
             j.pack_stride = pack_stride(tr, W->ne0);
         }

@@ -23,9 +23,9 @@ void rmsnorm_ref(float *out, const float *x, const float *w, int n, float eps);
  * read X directly); then the rows of W are split across threads and each
  * thread runs register tiles of weight rows x tokens over its rows, in chunks
  * of rows small enough to stay in L2 while every token passes over them
- * (with 4+ tokens, the 32-value block types first repack each group of 8 rows
- * into an interleaved layout, quant.h's packed path). Products under 256K
- * multiply-adds run on the calling thread.
+ * (from 4 to 16 tokens on, depending on the type, each group of 8 rows is
+ * first repacked into an interleaved layout: quant.h's packed path). Products
+ * under 256K multiply-adds run on the calling thread.
  * Every output is computed by the same operations in the same order whatever
  * the number of threads, tokens or tile position: results are bit-identical
  * for any thread count, and a token gives the same output alone or in a batch.

@@ -1129,6 +1129,7 @@ static void quant_select_kernels(void) {
         k_traits[t].pack_bytes = k->pack_bytes;
         k_traits[t].pack_rows = k->pack_rows;
         k_traits[t].gemm_packed = k->gemm_packed;
+        k_traits[t].pack_min_tokens = k->pack_min_tokens;
     }
 }
 

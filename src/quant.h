@@ -108,6 +108,7 @@ typedef struct {
     pack_bytes_fn pack_bytes;   /* packed path, or NULL */
     pack_rows_fn pack_rows;
     gemm_packed_fn gemm_packed;
+    int pack_min_tokens;        /* tokens from which packing pays for itself */
 } quant_kernels;
 
 typedef struct {
@@ -127,6 +128,7 @@ typedef struct {
     pack_bytes_fn pack_bytes; /* NULL: no packed path */
     pack_rows_fn pack_rows;
     gemm_packed_fn gemm_packed;
+    int pack_min_tokens;
 } quant_traits;
 
 /* Traits of a type id; NULL if the id is unknown or out of range. */

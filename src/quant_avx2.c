@@ -740,6 +740,129 @@ AI void kq_tile(const int kind, const int NR, const int NT, int64_t n, const uin
     UNROLL for (int t = 0; t < NT; t++) UNROLL for (int r = 0; r < NR; r++) y[t * ys + r] = out[t * NR + r];
 }
 
+/* --- packed path for the K-quants: 8 rows interleaved like the 32-value
+ * types (step k = values 4k .. 4k+3 of every row). Record of super-block i
+ * of a group of 8 rows:
+ *   float d[8], dmin[8];
+ *   per scale unit u (q4_K/q5_K: 8 groups of 32 values, else 16 sub-blocks
+ *   of 16): 16 x i16, row r's scale in lanes 2r and 2r + 1;
+ *   per bsums pair p (8): 16 x i16, lanes 2r, 2r + 1 = row r's kq_row.corr
+ *   coefficients of bsums 2p and 2p + 1;
+ *   64 steps of 32 unsigned code bytes.
+ * Products accumulate in 16-bit lanes for as many steps as cannot overflow
+ * (63 * 127 * 2 per step for 6-bit codes: 2 steps; 5-bit: 4; else 8), then
+ * vpmaddwd with the unit's scales widens them to 32 bits. */
+
+AI int kq_unit_steps(const int kind) { return kind == K_Q4_K || kind == K_Q5_K ? 8 : 4; }
+AI int kq_units(const int kind) { return 64 / kq_unit_steps(kind); }
+AI int kq_i16_steps(const int kind) {
+    return kind == K_Q6_K ? 2 : kind == K_Q5_K ? 4 : kq_unit_steps(kind);
+}
+AI size_t kq_record_bytes(const int kind) { return 64 + 32 * (size_t)kq_units(kind) + 256 + 2048; }
+
+/* Scale of unit u of a row (the integers of the scalar reference). */
+AI int kq_unit_scale(const int kind, const uint8_t *p, int u) {
+    switch (kind) {
+    case K_Q2_K: return ((const block_q2_K *)p)->scales[u] & 0x0F;
+    case K_Q3_K: return q3k_scale(((const block_q3_K *)p)->scales, u);
+    case K_Q4_K:
+    case K_Q5_K: {
+        uint8_t sc, mn;
+        kquant_scale_min(kind == K_Q4_K ? ((const block_q4_K *)p)->scales : ((const block_q5_K *)p)->scales, u, &sc, &mn);
+        return sc;
+    }
+    default: return ((const block_q6_K *)p)->scales[u];
+    }
+}
+
+AI void kq_pack(const int kind, int64_t n, const uint8_t *w, size_t ws, uint8_t *dst) {
+    const size_t wbs = kq_size(kind), rec = kq_record_bytes(kind);
+    const int units = kq_units(kind);
+    for (int64_t i = 0; i < n / QK_K; i++, dst += rec) {
+        float d[8], dm[8];
+        __m256i corr[8];
+        int16_t *sc = (int16_t *)(void *)(dst + 64);
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *wb = w + r * ws + i * wbs;
+            kq_row o;
+            kq_prepare(kind, wb, &o);
+            d[r] = o.d;
+            dm[r] = o.dmin;
+            corr[r] = o.corr;
+            for (int u = 0; u < units; u++) {
+                int16_t v = (int16_t)kq_unit_scale(kind, wb, u);
+                memcpy(sc + 16 * u + 2 * r, &v, 2);
+                memcpy(sc + 16 * u + 2 * r + 1, &v, 2);
+            }
+        }
+        memcpy(dst, d, 32);
+        memcpy(dst + 32, dm, 32);
+        uint8_t *cp = dst + 64 + 32 * (size_t)units;
+        transpose8_epi32(corr);
+        for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i *)(cp + 32 * k), corr[k]);
+        uint8_t *codes = cp + 256;
+        for (int g = 0; g < 8; g++) {
+            __m256i c[8];
+            for (int r = 0; r < 8; r++) c[r] = kq_group(kind, w + r * ws + i * wbs, g);
+            transpose8_epi32(c);
+            for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i *)(codes + 32 * (8 * g + k)), c[k]);
+        }
+    }
+}
+
+/* 8 packed rows . NT tokens; y[t * ys + r]. */
+AI void kq_gemm8(const int kind, const int NT, int64_t n, const uint8_t *pk, const uint8_t *a, size_t as, float *y,
+                 size_t ys) {
+    const size_t rec = kq_record_bytes(kind);
+    const int units = kq_units(kind), su = kq_unit_steps(kind), si16 = kq_i16_steps(kind);
+    __m256 acc[4];
+    UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, pk += rec) {
+        const uint8_t *scp = pk + 64, *cp = scp + 32 * (size_t)units, *codes = cp + 256;
+        const block_q8_K *ab[4];
+        __m256i isum[4], s16[4];
+        UNROLL for (int t = 0; t < NT; t++) {
+            ab[t] = (const block_q8_K *)(a + t * as) + i;
+            isum[t] = _mm256_setzero_si256();
+        }
+        for (int u = 0; u < units; u++) {
+            const __m256i scv = _mm256_loadu_si256((const __m256i *)(scp + 32 * u));
+            UNROLL for (int s = 0; s < 8; s++) {
+                if (s >= su) break;
+                const int k = u * su + s;
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)(codes + 32 * k));
+                UNROLL for (int t = 0; t < NT; t++) {
+                    int32_t a4;
+                    memcpy(&a4, ab[t]->qs + 4 * k, 4);
+                    const __m256i p = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
+                    s16[t] = s % si16 == 0 ? p : _mm256_add_epi16(s16[t], p);
+                    if ((s + 1) % si16 == 0) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], scv));
+                }
+            }
+        }
+        const __m256 d8 = _mm256_loadu_ps((const float *)pk), dm8 = _mm256_loadu_ps((const float *)(pk + 32));
+        UNROLL for (int t = 0; t < NT; t++) {
+            __m256i cs = _mm256_setzero_si256();
+            UNROLL for (int q = 0; q < 8; q++) {
+                int32_t b2;
+                memcpy(&b2, ab[t]->bsums + 2 * q, 4);
+                cs = _mm256_add_epi32(cs, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(cp + 32 * q)),
+                                                            _mm256_set1_epi32(b2)));
+            }
+            const __m256 da = _mm256_set1_ps(ab[t]->d);
+            __m256 v;
+            if (kq_has_min(kind)) {
+                v = _mm256_mul_ps(_mm256_mul_ps(da, d8), _mm256_cvtepi32_ps(isum[t]));
+                v = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_mul_ps(da, dm8), _mm256_cvtepi32_ps(cs)));
+            } else {
+                v = _mm256_mul_ps(_mm256_mul_ps(da, d8), _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[t], cs)));
+            }
+            acc[t] = _mm256_add_ps(acc[t], v);
+        }
+    }
+    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(y + t * ys, acc[t]);
+}
+
 /* ------------------------------------------------ f32 / f16 / bf16 x f32 */
 
 enum { K_F32, K_F16, K_BF16 };
@@ -829,6 +952,25 @@ DEFINE_KERNELS(q4_K, kq, K_Q4_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q5_K, kq, K_Q5_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q6_K, kq, K_Q6_K, K_TILE_R, K_TILE_T)
 
+/* The packed path of a type: record bytes, pack, 8 rows x nt tokens. */
+#define DEFINE_PACKED(name, family, kind, blk)                                                                    \
+    static size_t name##_pack_bytes(int64_t n) { return (size_t)(n / (blk)) * family##_record_bytes(kind); }     \
+    static void name##_pack(int64_t n, const void *w, size_t ws, void *dst) {                                    \
+        family##_pack(kind, n, (const uint8_t *)w, ws, (uint8_t *)dst);                                           \
+    }                                                                                                             \
+    static void name##_gemm(int64_t n, const void *pk, int nt, const void *a, size_t as, float *y, size_t ys) {   \
+        const uint8_t *P = (const uint8_t *)pk, *A = (const uint8_t *)a;                                          \
+        int t = 0;                                                                                                \
+        for (; t + 4 <= nt; t += 4) family##_gemm8(kind, 4, n, P, A + t * as, as, y + t * ys, ys);                \
+        for (; t < nt; t++) family##_gemm8(kind, 1, n, P, A + t * as, as, y + t * ys, ys);                        \
+    }
+
+DEFINE_PACKED(q2_K, kq, K_Q2_K, QK_K)
+DEFINE_PACKED(q3_K, kq, K_Q3_K, QK_K)
+DEFINE_PACKED(q4_K, kq, K_Q4_K, QK_K)
+DEFINE_PACKED(q5_K, kq, K_Q5_K, QK_K)
+DEFINE_PACKED(q6_K, kq, K_Q6_K, QK_K)
+
 /* The 32-value block types: dot, tile (rows x tokens one token at a time)
  * and the packed path (8 rows x up to 4 tokens per call). */
 #define DEFINE_B32(name, kind)                                                                                    \
@@ -839,16 +981,7 @@ DEFINE_KERNELS(q6_K, kq, K_Q6_K, K_TILE_R, K_TILE_T)
                             float *y, size_t ys) {                                                                \
         b32_tile(kind, n, nr, nt, (const uint8_t *)w, ws, (const uint8_t *)a, as, y, ys);                         \
     }                                                                                                             \
-    static size_t name##_pack_bytes(int64_t n) { return (size_t)(n / 32) * b32_record_bytes(kind); }             \
-    static void name##_pack(int64_t n, const void *w, size_t ws, void *dst) {                                    \
-        b32_pack(kind, n, (const uint8_t *)w, ws, (uint8_t *)dst);                                                \
-    }                                                                                                             \
-    static void name##_gemm(int64_t n, const void *pk, int nt, const void *a, size_t as, float *y, size_t ys) {   \
-        const uint8_t *P = (const uint8_t *)pk, *A = (const uint8_t *)a;                                          \
-        int t = 0;                                                                                                \
-        for (; t + 4 <= nt; t += 4) b32_gemm8(kind, 4, n, P, A + t * as, as, y + t * ys, ys);                     \
-        for (; t < nt; t++) b32_gemm8(kind, 1, n, P, A + t * as, as, y + t * ys, ys);                             \
-    }
+    DEFINE_PACKED(name, b32, kind, 32)
 
 DEFINE_B32(q4_0, K_Q4_0)
 DEFINE_B32(q4_1, K_Q4_1)
@@ -857,23 +990,29 @@ DEFINE_B32(q5_1, K_Q5_1)
 DEFINE_B32(q8_0, K_Q8_0)
 DEFINE_B32(iq4_nl, K_IQ4_NL)
 
-#define WK(name, R, T) { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = R, .tile_tokens = T }
-#define WB(name)                                                                                        \
+/* pack_min_tokens: where the packed path overtakes the tiles (one thread,
+ * 2048 x 1024 matrices; docs/performance.md). */
+#define WK(name, R, T)                                                                                      \
+    { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = R, .tile_tokens = T,                     \
+      .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm, .pack_min_tokens = 12 }
+#define WF(name, R, T) { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = R, .tile_tokens = T }
+#define WB(name, min_tokens)                                                                            \
     { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = QUANT_DECODE_ROWS, .tile_tokens = 1, \
-      .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm }
+      .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm,                \
+      .pack_min_tokens = min_tokens }
 static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = { .from_float = NULL, .vec_dot = f32_dot, .vec_dot_tile = f32_tile, .tile_rows = F_TILE_R,
                         .tile_tokens = F_TILE_T },
-    [GGML_TYPE_F16] = WK(f16, F_TILE_R, F_TILE_T),
-    [GGML_TYPE_BF16] = WK(bf16, F_TILE_R, F_TILE_T),
-    [GGML_TYPE_Q4_0] = WB(q4_0),
-    [GGML_TYPE_Q4_1] = WB(q4_1),
-    [GGML_TYPE_Q5_0] = WB(q5_0),
-    [GGML_TYPE_Q5_1] = WB(q5_1),
+    [GGML_TYPE_F16] = WF(f16, F_TILE_R, F_TILE_T),
+    [GGML_TYPE_BF16] = WF(bf16, F_TILE_R, F_TILE_T),
+    [GGML_TYPE_Q4_0] = WB(q4_0, 4),
+    [GGML_TYPE_Q4_1] = WB(q4_1, 4),
+    [GGML_TYPE_Q5_0] = WB(q5_0, 4),
+    [GGML_TYPE_Q5_1] = WB(q5_1, 4),
     [GGML_TYPE_Q8_0] = { .from_float = from_float_q8_0_avx2, .vec_dot = q8_0_dot, .vec_dot_tile = q8_0_tile,
                          .tile_rows = QUANT_DECODE_ROWS, .tile_tokens = 1, .pack_bytes = q8_0_pack_bytes,
-                         .pack_rows = q8_0_pack, .gemm_packed = q8_0_gemm },
-    [GGML_TYPE_IQ4_NL] = WB(iq4_nl),
+                         .pack_rows = q8_0_pack, .gemm_packed = q8_0_gemm, .pack_min_tokens = 16 },
+    [GGML_TYPE_IQ4_NL] = WB(iq4_nl, 16),
     [GGML_TYPE_Q8_1] = { .from_float = from_float_q8_1_avx2 },
     [GGML_TYPE_Q8_K] = { .from_float = from_float_q8_K_avx2 },
     [GGML_TYPE_Q2_K] = WK(q2_K, K_TILE_R, K_TILE_T),
@@ -883,6 +1022,7 @@ static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q6_K] = WK(q6_K, K_TILE_R, K_TILE_T),
 };
 #undef WK
+#undef WF
 #undef WB
 
 #if defined(__clang__)

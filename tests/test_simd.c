@@ -436,7 +436,7 @@ static void test_matmul_threads_bitexact(void **state) {
     /* rows: no multiple of any tile; large enough that matmul uses the
      * threads (it runs products below 256K multiply-adds on one thread) */
     const int64_t cols = 1024, rows = 301;
-    const int max_tok = 13;
+    const int max_tok = 17;
     threadpool *tps[3] = {threadpool_create(1), threadpool_create(2), threadpool_create(4)};
     void *scratch = xmalloc(matmul_scratch_bytes(4, cols, max_tok));
     float *X = xmalloc(sizeof(float) * cols * max_tok);
@@ -450,7 +450,7 @@ static void test_matmul_threads_bitexact(void **state) {
         uint8_t *data = xmalloc(rb * rows);
         for (int64_t r = 0; r < rows; r++) random_row(wt, cols, data + r * rb, &rng);
         const weight W = {.data = data, .type = wt, .ne0 = cols, .ne1 = rows, .row_bytes = rb};
-        const int ntoks[] = {1, 2, 5, 8, 13};
+        const int ntoks[] = {1, 2, 5, 8, 13, 17}; /* 17: every type's packed path */
         for (size_t k = 0; k < sizeof ntoks / sizeof ntoks[0]; k++) {
             const int nt = ntoks[k];
             for (int i = 0; i < 3; i++) {
