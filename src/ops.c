@@ -169,8 +169,8 @@ static void matmul_worker(void *arg, int ith, int nth) {
     vec_dot_tile_fn tile = j->tr->vec_dot_tile;
     if (n_tok == 1) {
         int64_t r = r0;
-        for (; r + QUANT_DECODE_ROWS <= r1; r += QUANT_DECODE_ROWS)
-            tile(cols, QUANT_DECODE_ROWS, 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+        const int DR = j->tr->decode_rows;
+        for (; r + DR <= r1; r += DR) tile(cols, DR, 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
         if (r < r1) tile(cols, (int)(r1 - r), 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
         return;
     }

@@ -1075,10 +1075,10 @@ static quant_traits k_traits[GGML_TYPE_COUNT] = {
 
 /* Scalar reference kernels. The tile shape only matters to the AVX2 twins
  * (a scalar tile is a loop over vec_dot); 1 x 1 keeps matmul simple. */
-#define WKERN(dot) { .vec_dot = dot, .vec_dot_tile = dot##_tile, .tile_rows = 1, .tile_tokens = 1 }
+#define WKERN(dot) { .vec_dot = dot, .vec_dot_tile = dot##_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 }
 static const quant_kernels k_scalar[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = { .from_float = quantize_row_f32, .vec_dot = vec_dot_f32_act,
-                        .vec_dot_tile = vec_dot_f32_act_tile, .tile_rows = 1, .tile_tokens = 1 },
+                        .vec_dot_tile = vec_dot_f32_act_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
     [GGML_TYPE_F16] = WKERN(vec_dot_f16_act),
     [GGML_TYPE_BF16] = WKERN(vec_dot_bf16_act),
     [GGML_TYPE_Q4_0] = WKERN(vec_dot_q4_0_q8_0),
@@ -1086,7 +1086,7 @@ static const quant_kernels k_scalar[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q5_0] = WKERN(vec_dot_q5_0_q8_0),
     [GGML_TYPE_Q5_1] = WKERN(vec_dot_q5_1_q8_1),
     [GGML_TYPE_Q8_0] = { .from_float = from_float_q8_0, .vec_dot = vec_dot_q8_0_q8_0,
-                         .vec_dot_tile = vec_dot_q8_0_q8_0_tile, .tile_rows = 1, .tile_tokens = 1 },
+                         .vec_dot_tile = vec_dot_q8_0_q8_0_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
     [GGML_TYPE_Q8_1] = { .from_float = from_float_q8_1 },
     [GGML_TYPE_Q8_K] = { .from_float = from_float_q8_K },
     [GGML_TYPE_Q2_K] = WKERN(vec_dot_q2_K_q8_K),
@@ -1126,6 +1126,7 @@ static void quant_select_kernels(void) {
         k_traits[t].vec_dot_tile = k->vec_dot_tile;
         k_traits[t].tile_rows = k->tile_rows;
         k_traits[t].tile_tokens = k->tile_tokens;
+        k_traits[t].decode_rows = k->decode_rows;
         k_traits[t].pack_bytes = k->pack_bytes;
         k_traits[t].pack_rows = k->pack_rows;
         k_traits[t].gemm_packed = k->gemm_packed;

@@ -78,14 +78,11 @@ typedef float (*vec_dot_fn)(const void *row, const void *act, int64_t n);
 /* A tile of dot products: nr weight rows (row i at w + i*w_stride bytes) with
  * nt activation rows (row j at a + j*a_stride bytes):
  * y[j * y_stride + i] = vec_dot(row i, act j, n). Any nr, nt >= 1 work; the
- * fast shapes are (QUANT_DECODE_ROWS x 1) and (tile_rows x tile_tokens) and
- * their (tile_rows x 1), (1 x tile_tokens) remainders. */
+ * fast shapes are (decode_rows x 1) and (tile_rows x tile_tokens) and their
+ * (tile_rows x 1), (1 x tile_tokens) remainders. */
 typedef void (*vec_dot_tile_fn)(int64_t n, int nr, int nt, const void *w, size_t w_stride, const void *a,
                                 size_t a_stride, float *y, size_t y_stride);
 
-/* Rows per tile when there is a single token (decode): independent
- * accumulators hide the FMA latency while the weights stream from memory. */
-#define QUANT_DECODE_ROWS 4
 
 /* Optional packed path for many tokens (prefill): QUANT_PACK_ROWS
  * consecutive weight rows are repacked once (pack_rows, into pack_bytes(n)
@@ -105,6 +102,7 @@ typedef struct {
     vec_dot_fn vec_dot;
     vec_dot_tile_fn vec_dot_tile;
     int tile_rows, tile_tokens; /* register tile for several tokens (prefill) */
+    int decode_rows;            /* rows per tile for one token (decode): rows streamed side by side */
     pack_bytes_fn pack_bytes;   /* packed path, or NULL */
     pack_rows_fn pack_rows;
     gemm_packed_fn gemm_packed;
@@ -124,7 +122,7 @@ typedef struct {
     quantize_row_fn from_float; /* f32 -> this type as an activation (activation types) */
     vec_dot_fn vec_dot;
     vec_dot_tile_fn vec_dot_tile;
-    int tile_rows, tile_tokens;
+    int tile_rows, tile_tokens, decode_rows;
     pack_bytes_fn pack_bytes; /* NULL: no packed path */
     pack_rows_fn pack_rows;
     gemm_packed_fn gemm_packed;

@@ -372,12 +372,43 @@ AI void b32_rows4(const int kind, int64_t n, const uint8_t *w, size_t ws, const 
     _mm_storeu_ps(y, acc);
 }
 
-/* Tiles: one token at a time, four rows at a time (exact arithmetic makes
+/* Eight rows . one token (decode): lane r = row r. */
+AI void b32_rows8(const int kind, int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *y) {
+    const size_t wbs = b32_size(kind);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const b32_act x = b32_act_load(kind, a, i);
+        __m256i p[8];
+        uint64_t dh[2] = {0, 0}, mh[2] = {0, 0};
+        UNROLL for (int r = 0; r < 8; r++) {
+            const uint8_t *wb = w + r * ws + i * wbs;
+            prefetch_ahead(wb, wbs);
+            p[r] = b32_block_dot(kind, wb, x.av, x.off);
+            f16_t h;
+            memcpy(&h, wb, 2);
+            dh[r / 4] |= (uint64_t)h << (16 * (r % 4));
+            memcpy(&h, wb + 2, 2);
+            mh[r / 4] |= (uint64_t)h << (16 * (r % 4));
+        }
+        const __m256i isum = reduce8_epi32(p);
+        const __m256 dw = _mm256_cvtph_ps(_mm_set_epi64x((long long)dh[1], (long long)dh[0]));
+        __m256 t = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d)), _mm256_cvtepi32_ps(isum));
+        if (b32_has_min(kind)) {
+            const __m256 mw = _mm256_cvtph_ps(_mm_set_epi64x((long long)mh[1], (long long)mh[0]));
+            t = _mm256_add_ps(t, _mm256_mul_ps(mw, _mm256_set1_ps(x.s)));
+        }
+        acc = _mm256_add_ps(acc, t);
+    }
+    _mm256_storeu_ps(y, acc);
+}
+
+/* Tiles: one token at a time, eight or four rows at a time (exact arithmetic makes
  * any decomposition give the same bits). Many tokens take the packed path. */
 AI void b32_tile(const int kind, int64_t n, int nr, int nt, const uint8_t *w, size_t ws, const uint8_t *a,
                  size_t as, float *y, size_t ys) {
     for (int t = 0; t < nt; t++) {
         int r = 0;
+        for (; r + 8 <= nr; r += 8) b32_rows8(kind, n, w + r * ws, ws, a + t * as, y + t * ys + r);
         for (; r + 4 <= nr; r += 4) b32_rows4(kind, n, w + r * ws, ws, a + t * as, y + t * ys + r);
         for (; r < nr; r++) y[t * ys + r] = b32_dot1(kind, n, w + r * ws, a + t * as);
     }
@@ -912,9 +943,15 @@ AI void f_tile(const int kind, const int NR, const int NT, int64_t n, const uint
 
 /* -------------------------------------------------------------- dispatch */
 
+/* Rows per decode tile (one token): measured on Llama-3.2-1B, one thread —
+ * 8 rows for the 32-value types (+8% Q4_0 tokens/s over 4), 4 for the
+ * K-quants and float types (8 was 3% slower for Q4_K_M). */
+#define B32_DECODE_ROWS 8
+#define DECODE_ROWS 4
+
 /* Instantiates, for one weight type of the f / kq families, the 1 x 1 dot
  * product and the tile entry point with its fast shapes:
- * QUANT_DECODE_ROWS x 1 (decode), R x T (prefill), R x 1 and 1 x T
+ * DECODE_ROWS x 1 (decode), R x T (prefill), R x 1 and 1 x T
  * (remainders), 1 x 1. */
 #define DEFINE_KERNELS(name, family, kind, R, T)                                                                 \
     static float name##_dot(const void *row, const void *act, int64_t n) {                                       \
@@ -925,8 +962,8 @@ AI void f_tile(const int kind, const int NR, const int NT, int64_t n, const uint
     static void name##_tile(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as,       \
                             float *y, size_t ys) {                                                                \
         const uint8_t *W = (const uint8_t *)w, *A = (const uint8_t *)a;                                           \
-        if (nr == QUANT_DECODE_ROWS && nt == 1) {                                                                 \
-            family##_tile(kind, QUANT_DECODE_ROWS, 1, n, W, ws, A, as, y, ys);                                    \
+        if (nr == DECODE_ROWS && nt == 1) {                                                                       \
+            family##_tile(kind, DECODE_ROWS, 1, n, W, ws, A, as, y, ys);                                          \
             return;                                                                                               \
         }                                                                                                         \
         if (nr == R) {                                                                                            \
@@ -994,15 +1031,17 @@ DEFINE_B32(iq4_nl, K_IQ4_NL)
  * 2048 x 1024 matrices; docs/performance.md). */
 #define WK(name, R, T)                                                                                      \
     { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = R, .tile_tokens = T,                     \
-      .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm, .pack_min_tokens = 12 }
-#define WF(name, R, T) { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = R, .tile_tokens = T }
+      .decode_rows = DECODE_ROWS, .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack,                   \
+      .gemm_packed = name##_gemm, .pack_min_tokens = 12 }
+#define WF(name, R, T)                                                                                      \
+    { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = R, .tile_tokens = T, .decode_rows = DECODE_ROWS }
 #define WB(name, min_tokens)                                                                            \
-    { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = QUANT_DECODE_ROWS, .tile_tokens = 1, \
-      .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm,                \
+    { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = B32_DECODE_ROWS, .tile_tokens = 1, \
+      .decode_rows = B32_DECODE_ROWS, .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm,                \
       .pack_min_tokens = min_tokens }
 static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = { .from_float = NULL, .vec_dot = f32_dot, .vec_dot_tile = f32_tile, .tile_rows = F_TILE_R,
-                        .tile_tokens = F_TILE_T },
+                        .tile_tokens = F_TILE_T, .decode_rows = DECODE_ROWS },
     [GGML_TYPE_F16] = WF(f16, F_TILE_R, F_TILE_T),
     [GGML_TYPE_BF16] = WF(bf16, F_TILE_R, F_TILE_T),
     [GGML_TYPE_Q4_0] = WB(q4_0, 4),
@@ -1010,7 +1049,8 @@ static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q5_0] = WB(q5_0, 4),
     [GGML_TYPE_Q5_1] = WB(q5_1, 4),
     [GGML_TYPE_Q8_0] = { .from_float = from_float_q8_0_avx2, .vec_dot = q8_0_dot, .vec_dot_tile = q8_0_tile,
-                         .tile_rows = QUANT_DECODE_ROWS, .tile_tokens = 1, .pack_bytes = q8_0_pack_bytes,
+                         .tile_rows = B32_DECODE_ROWS, .tile_tokens = 1, .decode_rows = B32_DECODE_ROWS,
+                         .pack_bytes = q8_0_pack_bytes,
                          .pack_rows = q8_0_pack, .gemm_packed = q8_0_gemm, .pack_min_tokens = 16 },
     [GGML_TYPE_IQ4_NL] = WB(iq4_nl, 16),
     [GGML_TYPE_Q8_1] = { .from_float = from_float_q8_1_avx2 },

@@ -339,7 +339,7 @@ static void test_tiles_equal_vec_dot(void **state) {
     (void)state;
     uint64_t rng = 4;
     const int64_t n = 512;
-    enum { MR = 7, MT = 9 };
+    enum { MR = 9, MT = 9 }; /* up to 8-row decode tiles */
     for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX2; isa++) {
         if (isa == CPU_ISA_AVX2 && !have_avx2("AVX2 tiles vs AVX2 vec_dot")) break;
         for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
