@@ -143,11 +143,23 @@ typedef struct {
     uint8_t pad[17];
 } kvt_group;
 
+/* A run of whole groups of one width: they start on byte boundaries (every
+ * earlier group is whole too, b bytes each), so the kernels read each with
+ * one load and constant shifts. */
+typedef struct {
+    uint8_t bits;
+    uint8_t n;        /* groups in the run */
+    uint16_t first;   /* index of its first group */
+} kvt_run;
+
 typedef struct {
     uint32_t n_groups;    /* ceil(coordinates with bits / 8) */
     uint32_t n_full;      /* groups whose 8 lanes are all inside hd */
     uint32_t field_bytes; /* bytes of the index field */
     uint32_t small;       /* field_bytes < 8: every window is the whole field, read byte by byte */
+    uint32_t n_fast;      /* groups [0, n_fast) are the runs; the rest go through their kvt_group */
+    uint32_t n_runs;
+    kvt_run runs[KVT_BITS_CAP];
     uint32_t pad[4];
     kvt_group g[];
 } kvt_plan;
@@ -240,6 +252,17 @@ static int kvt_plan_build(kvt_head *h) {
         }
         G->bits = mixed ? 0 : (uint8_t)b0;
     }
+    /* the leading single-width groups, as runs; a group qualifies while its
+     * 8-byte load stays inside the field */
+    for (int g = 0; g < (int)p->n_full && !p->small; g++) {
+        const kvt_group *G = &p->g[g];
+        if (!G->bits || h->bit_ofs[8 * g] % 8 || h->bit_ofs[8 * g] / 8 + 8 > p->field_bytes) break;
+        kvt_run *r = p->n_runs ? &p->runs[p->n_runs - 1] : NULL;
+        if (r && r->bits == G->bits && r->n < 255) r->n++;
+        else if (p->n_runs < KVT_BITS_CAP) p->runs[p->n_runs++] = (kvt_run){G->bits, 1, (uint16_t)g};
+        else break;
+        p->n_fast = (uint32_t)g + 1;
+    }
     return 0;
 }
 
@@ -287,6 +310,12 @@ static void kvt_axpy_scalar(const kvt_head *h, const uint8_t *src, float w, floa
 #define KVT_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define KVT_AI static inline __attribute__((always_inline)) KVT_AVX2
 
+KVT_AI uint64_t ld64(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
 /* The levels of the b-bit codebook (b = 1..6) at the 8 indices idx. */
 KVT_AI __m256 lookup(int b, __m256i idx) {
     const float *t = cb_levels[b]; /* zero-padded to 64 entries */
@@ -323,14 +352,26 @@ KVT_AI __m256 group_levels(const kvt_group *G, uint64_t w) {
     return lev;
 }
 
-KVT_AI __m256i lane_mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+/* The 8 levels of a whole group of B bits starting at byte p (B a constant). */
+KVT_AI __m256 run_levels(const uint8_t *p, const int B) {
+    const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
+    __m256i idx;
+    if (B <= 4) { /* 8 B <= 32 bits */
+        uint32_t w;
+        memcpy(&w, p, 4);
+        idx = _mm256_srlv_epi32(_mm256_set1_epi32((int)w),
+                                _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B));
+    } else {
+        const __m256i v = _mm256_set1_epi64x((long long)ld64(p));
+        const __m256i e = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 2 * B, 4 * B, 6 * B));
+        const __m256i o = _mm256_srlv_epi64(v, _mm256_setr_epi64x(B, 3 * B, 5 * B, 7 * B));
+        idx = _mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA);
+    }
+    return lookup(B, _mm256_and_si256(idx, mask));
 }
 
-KVT_AI uint64_t ld64(const uint8_t *p) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    return w;
+KVT_AI __m256i lane_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 static KVT_AVX2 float kvt_dot_avx2(const kvt_head *h, const uint8_t *src, const float *qy) {
@@ -338,7 +379,19 @@ static KVT_AVX2 float kvt_dot_avx2(const kvt_head *h, const uint8_t *src, const 
     if (p->small) return kvt_dot_scalar(h, src, qy);
     const uint8_t *f = src + 1;
     __m256 acc = _mm256_setzero_ps();
-    uint32_t g = 0;
+    for (uint32_t r = 0; r < p->n_runs; r++) {
+        const kvt_run *R = &p->runs[r];
+        const float *q = qy + 8 * R->first;
+        const uint8_t *b = f + h->bit_ofs[8 * R->first] / 8;
+#define DOT_RUN(B)                                                                                             \
+    case B:                                                                                                    \
+        for (int k = 0; k < R->n; k++, b += B, q += 8)                                                         \
+            acc = _mm256_fmadd_ps(run_levels(b, B), _mm256_loadu_ps(q), acc);                                 \
+        break;
+        switch (R->bits) { DOT_RUN(1) DOT_RUN(2) DOT_RUN(3) DOT_RUN(4) DOT_RUN(5) DOT_RUN(6) }
+#undef DOT_RUN
+    }
+    uint32_t g = p->n_fast;
     for (; g < p->n_full; g++) {
         const kvt_group *G = &p->g[g];
         acc = _mm256_fmadd_ps(group_levels(G, ld64(f + G->load_at)), _mm256_loadu_ps(qy + 8 * g), acc);
@@ -362,7 +415,21 @@ static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float 
     }
     const uint8_t *f = src + 1;
     const __m256 ws = _mm256_set1_ps(w * scale_of(src));
-    uint32_t g = 0;
+    for (uint32_t r = 0; r < p->n_runs; r++) {
+        const kvt_run *R = &p->runs[r];
+        float *a = acc_y + 8 * R->first;
+        const float *sg = h->sigma + 8 * R->first;
+        const uint8_t *b = f + h->bit_ofs[8 * R->first] / 8;
+#define AXPY_RUN(B)                                                                                            \
+    case B:                                                                                                    \
+        for (int k = 0; k < R->n; k++, b += B, a += 8, sg += 8)                                                \
+            _mm256_storeu_ps(a, _mm256_fmadd_ps(_mm256_mul_ps(ws, _mm256_loadu_ps(sg)), run_levels(b, B),      \
+                                                _mm256_loadu_ps(a)));                                          \
+        break;
+        switch (R->bits) { AXPY_RUN(1) AXPY_RUN(2) AXPY_RUN(3) AXPY_RUN(4) AXPY_RUN(5) AXPY_RUN(6) }
+#undef AXPY_RUN
+    }
+    uint32_t g = p->n_fast;
     for (; g < p->n_full; g++) {
         const kvt_group *G = &p->g[g];
         const __m256 lev = group_levels(G, ld64(f + G->load_at));
