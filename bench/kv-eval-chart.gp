@@ -33,7 +33,7 @@ set title 'all types (dotted box: the zoom on the right)'
 set xrange [1.5:17]
 set yrange [1e-10:1]
 set xtics 2
-set object 1 rect from 1.8,1e-3 to 6.3,0.3 fs empty border lc rgb '#999999' dt 3
+set object 1 rect from 1.8,5e-4 to 6.3,0.3 fs empty border lc rgb '#999999' dt 3
 plot shannon(x) with lines lw 2 dt 2 lc rgb '#555555' title 'Shannon bound 4^{-b}', \
      for [f=1:4] data using 'bits128':(sel(f, column('mse128'))) with points pt 7 ps 0.9 lc f \
           title family[f], \
@@ -42,7 +42,7 @@ plot shannon(x) with lines lw 2 dt 2 lc rgb '#555555' title 'Shannon bound 4^{-b
 unset object 1
 set title 'zoom: 1.8 to 6.3 bits per value'
 set xrange [1.8:6.3]
-set yrange [1e-3:0.3]
+set yrange [5e-4:0.3]
 set xtics 0.5
 set key top right box opaque
 plot shannon(x) with lines lw 2 dt 2 lc rgb '#555555' title 'Shannon bound 4^{-b}', \
