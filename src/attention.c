@@ -305,6 +305,7 @@ typedef struct {
     float m[MAX_GROUP], l[MAX_GROUP];     /* running max and sum per query head */
     float qmu[MAX_GROUP], wmu[MAX_GROUP]; /* q·mu_k; softmax weight carried by centered V rows */
     float kq[MAX_GROUP], wkt[MAX_GROUP];  /* q·mu of the K transform; weight carried by kt V rows */
+    bool per_head;       /* the codec's dot/axpy per query head instead of decoded tiles */
     scores_fn scores;
     accum_fn accum;
     exp_fn exp;
@@ -332,10 +333,12 @@ static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, 
     const int hd = it->hd, ng = it->ng;
     const head_view *vk = &it->view[0][codec];
     float *S = it->S;
-    if (ng == 1 && (vk->kt || vk->fused)) {
-        for (int r = r0; r < r1; r++)
-            S[r] = (vk->kt ? kvt_dot(vk->kt, krows[r] + vk->ofs_bytes, it->qy) + it->kq[0]
-                           : vk->c->dot(krows[r] + vk->ofs_bytes, it->q, hd) + (codec ? it->qmu[0] : 0.0f)) *
+    if (it->per_head && (vk->kt || vk->fused)) {
+        for (int g = 0; g < ng; g++)
+            for (int r = r0; r < r1; r++)
+                S[g * SROW + r] = (vk->kt ? kvt_dot(vk->kt, krows[r] + vk->ofs_bytes, it->qy + (size_t)g * hd) + it->kq[g]
+                           : vk->c->dot(krows[r] + vk->ofs_bytes, it->q + (size_t)g * hd, hd) +
+                                 (codec ? it->qmu[g] : 0.0f)) *
                    it->a->scale;
         return;
     }
@@ -349,11 +352,13 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
     const int hd = it->hd, ng = it->ng;
     const head_view *vv = &it->view[1][codec];
     float *dst = vv->kt ? it->accy : it->acc, *W = it->S;
-    if (ng == 1 && (vv->kt || vv->fused)) {
-        for (int r = r0; r < r1; r++) {
-            if (vv->kt) kvt_axpy(vv->kt, vrows[r] + vv->ofs_bytes, W[r], dst);
-            else vv->c->axpy(vrows[r] + vv->ofs_bytes, W[r], dst, hd);
-        }
+    if (it->per_head && (vv->kt || vv->fused)) {
+        for (int r = r0; r < r1; r++)
+            for (int g = 0; g < ng; g++) {
+                float *o = dst + (size_t)g * hd;
+                if (vv->kt) kvt_axpy(vv->kt, vrows[r] + vv->ofs_bytes, W[g * SROW + r], o);
+                else vv->c->axpy(vrows[r] + vv->ofs_bytes, W[g * SROW + r], o, hd);
+            }
         return;
     }
     for (int r = r0; r < r1; r++) decode_row(it, vv, vrows[r], it->tile + (size_t)r * hd);
@@ -434,6 +439,11 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
     it->exp = kern.exp;
     it->max = kern.max;
     it->zero = vec ? kern.zero : zero_scalar;
+    /* one query head per KV head: nothing to share, the fused kernels directly
+     * (with several, decoding a row once wins even with the scalar kernels:
+     * f16 498 vs 655 ns per row and KV head at 4096 positions, tq3 372 vs 513,
+     * kt3.5 443 vs 672; only q8_0 is faster per head, 299 vs 370) */
+    it->per_head = ng == 1;
     const float *muk = kv_cache_center_k(kv, seq, layer);
     it->muv = kv_cache_center_v(kv, seq, layer);
     if (muk) muk += (size_t)hk * hd;
@@ -449,7 +459,7 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
         if (kt_k) {
             float *qy = it->qy + (size_t)g * hd, *qyn = it->qyn + (size_t)g * hd;
             it->kq[g] = kvt_prep_query(kt_k, qg, qy);
-            if (ng > 1) /* the tile holds s sigma_i c_i: dot it with qy / sigma */
+            if (!it->per_head) /* the tile holds s sigma_i c_i: dot it with qy / sigma */
                 for (int i = 0; i < hd; i++) qyn[i] = qy[i] / kt_k->sigma[i];
         }
     }
