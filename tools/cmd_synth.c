@@ -9,7 +9,8 @@
  * verbatim), tensor infos, data aligned to 32 bytes. 2-D weights are in
  * --type (quantized with quant.c's reference quantizers), norms, biases and
  * llama3 rope frequency factors in f32. The vocabulary size is the vocab
- * file's (Qwen's real checkpoints pad theirs: 151936 rows there, 151669 here). */
+ * file's token count (128256 for vocab-llama3.gguf, 151936 for
+ * vocab-qwen3.gguf — Qwen2.5's padded size). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
