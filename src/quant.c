@@ -1,8 +1,11 @@
-/* quant.c — ggml weight types: block layouts, dequantization, f32 dot
- * products and reference quantizers.
+/* quant.c — ggml weight types: block layouts (quant_blocks.h),
+ * dequantization, f32 dot products, reference quantizers, and the matmul
+ * kernels of quant.h: activation quantizers (q8_0, q8_1, q8_K) and dot
+ * products of every weight type with its activation type.
  *
- * Everything here is plain scalar C and serves as the reference for any
- * vectorised variants added later.
+ * Everything here is plain scalar C and is the reference for the AVX2 twins
+ * in quant_avx2.c; the traits table gets the twins chosen once per process
+ * (quant_select_kernels).
  *
  * Numerics:
  *  - dequantize_row_* evaluate exactly the same float expressions, in the same
