@@ -32,7 +32,9 @@
 
 /* Rows per block: large enough that the per-block softmax work is amortized,
  * small enough that the decoded tile (ATT_BLOCK x head_dim floats) stays in L1. */
+#ifndef ATT_BLOCK
 #define ATT_BLOCK 32
+#endif
 #define SROW (ATT_BLOCK + 8) /* row stride of the scores: 8 spare slots for the 8-row kernel */
 #define MAX_GROUP 64 /* n_head / n_head_kv, checked at context creation */
 #ifndef ATT_PREFETCH
