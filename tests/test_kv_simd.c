@@ -291,10 +291,13 @@ static void t_attention_long(void **state) {
          * pages, so the last row ends where the mapping does (no over-read) */
         check_attention(ty, 16, 8, 64, 260, 0, 0, false, &rng);
     }
-    /* head_dim 16 (tile kernels with 16 columns; ggml blocks spanning heads) */
+    /* head_dim 16 (tile kernels with 16 columns; ggml blocks spanning heads),
+     * head_dim 20 (not a multiple of 8: the scalar tile kernels) */
     for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++)
-        if (strcmp(rotkv_kv_type_name((rotkv_kv_type)t), "unknown"))
+        if (strcmp(rotkv_kv_type_name((rotkv_kv_type)t), "unknown")) {
             check_attention((rotkv_kv_type)t, 8, 4, 16, 100, 2, 8, false, &rng);
+            check_attention((rotkv_kv_type)t, 16, 8, 20, 90, 1, 4, false, &rng);
+        }
 }
 
 int main(void) {
