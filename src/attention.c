@@ -40,6 +40,9 @@
 #ifndef ATT_PREFETCH
 #define ATT_PREFETCH 1 /* software prefetch of the next block's K/V slices */
 #endif
+#ifndef ATT_PREFETCH_MIN_BYTES
+#define ATT_PREFETCH_MIN_BYTES 0 /* ... when a head's slice of a row has at least this many bytes */
+#endif
 
 size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
     const size_t g = (size_t)(n_head / n_head_kv), hd = (size_t)head_dim;
@@ -517,10 +520,8 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
                 codec[r] = true;
             }
 #if ATT_PREFETCH
-            /* the next block's slices of this run, while this one computes
-             * (helps wide rows; costs a little on narrow ones, which the
-             * hardware prefetcher keeps up with) */
-            if (it->view[0][1].seg_bytes >= 64) {
+            /* the next block's slices of this run, while this one computes */
+            if (it->view[0][1].seg_bytes + 1 > (size_t)ATT_PREFETCH_MIN_BYTES) {
                 for (int r = nr; r < 2 * nr && b0 + r < run1; r++) {
                     const uint8_t *kp = k0 + (size_t)r * kstride + it->view[0][1].ofs_bytes;
                     const uint8_t *vp = v0 + (size_t)r * vstride + it->view[1][1].ofs_bytes;
