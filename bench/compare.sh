@@ -10,6 +10,10 @@
 #   ROTKV_TYPES  cache types for rotkv     ["f16 q8_0 q4_0 kt3.5"]
 #   PEER_TYPES   cache types for llama.cpp ["f16 q8_0"]
 #   OUT          Markdown file whose compare section is replaced [docs/performance.md]
+#   PEER_CACHE   directory keeping llama.cpp's JSON per (model, threads, depths,
+#                NP, NG, REPS, type): a later run with the same settings reuses
+#                it instead of re-running llama-bench (its depth-4096 runs take
+#                ~25 min on 2 cores); the table then says when it was measured
 # Builds only what is missing (make decides for rotkv; bench/membw.c once).
 # Writes the table with ratios and the achieved memory bandwidth of each
 # generation row, as a fraction of the peak that bench/membw.c measures.
@@ -50,10 +54,20 @@ if [ -x "$PEER_ROOT/usr/bin/llama-bench" ]; then
     mountpoint -q "$PEER_ROOT/proc" || mount -t proc proc "$PEER_ROOT/proc" 2>/dev/null || true
     mountpoint -q "$PEER_ROOT/sys" || mount --bind /sys "$PEER_ROOT/sys" 2>/dev/null || true
     for t in $PEER_TYPES; do
+        ckey="$(basename "$MODEL")-$(stat -c %s "$MODEL")-t$THREADS-d$(echo "$DEPTHS" | tr , _)-p$NP-n$NG-r$REPS-$t"
+        if [ -n "${PEER_CACHE:-}" ] && [ -s "$PEER_CACHE/$ckey.json" ]; then
+            echo "compare: llama.cpp $t from $PEER_CACHE/$ckey.json" >&2
+            cp "$PEER_CACHE/$ckey.json" "$tmp/peer-$t.json"
+            cached="${cached:-}$t measured $(date -u -r "$PEER_CACHE/$ckey.json" '+%Y-%m-%d %H:%M') UTC; "
+            continue
+        fi
         echo "compare: llama.cpp $t" >&2
         chroot "$PEER_ROOT" llama-bench -m /x/model.gguf -t "$THREADS" -p "$NP" -n "$NG" -d "$DEPTHS" -r "$REPS" \
             -ctk "$t" -ctv "$t" -fa 1 -o json >"$tmp/peer-$t.json" 2>"$tmp/peer-$t.err" || {
             echo "compare: llama-bench failed for $t:" >&2; tail -3 "$tmp/peer-$t.err" >&2; }
+        if [ -n "${PEER_CACHE:-}" ] && [ -s "$tmp/peer-$t.json" ]; then
+            mkdir -p "$PEER_CACHE" && cp "$tmp/peer-$t.json" "$PEER_CACHE/$ckey.json"
+        fi
     done
     rm -f "$PEER_ROOT/x/model.gguf"
 else
@@ -127,6 +141,7 @@ EOF
 {
     echo "<!-- compare.sh begin -->"
     echo "Produced by \`THREADS=$THREADS DEPTHS=$DEPTHS NP=$NP NG=$NG REPS=$REPS sh bench/compare.sh $(basename "$MODEL")\` on $(date -u +%Y-%m-%d)."
+    [ -n "${cached:-}" ] && echo "llama.cpp columns reused from PEER_CACHE (not re-run beside rotkv): ${cached}"
     echo
     cat "$tmp/table.md"
     echo "<!-- compare.sh end -->"

@@ -1,14 +1,16 @@
 /* attention.c — attention over encoded cache rows with the codecs' fused
  * kernels and an online (streaming) softmax.
  *
- * One work item = (query token, KV head). Its positions are visited in blocks
- * of up to ATT_BLOCK rows that share one layout (the layer's codec, or f16 for
- * sink and window rows):
- *   1. the scores of the whole block, for all n_group query heads of the KV
- *      head: with one query head straight from the codec's dot (kvt_dot for
- *      kt*); with several, each row is decoded once into a small tile (kt*:
- *      into its transform space, through kvt_axpy) and the tile is multiplied
- *      by all the queries;
+ * One work item = (up to ATT_QTILE consecutive query tokens of one sequence,
+ * KV head): in a prompt batch each cache block is decoded once for all the
+ * tokens of the tile and their n_group query heads. Its positions are visited
+ * in blocks of up to ATT_BLOCK rows that share one layout (the layer's codec,
+ * or f16 for sink and window rows):
+ *   1. the scores of the whole block, for all the item's queries: with a
+ *      single query straight from the codec's dot (kvt_dot for kt*); with
+ *      several, each row is decoded once into a small tile (kt*: into its
+ *      transform space, through kvt_axpy) and the tile is multiplied by all
+ *      the queries; rows past a token's position are masked to -inf;
  *   2. the online-softmax update, once per block: new running max, one
  *      rescale of the accumulators if it grew, the block's weights;
  *   3. the weighted sum of the values, the same way (axpy per row with one
@@ -29,6 +31,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "simd_avx2.h"
 
 /* Rows per block: large enough that the per-block softmax work is amortized,
  * small enough that the decoded tile (ATT_BLOCK x head_dim floats) stays in L1. */
@@ -37,6 +40,12 @@
 #endif
 #define SROW (ATT_BLOCK + 8) /* row stride of the scores: 8 spare slots for the 8-row kernel */
 #define MAX_GROUP 64 /* n_head / n_head_kv, checked at context creation */
+/* Query tokens per work item in a batch: each decoded cache block serves all
+ * their query heads (n_group x tokens <= MAX_Q). */
+#ifndef ATT_QTILE
+#define ATT_QTILE 8
+#endif
+#define MAX_Q 64
 #ifndef ATT_PREFETCH
 #define ATT_PREFETCH 1 /* software prefetch of the next block's K/V slices */
 #endif
@@ -44,11 +53,19 @@
 #define ATT_PREFETCH_MIN_BYTES 0 /* ... when a head's slice of a row has at least this many bytes */
 #endif
 
+/* Tokens per work item for n_group query heads per KV head. */
+static int tile_tokens(int n_group) {
+    int n = ATT_QTILE;
+    while (n > 1 && n * n_group > MAX_Q) n--;
+    return n;
+}
+
 size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
     const size_t g = (size_t)(n_head / n_head_kv), hd = (size_t)head_dim;
-    /* acc, kt* query (and its sigma-free copy) and y-space accumulators, K and V
-     * row decode buffers, the decoded tile, the block's scores/weights */
-    return 4 * g * hd + 2 * (size_t)n_head_kv * hd + (ATT_BLOCK + 8) * hd + g * SROW;
+    const size_t nq = g * (size_t)tile_tokens((int)g);
+    /* the queries, acc, kt* query (and its sigma-free copy) and y-space
+     * accumulators, a decoded row, the decoded tile, the block's scores/weights */
+    return 5 * nq * hd + (size_t)n_head_kv * hd + (ATT_BLOCK + 8) * hd + nq * SROW;
 }
 
 /* ------------------------------------------------------------------ tile kernels */
@@ -187,43 +204,18 @@ static ATT_AVX2 void accum_avx2(const float *tile, int nr, int hd, const float *
     for (; g < ng; g++) accum_avx2_1(tile, nr, hd, W + g * SROW, acc + (size_t)g * hd);
 }
 
-/* exp(x) for x <= 0 (and NaN, which stays NaN): Cephes' expf polynomial on
- * x - n ln 2, |x - n ln 2| <= ln 2 / 2, times 2^n; relative error < 2e-7.
- * Below -87.33 (where expf turns subnormal) the result is 0. */
-ATT_AI __m256 exp_avx2(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.33654f);
-    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(lo, x)); /* NaN passes (2nd operand) */
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
-
 /* x has room for n rounded up to a multiple of 8 */
 static ATT_AVX2 float exp_avx2_block(float *x, int n, float m) {
     const __m256 vm = _mm256_set1_ps(m);
     __m256 sum = _mm256_setzero_ps();
     for (int r = 0; r < n; r += 8) {
-        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + r), vm));
+        const __m256 e = simd_exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r), vm));
         _mm256_storeu_ps(x + r, e);
         const __m256 valid = _mm256_castsi256_ps(
             _mm256_cmpgt_epi32(_mm256_set1_epi32(n - r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
         sum = _mm256_add_ps(sum, _mm256_and_ps(valid, e));
     }
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return simd_hsum_ps(sum);
 }
 /* x has room for n rounded up to a multiple of 8 */
 static ATT_AVX2 float max_avx2(const float *x, int n, float m) {
@@ -234,10 +226,7 @@ static ATT_AVX2 float max_avx2(const float *x, int n, float m) {
         /* maxps returns its second operand when either is NaN: NaN scores (and lanes past n) are ignored */
         mx = _mm256_max_ps(_mm256_blendv_ps(mx, _mm256_loadu_ps(x + r), valid), mx);
     }
-    __m128 v = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    v = _mm_max_ps(v, _mm_movehl_ps(v, v));
-    v = _mm_max_ss(v, _mm_movehdup_ps(v));
-    return _mm_cvtss_f32(v);
+    return simd_hmax_ps(mx);
 }
 /* n % 8 == 0 (a libc memset call per decoded row shows in profiles) */
 static ATT_AVX2 void zero_avx2(float *x, int n) {
@@ -292,11 +281,14 @@ static head_view head_view_make(const kv_layout *l, int hk, int hd) {
     return v;
 }
 
-/* State of one work item. */
+/* State of one work item: nt query tokens of one sequence, their n_group
+ * query heads of KV head hk; ng = nt * n_group queries, query j = token
+ * j / n_group, head hk * n_group + j % n_group. */
 typedef struct {
     const attention_args *a;
-    int hd, ng;
-    const float *q;      /* (ng, hd) the queries */
+    int hd, ng, n_group, nt;
+    int32_t nkv[ATT_QTILE]; /* positions each token sees: [0, nkv) */
+    float *q;            /* (ng, hd) the queries */
     float *acc;          /* (ng, hd) weighted sum of values (value space) */
     float *qy, *qyn;     /* (ng, hd) kt* K: kvt_prep_query's query, and the same without sigma */
     float *accy;         /* (ng, hd) kt* V: weighted sum in the transform space */
@@ -307,9 +299,9 @@ typedef struct {
     bool have_f16;
     bool need_wcodec;    /* centering or kt V: the weight of codec rows is needed on its own */
     const float *muv;    /* centering */
-    float m[MAX_GROUP], l[MAX_GROUP];     /* running max and sum per query head */
-    float qmu[MAX_GROUP], wmu[MAX_GROUP]; /* q·mu_k; softmax weight carried by centered V rows */
-    float kq[MAX_GROUP], wkt[MAX_GROUP];  /* q·mu of the K transform; weight carried by kt V rows */
+    float m[MAX_Q], l[MAX_Q];     /* running max and sum per query */
+    float qmu[MAX_Q], wmu[MAX_Q]; /* q·mu_k; softmax weight carried by centered V rows */
+    float kq[MAX_Q], wkt[MAX_Q];  /* q·mu of the K transform; weight carried by kt V rows */
     bool per_head;       /* the codec's dot/axpy per query head instead of decoded tiles */
     scores_fn scores;
     accum_fn accum;
@@ -375,11 +367,18 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
  * softmax update is done once for the whole block. The block boundaries are
  * fixed positions (multiples of ATT_BLOCK), so where the codec is f16 the
  * result does not depend on which rows sit in the f16 sink/window. */
-static void run_block(item *it, int nr, const uint8_t *const *krows, const uint8_t *const *vrows, const bool *codec) {
+static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, const uint8_t *const *vrows,
+                      const bool *codec) {
     const int hd = it->hd, ng = it->ng;
     for (int r0 = 0, r1; r0 < nr; r0 = r1) {
         for (r1 = r0 + 1; r1 < nr && codec[r1] == codec[r0]; r1++) {}
         block_scores(it, r0, r1, krows, codec[r0]);
+    }
+    /* causal mask: rows past a token's own position weigh exp(-inf) = 0, so
+     * its sums are bit-for-bit those of a block cut at its position */
+    for (int j = 0; j < ng; j++) {
+        const int lim = it->nkv[j / it->n_group] - b0;
+        for (int r = lim < 0 ? 0 : lim; r < nr; r++) it->S[j * SROW + r] = -INFINITY;
     }
     bool all_codec = true;
     for (int r = 0; r < nr; r++) all_codec &= codec[r];
@@ -415,17 +414,27 @@ static void run_block(item *it, int nr, const uint8_t *const *krows, const uint8
     }
 }
 
-static void attention_item(const attention_args *a, int t, int hk, float *scratch) {
-    const int hd = a->head_dim, ng = a->n_head / a->n_head_kv;
+/* Tokens [t0, t0 + nt) (one sequence) and KV head hk. */
+static void attention_item(const attention_args *a, int t0, int nt, int hk, float *scratch) {
+    const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv, ng = nt * n_group;
     const kv_cache *kv = a->kv;
-    const uint32_t seq = (uint32_t)a->seq[t], layer = a->layer;
+    const uint32_t seq = (uint32_t)a->seq[t0], layer = a->layer;
     const kv_layout *lk = kv_cache_layout_k(kv, layer), *lv = kv_cache_layout_v(kv, layer);
     item it_s, *it = &it_s;
     it->a = a;
     it->hd = hd;
     it->ng = ng;
-    it->q = a->Q + (size_t)t * a->n_head * hd + (size_t)hk * ng * hd;
-    it->acc = scratch;
+    it->n_group = n_group;
+    it->nt = nt;
+    it->q = scratch;
+    int32_t n_kv = 0;
+    for (int j = 0; j < nt; j++) {
+        it->nkv[j] = a->pos[t0 + j] + 1;
+        if (it->nkv[j] > n_kv) n_kv = it->nkv[j];
+        memcpy(it->q + (size_t)j * n_group * hd, a->Q + (size_t)(t0 + j) * a->n_head * hd + (size_t)hk * n_group * hd,
+               sizeof(float) * (size_t)n_group * hd);
+    }
+    it->acc = it->q + (size_t)ng * hd;
     it->qy = it->acc + (size_t)ng * hd;
     it->qyn = it->qy + (size_t)ng * hd;
     it->accy = it->qyn + (size_t)ng * hd;
@@ -448,7 +457,7 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
      * (with several, decoding a row once wins even with the scalar kernels:
      * f16 498 vs 655 ns per row and KV head at 4096 positions, tq3 372 vs 513,
      * kt3.5 443 vs 672; only q8_0 is faster per head, 299 vs 370) */
-    it->per_head = ng == 1;
+    it->per_head = ng == 1; /* one query: n_group 1 and one token (generation) */
     const float *muk = kv_cache_center_k(kv, seq, layer);
     it->muv = kv_cache_center_v(kv, seq, layer);
     if (muk) muk += (size_t)hk * hd;
@@ -471,7 +480,6 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
     memset(it->acc, 0, sizeof(float) * (size_t)ng * hd);
     if (it->view[1][1].kt) memset(it->accy, 0, sizeof(float) * (size_t)ng * hd);
 
-    const int32_t n_kv = a->pos[t] + 1;
     const uint8_t *krows[ATT_BLOCK], *vrows[ATT_BLOCK];
     bool codec[ATT_BLOCK];
     const kv_layout *l1, *l2;
@@ -543,30 +551,53 @@ static void attention_item(const attention_args *a, int t, int hk, float *scratc
                 }
             }
         }
-        run_block(it, nr, krows, vrows, codec);
+        run_block(it, b0, nr, krows, vrows, codec);
     }
-    float *out = a->O + (size_t)t * a->n_head * hd + (size_t)hk * ng * hd;
     if (it->view[1][1].kt) /* bring the kt V rows' y-space sum back into the value space */
         for (int g = 0; g < ng; g++)
             kvt_finish(it->view[1][1].kt, it->accy + (size_t)g * hd, it->wkt[g], it->acc + (size_t)g * hd);
     for (int g = 0; g < ng; g++) {
+        float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
         const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
         for (int i = 0; i < hd; i++)
-            out[(size_t)g * hd + i] =
-                (it->acc[(size_t)g * hd + i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
+            out[i] = (it->acc[(size_t)g * hd + i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
     }
 }
 
+typedef struct {
+    const attention_args *a;
+    int n_tiles;
+    const int *t0; /* (n_tiles + 1,) first token of each tile; NULL: one token per tile */
+} attention_work;
+
 static void attention_worker(void *arg, int ith, int nth) {
-    const attention_args *a = arg;
-    const int n_items = a->n_tok * a->n_head_kv;
+    const attention_work *w = arg;
+    const attention_args *a = w->a;
+    const int n_items = w->n_tiles * a->n_head_kv;
     float *scratch = a->scratch + (size_t)ith * attention_scratch_floats(a->n_head, a->n_head_kv, a->head_dim);
-    for (int it = ith; it < n_items; it += nth) attention_item(a, it / a->n_head_kv, it % a->n_head_kv, scratch);
+    for (int it = ith; it < n_items; it += nth) {
+        const int tile = it / a->n_head_kv;
+        const int t0 = w->t0 ? w->t0[tile] : tile, nt = w->t0 ? w->t0[tile + 1] - t0 : 1;
+        attention_item(a, t0, nt, it % a->n_head_kv, scratch);
+    }
 }
 
 void attention_batch(threadpool *tp, attention_args *a) {
     pthread_once(&kern_once, kern_select);
-    threadpool_run(tp, attention_worker, a);
+    /* tiles: runs of up to tile_tokens() consecutive tokens of one sequence */
+    const int per = tile_tokens(a->n_head / a->n_head_kv);
+    attention_work w = {a, a->n_tok, NULL};
+    int *t0 = per > 1 && a->n_tok > 1 ? malloc(sizeof(int) * ((size_t)a->n_tok + 1)) : NULL;
+    if (t0) {
+        int n = 0;
+        for (int t = 0; t < a->n_tok; t++)
+            if (n == 0 || t - t0[n - 1] == per || a->seq[t] != a->seq[t0[n - 1]]) t0[n++] = t;
+        t0[n] = a->n_tok;
+        w.n_tiles = n;
+        w.t0 = t0;
+    }
+    threadpool_run(tp, attention_worker, &w);
+    free(t0);
 }
 
 /* Decodes head hk of an encoded row into out (hd values), whatever the segment layout. */

@@ -24,6 +24,7 @@
 #include "fp16.h"
 #include "kv_cache.h"
 #include "lloyd_max.h"
+#include "simd_avx2.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
@@ -37,13 +38,6 @@
 #endif
 
 #define AI static inline __attribute__((always_inline))
-
-AI float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 AI float ld_f16(const uint8_t *p) {
     uint16_t h;
@@ -68,7 +62,7 @@ static float f32_dot_avx2(const void *src, const float *q, int n) {
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k + i + 8), _mm256_loadu_ps(q + i + 8), a1);
     }
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k + i), _mm256_loadu_ps(q + i), a0);
-    float s = hsum_ps(_mm256_add_ps(a0, a1));
+    float s = simd_hsum_ps(_mm256_add_ps(a0, a1));
     for (; i < n; i++) s += k[i] * q[i];
     return s;
 }
@@ -99,7 +93,7 @@ AI __m256 ld8_bf16(const uint16_t *h) {
             a1 = _mm256_fmadd_ps(LD8(h + i + 8), _mm256_loadu_ps(q + i + 8), a1);                              \
         }                                                                                                      \
         for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(LD8(h + i), _mm256_loadu_ps(q + i), a0);               \
-        float s = hsum_ps(_mm256_add_ps(a0, a1));                                                              \
+        float s = simd_hsum_ps(_mm256_add_ps(a0, a1));                                                              \
         for (; i < n; i++) s += SCALAR(h[i]) * q[i];                                                           \
         return s;                                                                                              \
     }                                                                                                          \
@@ -235,7 +229,7 @@ AI void rd_iq4_nl(const uint8_t *b, __m256 f[4], float *d, float *m) {
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(m), s, acc);                                              \
             }                                                                                                  \
         }                                                                                                      \
-        return hsum_ps(acc);                                                                                   \
+        return simd_hsum_ps(acc);                                                                                   \
     }                                                                                                          \
     static void nm##_axpy_avx2(const void *src, float w, float *out, int n) {                                  \
         const uint8_t *b = src;                                                                                \
@@ -351,7 +345,7 @@ AI const uint8_t *tq_end(tq_spec t, const uint8_t *p, int n) {
         const int n_hi = tq_n_hi(t, n);                                                                        \
         __m256 acc = tq_dot_part(p + 2, end, BHI, q, n_hi, _mm256_setzero_ps());                               \
         if (n_hi < n) acc = tq_dot_part(p + 2 + (size_t)n_hi * BHI / 8, end, BLO, q + n_hi, n - n_hi, acc);    \
-        return ld_f16(p) * hsum_ps(acc);                                                                       \
+        return ld_f16(p) * simd_hsum_ps(acc);                                                                       \
     }                                                                                                          \
     static void nm##_axpy_avx2(const void *src, float w, float *out, int n) {                                  \
         const tq_spec t = {BHI, BLO};                                                                          \

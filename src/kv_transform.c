@@ -8,6 +8,7 @@
 
 #include "cpu.h"
 #include "lloyd_max.h"
+#include "simd_avx2.h"
 
 #define KVT_BITS_CAP 6
 #ifndef KVT_SHRINK
@@ -391,10 +392,7 @@ static KVT_AVX2 float kvt_dot_avx2(const kvt_head *h, const uint8_t *src, const 
         const __m256 q = _mm256_maskload_ps(qy + 8 * g, lane_mask(h->hd - 8 * (int)g));
         acc = _mm256_fmadd_ps(group_levels(G, ld64(f + G->load_at)), q, acc);
     }
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return scale_of(src) * _mm_cvtss_f32(s);
+    return scale_of(src) * simd_hsum_ps(acc);
 }
 
 static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {

@@ -31,6 +31,7 @@
 
 #include "fp16.h"
 #include "quant_blocks.h"
+#include "simd_avx2.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
@@ -74,20 +75,6 @@
 AI void prefetch_ahead(const uint8_t *p, size_t n) {
     const char *q = (const char *)p + DECODE_PREFETCH_BYTES;
     for (size_t o = 0; o < n; o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
-}
-
-AI float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AI float hmax_ps(__m256 v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 AI int hsum_epi32(__m256i v) {
@@ -152,7 +139,7 @@ AI float q8_block32(const float *x, __m256i q[4], float *amax_out) {
         v[k] = _mm256_loadu_ps(x + 8 * k);
         m = _mm256_max_ps(m, abs_ps(v[k]));
     }
-    const float amax = hmax_ps(m);
+    const float amax = simd_hmax_ps(m);
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     const __m256 vid = _mm256_set1_ps(id);
     for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));
@@ -190,7 +177,7 @@ static void from_float_q8_K_avx2(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / QK_K; i++, b++, src += QK_K) {
         __m256 m = _mm256_setzero_ps();
         for (int k = 0; k < QK_K; k += 8) m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(src + k)));
-        const float amax = hmax_ps(m);
+        const float amax = simd_hmax_ps(m);
         if (amax == 0.0f) {
             memset(b, 0, sizeof *b);
             continue;
@@ -935,7 +922,7 @@ AI void f_tile(const int kind, const int NR, const int NT, int64_t n, const uint
         }
     }
     UNROLL for (int t = 0; t < NT; t++) UNROLL for (int r = 0; r < NR; r++) {
-        float s = hsum_ps(acc[r][t]);
+        float s = simd_hsum_ps(acc[r][t]);
         for (int64_t j = n8; j < n; j++) s += fw_load1(kind, w + r * ws, j) * ((const float *)(a + t * as))[j];
         y[t * ys + r] = s;
     }

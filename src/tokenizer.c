@@ -22,6 +22,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
 
+#include "hash.h"
+
 #include <pcre2.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -114,16 +116,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-#define FNV_SEED 0xcbf29ce484222325ull
 
 static bool bytes_eq(const char *a, size_t la, const char *b, size_t lb) {
     return la == lb && (la == 0 || memcmp(a, b, la) == 0);
@@ -276,7 +268,7 @@ static uint32_t table_size_for(uint64_t n) {
 }
 
 static int32_t tok_find(const tokenizer *t, const char *s, size_t len) {
-    uint32_t i = (uint32_t)fnv1a(FNV_SEED, s, len) & t->tok_mask;
+    uint32_t i = (uint32_t)fnv1a(FNV1A_SEED, s, len) & t->tok_mask;
     for (;;) {
         int32_t id = t->tok_ht[i];
         if (id < 0) return -1;
@@ -290,7 +282,7 @@ static int32_t tok_find_cstr(const tokenizer *t, const char *s) { return tok_fin
 /* Rank of the merge (a, b), -1 if none. */
 static int32_t merge_rank(const tokenizer *t, const char *a, size_t la, const char *b, size_t lb) {
     if (!t->mrg_ht) return -1;
-    uint64_t h = fnv1a(fnv1a(fnv1a(FNV_SEED, a, la), " ", 1), b, lb);
+    uint64_t h = fnv1a(fnv1a(fnv1a(FNV1A_SEED, a, la), " ", 1), b, lb);
     uint32_t i = (uint32_t)h & t->mrg_mask;
     for (;;) {
         int32_t k = t->mrg_ht[i];
@@ -626,7 +618,7 @@ static bool load_merges(tokenizer *t, char *err, size_t errlen) {
         const char *sp = len > 1 ? memchr(p + 1, ' ', (size_t)len - 1) : NULL;
         if (!sp || len > UINT32_MAX) continue; /* llama.cpp keys it ("", ""), which never matches */
         uint32_t split = (uint32_t)(sp - p);
-        uint64_t h = fnv1a(FNV_SEED, p, (size_t)len);
+        uint64_t h = fnv1a(FNV1A_SEED, p, (size_t)len);
         uint32_t j = (uint32_t)h & t->mrg_mask;
         bool dup = false;
         for (;;) {
@@ -808,7 +800,7 @@ tokenizer *tokenizer_load(const gguf_file *f, char *err, size_t errlen) {
         /* insert into the text -> id table */
         const char *s = t->text[i].ptr;
         size_t len = (size_t)t->text[i].len;
-        uint32_t j = (uint32_t)fnv1a(FNV_SEED, s, len) & t->tok_mask;
+        uint32_t j = (uint32_t)fnv1a(FNV1A_SEED, s, len) & t->tok_mask;
         while (t->tok_ht[j] >= 0) {
             int32_t o = t->tok_ht[j];
             if (bytes_eq(t->text[o].ptr, t->text[o].len, s, len)) {

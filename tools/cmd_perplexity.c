@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "hash.h"
 
 #define LP_FLOOR 50.0f
 #define KLD_MAGIC "RKVKLD1"
@@ -42,19 +43,10 @@ typedef struct {
 } kld_header;
 _Static_assert(sizeof(kld_header) == 64, "kld header is 64 bytes");
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static uint64_t model_identity(const rotkv_model *m) {
     rotkv_model_info mi;
     rotkv_model_get_info(m, &mi);
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = FNV1A_SEED;
     h = fnv1a(h, mi.arch, strlen(mi.arch));
     const uint32_t dims[] = {mi.n_vocab, mi.n_embd, mi.n_layer, mi.n_head, mi.n_head_kv, mi.head_dim, mi.n_ff};
     h = fnv1a(h, dims, sizeof dims);
@@ -223,7 +215,7 @@ int cmd_perplexity(int argc, char **argv) {
     const int first = n_ctx / 2, n_scored = n_ctx - 1 - first;
     kld_header H = {KLD_MAGIC, (uint32_t)V, (uint32_t)n_ctx, (uint32_t)n_chunks, (uint32_t)n_scored, 0, 0, {0}};
     H.model_id = model_identity(m);
-    H.text_id = fnv1a(fnv1a(0xcbf29ce484222325ull, toks, sizeof(rotkv_token) * (size_t)n_chunks * n_ctx), &n_ctx,
+    H.text_id = fnv1a(fnv1a(FNV1A_SEED, toks, sizeof(rotkv_token) * (size_t)n_chunks * n_ctx), &n_ctx,
                       sizeof n_ctx);
     if (o.kld_base) {
         kf = fopen(o.kld_base, o.kld ? "rb" : "wb");

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "server.h"
 
 double srv_now_ms(void) {
@@ -272,12 +273,6 @@ static void cancel_slot(srv_engine *e, slot *s) {
 
 #define SLOT_MAGIC "RKVSLOT1"
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 static bool valid_filename(const char *f) {
     size_t n = strlen(f);
     if (n == 0 || n > 128 || f[0] == '.') return false;
@@ -314,7 +309,7 @@ static void slot_save(srv_engine *e, srv_request *r) {
     rotkv_model_info info;
     rotkv_model_get_info(e->model, &info);
     snprintf(h.model_name, sizeof h.model_name, "%s", info.name);
-    uint64_t sum = fnv1a(0xcbf29ce484222325ull, &h, sizeof h);
+    uint64_t sum = fnv1a(FNV1A_SEED, &h, sizeof h);
     sum = fnv1a(sum, s->cache, (size_t)s->n_cache * sizeof(rotkv_token));
     FILE *fp = fopen(tmp, "wb");
     bool ok = fp && fwrite(&h, sizeof h, 1, fp) == 1 &&
@@ -371,7 +366,7 @@ static bool slot_read(srv_engine *e, srv_request *r) {
         if (!toks || fread(toks, sizeof *toks, h.n_tokens, fp) != h.n_tokens || fread(&sum, 8, 1, fp) != 1) {
             why = "damaged slot file (short read)";
         } else {
-            uint64_t want = fnv1a(fnv1a(0xcbf29ce484222325ull, &h, sizeof h), toks, (size_t)h.n_tokens * sizeof *toks);
+            uint64_t want = fnv1a(fnv1a(FNV1A_SEED, &h, sizeof h), toks, (size_t)h.n_tokens * sizeof *toks);
             if (want != sum) why = "damaged slot file (checksum mismatch)";
             for (uint32_t i = 0; !why && i < h.n_tokens; i++)
                 if (toks[i] < 0 || toks[i] >= rotkv_n_vocab(e->model)) why = "damaged slot file (token out of range)";
@@ -926,7 +921,7 @@ srv_engine *srv_engine_start(rotkv_model *model, const rotkv_context_params *cp_
              rotkv_kv_type_name(cp.type_v));
     rotkv_model_info info;
     rotkv_model_get_info(model, &info);
-    uint64_t fp = fnv1a(0xcbf29ce484222325ull, info.arch, strlen(info.arch));
+    uint64_t fp = fnv1a(FNV1A_SEED, info.arch, strlen(info.arch));
     fp = fnv1a(fp, info.name, strlen(info.name));
     uint32_t dims[] = {info.n_vocab, info.n_ctx_train, info.n_embd, info.n_layer, info.n_head, info.n_head_kv,
                        info.head_dim, info.n_ff};
