@@ -63,35 +63,33 @@ static int tile_tokens(int n_group) {
 size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
     const size_t g = (size_t)(n_head / n_head_kv), hd = (size_t)head_dim;
     const size_t nq = g * (size_t)tile_tokens((int)g);
-    /* the queries, acc, kt* query (and its sigma-free copy) and y-space
-     * accumulators, a decoded row, the decoded tile, the block's scores/weights */
-    return 5 * nq * hd + (size_t)n_head_kv * hd + (ATT_BLOCK + 8) * hd + nq * SROW;
+    /* the queries, acc, kt* query and y-space accumulators, a decoded row,
+     * the decoded tile, the block's scores/weights */
+    return 4 * nq * hd + (size_t)n_head_kv * hd + (ATT_BLOCK + 8) * hd + nq * SROW;
 }
 
 /* ------------------------------------------------------------------ tile kernels */
 
-/* S[g * SROW + r] = (<tile row r, q_g> + bias[g]) * scale for r < nr, g < ng
- * (q_g = q + g * hd; bias NULL: none) */
-typedef void (*scores_fn)(const float *tile, int nr, int hd, const float *q, int ng, const float *bias, float scale,
-                          float *S);
+/* S[g * SROW + r] = (<tile row r, q_g> * rs[r] + bias[g]) * scale for r < nr,
+ * g < ng (q_g = q + g * hd; rs NULL: 1, else it has nr rounded up to 8
+ * entries; bias NULL: none) */
+typedef void (*scores_fn)(const float *tile, int nr, int hd, const float *q, int ng, const float *rs,
+                          const float *bias, float scale, float *S);
 /* acc_g += sum_r W[g * SROW + r] * tile row r */
 typedef void (*accum_fn)(const float *tile, int nr, int hd, const float *W, int ng, float *acc);
 /* x[r] = exp(x[r] - m) for r < n; returns their sum */
 typedef float (*exp_fn)(float *x, int n, float m);
 /* max(m, x[0..n)), NaNs in x ignored */
 typedef float (*max_fn)(const float *x, int n, float m);
-/* x[0..n) = 0 */
-typedef void (*zero_fn)(float *x, int n);
 
-static void zero_scalar(float *x, int n) { memset(x, 0, sizeof(float) * (size_t)n); }
-
-static void scores_scalar(const float *tile, int nr, int hd, const float *q, int ng, const float *bias, float scale,
-                          float *S) {
+static void scores_scalar(const float *tile, int nr, int hd, const float *q, int ng, const float *rs,
+                          const float *bias, float scale, float *S) {
     for (int g = 0; g < ng; g++)
         for (int r = 0; r < nr; r++) {
             const float *k = tile + (size_t)r * hd, *qg = q + (size_t)g * hd;
             float s = 0.0f;
             for (int i = 0; i < hd; i++) s += k[i] * qg[i];
+            if (rs) s *= rs[r];
             if (bias) s += bias[g];
             S[g * SROW + r] = s * scale;
         }
@@ -136,8 +134,8 @@ ATT_AI __m256 hsum8(const __m256 a[8]) {
 /* hd % 8 == 0. Rows are taken 8 at a time: the tile has 8 spare rows and S
  * rows 8 spare slots, so up to 7 rows past nr are computed and their scores
  * land in slots that are rewritten later (or never read). */
-static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float *q, int ng, const float *bias,
-                                 float scale, float *S) {
+static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float *q, int ng, const float *rs,
+                                 const float *bias, float scale, float *S) {
     const __m256 vs = _mm256_set1_ps(scale);
     for (int g = 0; g < ng; g++) {
         const float *qg = q + (size_t)g * hd;
@@ -151,6 +149,7 @@ static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float 
                 UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)j * hd + i), qv, a[j]);
             }
             __m256 sc = hsum8(a);
+            if (rs) sc = _mm256_mul_ps(sc, _mm256_loadu_ps(rs + r0));
             if (bias) sc = _mm256_add_ps(sc, vb);
             _mm256_storeu_ps(S + g * SROW + r0, _mm256_mul_ps(sc, vs));
         }
@@ -228,10 +227,6 @@ static ATT_AVX2 float max_avx2(const float *x, int n, float m) {
     }
     return simd_hmax_ps(mx);
 }
-/* n % 8 == 0 (a libc memset call per decoded row shows in profiles) */
-static ATT_AVX2 void zero_avx2(float *x, int n) {
-    for (int i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, _mm256_setzero_ps());
-}
 #define HAVE_ATT_AVX2 1
 #endif
 
@@ -240,9 +235,8 @@ static struct {
     accum_fn accum;
     exp_fn exp;
     max_fn max;
-    zero_fn zero;
     bool vec8; /* the tile kernels need head_dim % 8 == 0 */
-} kern = {scores_scalar, accum_scalar, exp_scalar, max_scalar, zero_scalar, false};
+} kern = {scores_scalar, accum_scalar, exp_scalar, max_scalar, false};
 static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 
 static void kern_select(void) {
@@ -252,7 +246,6 @@ static void kern_select(void) {
         kern.accum = accum_avx2;
         kern.exp = exp_avx2_block;
         kern.max = max_avx2;
-        kern.zero = zero_avx2;
         kern.vec8 = true;
     }
 #endif
@@ -290,8 +283,9 @@ typedef struct {
     int32_t nkv[ATT_QTILE]; /* positions each token sees: [0, nkv) */
     float *q;            /* (ng, hd) the queries */
     float *acc;          /* (ng, hd) weighted sum of values (value space) */
-    float *qy, *qyn;     /* (ng, hd) kt* K: kvt_prep_query's query, and the same without sigma */
-    float *accy;         /* (ng, hd) kt* V: weighted sum in the transform space */
+    float *qy;           /* (ng, hd) kt* K: kvt_prep_query's query */
+    float *accy;         /* (ng, hd) kt* V: weighted sum in the transform space (tiles: without sigma) */
+    float rs[ATT_BLOCK + 8]; /* kt* tile rows: each row's scale s (the tile holds raw levels) */
     float *rowtmp;       /* (n_head_kv * hd) decode path: one whole decoded row */
     float *tile;         /* (ATT_BLOCK + 8, hd) decoded rows */
     float *S;            /* (ng, SROW) scores, then weights */
@@ -307,22 +301,20 @@ typedef struct {
     accum_fn accum;
     exp_fn exp;
     max_fn max;
-    zero_fn zero;
 } item;
 
-/* Decodes the head's values of a row into dst (kt*: its transform-space values
- * s sigma_i c_i, which kvt_axpy adds with weight 1 to a zeroed row). */
-static void decode_row(const item *it, const head_view *v, const uint8_t *row, float *dst) {
+/* Decodes the head's values of a row into dst (kt*: its raw levels c_i; the
+ * row's scale s is returned, 1 for the other codecs). */
+static float decode_row(const item *it, const head_view *v, const uint8_t *row, float *dst) {
     const int hd = it->hd;
-    if (v->kt) {
-        it->zero(dst, hd);
-        kvt_axpy(v->kt, row + v->ofs_bytes, 1.0f, dst);
-    } else if (v->fused) {
+    if (v->kt) return kvt_levels(v->kt, row + v->ofs_bytes, dst);
+    if (v->fused) {
         v->c->decode(row + v->ofs_bytes, dst, hd);
     } else {
         v->c->decode(row + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
         memcpy(dst, it->rowtmp + v->ofs_values, sizeof(float) * (size_t)hd);
     }
+    return 1.0f;
 }
 
 /* Scores of rows [r0, r1) of the block, all in one layout (codec or f16), into S. */
@@ -339,8 +331,8 @@ static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, 
                    it->a->scale;
         return;
     }
-    for (int r = r0; r < r1; r++) decode_row(it, vk, krows[r], it->tile + (size_t)r * hd);
-    it->scores(it->tile + (size_t)r0 * hd, r1 - r0, hd, vk->kt ? it->qyn : it->q, ng,
+    for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vk, krows[r], it->tile + (size_t)r * hd);
+    it->scores(it->tile + (size_t)r0 * hd, r1 - r0, hd, vk->kt ? it->qy : it->q, ng, vk->kt ? it->rs + r0 : NULL,
                !codec ? NULL : vk->kt ? it->kq : it->qmu, it->a->scale, S + r0);
 }
 
@@ -358,7 +350,10 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
             }
         return;
     }
-    for (int r = r0; r < r1; r++) decode_row(it, vv, vrows[r], it->tile + (size_t)r * hd);
+    for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vv, vrows[r], it->tile + (size_t)r * hd);
+    if (vv->kt) /* the rows' scales go into their weights (sigma into the sum, at the end) */
+        for (int g = 0; g < ng; g++)
+            for (int r = r0; r < r1; r++) W[g * SROW + r] *= it->rs[r];
     it->accum(it->tile + (size_t)r0 * hd, r1 - r0, hd, W + r0, ng, dst);
 }
 
@@ -436,13 +431,13 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
     }
     it->acc = it->q + (size_t)ng * hd;
     it->qy = it->acc + (size_t)ng * hd;
-    it->qyn = it->qy + (size_t)ng * hd;
-    it->accy = it->qyn + (size_t)ng * hd;
+    it->accy = it->qy + (size_t)ng * hd;
     it->rowtmp = it->accy + (size_t)ng * hd;
     it->tile = it->rowtmp + (size_t)a->n_head_kv * hd;
     it->S = it->tile + (size_t)(ATT_BLOCK + 8) * hd;
     /* rows and slots the 8-row kernels touch past a run hold zeros, not garbage */
     memset(it->tile, 0, sizeof(float) * ((size_t)(ATT_BLOCK + 8) * hd + (size_t)ng * SROW));
+    memset(it->rs, 0, sizeof it->rs);
     it->view[0][1] = head_view_make(lk, hk, hd);
     it->view[1][1] = head_view_make(lv, hk, hd);
     it->have_f16 = false;
@@ -452,7 +447,6 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
     it->accum = vec ? kern.accum : accum_scalar;
     it->exp = kern.exp;
     it->max = kern.max;
-    it->zero = vec ? kern.zero : zero_scalar;
     /* one query head per KV head: nothing to share, the fused kernels directly
      * (with several, decoding a row once wins even with the scalar kernels:
      * f16 498 vs 655 ns per row and KV head at 4096 positions, tq3 372 vs 513,
@@ -470,12 +464,7 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
         it->l[g] = it->wmu[g] = it->qmu[g] = it->wkt[g] = it->kq[g] = 0.0f;
         if (muk)
             for (int i = 0; i < hd; i++) it->qmu[g] += qg[i] * muk[i];
-        if (kt_k) {
-            float *qy = it->qy + (size_t)g * hd, *qyn = it->qyn + (size_t)g * hd;
-            it->kq[g] = kvt_prep_query(kt_k, qg, qy);
-            if (!it->per_head) /* the tile holds s sigma_i c_i: dot it with qy / sigma */
-                for (int i = 0; i < hd; i++) qyn[i] = qy[i] / kt_k->sigma[i];
-        }
+        if (kt_k) it->kq[g] = kvt_prep_query(kt_k, qg, it->qy + (size_t)g * hd);
     }
     memset(it->acc, 0, sizeof(float) * (size_t)ng * hd);
     if (it->view[1][1].kt) memset(it->accy, 0, sizeof(float) * (size_t)ng * hd);
@@ -553,9 +542,14 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
         }
         run_block(it, b0, nr, krows, vrows, codec);
     }
-    if (it->view[1][1].kt) /* bring the kt V rows' y-space sum back into the value space */
-        for (int g = 0; g < ng; g++)
-            kvt_finish(it->view[1][1].kt, it->accy + (size_t)g * hd, it->wkt[g], it->acc + (size_t)g * hd);
+    const kvt_head *kt_v = it->view[1][1].kt;
+    if (kt_v) /* bring the kt V rows' y-space sum back into the value space */
+        for (int g = 0; g < ng; g++) {
+            float *ay = it->accy + (size_t)g * hd;
+            if (!it->per_head)
+                for (int i = 0; i < hd; i++) ay[i] *= kt_v->sigma[i];
+            kvt_finish(kt_v, ay, it->wkt[g], it->acc + (size_t)g * hd);
+        }
     for (int g = 0; g < ng; g++) {
         float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
         const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;

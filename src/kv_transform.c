@@ -301,6 +301,17 @@ static void kvt_axpy_scalar(const kvt_head *h, const uint8_t *src, float w, floa
     }
 }
 
+static float kvt_levels_scalar(const kvt_head *h, const uint8_t *src, float *y) {
+    const kvt_plan *p = plan_of(h);
+    for (uint32_t g = 0; g < p->n_groups; g++) {
+        const kvt_group *G = &p->g[g];
+        const uint64_t w = group_window(p, G, src + 1);
+        for (int j = 0; j < 8 && 8 * (int)g + j < h->hd; j++) y[8 * g + j] = lane_level(G, w, j);
+    }
+    for (int i = 8 * (int)p->n_groups; i < h->hd; i++) y[i] = 0.0f;
+    return scale_of(src);
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
@@ -434,6 +445,34 @@ static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float 
         _mm256_maskstore_ps(a, m, _mm256_fmadd_ps(sw, lev, _mm256_maskload_ps(a, m)));
     }
 }
+
+static KVT_AVX2 float kvt_levels_avx2(const kvt_head *h, const uint8_t *src, float *y) {
+    const kvt_plan *p = plan_of(h);
+    if (p->small) return kvt_levels_scalar(h, src, y);
+    const uint8_t *f = src + 1;
+    for (uint32_t r = 0; r < p->n_runs; r++) {
+        const kvt_run *R = &p->runs[r];
+        float *o = y + 8 * R->first;
+        const uint8_t *b = f + h->bit_ofs[8 * R->first] / 8;
+#define LEVELS_RUN(B)                                                                                          \
+    case B:                                                                                                    \
+        for (int k = 0; k < R->n; k++, b += B, o += 8) _mm256_storeu_ps(o, run_levels(b, B));                  \
+        break;
+        switch (R->bits) { LEVELS_RUN(1) LEVELS_RUN(2) LEVELS_RUN(3) LEVELS_RUN(4) LEVELS_RUN(5) LEVELS_RUN(6) }
+#undef LEVELS_RUN
+    }
+    uint32_t g = p->n_fast;
+    for (; g < p->n_full; g++) {
+        const kvt_group *G = &p->g[g];
+        _mm256_storeu_ps(y + 8 * g, group_levels(G, ld64(f + G->load_at)));
+    }
+    if (g < p->n_groups) { /* lanes past hd */
+        const kvt_group *G = &p->g[g];
+        _mm256_maskstore_ps(y + 8 * g, lane_mask(h->hd - 8 * (int)g), group_levels(G, ld64(f + G->load_at)));
+    }
+    for (int i = 8 * (int)p->n_groups; i < h->hd; i++) y[i] = 0.0f;
+    return scale_of(src);
+}
 #endif
 
 /* The kernels kvt_dot / kvt_axpy run: the scalar plan kernels, replaced once
@@ -441,6 +480,7 @@ static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float 
  * reports AVX2+FMA+F16C and ROTKV_ISA does not cap it. */
 static float (*dot_impl)(const kvt_head *, const uint8_t *, const float *) = kvt_dot_scalar;
 static void (*axpy_impl)(const kvt_head *, const uint8_t *, float, float *) = kvt_axpy_scalar;
+static float (*levels_impl)(const kvt_head *, const uint8_t *, float *) = kvt_levels_scalar;
 static pthread_once_t impl_once = PTHREAD_ONCE_INIT;
 
 static void impl_select(void) {
@@ -451,6 +491,7 @@ static void impl_select(void) {
     if (cpu_isa_active() >= CPU_ISA_AVX2) {
         dot_impl = kvt_dot_avx2;
         axpy_impl = kvt_axpy_avx2;
+        levels_impl = kvt_levels_avx2;
     }
 #endif
 }
@@ -682,6 +723,22 @@ void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y) 
 float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) { return dot_impl(h, src, qy); }
 
 void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) { axpy_impl(h, src, w, acc_y); }
+
+float kvt_levels(const kvt_head *h, const uint8_t *src, float *y) { return levels_impl(h, src, y); }
+
+/* kvt_levels by ISA level, for tests, like kvt_kernels_isa below. */
+typedef float (*kvt_levels_fn)(const kvt_head *, const uint8_t *, float *);
+int kvt_levels_isa(cpu_isa isa, kvt_levels_fn *levels);
+int kvt_levels_isa(cpu_isa isa, kvt_levels_fn *levels) {
+    pthread_once(&cb_once, cb_init);
+    pthread_once(&impl_once, impl_select);
+    *levels = NULL;
+    if (isa == CPU_ISA_SCALAR) *levels = kvt_levels_scalar;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (isa == CPU_ISA_AVX2 && cpu_isa_supported(CPU_ISA_AVX2)) *levels = kvt_levels_avx2;
+#endif
+    return *levels ? 0 : -1;
+}
 
 /* Every implementation of kvt_dot / kvt_axpy by ISA level, for tests
  * (tests/test_kv_simd.c declares these; kv_transform.h is left as it is):

@@ -54,6 +54,11 @@ float kvt_prep_query(const kvt_head *h, const float *q, float *qy);
 float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy);
 /* acc_y[i] += w · s · sigma_i · c_{b_i}[idx_i] */
 void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
+/* y[i] = c_{b_i}[idx_i] (0 for coordinates without bits), i < hd; returns s.
+ * So kvt_dot = s · Σ qy_i y_i and kvt_axpy adds w · s · sigma_i · y_i: the
+ * attention tiles hold these raw levels, fold s into each row's score and
+ * weight, and sigma into the sum once at the end. */
+float kvt_levels(const kvt_head *h, const uint8_t *src, float *y);
 /* out += Tinv acc_y + wsum · mu */
 void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out);
 

@@ -28,6 +28,8 @@ const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa);
 typedef float (*kvt_dot_fn)(const kvt_head *, const uint8_t *, const float *);
 typedef void (*kvt_axpy_fn)(const kvt_head *, const uint8_t *, float, float *);
 int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy);
+typedef float (*kvt_levels_fn)(const kvt_head *, const uint8_t *, float *);
+int kvt_levels_isa(cpu_isa isa, kvt_levels_fn *levels);
 float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy);
 void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
 
@@ -128,6 +130,9 @@ static void t_kt_twins(void **state) {
     assert_int_equal(kvt_kernels_isa(CPU_ISA_SCALAR, &dot_s, &axpy_s), 0);
     const bool avx2 = have_avx2("kt AVX2 kernels");
     if (avx2) assert_int_equal(kvt_kernels_isa(CPU_ISA_AVX2, &dot_v, &axpy_v), 0);
+    kvt_levels_fn lev_s, lev_v = NULL;
+    assert_int_equal(kvt_levels_isa(CPU_ISA_SCALAR, &lev_s), 0);
+    if (avx2) assert_int_equal(kvt_levels_isa(CPU_ISA_AVX2, &lev_v), 0);
     uint64_t rng = 5;
     for (size_t k = 0; k < sizeof hds / sizeof hds[0]; k++) {
         const int hd = hds[k], ncal = 4 * hd;
@@ -180,6 +185,23 @@ static void t_kt_twins(void **state) {
                     if (!(fabs(dv - r) <= 1e-5 * mag))
                         fail_msg("kt hd=%d bits=%.1f: dot ref %.9g avx2 %.9g", hd, bits[bi], r, dv);
                 }
+                /* raw levels: s * levels = what kvt_axpy_ref adds with weight 1
+                 * over sigma; the twins bit-identical, nothing written past hd */
+                float l0[MAXN + 8], l1[MAXN + 8];
+                for (int i = 0; i < hd + 8; i++) l0[i] = l1[i] = 7.0f;
+                const float s0 = lev_s(&h, row, l0);
+                for (int i = 0; i < hd; i++) {
+                    const double want = h.bits[i] ? o0[i] / h.sigma[i] : 0.0;
+                    if (!(fabs((double)s0 * l0[i] - want) <= 1e-6 * (fabs(want) + 1e-6)))
+                        fail_msg("kt hd=%d bits=%.1f: levels[%d] %g x s %g vs %g", hd, bits[bi], i, l0[i], s0, want);
+                }
+                for (int i = hd; i < hd + 8; i++) assert_true(l0[i] == 7.0f);
+                if (avx2) {
+                    const float s1 = lev_v(&h, row, l1);
+                    assert_true(s1 == s0);
+                    assert_memory_equal(l0, l1, sizeof(float) * (size_t)(hd + 8));
+                }
+                assert_true(kvt_levels(&h, row, l1) == s0);
                 /* the permuted coordinates agree: score = q . decode(row) */
                 assert_true(fabs(r + qmu - qx) <= 1e-4 * (fabs(qx) + mag + 1e-3));
                 /* axpy */
