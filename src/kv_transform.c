@@ -690,7 +690,7 @@ void kvt_decode(const kvt_head *h, const uint8_t *src, float *x) {
     }
 }
 
-float kvt_prep_query(const kvt_head *h, const float *q, float *qy) {
+static float kvt_prep_query_scalar(const kvt_head *h, const float *q, float *qy) {
     const int hd = h->hd;
     double qm = 0;
     for (int j = 0; j < hd; j++) qm += (double)q[j] * h->mu[j];
@@ -767,11 +767,55 @@ int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy) {
     return -1;
 }
 
-void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out) {
+static void kvt_finish_scalar(const kvt_head *h, const float *acc_y, float wsum, float *out) {
     const int hd = h->hd;
     for (int i = 0; i < hd; i++) {
         double a = (double)wsum * h->mu[i];
         for (int j = 0; j < hd; j++) a += (double)h->Tinv[i * hd + j] * acc_y[j];
         out[i] += (float)a;
     }
+}
+
+/* Once per query and KV head, the AVX2 twins (head_dim % 8 == 0) of the two
+ * hd x hd products above, in float: Tinv's rows are read contiguously. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+static KVT_AVX2 float kvt_prep_query_avx2(const kvt_head *h, const float *q, float *qy) {
+    const int hd = h->hd;
+    __m256 qm = _mm256_setzero_ps();
+    for (int j = 0; j < hd; j += 8) qm = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(h->mu + j), qm);
+    for (int i = 0; i < hd; i += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int j = 0; j < hd; j++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(q[j]), _mm256_loadu_ps(h->Tinv + (size_t)j * hd + i), a);
+        _mm256_storeu_ps(qy + i, _mm256_mul_ps(a, _mm256_loadu_ps(h->sigma + i)));
+    }
+    return simd_hsum_ps(qm);
+}
+
+static KVT_AVX2 void kvt_finish_avx2(const kvt_head *h, const float *acc_y, float wsum, float *out) {
+    const int hd = h->hd;
+    for (int i = 0; i < hd; i++) {
+        const float *t = h->Tinv + (size_t)i * hd;
+        __m256 a = _mm256_setzero_ps();
+        for (int j = 0; j < hd; j += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(t + j), _mm256_loadu_ps(acc_y + j), a);
+        out[i] += simd_hsum_ps(a) + wsum * h->mu[i];
+    }
+}
+#endif
+
+float kvt_prep_query(const kvt_head *h, const float *q, float *qy) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (h->hd % 8 == 0 && levels_impl == kvt_levels_avx2) return kvt_prep_query_avx2(h, q, qy);
+#endif
+    return kvt_prep_query_scalar(h, q, qy);
+}
+
+void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (h->hd % 8 == 0 && levels_impl == kvt_levels_avx2) {
+        kvt_finish_avx2(h, acc_y, wsum, out);
+        return;
+    }
+#endif
+    kvt_finish_scalar(h, acc_y, wsum, out);
 }

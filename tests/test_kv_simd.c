@@ -168,6 +168,30 @@ static void t_kt_twins(void **state) {
                 for (int i = 0; i < hd; i++) q[i] = test_rand_normal(&rng);
                 kvt_encode(&h, x, row);
                 const float qmu = kvt_prep_query(&h, q, qy);
+                {   /* against the definition in double: qy = sigma * Tinv^T q, q.mu;
+                     * kvt_finish: out += Tinv acc + w mu */
+                    double m = 0, mm = 0;
+                    for (int j = 0; j < hd; j++) m += (double)q[j] * h.mu[j], mm += fabs((double)q[j] * h.mu[j]);
+                    assert_true(fabs(qmu - m) <= 1e-5 * (mm + 1e-6));
+                    float acc[MAXN], out[MAXN];
+                    for (int i = 0; i < hd; i++) acc[i] = test_rand_normal(&rng), out[i] = 0.5f;
+                    const float wsum = 0.75f;
+                    kvt_finish(&h, acc, wsum, out);
+                    for (int i = 0; i < hd; i++) {
+                        double a = 0, aa = 0, b = 0, bb = 0;
+                        for (int j = 0; j < hd; j++) {
+                            a += (double)h.Tinv[(size_t)j * hd + i] * q[j];
+                            aa += fabs((double)h.Tinv[(size_t)j * hd + i] * q[j]);
+                            b += (double)h.Tinv[(size_t)i * hd + j] * acc[j];
+                            bb += fabs((double)h.Tinv[(size_t)i * hd + j] * acc[j]);
+                        }
+                        if (!(fabs(qy[i] - a * h.sigma[i]) <= 1e-5 * aa * h.sigma[i] + 1e-30))
+                            fail_msg("kt hd=%d: qy[%d] %g vs %g", hd, i, qy[i], a * h.sigma[i]);
+                        const double want = 0.5 + b + (double)wsum * h.mu[i];
+                        if (!(fabs(out[i] - want) <= 1e-5 * (bb + fabs(wsum * h.mu[i]) + 0.5)))
+                            fail_msg("kt hd=%d: finish[%d] %g vs %g", hd, i, out[i], want);
+                    }
+                }
                 /* dot: |diff| <= 1e-5 * s * sum |qy_i c_i| (the reference's terms) */
                 kvt_decode(&h, row, y);
                 double mag = 0, qx = 0;
