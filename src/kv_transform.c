@@ -641,15 +641,14 @@ static int nearest(int b, float u) {
 
 void kvt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
     const int hd = h->hd;
-    float y[1024];
+    float y[1024], xc[1024];
     uint8_t idx[1024];
     double ey = 0, el = 0;
+    for (int j = 0; j < hd; j++) xc[j] = (isfinite(x[j]) ? x[j] : 0.0f) - h->mu[j];
     for (int i = 0; i < hd; i++) {
         double a = 0;
-        for (int j = 0; j < hd; j++) {
-            const float xj = isfinite(x[j]) ? x[j] : 0.0f;
-            a += h->T[i * hd + j] * (xj - h->mu[j]);
-        }
+        const float *t = h->T + (size_t)i * hd;
+        for (int j = 0; j < hd; j++) a += t[j] * xc[j];
         y[i] = (float)a;
         ey += a * a;
         el += (double)h->sigma[i] * h->sigma[i];
