@@ -331,7 +331,9 @@ static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, 
                    it->a->scale;
         return;
     }
-    for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vk, krows[r], it->tile + (size_t)r * hd);
+    if (vk->kt) kvt_levels_rows(vk->kt, krows + r0, vk->ofs_bytes, r1 - r0, it->tile + (size_t)r0 * hd, it->rs + r0);
+    else
+        for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vk, krows[r], it->tile + (size_t)r * hd);
     it->scores(it->tile + (size_t)r0 * hd, r1 - r0, hd, vk->kt ? it->qy : it->q, ng, vk->kt ? it->rs + r0 : NULL,
                !codec ? NULL : vk->kt ? it->kq : it->qmu, it->a->scale, S + r0);
 }
@@ -350,7 +352,9 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
             }
         return;
     }
-    for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vv, vrows[r], it->tile + (size_t)r * hd);
+    if (vv->kt) kvt_levels_rows(vv->kt, vrows + r0, vv->ofs_bytes, r1 - r0, it->tile + (size_t)r0 * hd, it->rs + r0);
+    else
+        for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vv, vrows[r], it->tile + (size_t)r * hd);
     if (vv->kt) /* the rows' scales go into their weights (sigma into the sum, at the end) */
         for (int g = 0; g < ng; g++)
             for (int r = r0; r < r1; r++) W[g * SROW + r] *= it->rs[r];

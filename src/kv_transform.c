@@ -250,10 +250,11 @@ static int kvt_plan_build(kvt_head *h) {
         G->bits = mixed ? 0 : (uint8_t)b0;
     }
     /* the leading single-width groups, as runs; a group qualifies while its
-     * 8-byte load stays inside the field */
+     * load (4 bytes for <= 4 bits, else 8: run_levels) stays inside the field */
     for (int g = 0; g < (int)p->n_full && !p->small; g++) {
         const kvt_group *G = &p->g[g];
-        if (!G->bits || h->bit_ofs[8 * g] % 8 || h->bit_ofs[8 * g] / 8 + 8 > p->field_bytes) break;
+        if (!G->bits || h->bit_ofs[8 * g] % 8 || h->bit_ofs[8 * g] / 8 + (G->bits <= 4 ? 4u : 8u) > p->field_bytes)
+            break;
         kvt_run *r = p->n_runs ? &p->runs[p->n_runs - 1] : NULL;
         if (r && r->bits == G->bits && r->n < 255) r->n++;
         else if (p->n_runs < KVT_BITS_CAP) p->runs[p->n_runs++] = (kvt_run){G->bits, 1, (uint16_t)g};
@@ -358,13 +359,12 @@ KVT_AI __m256 group_levels(const kvt_group *G, uint64_t w) {
 KVT_AI __m256 run_levels(const uint8_t *p, const int B) {
     const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
     __m256i idx;
+    /* broadcast straight from memory (one load-port uop, no GPR-to-vector move) */
     if (B <= 4) { /* 8 B <= 32 bits */
-        uint32_t w;
-        memcpy(&w, p, 4);
-        idx = _mm256_srlv_epi32(_mm256_set1_epi32((int)w),
+        idx = _mm256_srlv_epi32(_mm256_castps_si256(_mm256_broadcast_ss((const float *)(const void *)p)),
                                 _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B));
     } else {
-        const __m256i v = _mm256_set1_epi64x((long long)ld64(p));
+        const __m256i v = _mm256_castpd_si256(_mm256_broadcast_sd((const double *)(const void *)p));
         const __m256i e = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 2 * B, 4 * B, 6 * B));
         const __m256i o = _mm256_srlv_epi64(v, _mm256_setr_epi64x(B, 3 * B, 5 * B, 7 * B));
         idx = _mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA);
@@ -473,6 +473,48 @@ static KVT_AVX2 float kvt_levels_avx2(const kvt_head *h, const uint8_t *src, flo
     for (int i = 8 * (int)p->n_groups; i < h->hd; i++) y[i] = 0.0f;
     return scale_of(src);
 }
+
+/* n rows at once, loops swapped: per run (one width) all rows, so the plan is
+ * read and the width dispatched once per block instead of once per row. */
+static KVT_AVX2 void kvt_levels_rows_avx2(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n,
+                                          float *y, float *s) {
+    const kvt_plan *p = plan_of(h);
+    const int hd = h->hd;
+    if (p->small) {
+        for (int r = 0; r < n; r++) s[r] = kvt_levels_scalar(h, rows[r] + ofs, y + (size_t)r * hd);
+        return;
+    }
+    for (int r = 0; r < n; r++) s[r] = scale_of(rows[r] + ofs);
+    for (uint32_t ri = 0; ri < p->n_runs; ri++) {
+        const kvt_run *R = &p->runs[ri];
+        const size_t b0 = ofs + 1 + h->bit_ofs[8 * R->first] / 8, o0 = 8 * (size_t)R->first;
+        const int ng = R->n;
+#define LEVELS_RUN(B)                                                                                          \
+    case B:                                                                                                    \
+        for (int r = 0; r < n; r++) {                                                                          \
+            const uint8_t *b = rows[r] + b0;                                                                   \
+            float *o = y + (size_t)r * hd + o0;                                                                \
+            for (int k = 0; k < ng; k++, b += B, o += 8) _mm256_storeu_ps(o, run_levels(b, B));                \
+        }                                                                                                      \
+        break;
+        switch (R->bits) { LEVELS_RUN(1) LEVELS_RUN(2) LEVELS_RUN(3) LEVELS_RUN(4) LEVELS_RUN(5) LEVELS_RUN(6) }
+#undef LEVELS_RUN
+    }
+    uint32_t g = p->n_fast;
+    for (; g < p->n_full; g++) {
+        const kvt_group *G = &p->g[g];
+        for (int r = 0; r < n; r++)
+            _mm256_storeu_ps(y + (size_t)r * hd + 8 * g, group_levels(G, ld64(rows[r] + ofs + 1 + G->load_at)));
+    }
+    if (g < p->n_groups) { /* lanes past hd */
+        const kvt_group *G = &p->g[g];
+        const __m256i m = lane_mask(hd - 8 * (int)g);
+        for (int r = 0; r < n; r++)
+            _mm256_maskstore_ps(y + (size_t)r * hd + 8 * g, m, group_levels(G, ld64(rows[r] + ofs + 1 + G->load_at)));
+    }
+    for (int r = 0; r < n; r++)
+        for (int i = 8 * (int)p->n_groups; i < hd; i++) y[(size_t)r * hd + i] = 0.0f;
+}
 #endif
 
 /* The kernels kvt_dot / kvt_axpy run: the scalar plan kernels, replaced once
@@ -481,6 +523,12 @@ static KVT_AVX2 float kvt_levels_avx2(const kvt_head *h, const uint8_t *src, flo
 static float (*dot_impl)(const kvt_head *, const uint8_t *, const float *) = kvt_dot_scalar;
 static void (*axpy_impl)(const kvt_head *, const uint8_t *, float, float *) = kvt_axpy_scalar;
 static float (*levels_impl)(const kvt_head *, const uint8_t *, float *) = kvt_levels_scalar;
+static void kvt_levels_rows_scalar(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y,
+                                   float *s) {
+    for (int r = 0; r < n; r++) s[r] = kvt_levels_scalar(h, rows[r] + ofs, y + (size_t)r * h->hd);
+}
+static void (*levels_rows_impl)(const kvt_head *, const uint8_t *const *, size_t, int, float *,
+                                float *) = kvt_levels_rows_scalar;
 static pthread_once_t impl_once = PTHREAD_ONCE_INIT;
 
 static void impl_select(void) {
@@ -492,6 +540,7 @@ static void impl_select(void) {
         dot_impl = kvt_dot_avx2;
         axpy_impl = kvt_axpy_avx2;
         levels_impl = kvt_levels_avx2;
+        levels_rows_impl = kvt_levels_rows_avx2;
     }
 #endif
 }
@@ -724,6 +773,10 @@ float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) { return d
 void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) { axpy_impl(h, src, w, acc_y); }
 
 float kvt_levels(const kvt_head *h, const uint8_t *src, float *y) { return levels_impl(h, src, y); }
+
+void kvt_levels_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s) {
+    levels_rows_impl(h, rows, ofs, n, y, s);
+}
 
 /* kvt_levels by ISA level, for tests, like kvt_kernels_isa below. */
 typedef float (*kvt_levels_fn)(const kvt_head *, const uint8_t *, float *);

@@ -59,6 +59,9 @@ void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
  * attention tiles hold these raw levels, fold s into each row's score and
  * weight, and sigma into the sum once at the end. */
 float kvt_levels(const kvt_head *h, const uint8_t *src, float *y);
+/* kvt_levels of n rows (rows[r] + ofs) into y + r * hd, their scales into s[r]:
+ * the same values, with the plan dispatched once for all n. */
+void kvt_levels_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s);
 /* out += Tinv acc_y + wsum · mu */
 void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out);
 

@@ -249,6 +249,26 @@ static void t_kt_twins(void **state) {
                 if (avx2) axpy_v(&h, row, w, o2);
                 assert_true(o2[hd] == 12345.0f);
             }
+            {   /* kvt_levels_rows (both ISAs, via ROTKV_ISA) equals kvt_levels row by row */
+                enum { NR = 37, PRE = 3 };
+                const size_t stride = h.row_bytes + PRE + 2;
+                uint8_t *buf = calloc(NR, stride);
+                const uint8_t *rows[NR];
+                float *ya = malloc(sizeof(float) * NR * hd), *yb = malloc(sizeof(float) * NR * hd), sa[NR], sb[NR];
+                for (int r = 0; r < NR; r++) {
+                    for (int i = 0; i < hd; i++) x[i] = expf(-0.08f * i) * test_rand_normal(&rng);
+                    kvt_encode(&h, x, buf + (size_t)(NR - 1 - r) * stride + PRE); /* rows out of order */
+                    rows[r] = buf + (size_t)(NR - 1 - r) * stride;
+                }
+                for (int i = 0; i < NR * hd; i++) ya[i] = yb[i] = -3.0f;
+                kvt_levels_rows(&h, rows, PRE, NR, ya, sa);
+                for (int r = 0; r < NR; r++) sb[r] = kvt_levels(&h, rows[r] + PRE, yb + (size_t)r * hd);
+                assert_memory_equal(sa, sb, sizeof sa);
+                assert_memory_equal(ya, yb, sizeof(float) * NR * hd);
+                free(buf);
+                free(ya);
+                free(yb);
+            }
             print_message("[ KT       ] hd=%3d %.1f bits: %d coordinates with bits; widths 6..0: %d %d %d %d %d %d %d\n", hd,
                           bits[bi], nz, widths[6], widths[5], widths[4], widths[3], widths[2], widths[1], widths[0]);
             kvt_free(&h);
