@@ -64,10 +64,12 @@
 /* Decode (one token) streams each weight row from memory exactly once. The
  * hardware prefetchers stop at 4 KiB page boundaries and juggle one stream
  * per row of the tile, so the decode tiles ask for the bytes this far ahead
- * of each row themselves: +28% tokens/s on Llama-3.2-1B Q4_0, one thread
- * (512 measured best among 192 .. 2048; docs/performance.md). */
+ * of each row themselves: +28% tokens/s on Llama-3.2-1B Q4_0, one thread.
+ * 256: with 2 threads +6..10% tg over 512 in three alternated rounds (128,
+ * 192, 384, 1024, 2048 slower), equal to 512 on one thread, where 512 had
+ * been measured best among 192 .. 2048 (docs/performance.md). */
 #ifndef DECODE_PREFETCH_BYTES
-#define DECODE_PREFETCH_BYTES 512
+#define DECODE_PREFETCH_BYTES 256
 #endif
 
 /* Prefetch the cache lines of [p, p + n) shifted DECODE_PREFETCH_BYTES ahead
