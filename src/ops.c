@@ -133,6 +133,7 @@ typedef struct {
     uint8_t *pack;           /* packing buffers, pack_stride bytes per thread, or NULL */
     size_t pack_stride;
     atomic_int quantized;    /* threads done quantizing their share */
+    atomic_llong next_row;   /* decode: the first row of the next unclaimed chunk */
 } matmul_job;
 
 /* All nth threads of the run wait here until every one has arrived. */
@@ -169,10 +170,21 @@ static void matmul_worker(void *arg, int ith, int nth) {
     const size_t rb = W->row_bytes;
     vec_dot_tile_fn tile = j->tr->vec_dot_tile;
     if (n_tok == 1) {
-        int64_t r = r0;
+        /* chunks of rows claimed as the threads get to them (about 8 per
+         * thread): a thread slowed by the other's memory traffic or by the
+         * system takes fewer, instead of all waiting for it at the end. Rows
+         * are independent, so the result does not depend on who ran which. */
         const int DR = j->tr->decode_rows;
-        for (; r + DR <= r1; r += DR) tile(cols, DR, 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
-        if (r < r1) tile(cols, (int)(r1 - r), 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+        int64_t chunk = rows / (8 * (int64_t)nth) / DR * DR;
+        if (chunk < 4 * DR) chunk = 4 * DR;
+        for (;;) {
+            const int64_t c0 = atomic_fetch_add_explicit(&j->next_row, chunk, memory_order_relaxed);
+            if (c0 >= rows) break;
+            const int64_t c1 = c0 + chunk < rows ? c0 + chunk : rows;
+            int64_t r = c0;
+            for (; r + DR <= c1; r += DR) tile(cols, DR, 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+            if (r < c1) tile(cols, (int)(c1 - r), 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+        }
         return;
     }
     if (j->pack) {
@@ -218,6 +230,7 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
     const quant_traits *tr = quant_get_traits(W->type);
     matmul_job j = {.W = W, .tr = tr, .X = X, .n_tok = n_tok, .Y = Y};
     atomic_init(&j.quantized, 0);
+    atomic_init(&j.next_row, 0);
     if (tr->vec_dot_type == GGML_TYPE_F32) {
         j.act = (uint8_t *)(uintptr_t)X; /* read only */
         j.act_row = (size_t)W->ne0 * sizeof(float);
