@@ -303,11 +303,10 @@ typedef struct {
     max_fn max;
 } item;
 
-/* Decodes the head's values of a row into dst (kt*: its raw levels c_i; the
- * row's scale s is returned, 1 for the other codecs). */
+/* Decodes the head's values of a row into dst; returns the row's scale, 1
+ * (kt* rows go through kvt_levels_rows, a block at a time). */
 static float decode_row(const item *it, const head_view *v, const uint8_t *row, float *dst) {
     const int hd = it->hd;
-    if (v->kt) return kvt_levels(v->kt, row + v->ofs_bytes, dst);
     if (v->fused) {
         v->c->decode(row + v->ofs_bytes, dst, hd);
     } else {

@@ -446,34 +446,6 @@ static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float 
     }
 }
 
-static KVT_AVX2 float kvt_levels_avx2(const kvt_head *h, const uint8_t *src, float *y) {
-    const kvt_plan *p = plan_of(h);
-    if (p->small) return kvt_levels_scalar(h, src, y);
-    const uint8_t *f = src + 1;
-    for (uint32_t r = 0; r < p->n_runs; r++) {
-        const kvt_run *R = &p->runs[r];
-        float *o = y + 8 * R->first;
-        const uint8_t *b = f + h->bit_ofs[8 * R->first] / 8;
-#define LEVELS_RUN(B)                                                                                          \
-    case B:                                                                                                    \
-        for (int k = 0; k < R->n; k++, b += B, o += 8) _mm256_storeu_ps(o, run_levels(b, B));                  \
-        break;
-        switch (R->bits) { LEVELS_RUN(1) LEVELS_RUN(2) LEVELS_RUN(3) LEVELS_RUN(4) LEVELS_RUN(5) LEVELS_RUN(6) }
-#undef LEVELS_RUN
-    }
-    uint32_t g = p->n_fast;
-    for (; g < p->n_full; g++) {
-        const kvt_group *G = &p->g[g];
-        _mm256_storeu_ps(y + 8 * g, group_levels(G, ld64(f + G->load_at)));
-    }
-    if (g < p->n_groups) { /* lanes past hd */
-        const kvt_group *G = &p->g[g];
-        _mm256_maskstore_ps(y + 8 * g, lane_mask(h->hd - 8 * (int)g), group_levels(G, ld64(f + G->load_at)));
-    }
-    for (int i = 8 * (int)p->n_groups; i < h->hd; i++) y[i] = 0.0f;
-    return scale_of(src);
-}
-
 /* n rows at once, loops swapped: per run (one width) all rows, so the plan is
  * read and the width dispatched once per block instead of once per row. */
 static KVT_AVX2 void kvt_levels_rows_avx2(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n,
@@ -514,6 +486,13 @@ static KVT_AVX2 void kvt_levels_rows_avx2(const kvt_head *h, const uint8_t *cons
     }
     for (int r = 0; r < n; r++)
         for (int i = 8 * (int)p->n_groups; i < hd; i++) y[(size_t)r * hd + i] = 0.0f;
+}
+
+static KVT_AVX2 float kvt_levels_avx2(const kvt_head *h, const uint8_t *src, float *y) {
+    const uint8_t *rows[1] = {src};
+    float s;
+    kvt_levels_rows_avx2(h, rows, 0, 1, y, &s);
+    return s;
 }
 #endif
 
