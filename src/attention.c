@@ -8,9 +8,10 @@
  * or f16 for sink and window rows):
  *   1. the scores of the whole block, for all the item's queries: with a
  *      single query straight from the codec's dot (kvt_dot for kt*); with
- *      several, each row is decoded once into a small tile (kt*: into its
- *      transform space, through kvt_axpy) and the tile is multiplied by all
- *      the queries; rows past a token's position are masked to -inf;
+ *      several, each row is decoded once into a small tile (kt*: its raw
+ *      codebook levels, a block at a time through kvt_levels_rows, the row
+ *      scales applied to the scores) and the tile is multiplied by all the
+ *      queries; rows past a token's position are masked to -inf;
  *   2. the online-softmax update, once per block: new running max, one
  *      rescale of the accumulators if it grew, the block's weights;
  *   3. the weighted sum of the values, the same way (axpy per row with one
@@ -279,7 +280,7 @@ static head_view head_view_make(const kv_layout *l, int hk, int hd) {
  * j / n_group, head hk * n_group + j % n_group. */
 typedef struct {
     const attention_args *a;
-    int hd, ng, n_group, nt;
+    int hd, ng, n_group;
     int32_t nkv[ATT_QTILE]; /* positions each token sees: [0, nkv) */
     float *q;            /* (ng, hd) the queries */
     float *acc;          /* (ng, hd) weighted sum of values (value space) */
@@ -303,17 +304,24 @@ typedef struct {
     max_fn max;
 } item;
 
-/* Decodes the head's values of a row into dst; returns the row's scale, 1
- * (kt* rows go through kvt_levels_rows, a block at a time). */
-static float decode_row(const item *it, const head_view *v, const uint8_t *row, float *dst) {
+/* Decodes the head's values of rows [r0, r1) into the tile: kt* rows as raw
+ * codebook levels with their scales in it->rs, a block per call; the other
+ * codecs' values row by row. */
+static void decode_block(item *it, const head_view *v, const uint8_t *const *rows, int r0, int r1) {
     const int hd = it->hd;
-    if (v->fused) {
-        v->c->decode(row + v->ofs_bytes, dst, hd);
-    } else {
-        v->c->decode(row + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
-        memcpy(dst, it->rowtmp + v->ofs_values, sizeof(float) * (size_t)hd);
+    float *dst = it->tile + (size_t)r0 * hd;
+    if (v->kt) {
+        kvt_levels_rows(v->kt, rows + r0, v->ofs_bytes, r1 - r0, dst, it->rs + r0);
+        return;
     }
-    return 1.0f;
+    for (int r = r0; r < r1; r++, dst += hd) {
+        if (v->fused) {
+            v->c->decode(rows[r] + v->ofs_bytes, dst, hd);
+        } else {
+            v->c->decode(rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
+            memcpy(dst, it->rowtmp + v->ofs_values, sizeof(float) * (size_t)hd);
+        }
+    }
 }
 
 /* Scores of rows [r0, r1) of the block, all in one layout (codec or f16), into S. */
@@ -330,9 +338,7 @@ static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, 
                    it->a->scale;
         return;
     }
-    if (vk->kt) kvt_levels_rows(vk->kt, krows + r0, vk->ofs_bytes, r1 - r0, it->tile + (size_t)r0 * hd, it->rs + r0);
-    else
-        for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vk, krows[r], it->tile + (size_t)r * hd);
+    decode_block(it, vk, krows, r0, r1);
     it->scores(it->tile + (size_t)r0 * hd, r1 - r0, hd, vk->kt ? it->qy : it->q, ng, vk->kt ? it->rs + r0 : NULL,
                !codec ? NULL : vk->kt ? it->kq : it->qmu, it->a->scale, S + r0);
 }
@@ -351,9 +357,7 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
             }
         return;
     }
-    if (vv->kt) kvt_levels_rows(vv->kt, vrows + r0, vv->ofs_bytes, r1 - r0, it->tile + (size_t)r0 * hd, it->rs + r0);
-    else
-        for (int r = r0; r < r1; r++) it->rs[r] = decode_row(it, vv, vrows[r], it->tile + (size_t)r * hd);
+    decode_block(it, vv, vrows, r0, r1);
     if (vv->kt) /* the rows' scales go into their weights (sigma into the sum, at the end) */
         for (int g = 0; g < ng; g++)
             for (int r = r0; r < r1; r++) W[g * SROW + r] *= it->rs[r];
@@ -423,7 +427,6 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
     it->hd = hd;
     it->ng = ng;
     it->n_group = n_group;
-    it->nt = nt;
     it->q = scratch;
     int32_t n_kv = 0;
     for (int j = 0; j < nt; j++) {
@@ -521,7 +524,7 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
             }
 #if ATT_PREFETCH
             /* the next block's slices of this run, while this one computes */
-            if (it->view[0][1].seg_bytes + 1 > (size_t)ATT_PREFETCH_MIN_BYTES) {
+            if (it->view[0][1].seg_bytes + 1 > (size_t)ATT_PREFETCH_MIN_BYTES) { /* ">=" without -Wtype-limits at 0 */
                 for (int r = nr; r < 2 * nr && b0 + r < run1; r++) {
                     const uint8_t *kp = k0 + (size_t)r * kstride + it->view[0][1].ofs_bytes;
                     const uint8_t *vp = v0 + (size_t)r * vstride + it->view[1][1].ofs_bytes;

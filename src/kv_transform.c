@@ -124,10 +124,10 @@ void kvt_free(kvt_head *h) {
  *    entry 0 is 0.0 for lanes without bits).
  * Unpacking is then branch-free: one load, variable shifts, a mask, and a
  * table lookup (vpermps for a single-width group of <= 3 bits, a tree of
- * vpermps and blends for 4..6 bits; the one or two mixed groups gather from
- * the concatenated codebooks: one lookup per width and a blend, the first
- * version, measured 27 ns per kt3.5 row at head_dim 64 against 20 ns with the
- * gather). Coordinates without bits (ordered last) are skipped.
+ * vpermps and blends for 4..6 bits). The one or two mixed groups gather from
+ * the concatenated codebooks (20 ns per kt3.5 row at head_dim 64, against
+ * 27 ns for one lookup per width blended by lane). Coordinates without bits
+ * (ordered last) are skipped.
  *
  * The plan is stored in the allocation of bit_ofs, after its hd entries
  * (kvt_head's layout in kv_transform.h is left as it is), so kvt_free frees
@@ -508,6 +508,7 @@ static void kvt_levels_rows_scalar(const kvt_head *h, const uint8_t *const *rows
 }
 static void (*levels_rows_impl)(const kvt_head *, const uint8_t *const *, size_t, int, float *,
                                 float *) = kvt_levels_rows_scalar;
+static bool impl_avx2; /* the AVX2 kernels were chosen (kvt_prep_query, kvt_finish too) */
 static pthread_once_t impl_once = PTHREAD_ONCE_INIT;
 
 static void impl_select(void) {
@@ -520,6 +521,7 @@ static void impl_select(void) {
         axpy_impl = kvt_axpy_avx2;
         levels_impl = kvt_levels_avx2;
         levels_rows_impl = kvt_levels_rows_avx2;
+        impl_avx2 = true;
     }
 #endif
 }
@@ -836,14 +838,14 @@ static KVT_AVX2 void kvt_finish_avx2(const kvt_head *h, const float *acc_y, floa
 
 float kvt_prep_query(const kvt_head *h, const float *q, float *qy) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (h->hd % 8 == 0 && levels_impl == kvt_levels_avx2) return kvt_prep_query_avx2(h, q, qy);
+    if (impl_avx2 && h->hd % 8 == 0) return kvt_prep_query_avx2(h, q, qy);
 #endif
     return kvt_prep_query_scalar(h, q, qy);
 }
 
 void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (h->hd % 8 == 0 && levels_impl == kvt_levels_avx2) {
+    if (impl_avx2 && h->hd % 8 == 0) {
         kvt_finish_avx2(h, acc_y, wsum, out);
         return;
     }

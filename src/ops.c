@@ -323,12 +323,9 @@ void swiglu_ref(float *gate, const float *up, int n) {
 }
 
 #ifdef OPS_X86
-/* exp(x) for 8 floats, within 2 ulp of expf: x = n ln2 + r with
- * |r| <= ln2/2 (ln2 split in two for an exact reduction), e^r by the degree-6
- * polynomial of Cephes' expf, times 2^(n-1) through the exponent bits and
- * then 2 (so that n = 128 works). Overflows to +inf where expf does; below
- * -86.6 it returns e^-86.6 instead of expf's (sub)normal, which 1 + e^x (all
- * SwiGLU needs) does not see. */
+/* gate / (1 + e^-gate) * up, 8 at a time, with simd_exp_ps (simd_avx2.h:
+ * +inf above 88.7 and 0 below -87.3, where 1 + e^x does not see the
+ * difference from expf). */
 AVX2_FN static void swiglu_avx2(float *gate, const float *up, int n) {
     const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
     int i = 0;

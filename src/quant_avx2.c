@@ -331,36 +331,6 @@ AI __m256i reduce8_epi32(const __m256i *v) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
 }
 
-/* Four rows . one token (decode): the same arithmetic with lane r = row r. */
-AI void b32_rows4(const int kind, int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *y) {
-    const size_t wbs = b32_size(kind);
-    __m128 acc = _mm_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        const b32_act x = b32_act_load(kind, a, i);
-        __m256i p[4];
-        uint64_t dh = 0, mh = 0; /* the 4 rows' f16 scales (minimums), gathered in a register */
-        UNROLL for (int r = 0; r < 4; r++) {
-            const uint8_t *wb = w + r * ws + i * wbs;
-            prefetch_ahead(wb, wbs);
-            p[r] = b32_block_dot(kind, wb, x.av, x.off);
-            f16_t h;
-            memcpy(&h, wb, 2);
-            dh |= (uint64_t)h << (16 * r);
-            memcpy(&h, wb + 2, 2);
-            mh |= (uint64_t)h << (16 * r);
-        }
-        const __m128i isum = reduce4_epi32(p[0], p[1], p[2], p[3]);
-        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)dh));
-        __m128 t = _mm_mul_ps(_mm_mul_ps(dw, _mm_set1_ps(x.d)), _mm_cvtepi32_ps(isum));
-        if (b32_has_min(kind)) {
-            const __m128 mw = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)mh));
-            t = _mm_add_ps(t, _mm_mul_ps(mw, _mm_set1_ps(x.s)));
-        }
-        acc = _mm_add_ps(acc, t);
-    }
-    _mm_storeu_ps(y, acc);
-}
-
 /* Eight rows . one token (decode): lane r = row r. */
 AI void b32_rows8(const int kind, int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, float *y) {
     const size_t wbs = b32_size(kind);
@@ -391,14 +361,14 @@ AI void b32_rows8(const int kind, int64_t n, const uint8_t *w, size_t ws, const 
     _mm256_storeu_ps(y, acc);
 }
 
-/* Tiles: one token at a time, eight or four rows at a time (exact arithmetic makes
- * any decomposition give the same bits). Many tokens take the packed path. */
+/* Tiles: one token at a time, eight rows at a time, the last nr % 8 one by
+ * one (exact arithmetic makes any decomposition give the same bits). Many
+ * tokens take the packed path. */
 AI void b32_tile(const int kind, int64_t n, int nr, int nt, const uint8_t *w, size_t ws, const uint8_t *a,
                  size_t as, float *y, size_t ys) {
     for (int t = 0; t < nt; t++) {
         int r = 0;
         for (; r + 8 <= nr; r += 8) b32_rows8(kind, n, w + r * ws, ws, a + t * as, y + t * ys + r);
-        for (; r + 4 <= nr; r += 4) b32_rows4(kind, n, w + r * ws, ws, a + t * as, y + t * ys + r);
         for (; r < nr; r++) y[t * ys + r] = b32_dot1(kind, n, w + r * ws, a + t * as);
     }
 }
