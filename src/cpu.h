@@ -1,19 +1,28 @@
 /* cpu.h — which instruction-set level the kernels run at.
  *
- * The library is compiled for baseline x86-64 (no -march); the AVX2 kernels
- * carry __attribute__((target(...))) and are only called after this module has
- * confirmed at run time that the CPU supports AVX2, FMA and F16C. Everything
- * else runs the scalar reference kernels. The level is chosen once per process
- * (first call) and can be capped with the environment variable
- * ROTKV_ISA=scalar, e.g. to measure the speed-up or to cross-check results. */
+ * The library is compiled for baseline x86-64 (no -march); the kernels of
+ * each level live in src/arch/<arch>/ and carry their own target attributes.
+ * They are only called after this module has confirmed at run time that the
+ * CPU (and the OS, for the wider registers) supports them. The level is chosen
+ * once per process (first call) and can be capped with the environment
+ * variable ROTKV_ISA=scalar|avx2|avxvnni|avx512, e.g. to measure a speed-up or
+ * to cross-check results; a level the CPU lacks falls back to the next lower
+ * one it has.
+ *
+ * The levels are ordered: a kernel table of a level is tried first, then the
+ * tables of the lower levels (per type), then the scalar reference. */
 #ifndef ROTKV_CPU_H
 #define ROTKV_CPU_H
 
 #include <stdbool.h>
 
 typedef enum {
-    CPU_ISA_SCALAR = 0, /* portable C */
-    CPU_ISA_AVX2 = 1,   /* x86-64 with AVX2 + FMA + F16C (Haswell, Zen 1 and later) */
+    CPU_ISA_SCALAR = 0,  /* portable C */
+    CPU_ISA_AVX2 = 1,    /* x86-64 with AVX2 + FMA + F16C (Haswell, Zen 1 and later) */
+    CPU_ISA_AVXVNNI = 2, /* AVX2 + 256-bit VNNI (vpdpbusd): AVX-VNNI (Alder Lake and later),
+                            or AVX512-VNNI + AVX512VL used at 256 bits */
+    CPU_ISA_AVX512 = 3,  /* AVX-512 F/BW/VL/DQ/VNNI (Ice Lake, Zen 4 and later) */
+    CPU_ISA_COUNT
 } cpu_isa;
 
 /* Highest level this CPU supports. */
@@ -24,5 +33,13 @@ cpu_isa cpu_isa_active(void);
 /* True if kernels of level isa can run on this CPU. */
 bool cpu_isa_supported(cpu_isa isa);
 const char *cpu_isa_name(cpu_isa isa);
+/* Parses a level name ("scalar", "avx2", "avxvnni", "avx512"); -1 if unknown. */
+int cpu_isa_parse(const char *name);
+/* NULL, or a message saying why ROTKV_ISA was not understood (then the
+ * detected level is used): programs print it and stop. */
+const char *cpu_isa_env_error(void);
+/* True if the CPU has the VEX-encoded AVX-VNNI instructions (as opposed to
+ * reaching CPU_ISA_AVXVNNI through AVX512-VNNI + VL). */
+bool cpu_has_avx_vnni(void);
 
 #endif

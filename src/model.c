@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "quant.h"
 
@@ -252,11 +254,82 @@ static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_we
     return true;
 }
 
+/* The matmul weights of a model, for repacking: NULL-terminated. */
+static int model_matmul_weights(struct rotkv_model *m, weight **out, int max) {
+    int n = 0;
+    for (uint32_t i = 0; m->layers && i < m->hp.n_layer; i++) {
+        layer_weights *lw = &m->layers[i];
+        weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
+        for (size_t k = 0; k < sizeof ws / sizeof ws[0] && n < max; k++) out[n++] = ws[k];
+    }
+    if (n < max) out[n++] = &m->output;
+    return n;
+}
+
+bool weight_repack(weight *w, uint64_t *bytes) {
+    const quant_kernels *k = quant_kernels_of(w->type);
+    const quant_traits *tr = quant_get_traits(w->type);
+    if (!k || !tr || k->repack_rows <= 0 || !k->repack || !k->gemm_repacked || w->repacked) return false;
+    if (w->ne0 <= 0 || w->ne1 <= 0 || w->ne0 % tr->blck_size || w->row_bytes != quant_row_size(w->type, w->ne0))
+        return false; /* not a well-formed matrix of its type (load_weight refuses these) */
+    const int R = k->repack_rows;
+    const int64_t groups = (w->ne1 + R - 1) / R;
+    const size_t gb = (size_t)R * w->row_bytes, total = (size_t)groups * gb;
+    void *buf = NULL;
+    if (posix_memalign(&buf, 64, total ? total : 64) != 0) return false;
+    uint8_t *tail = NULL;
+    for (int64_t g = 0; g < groups; g++) {
+        const int64_t r = g * R;
+        const uint8_t *src = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        if (r + R > w->ne1) { /* last group: the missing rows are zeros (scale 0) */
+            tail = calloc((size_t)R, w->row_bytes);
+            if (!tail) {
+                free(buf);
+                return false;
+            }
+            memcpy(tail, src, (size_t)(w->ne1 - r) * w->row_bytes);
+            src = tail;
+        }
+        k->repack(w->ne0, src, w->row_bytes, (uint8_t *)buf + (size_t)g * gb);
+    }
+    free(tail);
+    w->repacked = buf;
+    w->repacked_kernels = k;
+    *bytes += total;
+    return true;
+}
+
+/* Gives the mapping's pages of a tensor back (they are re-read from the file
+ * if anything touches them again). */
+static void release_pages(const void *data, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)data + page - 1) / page * page, b = ((uintptr_t)data + n) / page * page;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Weights repacked at load (quant.h), unless ROTKV_REPACK=0. The token
+ * embedding keeps its file rows (rows are looked up one by one), so a tied
+ * output matrix is repacked into a copy and its pages stay mapped. */
+static void model_repack(struct rotkv_model *m) {
+    const char *env = getenv("ROTKV_REPACK");
+    if (env && !strcmp(env, "0")) return;
+    weight *ws[4096];
+    const int n = model_matmul_weights(m, ws, (int)(sizeof ws / sizeof ws[0]));
+    for (int i = 0; i < n; i++) {
+        weight *w = ws[i];
+        const bool tied = w == &m->output && w->data == m->tok_embd.data;
+        if (weight_repack(w, &m->repacked_bytes) && !tied) release_pages(w->data, (size_t)w->ne1 * w->row_bytes);
+    }
+}
+
 void model_free(struct rotkv_model *m) {
     if (!m) return;
+    free(m->output.repacked);
     if (m->layers)
         for (uint32_t i = 0; i < m->hp.n_layer; i++) {
             layer_weights *lw = &m->layers[i];
+            free(lw->wq.repacked); free(lw->wk.repacked); free(lw->wv.repacked); free(lw->wo.repacked);
+            free(lw->w_gate.repacked); free(lw->w_up.repacked); free(lw->w_down.repacked);
             free(lw->attn_norm); free(lw->bq); free(lw->bk); free(lw->bv);
             free(lw->q_norm); free(lw->k_norm); free(lw->ffn_norm);
         }
@@ -342,6 +415,7 @@ rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **
         m->n_params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
         m->weight_bytes += t->nbytes;
     }
+    model_repack(m);
     *out = m;
     return ROTKV_OK;
 }

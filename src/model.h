@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "gguf.h"
+#include "quant.h"
 #include "rotkv.h"
 #include "tokenizer.h"
 
@@ -36,6 +37,11 @@ typedef struct {
     uint32_t type;    /* ggml type id */
     int64_t ne0, ne1;
     size_t row_bytes;
+    /* The rows repacked at load for the kernels (quant.h: groups of
+     * repacked_kernels->repack_rows rows, the last one padded with zero rows),
+     * owned by the model; NULL: the matmul reads data as it is. */
+    void *repacked;
+    const quant_kernels *repacked_kernels;
 } weight;
 
 typedef struct {
@@ -58,8 +64,15 @@ struct rotkv_model {
     float *rope_factors; /* (n_rot/2,) llama3 frequency divisors, or NULL */
     layer_weights *layers;
     uint64_t n_params, weight_bytes;
+    uint64_t repacked_bytes; /* heap bytes of the repacked weights (their file pages are released) */
     char name[128];
 };
+
+/* Repacks w's rows for the active kernels (quant.h) into w->repacked (the
+ * caller frees it) and adds its bytes to *bytes; false, leaving w as it was,
+ * if the type has no repacked layout at this ISA level, the matrix is not
+ * well formed (row size, block multiple) or memory runs out. */
+bool weight_repack(weight *w, uint64_t *bytes);
 
 /* Loads and validates; on error returns a status and fills err. */
 rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **out, rotkv_error *err);

@@ -24,11 +24,6 @@
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #endif
 
-/* quant.c reaches the AVX2 kernels (quant_avx2.c) through a weak reference so
- * that a program built from quant.c alone still links; this strong reference
- * makes every program that multiplies matrices link them in. */
-const quant_kernels *(*const ops_avx2_kernels_anchor)(uint32_t) = quant_avx2_kernels;
-
 /* ------------------------------------------------------------ ISA choice */
 
 static cpu_isa g_isa = CPU_ISA_SCALAR;
@@ -101,8 +96,8 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* Bytes of one thread's packing buffer for rows of cols values of a type. */
-static size_t pack_stride(const quant_traits *tr, int64_t cols) {
-    const size_t g = tr->pack_bytes(cols);
+static size_t pack_stride(const quant_kernels *k, int64_t cols) {
+    const size_t g = k->pack_bytes(cols);
     return align64(g > MATMUL_PACK_CHUNK_BYTES ? g : MATMUL_PACK_CHUNK_BYTES);
 }
 
@@ -113,21 +108,22 @@ size_t matmul_scratch_bytes(int nth, int64_t max_cols, int max_tokens) {
     const int64_t cols = (max_cols + 255) / 256 * 256; /* any block size divides it */
     size_t row = 0, pack = 0;
     for (uint32_t t = 0; t < GGML_TYPE_COUNT; t++) {
-        const quant_traits *tr = quant_get_traits(t);
-        if (!tr) continue;
-        if (tr->from_float && t != GGML_TYPE_F32 && quant_row_size(t, cols) > row) row = quant_row_size(t, cols);
-        if (tr->pack_rows && pack_stride(tr, cols) > pack) pack = pack_stride(tr, cols);
+        const quant_kernels *k = quant_kernels_of(t);
+        if (!k || !quant_get_traits(t)) continue;
+        if (k->from_float && t != GGML_TYPE_F32 && quant_row_size(t, cols) > row) row = quant_row_size(t, cols);
+        if (k->pack_rows && pack_stride(k, cols) > pack) pack = pack_stride(k, cols);
     }
     return align64(row * (size_t)(max_tokens > 0 ? max_tokens : 1)) + (size_t)(nth > 0 ? nth : 1) * pack + 64;
 }
 
 typedef struct {
     const weight *W;
-    const quant_traits *tr;
+    const quant_kernels *k;  /* the weight type's kernels */
     const float *X;
     int n_tok;
     float *Y;
     const quant_traits *at;  /* activation type, NULL when X is used as is (f32) */
+    quantize_row_fn act_from_float; /* its quantizer */
     uint8_t *act;            /* (n_tok, act_row) activations for the dot products */
     size_t act_row;
     uint8_t *pack;           /* packing buffers, pack_stride bytes per thread, or NULL */
@@ -150,6 +146,60 @@ static void matmul_barrier(atomic_int *count, int nth) {
     }
 }
 
+/* Group g of a repacked matrix against tokens [t, t + nt): outputs straight
+ * into Y, or, for a last group that the padding rows fill up, through a
+ * buffer from which only the real rows are copied. */
+static void repacked_group(const matmul_job *j, int64_t g, int t, int nt) {
+    const weight *W = j->W;
+    const int R = j->k->repack_rows;
+    const int64_t rows = W->ne1, r = g * R;
+    const uint8_t *grp = (const uint8_t *)W->repacked + (size_t)g * (size_t)R * W->row_bytes;
+    const uint8_t *a = j->act + (size_t)t * j->act_row;
+    const size_t ys = j->n_tok == 1 ? 0 : (size_t)rows;
+    if (r + R <= rows) {
+        j->k->gemm_repacked(W->ne0, grp, nt, a, j->act_row, j->Y + (size_t)t * rows + r, ys);
+        return;
+    }
+    float tmp[4 * 64];
+    for (int t0 = 0; t0 < nt; t0 += 4) {
+        const int n4 = nt - t0 < 4 ? nt - t0 : 4;
+        j->k->gemm_repacked(W->ne0, grp, n4, a + (size_t)t0 * j->act_row, j->act_row, tmp, (size_t)R);
+        for (int u = 0; u < n4; u++)
+            memcpy(j->Y + (size_t)(t + t0 + u) * rows + r, tmp + (size_t)u * R, sizeof(float) * (size_t)(rows - r));
+    }
+}
+
+/* Weights repacked at load (quant.h): groups of R rows, each run against the
+ * tokens in tiles of repack_tokens. Decode claims chunks of groups as the
+ * threads get to them; prefill gives each thread a contiguous range of
+ * groups, walked in chunks that stay in L2 while every token passes. */
+static void matmul_repacked(matmul_job *j, int ith, int nth) {
+    const weight *W = j->W;
+    const int R = j->k->repack_rows, T = j->k->repack_tokens > 0 ? j->k->repack_tokens : 1;
+    const int64_t groups = (W->ne1 + R - 1) / R;
+    if (j->n_tok == 1) {
+        int64_t chunk = groups / (8 * (int64_t)nth);
+        if (chunk < 2) chunk = 2;
+        for (;;) {
+            const int64_t c0 = atomic_fetch_add_explicit(&j->next_row, chunk, memory_order_relaxed);
+            if (c0 >= groups) break;
+            const int64_t c1 = c0 + chunk < groups ? c0 + chunk : groups;
+            for (int64_t g = c0; g < c1; g++) repacked_group(j, g, 0, 1);
+        }
+        return;
+    }
+    const int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
+    int64_t chunk = (int64_t)(MATMUL_ROW_CHUNK_BYTES / ((size_t)R * W->row_bytes));
+    if (chunk < 1) chunk = 1;
+    for (int64_t c0 = g0; c0 < g1; c0 += chunk) {
+        const int64_t c1 = c0 + chunk < g1 ? c0 + chunk : g1;
+        for (int t = 0; t < j->n_tok; t += T) {
+            const int nt = j->n_tok - t < T ? j->n_tok - t : T;
+            for (int64_t g = c0; g < c1; g++) repacked_group(j, g, t, nt);
+        }
+    }
+}
+
 static void matmul_worker(void *arg, int ith, int nth) {
     matmul_job *j = arg;
     const weight *W = j->W;
@@ -161,20 +211,24 @@ static void matmul_worker(void *arg, int ith, int nth) {
         const int64_t bs = j->at->blck_size;
         const int64_t nb = (int64_t)n_tok * (cols / bs);
         const int64_t b0 = nb * ith / nth, b1 = nb * (ith + 1) / nth;
-        if (b1 > b0) j->at->from_float(j->X + b0 * bs, j->act + b0 * j->at->type_size, (b1 - b0) * bs);
+        if (b1 > b0) j->act_from_float(j->X + b0 * bs, j->act + b0 * j->at->type_size, (b1 - b0) * bs);
         if (nth > 1) matmul_barrier(&j->quantized, nth);
+    }
+    if (W->repacked) {
+        matmul_repacked(j, ith, nth);
+        return;
     }
     /* 2. this thread's rows against all tokens */
     const int64_t r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
     const uint8_t *base = (const uint8_t *)W->data;
     const size_t rb = W->row_bytes;
-    vec_dot_tile_fn tile = j->tr->vec_dot_tile;
+    vec_dot_tile_fn tile = j->k->vec_dot_tile;
     if (n_tok == 1) {
         /* chunks of rows claimed as the threads get to them (about 8 per
          * thread): a thread slowed by the other's memory traffic or by the
          * system takes fewer, instead of all waiting for it at the end. Rows
          * are independent, so the result does not depend on who ran which. */
-        const int DR = j->tr->decode_rows;
+        const int DR = j->k->decode_rows;
         int64_t chunk = rows / (8 * (int64_t)nth) / DR * DR;
         if (chunk < 4 * DR) chunk = 4 * DR;
         for (;;) {
@@ -192,17 +246,17 @@ static void matmul_worker(void *arg, int ith, int nth) {
          * chunk at a time, each group then run against all tokens */
         const int PR = QUANT_PACK_ROWS;
         uint8_t *pk = j->pack + (size_t)ith * j->pack_stride;
-        const size_t gb = j->tr->pack_bytes(cols);
+        const size_t gb = j->k->pack_bytes(cols);
         const int64_t groups = (int64_t)(j->pack_stride / gb);
         for (int64_t c0 = r0; c0 < r1; c0 += groups * PR) {
             const int64_t c1 = c0 + groups * PR < r1 ? c0 + groups * PR : r1;
             const int64_t ng = (c1 - c0) / PR;
-            for (int64_t g = 0; g < ng; g++) j->tr->pack_rows(cols, base + (c0 + g * PR) * rb, rb, pk + g * gb);
+            for (int64_t g = 0; g < ng; g++) j->k->pack_rows(cols, base + (c0 + g * PR) * rb, rb, pk + g * gb);
             for (int t = 0; t < n_tok; t += 4) {
                 const int nt = n_tok - t < 4 ? n_tok - t : 4;
                 const uint8_t *a = j->act + (size_t)t * j->act_row;
                 for (int64_t g = 0; g < ng; g++)
-                    j->tr->gemm_packed(cols, pk + g * gb, nt, a, j->act_row, j->Y + (size_t)t * rows + c0 + g * PR,
+                    j->k->gemm_packed(cols, pk + g * gb, nt, a, j->act_row, j->Y + (size_t)t * rows + c0 + g * PR,
                                        (size_t)rows);
             }
             const int64_t rr = c0 + ng * PR; /* rows left over at the end of the thread's range */
@@ -210,7 +264,7 @@ static void matmul_worker(void *arg, int ith, int nth) {
         }
         return;
     }
-    const int R = j->tr->tile_rows, T = j->tr->tile_tokens;
+    const int R = j->k->tile_rows, T = j->k->tile_tokens;
     int64_t chunk = (int64_t)(MATMUL_ROW_CHUNK_BYTES / (rb ? rb : 1)) / R * R;
     if (chunk < R) chunk = R;
     for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
@@ -228,7 +282,8 @@ static void matmul_worker(void *arg, int ith, int nth) {
 
 void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y, void *scratch) {
     const quant_traits *tr = quant_get_traits(W->type);
-    matmul_job j = {.W = W, .tr = tr, .X = X, .n_tok = n_tok, .Y = Y};
+    const quant_kernels *k = W->repacked ? W->repacked_kernels : quant_kernels_of(W->type);
+    matmul_job j = {.W = W, .k = k, .X = X, .n_tok = n_tok, .Y = Y};
     atomic_init(&j.quantized, 0);
     atomic_init(&j.next_row, 0);
     if (tr->vec_dot_type == GGML_TYPE_F32) {
@@ -236,11 +291,12 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
         j.act_row = (size_t)W->ne0 * sizeof(float);
     } else {
         j.at = quant_get_traits(tr->vec_dot_type);
+        j.act_from_float = quant_kernels_of(tr->vec_dot_type)->from_float;
         j.act = scratch;
         j.act_row = quant_row_size(tr->vec_dot_type, W->ne0);
-        if (tr->pack_rows && n_tok >= tr->pack_min_tokens) {
+        if (!W->repacked && k->pack_rows && n_tok >= k->pack_min_tokens) {
             j.pack = (uint8_t *)scratch + align64(j.act_row * (size_t)n_tok);
-            j.pack_stride = pack_stride(tr, W->ne0);
+            j.pack_stride = pack_stride(k, W->ne0);
         }
     }
     /* Waking the other threads costs tens of microseconds; a product this

@@ -3,9 +3,9 @@
  * kernels of quant.h: activation quantizers (q8_0, q8_1, q8_K) and dot
  * products of every weight type with its activation type.
  *
- * Everything here is plain scalar C and is the reference for the AVX2 twins
- * in quant_avx2.c; the traits table gets the twins chosen once per process
- * (quant_select_kernels).
+ * Everything here is plain scalar C and is the reference for the twins of
+ * each ISA level in src/arch/x86/ (quant_arch.h); quant_kernels_of() picks a
+ * level's row once per process (quant_select_kernels).
  *
  * Numerics:
  *  - dequantize_row_* evaluate exactly the same float expressions, in the same
@@ -29,6 +29,7 @@
 
 #include "fp16.h"
 #include "quant_blocks.h"
+#include "arch/quant_arch.h"
 
 /* Dot product of n floats, summed in chunks of 32 (one float partial sum per
  * chunk) — the "block" structure of the unquantized types. */
@@ -1041,8 +1042,7 @@ SCALAR_TILE(vec_dot_q6_K_q8_K)
     { .name = (nm), .blck_size = (bs), .type_size = (sz), .supported = true, \
       .dequantize_row = (deq), .vec_dot_f32 = (dot), .quantize_row = (qnt), .vec_dot_type = (vdt) }
 
-/* Not const: quant_select_kernels() fills in the kernels of the active ISA. */
-static quant_traits k_traits[GGML_TYPE_COUNT] = {
+static const quant_traits k_traits[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = TRAITS("f32", 1, sizeof(float), dequantize_row_f32, vec_dot_f32_f32, quantize_row_f32,
                              GGML_TYPE_F32),
     [GGML_TYPE_F16] = TRAITS("f16", 1, sizeof(uint16_t), dequantize_row_f16, vec_dot_f32_f16, quantize_row_f16,
@@ -1079,7 +1079,7 @@ static quant_traits k_traits[GGML_TYPE_COUNT] = {
 /* Scalar reference kernels. The tile shape only matters to the AVX2 twins
  * (a scalar tile is a loop over vec_dot); 1 x 1 keeps matmul simple. */
 #define WKERN(dot) { .vec_dot = dot, .vec_dot_tile = dot##_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 }
-static const quant_kernels k_scalar[GGML_TYPE_COUNT] = {
+const quant_kernels quant_kernels_scalar[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = { .from_float = quantize_row_f32, .vec_dot = vec_dot_f32_act,
                         .vec_dot_tile = vec_dot_f32_act_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
     [GGML_TYPE_F16] = WKERN(vec_dot_f16_act),
@@ -1101,59 +1101,109 @@ static const quant_kernels k_scalar[GGML_TYPE_COUNT] = {
 };
 #undef WKERN
 
-/* The AVX2 kernels live in quant_avx2.c and the CPU check in cpu.c. Both are
- * weak references so that a program built from quant.c alone (the GGUF
- * fuzzer) still links and simply runs the scalar kernels; ops.c references
- * them strongly, so every program that multiplies matrices links them in. */
-extern const quant_kernels *quant_avx2_kernels(uint32_t type) __attribute__((weak));
-extern cpu_isa cpu_isa_active(void) __attribute__((weak));
-extern bool cpu_isa_supported(cpu_isa isa) __attribute__((weak));
+/* ------------------------------------------------------------------------ */
+/* Kernel choice: one const table per ISA level, picked once                */
+/* ------------------------------------------------------------------------ */
 
-static cpu_isa g_active_isa = CPU_ISA_SCALAR;
-static pthread_once_t g_select_once = PTHREAD_ONCE_INIT;
-
-static bool avx2_usable(void) {
-    return quant_avx2_kernels && cpu_isa_supported && cpu_isa_supported(CPU_ISA_AVX2);
+/* The table of a level, or NULL if this CPU cannot run it. The 256-bit VNNI
+ * level has two encodings of the same source: VEX (AVX-VNNI) where the CPU
+ * has it, else EVEX (AVX512-VNNI + VL). */
+static const quant_kernels *level_table(cpu_isa isa) {
+    if (!cpu_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case CPU_ISA_SCALAR: return quant_kernels_scalar;
+    case CPU_ISA_AVX2: return quant_kernels_avx2;
+    case CPU_ISA_AVXVNNI: return cpu_has_avx_vnni() ? quant_kernels_avxvnni_vex : quant_kernels_avxvnni_evex;
+    case CPU_ISA_AVX512: return quant_kernels_avx512;
+    case CPU_ISA_COUNT: break;
+    }
+    return NULL;
 }
 
-/* Runs once per process: copies the kernels of the best usable ISA into the
- * traits table. */
+static bool kernels_present(const quant_kernels *k) { return k->from_float || k->vec_dot; }
+
+const quant_kernels *quant_get_kernels(uint32_t type, cpu_isa isa) {
+    if (type >= GGML_TYPE_COUNT || (unsigned)isa >= CPU_ISA_COUNT) return NULL;
+    const quant_kernels *t = level_table(isa);
+    return t && kernels_present(&t[type]) ? &t[type] : NULL;
+}
+
+/* Per type: the active level's row, else the highest level below it that has one. */
+static const quant_kernels *g_active[GGML_TYPE_COUNT];
+static pthread_once_t g_select_once = PTHREAD_ONCE_INIT;
+
 static void quant_select_kernels(void) {
-    g_active_isa = avx2_usable() && cpu_isa_active && cpu_isa_active() >= CPU_ISA_AVX2 ? CPU_ISA_AVX2 : CPU_ISA_SCALAR;
-    for (uint32_t t = 0; t < GGML_TYPE_COUNT; t++) {
-        const quant_kernels *k = quant_get_kernels(t, g_active_isa);
-        if (!k) k = quant_get_kernels(t, CPU_ISA_SCALAR);
-        if (!k) continue;
-        k_traits[t].from_float = k->from_float ? k->from_float : k_scalar[t].from_float;
-        k_traits[t].vec_dot = k->vec_dot;
-        k_traits[t].vec_dot_tile = k->vec_dot_tile;
-        k_traits[t].tile_rows = k->tile_rows;
-        k_traits[t].tile_tokens = k->tile_tokens;
-        k_traits[t].decode_rows = k->decode_rows;
-        k_traits[t].pack_bytes = k->pack_bytes;
-        k_traits[t].pack_rows = k->pack_rows;
-        k_traits[t].gemm_packed = k->gemm_packed;
-        k_traits[t].pack_min_tokens = k->pack_min_tokens;
+    const cpu_isa top = cpu_isa_active();
+    for (uint32_t t = 0; t < GGML_TYPE_COUNT; t++)
+        for (int isa = (int)top; isa >= CPU_ISA_SCALAR && !g_active[t]; isa--)
+            g_active[t] = quant_get_kernels(t, (cpu_isa)isa);
+}
+
+const quant_kernels *quant_kernels_of(uint32_t type) {
+    if (type >= GGML_TYPE_COUNT) return NULL;
+    pthread_once(&g_select_once, quant_select_kernels);
+    return g_active[type];
+}
+
+cpu_isa quant_active_isa(void) { return cpu_isa_active(); }
+
+const quant_traits *quant_get_traits(uint32_t type) {
+    if (type >= GGML_TYPE_COUNT || k_traits[type].name == NULL) return NULL;
+    return &k_traits[type];
+}
+
+/* ------------------------------------------------------------------------ */
+/* Repacked layout of the 32-value types (quant.h), reference form          */
+/* ------------------------------------------------------------------------ */
+
+/* Steps of R x 4 bytes per record; 0 if the type has no repacked layout. */
+static int repack_steps(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_Q4_0:
+    case GGML_TYPE_IQ4_NL: return 4;
+    case GGML_TYPE_Q8_0: return 8;
+    default: return 0;
     }
 }
 
-const quant_kernels *quant_get_kernels(uint32_t type, cpu_isa isa) {
-    if (type >= GGML_TYPE_COUNT) return NULL;
-    const quant_kernels *k = NULL;
-    if (isa == CPU_ISA_SCALAR) k = &k_scalar[type];
-    else if (isa == CPU_ISA_AVX2 && avx2_usable()) k = quant_avx2_kernels(type);
-    return k && (k->from_float || k->vec_dot) ? k : NULL;
+int quant_repack_b32(uint32_t type, int R, int64_t n, const void *w, size_t w_stride, void *dst) {
+    const int S = repack_steps(type);
+    if (!S || R <= 0 || n % 32) return -1;
+    const size_t bs = k_traits[type].type_size;
+    uint8_t *o = dst;
+    for (int64_t i = 0; i < n / 32; i++) {
+        for (int r = 0; r < R; r++) {
+            const uint8_t *b = (const uint8_t *)w + (size_t)r * w_stride + (size_t)i * bs;
+            memcpy(o + 2 * r, b, 2); /* d */
+            for (int k = 0; k < S; k++)
+                for (int j = 0; j < 4; j++) {
+                    const uint8_t c = b[2 + 4 * k + j];
+                    o[2 * R + (size_t)k * 4 * R + 4 * r + j] = S == 8 ? (uint8_t)(c ^ 0x80) : c;
+                }
+        }
+        o += (size_t)R * bs;
+    }
+    return 0;
 }
 
-cpu_isa quant_active_isa(void) {
-    pthread_once(&g_select_once, quant_select_kernels);
-    return g_active_isa;
-}
-
-const quant_traits *quant_get_traits(uint32_t type) {
-    pthread_once(&g_select_once, quant_select_kernels);
-    if (type >= GGML_TYPE_COUNT || k_traits[type].name == NULL) return NULL;
-    return &k_traits[type];
+int quant_unpack_b32(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride) {
+    const int S = repack_steps(type);
+    if (!S || R <= 0 || n % 32) return -1;
+    const size_t bs = k_traits[type].type_size;
+    const uint8_t *g = group;
+    for (int64_t i = 0; i < n / 32; i++) {
+        for (int r = 0; r < R; r++) {
+            uint8_t *b = (uint8_t *)w + (size_t)r * w_stride + (size_t)i * bs;
+            memcpy(b, g + 2 * r, 2);
+            for (int k = 0; k < S; k++)
+                for (int j = 0; j < 4; j++) {
+                    const uint8_t c = g[2 * R + (size_t)k * 4 * R + 4 * r + j];
+                    b[2 + 4 * k + j] = S == 8 ? (uint8_t)(c ^ 0x80) : c;
+                }
+        }
+        g += (size_t)R * bs;
+    }
+    return 0;
 }
 
 const char *quant_type_name(uint32_t type) {

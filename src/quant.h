@@ -57,9 +57,9 @@ typedef void (*quantize_row_fn)(const float *src, void *dst, int64_t n);
  * codes rint(x * 127/amax) (round half to even); q8_K uses ggml's
  * quantize_row_q8_K_ref (scale from the signed maximum, d = 1/(-127/max)).
  *
- * Every function below has a scalar reference and, on CPUs with AVX2+FMA+F16C,
- * an AVX2 twin; quant_get_traits() hands out the twin chosen once at start-up
- * (see cpu.h), quant_get_kernels() either one (tests).
+ * Every function below has a scalar reference and twins at the ISA levels of
+ * cpu.h (AVX2, 256-bit VNNI, AVX-512); quant_kernels_of() hands out the twin
+ * chosen once at start-up, quant_get_kernels() any one (tests).
  *  - Activation quantizers: the twins write identical bytes.
  *  - Quantized weights: a dot product is, block by block (super-block for the
  *    K-quants), an exact integer sum of code products followed by the
@@ -85,9 +85,9 @@ typedef void (*vec_dot_tile_fn)(int64_t n, int nr, int nt, const void *w, size_t
 
 
 /* Optional packed path for many tokens (prefill): QUANT_PACK_ROWS
- * consecutive weight rows are repacked once (pack_rows, into pack_bytes(n)
- * bytes) into a layout whose dot products with many tokens take fewer
- * instructions; gemm_packed then computes those rows against nt tokens,
+ * consecutive weight rows are repacked once per matmul (pack_rows, into
+ * pack_bytes(n) bytes) into a layout whose dot products with many tokens take
+ * fewer instructions; gemm_packed then computes those rows against nt tokens,
  * y[j * y_stride + i] = vec_dot(row i, act j, n), bit-identical to vec_dot. */
 #define QUANT_PACK_ROWS 8
 typedef size_t (*pack_bytes_fn)(int64_t n);
@@ -95,6 +95,34 @@ typedef void (*pack_rows_fn)(int64_t n, const void *w, size_t w_stride, void *ds
 typedef void (*gemm_packed_fn)(int64_t n, const void *packed, int nt, const void *a, size_t a_stride, float *y,
                                size_t y_stride);
 
+/* --- Weights repacked at load (decode and prefill) ---
+ * A kernel row with repack_rows = R > 0 reads a weight matrix in groups of R
+ * consecutive rows interleaved block by block, made once when the model is
+ * loaded (model.c; the file's rows stay untouched in the mapping and serve
+ * the last rows % R rows and every non-matmul use). For the 32-value types
+ * (q4_0, iq4_nl, q8_0) a group of R rows of n values is n/32 records, one
+ * per block index i, of R * type_size bytes (exactly the bytes of the R
+ * original blocks, so a repacked matrix is as large as the file's):
+ *     f16 d[R]                       the R rows' block scales
+ *     S steps k of R x 4 bytes       row r's 4 bytes at 4r .. 4r+3
+ * nibble types (S = 4): the bytes qs[4k .. 4k+3] of row r's block as stored
+ *   (low nibbles = elements 4k.., high nibbles = elements 16+4k..);
+ * q8_0 (S = 8): codes 4k .. 4k+3 of row r plus 128 (as unsigned bytes).
+ * So a 32-bit lane holds 4 codes of one row, and one VNNI dot product
+ * (vpdpbusd) of that vector with 4 broadcast activation codes advances the
+ * exact integer sums of R rows at once, with no horizontal reduction.
+ * gemm_repacked computes one group against nt tokens:
+ * y[j * y_stride + r] = vec_dot(row r, act j, n), bit-identical to the
+ * scalar reference. */
+typedef void (*repack_fn)(int64_t n, const void *w, size_t w_stride, void *dst);
+typedef void (*gemm_repacked_fn)(int64_t n, const void *group, int nt, const void *a, size_t a_stride, float *y,
+                                 size_t y_stride);
+
+/* The compute kernels of one type at one ISA level (like ggml's
+ * type_traits_cpu). Each level's rows form one const table in its arch file
+ * (src/arch/x86/quant_*.c; quant.c holds the scalar one); quant_kernels_of()
+ * hands out, per type, the row of the active level or of the highest level
+ * below it that has one, chosen once per process. */
 typedef struct {
     /* activation side: set on the rows of activation types (q8_0, q8_1, q8_K, f32) */
     quantize_row_fn from_float;
@@ -107,8 +135,13 @@ typedef struct {
     pack_rows_fn pack_rows;
     gemm_packed_fn gemm_packed;
     int pack_min_tokens;        /* tokens from which packing pays for itself */
+    int repack_rows;            /* > 0: weights repacked at load in groups of this many rows */
+    repack_fn repack;
+    gemm_repacked_fn gemm_repacked;
+    int repack_tokens;          /* tokens per gemm_repacked call that fill its registers */
 } quant_kernels;
 
+/* The file format of a type (like ggml's type_traits): one const row per type. */
 typedef struct {
     const char *name;      /* "q4_K", "f16", ... as ggml names it */
     int blck_size;         /* values per block */
@@ -117,26 +150,25 @@ typedef struct {
     dequantize_row_fn dequantize_row;
     vec_dot_f32_fn vec_dot_f32;
     quantize_row_fn quantize_row;
-    /* matmul kernels of the active ISA (see above) */
-    uint32_t vec_dot_type;      /* activation type of the dot products (weight types) */
-    quantize_row_fn from_float; /* f32 -> this type as an activation (activation types) */
-    vec_dot_fn vec_dot;
-    vec_dot_tile_fn vec_dot_tile;
-    int tile_rows, tile_tokens, decode_rows;
-    pack_bytes_fn pack_bytes; /* NULL: no packed path */
-    pack_rows_fn pack_rows;
-    gemm_packed_fn gemm_packed;
-    int pack_min_tokens;
+    uint32_t vec_dot_type; /* activation type of the dot products (weight types) */
 } quant_traits;
 
 /* Traits of a type id; NULL if the id is unknown or out of range. */
 const quant_traits *quant_get_traits(uint32_t type);
-/* The kernels of one ISA level for a type, whether or not that level is the
- * active one; NULL if the type has no kernels at that level or this CPU cannot
- * run them. For tests and benchmarks. */
+/* The kernels matmuls use for a type: the active level's row or that of the
+ * highest level below it that has one. NULL for types without kernels. */
+const quant_kernels *quant_kernels_of(uint32_t type);
+/* The kernels of exactly one ISA level for a type, whether or not that level
+ * is the active one; NULL if the type has no kernels at that level or this CPU
+ * cannot run them. For tests and benchmarks. */
 const quant_kernels *quant_get_kernels(uint32_t type, cpu_isa isa);
-/* ISA level of the kernels quant_get_traits() hands out. */
+/* ISA level of the kernels in use (cpu_isa_active()). */
 cpu_isa quant_active_isa(void);
+/* Reference (scalar) repacking of the 32-value types into groups of R rows
+ * (the layout above) and back; for the arch kernel rows and for tests.
+ * 0 on success, -1 if the type has no repacked layout. */
+int quant_repack_b32(uint32_t type, int R, int64_t n, const void *w, size_t w_stride, void *dst);
+int quant_unpack_b32(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride);
 /* Name of a type id, or "unknown". */
 const char *quant_type_name(uint32_t type);
 /* Bytes taken by a row of n values; 0 if n is not a multiple of the block size

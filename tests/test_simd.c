@@ -36,6 +36,13 @@ static bool have_avx2(const char *what) {
     return false;
 }
 
+/* True if the SIMD level isa runs here; says so once per test when not. */
+static bool have_level(int isa, const char *what) {
+    if (cpu_isa_supported((cpu_isa)isa)) return true;
+    print_message("[ SKIP     ] %s at %s: this CPU cannot run that level\n", what, cpu_isa_name((cpu_isa)isa));
+    return false;
+}
+
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     assert_non_null(p);
@@ -126,21 +133,29 @@ static void test_isa_selection(void **state) {
     const cpu_isa det = cpu_isa_detect(), act = cpu_isa_active();
     print_message("[ INFO     ] CPU kernels: detected %s, active %s%s\n", cpu_isa_name(det), cpu_isa_name(act),
                   getenv("ROTKV_ISA") ? " (ROTKV_ISA set)" : "");
+    for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++)
+        print_message("[ INFO     ] level %-7s %s\n", cpu_isa_name((cpu_isa)isa),
+                      cpu_isa_supported((cpu_isa)isa) ? "runs here: tested" : "not on this CPU: skipped");
     assert_true(act <= det);
     assert_int_equal(quant_active_isa(), act);
+    for (int isa = 0; isa < CPU_ISA_COUNT; isa++) assert_int_equal(cpu_isa_parse(cpu_isa_name((cpu_isa)isa)), isa);
+    assert_int_equal(cpu_isa_parse("avx1024"), -1);
+    assert_int_equal(cpu_isa_parse(""), -1);
     for (size_t i = 0; i < N_WEIGHT_TYPES; i++) {
         const uint32_t t = k_weight_types[i];
         const quant_traits *tr = quant_get_traits(t);
-        const quant_kernels *k = quant_get_kernels(t, act);
-        assert_non_null(tr->vec_dot);
-        assert_non_null(tr->vec_dot_tile);
+        const quant_kernels *k = quant_kernels_of(t);
         assert_non_null(k);
-        assert_ptr_equal(tr->vec_dot, k->vec_dot);
-        assert_ptr_equal(tr->vec_dot_tile, k->vec_dot_tile);
+        assert_non_null(k->vec_dot);
+        assert_non_null(k->vec_dot_tile);
+        /* the row of the highest level <= active that has one */
+        int from = -1;
+        for (int isa = (int)act; isa >= 0 && from < 0; isa--)
+            if (quant_get_kernels(t, (cpu_isa)isa)) from = isa;
+        assert_true(from >= 0);
+        assert_ptr_equal(k, quant_get_kernels(t, (cpu_isa)from));
         assert_non_null(quant_get_kernels(t, CPU_ISA_SCALAR));
-        const quant_traits *at = quant_get_traits(tr->vec_dot_type);
-        assert_non_null(at);
-        assert_non_null(at->from_float);
+        if (tr->vec_dot_type != GGML_TYPE_F32) assert_non_null(quant_kernels_of(tr->vec_dot_type)->from_float);
         assert_int_equal(t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16,
                          tr->vec_dot_type == GGML_TYPE_F32);
     }
@@ -150,8 +165,10 @@ static void test_isa_selection(void **state) {
     assert_int_equal(quant_get_traits(GGML_TYPE_Q4_K)->vec_dot_type, GGML_TYPE_Q8_K);
     assert_int_equal(quant_get_traits(GGML_TYPE_Q6_K)->vec_dot_type, GGML_TYPE_Q8_K);
     assert_int_equal(quant_get_traits(GGML_TYPE_IQ4_NL)->vec_dot_type, GGML_TYPE_Q8_0);
-    if (det >= CPU_ISA_AVX2) assert_null(quant_get_kernels(GGML_TYPE_Q4_0, (cpu_isa)7));
-    else assert_null(quant_get_kernels(GGML_TYPE_Q4_0, CPU_ISA_AVX2));
+    assert_null(quant_get_kernels(GGML_TYPE_Q4_0, (cpu_isa)7));
+    assert_null(quant_get_kernels(GGML_TYPE_COUNT, CPU_ISA_SCALAR));
+    for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++)
+        if (!cpu_isa_supported((cpu_isa)isa)) assert_null(quant_get_kernels(GGML_TYPE_Q4_0, (cpu_isa)isa));
 }
 
 /* Scalar activation quantizers: scale and rounding as documented. */
@@ -193,7 +210,7 @@ static void test_from_float_scalar(void **state) {
 /* AVX2 activation quantizers: byte-identical blocks. */
 static void test_from_float_bitexact(void **state) {
     (void)state;
-    if (!have_avx2("activation quantizers AVX2 vs scalar")) return;
+    if (!have_avx2("activation quantizers SIMD vs scalar")) return;
     uint64_t rng = 1;
     const int64_t n = 4096;
     float *x = xmalloc(sizeof(float) * n);
@@ -211,12 +228,17 @@ static void test_from_float_bitexact(void **state) {
             memset(s, 0xAA, bytes);
             memset(v, 0x55, bytes);
             quant_get_kernels(at, CPU_ISA_SCALAR)->from_float(x, s, n);
-            quant_get_kernels(at, CPU_ISA_AVX2)->from_float(x, v, n);
-            if (memcmp(s, v, bytes) != 0) {
-                size_t i = 0;
-                while (s[i] == v[i]) i++;
-                fail_msg("%s trial %d: byte %zu differs (scalar %02x, avx2 %02x)", quant_type_name(at), trial, i,
-                         s[i], v[i]);
+            for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+                const quant_kernels *kl = quant_get_kernels(at, (cpu_isa)isa);
+                if (!kl || !kl->from_float) continue;
+                memset(v, 0x55, bytes);
+                kl->from_float(x, v, n);
+                if (memcmp(s, v, bytes) != 0) {
+                    size_t i = 0;
+                    while (s[i] == v[i]) i++;
+                    fail_msg("%s trial %d: byte %zu differs (scalar %02x, %s %02x)", quant_type_name(at), trial, i,
+                             s[i], cpu_isa_name((cpu_isa)isa), v[i]);
+                }
             }
             free(s);
             free(v);
@@ -228,16 +250,17 @@ static void test_from_float_bitexact(void **state) {
 /* AVX2 dot products against the scalar twins: bit-identical for the
  * quantized types (exact integer block sums, the reference's float steps);
  * for f32/f16/bf16 |Δ| <= 1e-5 Σ|w_i a_i| over the values the two multiply. */
-static void test_vec_dot_avx2_vs_scalar(void **state) {
+static void test_vec_dot_levels_vs_scalar(void **state) {
     (void)state;
-    if (!have_avx2("vec_dot AVX2 vs scalar")) return;
     uint64_t rng = 2;
     const int64_t lens[] = {256, 512, 4096, 8, 40, 1000}; /* the last three: float types only */
+    for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+    if (!have_level(isa, "vec_dot vs scalar")) continue;
     for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
         const uint32_t wt = k_weight_types[ti];
         const quant_traits *tr = quant_get_traits(wt);
-        const quant_kernels *ks = quant_get_kernels(wt, CPU_ISA_SCALAR), *kv = quant_get_kernels(wt, CPU_ISA_AVX2);
-        assert_non_null(kv);
+        const quant_kernels *ks = quant_get_kernels(wt, CPU_ISA_SCALAR), *kv = quant_get_kernels(wt, (cpu_isa)isa);
+        if (!kv) continue; /* this level has no kernel of its own for the type */
         double worst = 0.0;
         for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
             const int64_t n = lens[li];
@@ -255,11 +278,11 @@ static void test_vec_dot_avx2_vs_scalar(void **state) {
                 const float s = ks->vec_dot(w, a, n), v = kv->vec_dot(w, a, n);
                 const double err = fabs((double)s - v);
                 if (tr->vec_dot_type != GGML_TYPE_F32 && memcmp(&s, &v, sizeof s) != 0)
-                    fail_msg("%s n=%lld trial %d: scalar %.9g avx2 %.9g differ", tr->name, (long long)n, trial,
-                             (double)s, (double)v);
+                    fail_msg("%s n=%lld trial %d: scalar %.9g %s %.9g differ", tr->name, (long long)n, trial,
+                             (double)s, cpu_isa_name((cpu_isa)isa), (double)v);
                 if (err > 1e-5 * mag + 1e-30)
-                    fail_msg("%s n=%lld trial %d: scalar %.9g avx2 %.9g, |Δ| %.3g > 1e-5 * %.6g", tr->name,
-                             (long long)n, trial, (double)s, (double)v, err, mag);
+                    fail_msg("%s n=%lld trial %d: scalar %.9g %s %.9g, |Δ| %.3g > 1e-5 * %.6g", tr->name,
+                             (long long)n, trial, (double)s, cpu_isa_name((cpu_isa)isa), (double)v, err, mag);
                 if (mag > 0 && err / mag > worst) worst = err / mag;
                 free(a);
             }
@@ -268,7 +291,9 @@ static void test_vec_dot_avx2_vs_scalar(void **state) {
             free(wf);
             free(af);
         }
-        print_message("[ INFO     ] %-6s avx2 vs scalar: max |Δ| / Σ|w·a| = %.2g\n", tr->name, worst);
+        print_message("[ INFO     ] %-6s %s vs scalar: max |Δ| / Σ|w·a| = %.2g\n", tr->name, cpu_isa_name((cpu_isa)isa),
+                      worst);
+    }
     }
 }
 
@@ -284,12 +309,13 @@ static void test_vec_dot_quantized_vs_f32(void **state) {
     const int64_t n = 2048;
     uint8_t *w = xmalloc(quant_row_size(GGML_TYPE_F32, n));
     float *x = xmalloc(sizeof(float) * n), *wf = xmalloc(sizeof(float) * n);
-    for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX2; isa++) {
-        if (isa == CPU_ISA_AVX2 && !have_avx2("quantized vec_dot vs f32 (AVX2)")) break;
+    for (int isa = CPU_ISA_SCALAR; isa < CPU_ISA_COUNT; isa++) {
+        if (isa > CPU_ISA_SCALAR && !have_level(isa, "quantized vec_dot vs f32 ")) continue;
         for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
             const uint32_t wt = k_weight_types[ti];
             const quant_traits *tr = quant_get_traits(wt);
             const quant_kernels *k = quant_get_kernels(wt, (cpu_isa)isa);
+            if (!k) continue;
             double worst = 0.0;
             for (int trial = 0; trial < 20; trial++) {
                 random_row(wt, n, w, &rng);
@@ -340,12 +366,13 @@ static void test_tiles_equal_vec_dot(void **state) {
     uint64_t rng = 4;
     const int64_t n = 512;
     enum { MR = 9, MT = 9 }; /* up to 8-row decode tiles */
-    for (int isa = CPU_ISA_SCALAR; isa <= CPU_ISA_AVX2; isa++) {
-        if (isa == CPU_ISA_AVX2 && !have_avx2("AVX2 tiles vs AVX2 vec_dot")) break;
+    for (int isa = CPU_ISA_SCALAR; isa < CPU_ISA_COUNT; isa++) {
+        if (isa > CPU_ISA_SCALAR && !have_level(isa, "tiles vs vec_dot")) continue;
         for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
             const uint32_t wt = k_weight_types[ti];
             const quant_traits *tr = quant_get_traits(wt);
             const quant_kernels *k = quant_get_kernels(wt, (cpu_isa)isa);
+            if (!k) continue;
             const size_t rb = quant_row_size(wt, n);
             const size_t ab = quant_row_size(tr->vec_dot_type, n);
             uint8_t *w = xmalloc(rb * MR), *a = xmalloc(ab * MT);
@@ -449,7 +476,13 @@ static void test_matmul_threads_bitexact(void **state) {
         const size_t rb = quant_row_size(wt, cols);
         uint8_t *data = xmalloc(rb * rows);
         for (int64_t r = 0; r < rows; r++) random_row(wt, cols, data + r * rb, &rng);
-        const weight W = {.data = data, .type = wt, .ne0 = cols, .ne1 = rows, .row_bytes = rb};
+        const weight W0 = {.data = data, .type = wt, .ne0 = cols, .ne1 = rows, .row_bytes = rb};
+        /* as the file's rows, then repacked for the active kernels (if the type has a layout) */
+        for (int rp = 0; rp < 2; rp++) {
+        weight W = W0;
+        uint64_t repacked_bytes = 0;
+        if (rp && !weight_repack(&W, &repacked_bytes)) break;
+        if (rp) assert_true(repacked_bytes >= rb * rows);
         const int ntoks[] = {1, 2, 5, 8, 13, 17}; /* 17: every type's packed path */
         for (size_t k = 0; k < sizeof ntoks / sizeof ntoks[0]; k++) {
             const int nt = ntoks[k];
@@ -467,15 +500,17 @@ static void test_matmul_threads_bitexact(void **state) {
                     fail_msg("%s: token %d of %d differs from the token alone", tr->name, t, nt);
                 /* and exactly the active vec_dot on the active quantizer's activations */
                 uint8_t *a = xmalloc(quant_row_size(tr->vec_dot_type, cols));
-                quant_get_traits(tr->vec_dot_type)->from_float(X + (size_t)t * cols, a, cols);
+                quant_kernels_of(tr->vec_dot_type)->from_float(X + (size_t)t * cols, a, cols);
                 for (int64_t r = 0; r < rows; r++) {
-                    const float want = tr->vec_dot(data + r * rb, a, cols);
+                    const float want = quant_kernels_of(wt)->vec_dot(data + r * rb, a, cols);
                     if (memcmp(&want, &Y[0][(size_t)t * rows + r], sizeof want) != 0)
                         fail_msg("%s: row %lld token %d: %.9g, vec_dot %.9g", tr->name, (long long)r, t,
                                  (double)Y[0][(size_t)t * rows + r], (double)want);
                 }
                 free(a);
             }
+        }
+        free(W.repacked);
         }
         free(data);
     }
@@ -486,6 +521,82 @@ static void test_matmul_threads_bitexact(void **state) {
     free(Y1);
     free(X);
     free(scratch);
+}
+
+/* Weights repacked at load (quant.h): the layout round-trips to the file's
+ * blocks, gemm_repacked of a group equals the scalar vec_dot bit for bit for
+ * 1..9 tokens and writes nothing else, at every level that has one; a
+ * malformed matrix is refused. */
+static void test_repacked_layout(void **state) {
+    (void)state;
+    uint64_t rng = 9;
+    const int64_t lens[] = {32, 96, 2048};
+    enum { MT = 9, MAXR = 16 };
+    int tested = 0;
+    for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+        if (!have_level(isa, "repacked gemm vs scalar vec_dot")) continue;
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            const uint32_t wt = k_weight_types[ti];
+            const quant_kernels *k = quant_get_kernels(wt, (cpu_isa)isa);
+            if (!k || k->repack_rows <= 0) continue;
+            const quant_traits *tr = quant_get_traits(wt);
+            const int R = k->repack_rows;
+            assert_true(R <= MAXR);
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                const int64_t n = lens[li];
+                const size_t rb = quant_row_size(wt, n), ab = quant_row_size(tr->vec_dot_type, n);
+                uint8_t *w = xmalloc(rb * R), *back = xmalloc(rb * R), *g = xmalloc(rb * R), *a = xmalloc(ab * MT);
+                float *x = xmalloc(sizeof(float) * n);
+                for (int r = 0; r < R; r++) random_row(wt, n, w + r * rb, &rng);
+                for (int t = 0; t < MT; t++) {
+                    random_floats(x, n, t == 3 ? 1e-4f : 1.0f, &rng);
+                    if (t == 5) memset(x, 0, sizeof(float) * (size_t)n); /* a zero token */
+                    quant_get_kernels(tr->vec_dot_type, CPU_ISA_SCALAR)->from_float(x, a + t * ab, n);
+                }
+                k->repack(n, w, rb, g);
+                assert_int_equal(quant_unpack_b32(wt, R, n, g, back, rb), 0);
+                if (memcmp(w, back, rb * R) != 0)
+                    fail_msg("%s (%s) n=%lld: repacked layout does not round-trip", tr->name, cpu_isa_name((cpu_isa)isa),
+                             (long long)n);
+                for (int nt = 1; nt <= MT; nt++) {
+                    float y[MT][MAXR + 2];
+                    memset(y, 0xFF, sizeof y);
+                    k->gemm_repacked(n, g, nt, a, ab, &y[0][0], MAXR + 2);
+                    for (int t = 0; t < MT; t++)
+                        for (int r = 0; r < MAXR + 2; r++) {
+                            if (t >= nt || r >= R) {
+                                assert_true(isnan(y[t][r]));
+                                continue;
+                            }
+                            const float want = quant_get_kernels(wt, CPU_ISA_SCALAR)->vec_dot(w + r * rb, a + t * ab, n);
+                            if (memcmp(&want, &y[t][r], sizeof want) != 0)
+                                fail_msg("%s (%s) repacked n=%lld, %d tokens: row %d token %d: %.9g, scalar %.9g",
+                                         tr->name, cpu_isa_name((cpu_isa)isa), (long long)n, nt, r, t, (double)y[t][r],
+                                         (double)want);
+                        }
+                }
+                tested++;
+                free(w);
+                free(back);
+                free(g);
+                free(a);
+                free(x);
+            }
+        }
+    }
+    /* no layout for types without one; malformed matrices are refused */
+    assert_int_equal(quant_repack_b32(GGML_TYPE_Q4_K, 16, 256, NULL, 0, NULL), -1);
+    assert_int_equal(quant_repack_b32(GGML_TYPE_Q4_0, 16, 33, NULL, 0, NULL), -1);
+    uint8_t blk[sizeof(block_q4_0) * 2] = {0};
+    weight bad = {.data = blk, .type = GGML_TYPE_Q4_0, .ne0 = 48, .ne1 = 1, .row_bytes = sizeof blk};
+    uint64_t bytes = 0;
+    assert_false(weight_repack(&bad, &bytes)); /* 48 values: not a multiple of the block */
+    bad.ne0 = 64;
+    bad.row_bytes = sizeof blk - 1; /* row size disagrees with the type */
+    assert_false(weight_repack(&bad, &bytes));
+    assert_null(bad.repacked);
+    assert_int_equal(bytes, 0);
+    if (cpu_isa_active() >= CPU_ISA_AVXVNNI) assert_true(tested > 0);
 }
 
 /* RMSNorm and SwiGLU: the dispatching entry point against the scalar
@@ -587,11 +698,12 @@ int main(void) {
         cmocka_unit_test(test_isa_selection),
         cmocka_unit_test(test_from_float_scalar),
         cmocka_unit_test(test_from_float_bitexact),
-        cmocka_unit_test(test_vec_dot_avx2_vs_scalar),
+        cmocka_unit_test(test_vec_dot_levels_vs_scalar),
         cmocka_unit_test(test_vec_dot_quantized_vs_f32),
         cmocka_unit_test(test_tiles_equal_vec_dot),
         cmocka_unit_test(test_packed_equals_vec_dot),
         cmocka_unit_test(test_matmul_threads_bitexact),
+        cmocka_unit_test(test_repacked_layout),
         cmocka_unit_test(test_layer_ops_vs_ref),
         cmocka_unit_test(test_rope_cache),
     };

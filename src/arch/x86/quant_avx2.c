@@ -31,6 +31,7 @@
 
 #include "fp16.h"
 #include "quant_blocks.h"
+#include "arch/quant_arch.h"
 #include "simd_avx2.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -133,6 +134,10 @@ AI void store_codes32(int8_t *dst, __m256i i0, __m256i i1, __m256i i2, __m256i i
 
 /* ------------------------------------------------------- activation quantizers */
 
+/* f32 "activations" are the floats themselves (matmul reads X directly; this
+ * is the row's from_float for callers that convert anyway). */
+static void f32_copy(const float *src, void *dst, int64_t n) { memcpy(dst, src, sizeof(float) * (size_t)n); }
+
 /* 32 floats -> amax, codes as 4 x 8 i32 (rounded half to even, like rintf). */
 AI float q8_block32(const float *x, __m256i q[4], float *amax_out) {
     __m256 v[4];
@@ -149,7 +154,7 @@ AI float q8_block32(const float *x, __m256i q[4], float *amax_out) {
     return id;
 }
 
-static void from_float_q8_0_avx2(const float *src, void *dst, int64_t n) {
+void quant_from_float_q8_0_avx2(const float *src, void *dst, int64_t n) {
     block_q8_0 *b = (block_q8_0 *)dst;
     for (int64_t i = 0; i < n / QK8_0; i++, b++, src += QK8_0) {
         __m256i q[4];
@@ -998,8 +1003,8 @@ DEFINE_B32(iq4_nl, K_IQ4_NL)
     { .vec_dot = name##_dot, .vec_dot_tile = name##_tile, .tile_rows = B32_DECODE_ROWS, .tile_tokens = 1, \
       .decode_rows = B32_DECODE_ROWS, .pack_bytes = name##_pack_bytes, .pack_rows = name##_pack, .gemm_packed = name##_gemm,                \
       .pack_min_tokens = min_tokens }
-static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
-    [GGML_TYPE_F32] = { .from_float = NULL, .vec_dot = f32_dot, .vec_dot_tile = f32_tile, .tile_rows = F_TILE_R,
+const quant_kernels quant_kernels_avx2[GGML_TYPE_COUNT] = {
+    [GGML_TYPE_F32] = { .from_float = f32_copy, .vec_dot = f32_dot, .vec_dot_tile = f32_tile, .tile_rows = F_TILE_R,
                         .tile_tokens = F_TILE_T, .decode_rows = DECODE_ROWS },
     [GGML_TYPE_F16] = WF(f16, F_TILE_R, F_TILE_T),
     [GGML_TYPE_BF16] = WF(bf16, F_TILE_R, F_TILE_T),
@@ -1007,7 +1012,7 @@ static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q4_1] = WB(q4_1, 4),
     [GGML_TYPE_Q5_0] = WB(q5_0, 4),
     [GGML_TYPE_Q5_1] = WB(q5_1, 4),
-    [GGML_TYPE_Q8_0] = { .from_float = from_float_q8_0_avx2, .vec_dot = q8_0_dot, .vec_dot_tile = q8_0_tile,
+    [GGML_TYPE_Q8_0] = { .from_float = quant_from_float_q8_0_avx2, .vec_dot = q8_0_dot, .vec_dot_tile = q8_0_tile,
                          .tile_rows = B32_DECODE_ROWS, .tile_tokens = 1, .decode_rows = B32_DECODE_ROWS,
                          .pack_bytes = q8_0_pack_bytes,
                          .pack_rows = q8_0_pack, .gemm_packed = q8_0_gemm, .pack_min_tokens = 16 },
@@ -1030,19 +1035,8 @@ static const quant_kernels k_avx2[GGML_TYPE_COUNT] = {
 #pragma GCC pop_options
 #endif
 
-/* f32 activations are used as they are: the F32 row borrows the scalar copy
- * (quant.c) as its from_float, so only the weight kernels are listed here. */
-const quant_kernels *quant_avx2_kernels(uint32_t type) {
-    if (type >= GGML_TYPE_COUNT) return NULL;
-    const quant_kernels *k = &k_avx2[type];
-    return k->from_float || k->vec_dot ? k : NULL;
-}
-
 #else /* not x86-64 */
 
-const quant_kernels *quant_avx2_kernels(uint32_t type) {
-    (void)type;
-    return NULL;
-}
+const quant_kernels quant_kernels_avx2[GGML_TYPE_COUNT];
 
 #endif

@@ -1,0 +1,238 @@
+/* quant_vnni.h — VNNI kernels of the 32-value weight types (q4_0, iq4_nl,
+ * q8_0) on the repacked layout of quant.h, written once for a vector width
+ * and included by the files of each level with these macros set:
+ *
+ *   VNNI_W        256 or 512 (bits per vector; R = VNNI_W / 32 rows per group)
+ *   VNNI_NAME(x)  a unique name per instantiation (x ## _avx512, ...)
+ *   DPBUSD256     the 256-bit vpdpbusd of the instantiation's encoding (VEX or EVEX)
+ *
+ * The includer sets the target (pragma) around the include. Shared by the
+ * levels: a lane is one weight row, so one vpdpbusd with 4 broadcast
+ * activation codes advances R rows' exact integer sums; the integer sum of a
+ * block is then turned into floats with the scalar reference's operations,
+ * (d_w * d_a) * isum added to the row's sum, lane by lane. Results are
+ * bit-identical to quant.c's vec_dot_*_q8_0 for every row and token.
+ *
+ * The codes enter vpdpbusd as unsigned bytes u = q + OFF (q4_0: the stored
+ * nibble, OFF 8; iq4_nl: its level + 128, OFF 128; q8_0: q + 128 as stored
+ * repacked, OFF 128), so isum = sum(u * a) - OFF * sum(a): exact in 32 bits
+ * (|sum| <= 32 * 255 * 128). */
+
+#include <string.h>
+
+#include "fp16.h"
+#include "quant.h"
+#include "quant_blocks.h"
+
+#if VNNI_W == 512
+#define VR 16
+typedef __m512i v_i;
+typedef __m512 v_f;
+#define V_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define V_SET1_32(x) _mm512_set1_epi32(x)
+#define V_SET1_8(x) _mm512_set1_epi8(x)
+#define V_AND(a, b) _mm512_and_si512(a, b)
+#define V_SRLI16(v, n) _mm512_srli_epi16(v, n)
+#define V_DPBUSD(acc, u, a) _mm512_dpbusd_epi32(acc, u, a)
+#define V_SHUF8(t, i) _mm512_shuffle_epi8(t, i)
+#define V_BCAST128(p) _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p)))
+#define VF_CVT(v) _mm512_cvtepi32_ps(v)
+#define VF_MUL(a, b) _mm512_mul_ps(a, b)
+#define VF_ADD(a, b) _mm512_add_ps(a, b)
+#define VF_SET1(x) _mm512_set1_ps(x)
+#define VF_ZERO() _mm512_setzero_ps()
+#define VF_STORE(p, v) _mm512_storeu_ps(p, v)
+#define VF_HALF(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#else
+#define VR 8
+typedef __m256i v_i;
+typedef __m256 v_f;
+#define V_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define V_SET1_32(x) _mm256_set1_epi32(x)
+#define V_SET1_8(x) _mm256_set1_epi8(x)
+#define V_AND(a, b) _mm256_and_si256(a, b)
+#define V_SRLI16(v, n) _mm256_srli_epi16(v, n)
+#define V_DPBUSD(acc, u, a) DPBUSD256(acc, u, a)
+#define V_SHUF8(t, i) _mm256_shuffle_epi8(t, i)
+#define V_BCAST128(p) _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p)))
+#define VF_CVT(v) _mm256_cvtepi32_ps(v)
+#define VF_MUL(a, b) _mm256_mul_ps(a, b)
+#define VF_ADD(a, b) _mm256_add_ps(a, b)
+#define VF_SET1(x) _mm256_set1_ps(x)
+#define VF_ZERO() _mm256_setzero_ps()
+#define VF_STORE(p, v) _mm256_storeu_ps(p, v)
+#define VF_HALF(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#endif
+
+#ifndef VNNI_COMMON
+#define VNNI_COMMON
+#define VAI static inline __attribute__((always_inline))
+enum { VK_Q4_0, VK_IQ4_NL, VK_Q8_0 };
+/* Bytes ahead of the record being read that decode asks the memory for:
+ * each group is one sequential stream, but the hardware prefetchers stop at
+ * 4 KiB pages (docs/performance.md). */
+#ifndef VNNI_PREFETCH_BYTES
+#define VNNI_PREFETCH_BYTES 1024
+#endif
+#endif
+
+/* iq4_nl's levels + 128, as unsigned bytes (the vpdpbusd operand). */
+static const uint8_t VNNI_NAME(iq4nl_u8)[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
+
+/* Sum of the 32 signed activation codes of a q8_0 block: sad of (q ^ 0x80)
+ * against 0 sums q + 128. */
+VAI int VNNI_NAME(act_sum)(const int8_t *q) {
+    const __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q), _mm256_set1_epi8((char)0x80));
+    const __m256i s = _mm256_sad_epu8(v, _mm256_setzero_si256());
+    const __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return (int)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - 32 * 128;
+}
+
+VAI int VNNI_NAME(off)(const int kind) { return kind == VK_Q4_0 ? 8 : 128; }
+
+VAI float VNNI_NAME(half)(const void *p) {
+    f16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* One group of VR repacked rows against NT tokens (NT a constant 1..4). */
+VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t *g, const uint8_t *a,
+                          size_t as, float *y, size_t ys) {
+    const size_t rec = (size_t)VR * (kind == VK_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0));
+    const v_i m4 = V_SET1_8(0x0F);
+    const v_i tbl = V_BCAST128(VNNI_NAME(iq4nl_u8));
+    v_f sum[4] = {VF_ZERO(), VF_ZERO(), VF_ZERO(), VF_ZERO()};
+    for (int64_t i = 0; i < n / 32; i++, g += rec) {
+        for (size_t o = 0; o < rec; o += 64) _mm_prefetch((const char *)g + VNNI_PREFETCH_BYTES + o, _MM_HINT_T0);
+        const uint8_t *q = g + 2 * VR;
+        v_i acc[4];
+        float da[4];
+        const int8_t *ac[4];
+        for (int t = 0; t < NT; t++) {
+            const block_q8_0 *ab = (const block_q8_0 *)(a + (size_t)t * as) + i;
+            ac[t] = ab->qs;
+            da[t] = VNNI_NAME(half)(&ab->d);
+            acc[t] = V_SET1_32(-VNNI_NAME(off)(kind) * VNNI_NAME(act_sum)(ab->qs));
+        }
+        if (kind == VK_Q8_0) {
+            for (int k = 0; k < 8; k++) {
+                const v_i w = V_LOAD(q + (size_t)k * 4 * VR);
+                for (int t = 0; t < NT; t++) {
+                    int32_t a4;
+                    memcpy(&a4, ac[t] + 4 * k, 4);
+                    acc[t] = V_DPBUSD(acc[t], w, V_SET1_32(a4));
+                }
+            }
+        } else {
+            for (int k = 0; k < 4; k++) {
+                const v_i w = V_LOAD(q + (size_t)k * 4 * VR);
+                v_i lo = V_AND(w, m4), hi = V_AND(V_SRLI16(w, 4), m4);
+                if (kind == VK_IQ4_NL) {
+                    lo = V_SHUF8(tbl, lo);
+                    hi = V_SHUF8(tbl, hi);
+                }
+                for (int t = 0; t < NT; t++) {
+                    int32_t a0, a1;
+                    memcpy(&a0, ac[t] + 4 * k, 4);
+                    memcpy(&a1, ac[t] + 16 + 4 * k, 4);
+                    acc[t] = V_DPBUSD(acc[t], lo, V_SET1_32(a0));
+                    acc[t] = V_DPBUSD(acc[t], hi, V_SET1_32(a1));
+                }
+            }
+        }
+        const v_f dw = VF_HALF(g);
+        for (int t = 0; t < NT; t++) sum[t] = VF_ADD(sum[t], VF_MUL(VF_MUL(dw, VF_SET1(da[t])), VF_CVT(acc[t])));
+    }
+    for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
+}
+
+VAI void VNNI_NAME(gemm)(const int kind, int64_t n, const void *group, int nt, const void *a, size_t as, float *y,
+                         size_t ys) {
+    const uint8_t *g = group, *A = a;
+    int t = 0;
+    for (; t + 4 <= nt; t += 4) VNNI_NAME(group)(kind, 4, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys);
+    switch (nt - t) {
+    case 3: VNNI_NAME(group)(kind, 3, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;
+    case 2: VNNI_NAME(group)(kind, 2, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;
+    case 1: VNNI_NAME(group)(kind, 1, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;
+    default: break;
+    }
+}
+
+/* One row in the file's layout . one token (rows outside a repacked group,
+ * and the rows of a matrix that was not repacked). */
+VAI float VNNI_NAME(dot1)(const int kind, int64_t n, const uint8_t *w, const uint8_t *a) {
+    const size_t bs = kind == VK_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0);
+    const __m128i tbl = _mm_loadu_si128((const __m128i *)VNNI_NAME(iq4nl_u8));
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++, w += bs) {
+        const block_q8_0 *ab = (const block_q8_0 *)a + i;
+        __m256i u;
+        if (kind == VK_Q8_0) {
+            u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_set1_epi8((char)0x80));
+        } else {
+            const __m128i b = _mm_loadu_si128((const __m128i *)(w + 2));
+            __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0F));
+            if (kind == VK_IQ4_NL) {
+                lo = _mm_shuffle_epi8(tbl, lo);
+                hi = _mm_shuffle_epi8(tbl, hi);
+            }
+            u = _mm256_set_m128i(hi, lo);
+        }
+        const __m256i p = DPBUSD256(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)ab->qs));
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+        const int isum = _mm_cvtsi128_si32(s) - VNNI_NAME(off)(kind) * VNNI_NAME(act_sum)(ab->qs);
+        sum += VNNI_NAME(half)(w) * VNNI_NAME(half)(&ab->d) * (float)isum;
+    }
+    return sum;
+}
+
+/* The kernel-row functions of one type. */
+#define VNNI_TYPE(tn, kind, ggml)                                                                                 \
+    static float VNNI_NAME(tn##_dot)(const void *row, const void *act, int64_t n) {                               \
+        return VNNI_NAME(dot1)(kind, n, (const uint8_t *)row, (const uint8_t *)act);                               \
+    }                                                                                                              \
+    static void VNNI_NAME(tn##_tile)(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a,           \
+                                     size_t as, float *y, size_t ys) {                                             \
+        for (int t = 0; t < nt; t++)                                                                               \
+            for (int r = 0; r < nr; r++)                                                                           \
+                y[(size_t)t * ys + r] = VNNI_NAME(dot1)(kind, n, (const uint8_t *)w + (size_t)r * ws,              \
+                                                        (const uint8_t *)a + (size_t)t * as);                      \
+    }                                                                                                              \
+    static void VNNI_NAME(tn##_repack)(int64_t n, const void *w, size_t ws, void *dst) {                          \
+        quant_repack_b32(ggml, VR, n, w, ws, dst);                                                                 \
+    }                                                                                                              \
+    static void VNNI_NAME(tn##_gemm)(int64_t n, const void *g, int nt, const void *a, size_t as, float *y,        \
+                                     size_t ys) {                                                                  \
+        VNNI_NAME(gemm)(kind, n, g, nt, a, as, y, ys);                                                             \
+    }
+
+VNNI_TYPE(q4_0, VK_Q4_0, GGML_TYPE_Q4_0)
+VNNI_TYPE(iq4_nl, VK_IQ4_NL, GGML_TYPE_IQ4_NL)
+VNNI_TYPE(q8_0, VK_Q8_0, GGML_TYPE_Q8_0)
+#undef VNNI_TYPE
+
+#define VNNI_ROW(tn)                                                                                               \
+    { .vec_dot = VNNI_NAME(tn##_dot), .vec_dot_tile = VNNI_NAME(tn##_tile), .tile_rows = 1, .tile_tokens = 1,      \
+      .decode_rows = 1, .repack_rows = VNNI_W / 32, .repack = VNNI_NAME(tn##_repack), .gemm_repacked = VNNI_NAME(tn##_gemm), \
+      .repack_tokens = 4 }
+
+#undef VR
+#undef V_LOAD
+#undef V_SET1_32
+#undef V_SET1_8
+#undef V_AND
+#undef V_SRLI16
+#undef V_DPBUSD
+#undef V_SHUF8
+#undef V_BCAST128
+#undef VF_CVT
+#undef VF_MUL
+#undef VF_ADD
+#undef VF_SET1
+#undef VF_ZERO
+#undef VF_STORE
+#undef VF_HALF

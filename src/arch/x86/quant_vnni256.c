@@ -1,0 +1,67 @@
+/* quant_vnni256.c — the 256-bit VNNI level (CPU_ISA_AVXVNNI): quant_vnni.h's
+ * kernels at 8 rows per group, instantiated twice from the same source:
+ *   quant_kernels_avxvnni_vex   VEX vpdpbusd (AVX-VNNI: Alder Lake and later)
+ *   quant_kernels_avxvnni_evex  EVEX vpdpbusd (AVX512-VNNI + VL: Ice Lake, Zen 4)
+ * quant.c takes the VEX table where the CPU has AVX-VNNI, else the EVEX one, so
+ * an AVX-512 machine runs (and tests) this level's code too. Types without a
+ * VNNI kernel fall back to the AVX2 row (quant.c). */
+#include "arch/quant_arch.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define VNNI_W 256
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+#endif
+#define VNNI_NAME(x) x##_vex
+#define DPBUSD256(acc, u, a) _mm256_dpbusd_avx_epi32(acc, u, a)
+#include "quant_vnni.h"
+const quant_kernels quant_kernels_avxvnni_vex[GGML_TYPE_COUNT] = {
+    [GGML_TYPE_Q4_0] = VNNI_ROW(q4_0),
+    [GGML_TYPE_IQ4_NL] = VNNI_ROW(iq4_nl),
+    [GGML_TYPE_Q8_0] = { .from_float = quant_from_float_q8_0_avx2, .vec_dot = q8_0_dot_vex, .vec_dot_tile = q8_0_tile_vex,
+                         .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1, .repack_rows = 8,
+                         .repack = q8_0_repack_vex, .gemm_repacked = q8_0_gemm_vex, .repack_tokens = 4 },
+};
+#undef VNNI_NAME
+#undef DPBUSD256
+#undef VNNI_ROW
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")
+#endif
+#define VNNI_NAME(x) x##_evex
+#define DPBUSD256(acc, u, a) _mm256_dpbusd_epi32(acc, u, a)
+#include "quant_vnni.h"
+const quant_kernels quant_kernels_avxvnni_evex[GGML_TYPE_COUNT] = {
+    [GGML_TYPE_Q4_0] = VNNI_ROW(q4_0),
+    [GGML_TYPE_IQ4_NL] = VNNI_ROW(iq4_nl),
+    [GGML_TYPE_Q8_0] = { .from_float = quant_from_float_q8_0_avx2, .vec_dot = q8_0_dot_evex, .vec_dot_tile = q8_0_tile_evex,
+                         .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1, .repack_rows = 8,
+                         .repack = q8_0_repack_evex, .gemm_repacked = q8_0_gemm_evex, .repack_tokens = 4 },
+};
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#else /* not x86-64 */
+
+const quant_kernels quant_kernels_avxvnni_vex[GGML_TYPE_COUNT];
+const quant_kernels quant_kernels_avxvnni_evex[GGML_TYPE_COUNT];
+
+#endif
