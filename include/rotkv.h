@@ -67,10 +67,18 @@ typedef struct {
     float rope_freq_base, norm_eps;
     uint64_t n_params;     /* number of weights */
     uint64_t weight_bytes; /* bytes of tensor data */
+    uint64_t matmul_bytes; /* bytes of the matrices one token's forward pass reads (all but the embedding table) */
+    uint64_t repacked_bytes; /* heap bytes of weights repacked at load for the kernels (0: none) */
+    char isa[16];          /* kernel level in use: scalar, avx2, avxvnni, avx512 */
     char name[128];        /* general.name, may be empty */
 } rotkv_model_info;
 
 void rotkv_model_get_info(const rotkv_model *model, rotkv_model_info *info);
+/* The CPU kernel level in use ("avx512", ...): the best this CPU has, capped
+ * by the environment variable ROTKV_ISA=scalar|avx2|avxvnni|avx512. */
+const char *rotkv_kernel_isa(void);
+/* NULL, or why ROTKV_ISA was not understood (programs print it and stop). */
+const char *rotkv_kernel_isa_error(void);
 /* Writes a human-readable description (hyperparameters, tensor types and
  * sizes) to a caller-provided FILE* (passed as void* to keep stdio out of
  * this header). */

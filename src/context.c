@@ -8,6 +8,7 @@
 #include "attention.h"
 #include "context.h"
 #include "kv_cache.h"
+#include "cpu.h"
 #include "model.h"
 #include "ops.h"
 #include "quant.h"
@@ -63,8 +64,14 @@ void rotkv_model_get_info(const rotkv_model *m, rotkv_model_info *info) {
     info->norm_eps = hp->norm_eps;
     info->n_params = m->n_params;
     info->weight_bytes = m->weight_bytes;
+    info->matmul_bytes = m->matmul_bytes;
+    info->repacked_bytes = m->repacked_bytes;
+    snprintf(info->isa, sizeof info->isa, "%s", cpu_isa_name(cpu_isa_active()));
     snprintf(info->name, sizeof info->name, "%s", m->name);
 }
+
+const char *rotkv_kernel_isa(void) { return cpu_isa_name(cpu_isa_active()); }
+const char *rotkv_kernel_isa_error(void) { return cpu_isa_env_error(); }
 
 void rotkv_model_describe(const rotkv_model *m, void *file) {
     FILE *fp = file;
@@ -91,6 +98,13 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
             hp->rope_freq_scale != 1.0f ? " (linear scaling)" : "");
     fprintf(fp, "rms_norm_eps:    %g\n", hp->norm_eps);
     fprintf(fp, "output:          %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "separate");
+    fprintf(fp, "kernels:         %s (CPU: %s%s)\n", cpu_isa_name(cpu_isa_active()), cpu_isa_name(cpu_isa_detect()),
+            getenv("ROTKV_ISA") ? ", capped by ROTKV_ISA" : "");
+    if (m->repacked_bytes)
+        fprintf(fp, "repacked:        %.2f MiB of weights in the kernels' layout at load (their file pages are released: "
+                    "no extra memory)\n", m->repacked_bytes / 1048576.0);
+    else
+        fprintf(fp, "repacked:        none (the kernels read the file's layout)\n");
     fprintf(fp, "parameters:      %llu (%.2f MiB of tensor data)\n", (unsigned long long)m->n_params,
             m->weight_bytes / 1048576.0);
     /* per-type totals, then every tensor */
@@ -461,10 +475,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
     const int E = (int)hp->n_embd, hd = (int)hp->head_dim_k, F = (int)hp->n_ff;
     const int nh = (int)hp->n_head, nkv = (int)hp->n_head_kv;
     const int Qd = nh * hd, Kd = nkv * hd;
-    const quant_traits *et = quant_get_traits(m->tok_embd.type);
-    for (int t = 0; t < n; t++)
-        et->dequantize_row((const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
-                           c->x + (size_t)t * E, E);
+    for (int t = 0; t < n; t++) model_embedding_row(m, tokens[t], c->x + (size_t)t * E);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const layer_weights *L = &m->layers[il];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->attn_norm, E, hp->norm_eps);

@@ -266,7 +266,21 @@ static int model_matmul_weights(struct rotkv_model *m, weight **out, int max) {
     return n;
 }
 
-bool weight_repack(weight *w, uint64_t *bytes) {
+/* Gives the mapping's pages of a tensor back (they are re-read from the file
+ * if anything touches them again). */
+static void release_pages(const void *data, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)data + page - 1) / page * page, b = ((uintptr_t)data + n) / page * page;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* weight_repack; release: give the file's pages back as the groups are made
+ * (w->data is in the model's mapping), so loading never holds both copies. */
+static bool weight_repack_release(weight *w, uint64_t *bytes, bool release);
+
+bool weight_repack(weight *w, uint64_t *bytes) { return weight_repack_release(w, bytes, false); }
+
+static bool weight_repack_release(weight *w, uint64_t *bytes, bool release) {
     const quant_kernels *k = quant_kernels_of(w->type);
     const quant_traits *tr = quant_get_traits(w->type);
     if (!k || !tr || k->repack_rows <= 0 || !k->repack || !k->gemm_repacked || w->repacked) return false;
@@ -291,6 +305,11 @@ bool weight_repack(weight *w, uint64_t *bytes) {
             src = tail;
         }
         k->repack(w->ne0, src, w->row_bytes, (uint8_t *)buf + (size_t)g * gb);
+        if (release && (g % 256 == 255 || g + 1 == groups)) { /* every 256 groups (~4.5 MiB of q4_0 at 2048 columns) */
+            const int64_t g0 = g / 256 * 256;
+            const int64_t r1 = (g + 1) * R < w->ne1 ? (g + 1) * R : w->ne1;
+            release_pages((const uint8_t *)w->data + (size_t)(g0 * R) * w->row_bytes, (size_t)(r1 - g0 * R) * w->row_bytes);
+        }
     }
     free(tail);
     w->repacked = buf;
@@ -299,17 +318,9 @@ bool weight_repack(weight *w, uint64_t *bytes) {
     return true;
 }
 
-/* Gives the mapping's pages of a tensor back (they are re-read from the file
- * if anything touches them again). */
-static void release_pages(const void *data, size_t n) {
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)data + page - 1) / page * page, b = ((uintptr_t)data + n) / page * page;
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-}
-
-/* Weights repacked at load (quant.h), unless ROTKV_REPACK=0. The token
- * embedding keeps its file rows (rows are looked up one by one), so a tied
- * output matrix is repacked into a copy and its pages stay mapped. */
+/* Weights repacked at load (quant.h), unless ROTKV_REPACK=0. A tied output
+ * matrix is the token embedding too: its rows are then looked up in the
+ * repacked groups (model_embedding_row), so its file pages go as well. */
 static void model_repack(struct rotkv_model *m) {
     const char *env = getenv("ROTKV_REPACK");
     if (env && !strcmp(env, "0")) return;
@@ -318,8 +329,26 @@ static void model_repack(struct rotkv_model *m) {
     for (int i = 0; i < n; i++) {
         weight *w = ws[i];
         const bool tied = w == &m->output && w->data == m->tok_embd.data;
-        if (weight_repack(w, &m->repacked_bytes) && !tied) release_pages(w->data, (size_t)w->ne1 * w->row_bytes);
+        if (!weight_repack_release(w, &m->repacked_bytes, true)) continue;
+        if (tied) {
+            m->tok_embd.repacked = w->repacked; /* shared, owned by output */
+            m->tok_embd.repacked_kernels = w->repacked_kernels;
+        }
     }
+}
+
+void model_embedding_row(const struct rotkv_model *m, int32_t token, float *out) {
+    const weight *w = &m->tok_embd;
+    const quant_traits *tr = quant_get_traits(w->type);
+    if (w->repacked) {
+        const int R = w->repacked_kernels->repack_rows;
+        uint8_t row[w->row_bytes];
+        quant_unpack_b32_row(w->type, R, w->ne0, (const uint8_t *)w->repacked + (size_t)(token / R) * R * w->row_bytes,
+                             token % R, row);
+        tr->dequantize_row(row, out, w->ne0);
+        return;
+    }
+    tr->dequantize_row((const uint8_t *)w->data + (size_t)token * w->row_bytes, out, w->ne0);
 }
 
 void model_free(struct rotkv_model *m) {
@@ -414,6 +443,11 @@ rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **
         const gguf_tensor *t = &m->gguf->tensors[i];
         m->n_params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
         m->weight_bytes += t->nbytes;
+    }
+    {
+        weight *ws[4096];
+        const int n = model_matmul_weights(m, ws, (int)(sizeof ws / sizeof ws[0]));
+        for (int i = 0; i < n; i++) m->matmul_bytes += (uint64_t)ws[i]->ne1 * ws[i]->row_bytes;
     }
     model_repack(m);
     *out = m;

@@ -64,6 +64,7 @@ struct rotkv_model {
     float *rope_factors; /* (n_rot/2,) llama3 frequency divisors, or NULL */
     layer_weights *layers;
     uint64_t n_params, weight_bytes;
+    uint64_t matmul_bytes;   /* bytes of the matrices a token's forward pass reads */
     uint64_t repacked_bytes; /* heap bytes of the repacked weights (their file pages are released) */
     char name[128];
 };
@@ -73,6 +74,10 @@ struct rotkv_model {
  * if the type has no repacked layout at this ISA level, the matrix is not
  * well formed (row size, block multiple) or memory runs out. */
 bool weight_repack(weight *w, uint64_t *bytes);
+
+/* The embedding of a token (< n_vocab) as n_embd floats, from the file's row
+ * or, for a tied matrix that was repacked, from its group. */
+void model_embedding_row(const struct rotkv_model *m, int32_t token, float *out);
 
 /* Loads and validates; on error returns a status and fills err. */
 rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **out, rotkv_error *err);

@@ -1186,6 +1186,22 @@ int quant_repack_b32(uint32_t type, int R, int64_t n, const void *w, size_t w_st
     return 0;
 }
 
+int quant_unpack_b32_row(uint32_t type, int R, int64_t n, const void *group, int r, void *row) {
+    const int S = repack_steps(type);
+    if (!S || R <= 0 || r < 0 || r >= R || n % 32) return -1;
+    const size_t bs = k_traits[type].type_size;
+    const uint8_t *g = group;
+    uint8_t *b = row;
+    for (int64_t i = 0; i < n / 32; i++, g += (size_t)R * bs, b += bs) {
+        memcpy(b, g + 2 * r, 2);
+        for (int k = 0; k < S; k++) {
+            const uint8_t *c = g + 2 * R + (size_t)k * 4 * R + 4 * r;
+            for (int j = 0; j < 4; j++) b[2 + 4 * k + j] = S == 8 ? (uint8_t)(c[j] ^ 0x80) : c[j];
+        }
+    }
+    return 0;
+}
+
 int quant_unpack_b32(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride) {
     const int S = repack_steps(type);
     if (!S || R <= 0 || n % 32) return -1;

@@ -169,6 +169,8 @@ cpu_isa quant_active_isa(void);
  * 0 on success, -1 if the type has no repacked layout. */
 int quant_repack_b32(uint32_t type, int R, int64_t n, const void *w, size_t w_stride, void *dst);
 int quant_unpack_b32(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride);
+/* Row r (< R) of a repacked group back in the file's layout. */
+int quant_unpack_b32_row(uint32_t type, int R, int64_t n, const void *group, int r, void *row);
 /* Name of a type id, or "unknown". */
 const char *quant_type_name(uint32_t type);
 /* Bytes taken by a row of n values; 0 if n is not a multiple of the block size

@@ -119,6 +119,17 @@ static void finish_row(bench_row *r, int n_tokens, const double *ns, int reps) {
     r->stddev_ts = reps > 1 ? sqrt(fmax(0, (tsum2 - tsum * tsum / reps) / (reps - 1))) : 0;
 }
 
+/* Bytes one generated token reads: every matrix once and the cache up to the
+ * row's depth (the average over its n_gen tokens is within n_gen / depth). */
+static double bytes_read(const rotkv_model_info *mi, const bench_row *r) {
+    return (double)mi->matmul_bytes + r->kv_bytes_per_token * (r->n_depth + r->n_gen / 2.0);
+}
+
+/* Achieved read bandwidth of a generation row (0 for prompt rows). */
+static double achieved_gbps(const rotkv_model_info *mi, const bench_row *r) {
+    return r->n_gen ? bytes_read(mi, r) * r->avg_ts / 1e9 : 0.0;
+}
+
 int cmd_bench(int argc, char **argv) {
     char def_p[] = "512", def_n[] = "128", def_d[] = "0", def_t[16], def_k[] = "f16", def_v[] = "f16";
     char *ap = def_p, *an = def_n, *ad = def_d, *at = NULL, *ak = def_k, *av = def_v;
@@ -279,8 +290,12 @@ int cmd_bench(int argc, char **argv) {
                             row->kv_allocated_bytes = ks.blocks_used * (double)ks.bytes_per_block;
                             row->rss_kv_delta_bytes = rss_delta;
                             finish_row(row, nt, ns, reps);
-                            fprintf(stderr, "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s\n", row->test, nt, depth,
-                                    row->avg_ts, row->stddev_ts);
+                            if (row->n_gen)
+                                fprintf(stderr, "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s, %.1f GB/s read (%s)\n",
+                                        row->test, nt, depth, row->avg_ts, row->stddev_ts, achieved_gbps(&mi, row), mi.isa);
+                            else
+                                fprintf(stderr, "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s (%s)\n", row->test, nt,
+                                        depth, row->avg_ts, row->stddev_ts, mi.isa);
                         }
                     }
                     rotkv_context_free(ctx);
@@ -304,9 +319,11 @@ int cmd_bench(int argc, char **argv) {
                    r->n_gen, r->n_depth, r->avg_ns, r->stddev_ns, r->avg_ts, r->stddev_ts);
             for (int s = 0; s < r->n_samples; s++) printf("%s%.6f", s ? ", " : "", r->samples_ts[s]);
             printf("], \"kv_bytes_per_token\": %.2f, \"kv_bytes_at_depth\": %llu, \"kv_allocated_bytes\": %.0f, "
-                   "\"rss_kv_delta_bytes\": %.0f, \"peak_rss_bytes\": %.0f}%s\n",
+                   "\"rss_kv_delta_bytes\": %.0f, \"peak_rss_bytes\": %.0f, \"cpu_isa\": \"%s\", "
+                   "\"repacked_bytes\": %llu, \"bytes_per_token_read\": %.0f, \"achieved_gbps\": %.3f}%s\n",
                    r->kv_bytes_per_token, (unsigned long long)r->kv_bytes_at_depth, r->kv_allocated_bytes,
-                   r->rss_kv_delta_bytes, rss, i + 1 < n_rows ? "," : "");
+                   r->rss_kv_delta_bytes, rss, mi.isa, (unsigned long long)mi.repacked_bytes, bytes_read(&mi, r),
+                   achieved_gbps(&mi, r), i + 1 < n_rows ? "," : "");
         }
         printf("]\n");
     } else if (!strcmp(fmt, "csv")) {
@@ -318,16 +335,19 @@ int cmd_bench(int argc, char **argv) {
                    r->kv_bytes_per_token, rss);
         }
     } else {
-        printf("| model | size | params | threads | type_k | type_v | KV B/token | test | t/s |\n");
-        printf("| --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: |\n");
+        printf("kernels: %s; GB/s = (weights + KV at depth) bytes read per generated token x t/s\n\n", mi.isa);
+        printf("| model | size | params | threads | type_k | type_v | KV B/token | test | t/s | GB/s |\n");
+        printf("| --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | ---: |\n");
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
             char test[64];
             snprintf(test, sizeof test, "%s%d%s", r->test, r->n_prompt + r->n_gen, "");
             if (r->n_depth) snprintf(test + strlen(test), sizeof test - strlen(test), " @ d%d", r->n_depth);
-            printf("| %s | %.2f MiB | %.2f M | %d | %s | %s | %.0f | %s | %.2f ± %.2f |\n", mi.arch,
+            char gbps[32] = "";
+            if (r->n_gen) snprintf(gbps, sizeof gbps, "%.1f", achieved_gbps(&mi, r));
+            printf("| %s | %.2f MiB | %.2f M | %d | %s | %s | %.0f | %s | %.2f ± %.2f | %s |\n", mi.arch,
                    mi.weight_bytes / 1048576.0, mi.n_params / 1e6, r->n_threads, r->type_k, r->type_v,
-                   r->kv_bytes_per_token, test, r->avg_ts, r->stddev_ts);
+                   r->kv_bytes_per_token, test, r->avg_ts, r->stddev_ts, gbps);
         }
         printf("\npeak RSS: %.1f MiB\n", rss / 1048576.0);
     }

@@ -39,6 +39,10 @@ int main(int argc, char **argv) {
         printf("rotkv %s\n", ROTKV_VERSION);
         return 0;
     }
+    if (rotkv_kernel_isa_error()) {
+        fprintf(stderr, "rotkv: error: %s\n", rotkv_kernel_isa_error());
+        return 2;
+    }
     static const struct {
         const char *name;
         int (*fn)(int, char **);
