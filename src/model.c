@@ -288,7 +288,8 @@ static bool weight_repack_release(weight *w, uint64_t *bytes, bool release) {
         return false; /* not a well-formed matrix of its type (load_weight refuses these) */
     const int R = k->repack_rows;
     const int64_t groups = (w->ne1 + R - 1) / R;
-    const size_t gb = (size_t)R * w->row_bytes, total = (size_t)groups * gb;
+    const size_t gb = k->repack_group_bytes(w->ne0), total = (size_t)groups * gb;
+    if (!gb) return false;
     void *buf = NULL;
     if (posix_memalign(&buf, 64, total ? total : 64) != 0) return false;
     uint8_t *tail = NULL;
@@ -343,8 +344,8 @@ void model_embedding_row(const struct rotkv_model *m, int32_t token, float *out)
     if (w->repacked) {
         const int R = w->repacked_kernels->repack_rows;
         uint8_t row[w->row_bytes];
-        quant_unpack_b32_row(w->type, R, w->ne0, (const uint8_t *)w->repacked + (size_t)(token / R) * R * w->row_bytes,
-                             token % R, row);
+        const size_t gb = w->repacked_kernels->repack_group_bytes(w->ne0);
+        quant_unpack_row(w->type, R, w->ne0, (const uint8_t *)w->repacked + (size_t)(token / R) * gb, token % R, row);
         tr->dequantize_row(row, out, w->ne0);
         return;
     }

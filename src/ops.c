@@ -153,7 +153,7 @@ static void repacked_group(const matmul_job *j, int64_t g, int t, int nt) {
     const weight *W = j->W;
     const int R = j->k->repack_rows;
     const int64_t rows = W->ne1, r = g * R;
-    const uint8_t *grp = (const uint8_t *)W->repacked + (size_t)g * (size_t)R * W->row_bytes;
+    const uint8_t *grp = (const uint8_t *)W->repacked + (size_t)g * j->k->repack_group_bytes(W->ne0);
     const uint8_t *a = j->act + (size_t)t * j->act_row;
     const size_t ys = j->n_tok == 1 ? 0 : (size_t)rows;
     if (r + R <= rows) {
@@ -189,7 +189,7 @@ static void matmul_repacked(matmul_job *j, int ith, int nth) {
         return;
     }
     const int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
-    int64_t chunk = (int64_t)(MATMUL_ROW_CHUNK_BYTES / ((size_t)R * W->row_bytes));
+    int64_t chunk = (int64_t)(MATMUL_ROW_CHUNK_BYTES / j->k->repack_group_bytes(W->ne0));
     if (chunk < 1) chunk = 1;
     for (int64_t c0 = g0; c0 < g1; c0 += chunk) {
         const int64_t c1 = c0 + chunk < g1 ? c0 + chunk : g1;

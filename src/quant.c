@@ -1202,6 +1202,100 @@ int quant_unpack_b32_row(uint32_t type, int R, int64_t n, const void *group, int
     return 0;
 }
 
+/* q4_K's 12 scale bytes from the 8 unpacked scales and minimums (the inverse
+ * of kquant_scale_min: every one of the 96 bits is a bit of some sc or m). */
+static void kquant_pack_scale_min(const uint8_t sc[8], const uint8_t mn[8], uint8_t s[12]) {
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        s[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
+    }
+}
+
+size_t quant_repack_group_bytes(uint32_t type, int R, int64_t n) {
+    if (R <= 0 || n <= 0) return 0;
+    switch (type) {
+    case GGML_TYPE_Q4_K: return n % QK_K ? 0 : (size_t)(n / QK_K) * 148u * (size_t)R;
+    case GGML_TYPE_Q6_K: return n % QK_K ? 0 : (size_t)(n / QK_K) * 210u * (size_t)R;
+    default: return repack_steps(type) && n % 32 == 0 ? quant_row_size(type, n) * (size_t)R : 0;
+    }
+}
+
+/* One super-block of R rows <-> its record; to_record selects the direction. */
+static void k_record(uint32_t type, int R, uint8_t *rec, uint8_t *const *blk, bool to_record) {
+#define MOVE(rp, bp, nbytes) (to_record ? memcpy(rp, bp, nbytes) : memcpy(bp, rp, nbytes))
+    if (type == GGML_TYPE_Q4_K) {
+        for (int r = 0; r < R; r++) {
+            block_q4_K *b = (block_q4_K *)blk[r];
+            MOVE(rec + 2 * r, &b->d, 2);
+            MOVE(rec + 2 * R + 2 * r, &b->dmin, 2);
+            uint8_t sc[8], mn[8];
+            if (to_record) {
+                for (int j = 0; j < 8; j++) kquant_scale_min(b->scales, j, &sc[j], &mn[j]);
+                for (int j = 0; j < 8; j++) {
+                    rec[4 * R + j * R + r] = sc[j];
+                    rec[12 * R + j * R + r] = mn[j];
+                }
+            } else {
+                for (int j = 0; j < 8; j++) {
+                    sc[j] = rec[4 * R + j * R + r];
+                    mn[j] = rec[12 * R + j * R + r];
+                }
+                kquant_pack_scale_min(sc, mn, b->scales);
+            }
+            for (int p = 0; p < 4; p++)
+                for (int k = 0; k < 8; k++) MOVE(rec + 20 * R + (size_t)(8 * p + k) * 4 * R + 4 * r, b->qs + 32 * p + 4 * k, 4);
+        }
+    } else { /* q6_K */
+        for (int r = 0; r < R; r++) {
+            block_q6_K *b = (block_q6_K *)blk[r];
+            MOVE(rec + 2 * r, &b->d, 2);
+            for (int j = 0; j < 16; j++) MOVE(rec + 2 * R + j * R + r, &b->scales[j], 1);
+            for (int h = 0; h < 2; h++)
+                for (int j = 0; j < 8; j++) {
+                    uint8_t *v = rec + 18 * R + (size_t)((h * 8 + j) * 3) * 4 * R + 4 * r;
+                    MOVE(v, b->ql + 64 * h + 4 * j, 4);
+                    MOVE(v + 4 * R, b->ql + 64 * h + 32 + 4 * j, 4);
+                    MOVE(v + 8 * R, b->qh + 32 * h + 4 * j, 4);
+                }
+        }
+    }
+#undef MOVE
+}
+
+/* Walks the super-blocks of R rows: blocks of row r at w + r * w_stride. */
+static int k_walk(uint32_t type, int R, int64_t n, uint8_t *w, size_t w_stride, uint8_t *g, bool to_record) {
+    if ((type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) || R <= 0 || R > 64 || n % QK_K) return -1;
+    const size_t bs = k_traits[type].type_size, rb = (type == GGML_TYPE_Q4_K ? 148u : 210u) * (size_t)R;
+    uint8_t *blk[64];
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        for (int r = 0; r < R; r++) blk[r] = w + (size_t)r * w_stride + (size_t)i * bs;
+        k_record(type, R, g + (size_t)i * rb, blk, to_record);
+    }
+    return 0;
+}
+
+int quant_repack_k(uint32_t type, int R, int64_t n, const void *w, size_t w_stride, void *dst) {
+    return k_walk(type, R, n, (uint8_t *)(uintptr_t)w, w_stride, dst, true); /* w only read */
+}
+
+int quant_unpack_k(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride) {
+    return k_walk(type, R, n, w, w_stride, (uint8_t *)(uintptr_t)group, false); /* group only read */
+}
+
+int quant_unpack_row(uint32_t type, int R, int64_t n, const void *group, int r, void *row) {
+    if (type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q6_K) return quant_unpack_b32_row(type, R, n, group, r, row);
+    if (r < 0 || r >= R || R > 64 || n % QK_K) return -1;
+    const size_t bs = k_traits[type].type_size, rb = (type == GGML_TYPE_Q4_K ? 148u : 210u) * (size_t)R;
+    uint8_t scratch[256];
+    uint8_t *blk[64];
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        for (int q = 0; q < R; q++) blk[q] = q == r ? (uint8_t *)row + (size_t)i * bs : scratch; /* others: thrown away */
+        k_record(type, R, (uint8_t *)(uintptr_t)group + (size_t)i * rb, blk, false);
+    }
+    return 0;
+}
+
 int quant_unpack_b32(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride) {
     const int S = repack_steps(type);
     if (!S || R <= 0 || n % 32) return -1;

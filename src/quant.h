@@ -111,6 +111,16 @@ typedef void (*gemm_packed_fn)(int64_t n, const void *packed, int nt, const void
  * So a 32-bit lane holds 4 codes of one row, and one VNNI dot product
  * (vpdpbusd) of that vector with 4 broadcast activation codes advances the
  * exact integer sums of R rows at once, with no horizontal reduction.
+ * The K-quants (q4_K, q6_K) use records per 256-value super-block, R rows:
+ * q4_K (148 R bytes; the 6-bit scales unpacked to bytes):
+ *     f16 d[R], f16 dmin[R], u8 sc[8][R], u8 m[8][R],
+ *     then for pairs p = 0..3 of sub-blocks, steps k = 0..7: R x 4 bytes,
+ *     row r's qs[32p + 4k .. 32p + 4k + 3] (low nibbles: sub-block 2p,
+ *     high: 2p + 1)
+ * q6_K (210 R bytes, as the file):
+ *     f16 d[R], i8 sc[16][R], then for halves h = 0, 1, steps j = 0..7:
+ *     three vectors of R x 4 bytes: row r's ql[64h + 4j ..], ql[64h + 32 + 4j ..],
+ *     qh[32h + 4j ..]
  * gemm_repacked computes one group against nt tokens:
  * y[j * y_stride + r] = vec_dot(row r, act j, n), bit-identical to the
  * scalar reference. */
@@ -136,6 +146,7 @@ typedef struct {
     gemm_packed_fn gemm_packed;
     int pack_min_tokens;        /* tokens from which packing pays for itself */
     int repack_rows;            /* > 0: weights repacked at load in groups of this many rows */
+    size_t (*repack_group_bytes)(int64_t n); /* bytes of one group of rows of n values */
     repack_fn repack;
     gemm_repacked_fn gemm_repacked;
     int repack_tokens;          /* tokens per gemm_repacked call that fill its registers */
@@ -169,8 +180,14 @@ cpu_isa quant_active_isa(void);
  * 0 on success, -1 if the type has no repacked layout. */
 int quant_repack_b32(uint32_t type, int R, int64_t n, const void *w, size_t w_stride, void *dst);
 int quant_unpack_b32(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride);
+/* The same for q4_K and q6_K (records above); bytes of one group of R rows. */
+int quant_repack_k(uint32_t type, int R, int64_t n, const void *w, size_t w_stride, void *dst);
+int quant_unpack_k(uint32_t type, int R, int64_t n, const void *group, void *w, size_t w_stride);
+size_t quant_repack_group_bytes(uint32_t type, int R, int64_t n);
 /* Row r (< R) of a repacked group back in the file's layout. */
 int quant_unpack_b32_row(uint32_t type, int R, int64_t n, const void *group, int r, void *row);
+/* Any repacked type: row r of a group (b32 or K layout). */
+int quant_unpack_row(uint32_t type, int R, int64_t n, const void *group, int r, void *row);
 /* Name of a type id, or "unknown". */
 const char *quant_type_name(uint32_t type);
 /* Bytes taken by a row of n values; 0 if n is not a multiple of the block size

@@ -530,7 +530,7 @@ static void test_matmul_threads_bitexact(void **state) {
 static void test_repacked_layout(void **state) {
     (void)state;
     uint64_t rng = 9;
-    const int64_t lens[] = {32, 96, 2048};
+    const int64_t lens[] = {32, 96, 256, 2048};
     enum { MT = 9, MAXR = 16 };
     int tested = 0;
     for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
@@ -544,8 +544,12 @@ static void test_repacked_layout(void **state) {
             assert_true(R <= MAXR);
             for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
                 const int64_t n = lens[li];
+                if (n % tr->blck_size) continue;
+                const bool kq = wt == GGML_TYPE_Q4_K || wt == GGML_TYPE_Q6_K;
                 const size_t rb = quant_row_size(wt, n), ab = quant_row_size(tr->vec_dot_type, n);
-                uint8_t *w = xmalloc(rb * R), *back = xmalloc(rb * R), *g = xmalloc(rb * R), *a = xmalloc(ab * MT);
+                const size_t gb = k->repack_group_bytes(n);
+                assert_int_equal(gb, quant_repack_group_bytes(wt, R, n));
+                uint8_t *w = xmalloc(rb * R), *back = xmalloc(rb * R), *g = xmalloc(gb), *a = xmalloc(ab * MT);
                 float *x = xmalloc(sizeof(float) * n);
                 for (int r = 0; r < R; r++) random_row(wt, n, w + r * rb, &rng);
                 for (int t = 0; t < MT; t++) {
@@ -554,10 +558,15 @@ static void test_repacked_layout(void **state) {
                     quant_get_kernels(tr->vec_dot_type, CPU_ISA_SCALAR)->from_float(x, a + t * ab, n);
                 }
                 k->repack(n, w, rb, g);
-                assert_int_equal(quant_unpack_b32(wt, R, n, g, back, rb), 0);
+                assert_int_equal(kq ? quant_unpack_k(wt, R, n, g, back, rb) : quant_unpack_b32(wt, R, n, g, back, rb), 0);
                 if (memcmp(w, back, rb * R) != 0)
                     fail_msg("%s (%s) n=%lld: repacked layout does not round-trip", tr->name, cpu_isa_name((cpu_isa)isa),
                              (long long)n);
+                for (int r = 0; r < R; r++) { /* one row at a time (embedding lookups) */
+                    memset(back, 0x5A, rb);
+                    assert_int_equal(quant_unpack_row(wt, R, n, g, r, back), 0);
+                    assert_memory_equal(back, w + (size_t)r * rb, rb);
+                }
                 for (int nt = 1; nt <= MT; nt++) {
                     float y[MT][MAXR + 2];
                     memset(y, 0xFF, sizeof y);
@@ -596,7 +605,9 @@ static void test_repacked_layout(void **state) {
     assert_false(weight_repack(&bad, &bytes));
     assert_null(bad.repacked);
     assert_int_equal(bytes, 0);
-    if (cpu_isa_active() >= CPU_ISA_AVXVNNI) assert_true(tested > 0);
+    assert_int_equal(quant_repack_k(GGML_TYPE_Q4_K, 16, 255, NULL, 0, NULL), -1);
+    assert_int_equal(quant_repack_group_bytes(GGML_TYPE_Q4_1, 16, 256), 0);
+    if (cpu_isa_active() >= CPU_ISA_AVXVNNI) assert_true(tested >= 5 * 2);
 }
 
 /* RMSNorm and SwiGLU: the dispatching entry point against the scalar

@@ -21,5 +21,13 @@ extern const quant_kernels quant_kernels_avx512[GGML_TYPE_COUNT];
 
 /* The AVX2 activation quantizer to q8_0, shared by the VNNI levels' rows. */
 void quant_from_float_q8_0_avx2(const float *src, void *dst, int64_t n);
+/* The AVX2 dot and tiles of q4_K / q6_K: the VNNI levels' rows of those types
+ * use them for rows that are not repacked. */
+float quant_avx2_q4_K_dot(const void *row, const void *act, int64_t n);
+float quant_avx2_q6_K_dot(const void *row, const void *act, int64_t n);
+void quant_avx2_q4_K_tile(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as, float *y,
+                          size_t ys);
+void quant_avx2_q6_K_tile(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as, float *y,
+                          size_t ys);
 
 #endif

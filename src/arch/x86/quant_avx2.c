@@ -953,6 +953,18 @@ DEFINE_KERNELS(q4_K, kq, K_Q4_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q5_K, kq, K_Q5_K, K_TILE_R, K_TILE_T)
 DEFINE_KERNELS(q6_K, kq, K_Q6_K, K_TILE_R, K_TILE_T)
 
+/* The K-quants' dot and tiles, for the rows of the VNNI levels (quant_arch.h). */
+float quant_avx2_q4_K_dot(const void *row, const void *act, int64_t n) { return q4_K_dot(row, act, n); }
+float quant_avx2_q6_K_dot(const void *row, const void *act, int64_t n) { return q6_K_dot(row, act, n); }
+void quant_avx2_q4_K_tile(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as, float *y,
+                          size_t ys) {
+    q4_K_tile(n, nr, nt, w, ws, a, as, y, ys);
+}
+void quant_avx2_q6_K_tile(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as, float *y,
+                          size_t ys) {
+    q6_K_tile(n, nr, nt, w, ws, a, as, y, ys);
+}
+
 /* The packed path of a type: record bytes, pack, 8 rows x nt tokens. */
 #define DEFINE_PACKED(name, family, kind, blk)                                                                    \
     static size_t name##_pack_bytes(int64_t n) { return (size_t)(n / (blk)) * family##_record_bytes(kind); }     \

@@ -18,14 +18,7 @@
 #define VNNI_NAME(x) x##_avx512
 #define DPBUSD256(acc, u, a) _mm256_dpbusd_epi32(acc, u, a)
 #include "quant_vnni.h"
-const quant_kernels quant_kernels_avx512[GGML_TYPE_COUNT] = {
-    [GGML_TYPE_Q4_0] = VNNI_ROW(q4_0),
-    [GGML_TYPE_IQ4_NL] = VNNI_ROW(iq4_nl),
-    [GGML_TYPE_Q8_0] = { .from_float = quant_from_float_q8_0_avx2, .vec_dot = q8_0_dot_avx512,
-                         .vec_dot_tile = q8_0_tile_avx512, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1,
-                         .repack_rows = 16, .repack = q8_0_repack_avx512, .gemm_repacked = q8_0_gemm_avx512,
-                         .repack_tokens = 4 },
-};
+const quant_kernels quant_kernels_avx512[GGML_TYPE_COUNT] = {VNNI_TABLE_ROWS};
 #if defined(__clang__)
 #pragma clang attribute pop
 #else

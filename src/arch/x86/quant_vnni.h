@@ -43,6 +43,15 @@ typedef __m512 v_f;
 #define VF_ZERO() _mm512_setzero_ps()
 #define VF_STORE(p, v) _mm512_storeu_ps(p, v)
 #define VF_HALF(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define V_U8_32(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)))
+#define V_S8_32(p) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p)))
+#define V_MULLO(a, b) _mm512_mullo_epi32(a, b)
+#define V_ADD32(a, b) _mm512_add_epi32(a, b)
+#define V_SUB32(a, b) _mm512_sub_epi32(a, b)
+#define V_ZERO() _mm512_setzero_si512()
+#define V_OR(a, b) _mm512_or_si512(a, b)
+#define V_SLLI16(v, n) _mm512_slli_epi16(v, n)
+#define VF_SUB(a, b) _mm512_sub_ps(a, b)
 #else
 #define VR 8
 typedef __m256i v_i;
@@ -62,6 +71,15 @@ typedef __m256 v_f;
 #define VF_ZERO() _mm256_setzero_ps()
 #define VF_STORE(p, v) _mm256_storeu_ps(p, v)
 #define VF_HALF(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define V_U8_32(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
+#define V_S8_32(p) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
+#define V_MULLO(a, b) _mm256_mullo_epi32(a, b)
+#define V_ADD32(a, b) _mm256_add_epi32(a, b)
+#define V_SUB32(a, b) _mm256_sub_epi32(a, b)
+#define V_ZERO() _mm256_setzero_si256()
+#define V_OR(a, b) _mm256_or_si256(a, b)
+#define V_SLLI16(v, n) _mm256_slli_epi16(v, n)
+#define VF_SUB(a, b) _mm256_sub_ps(a, b)
 #endif
 
 #ifndef VNNI_COMMON
@@ -193,6 +211,131 @@ VAI float VNNI_NAME(dot1)(const int kind, int64_t n, const uint8_t *w, const uin
     return sum;
 }
 
+/* ------------------------------------------------ K-quants x q8_K (records: quant.h) */
+
+VAI int32_t VNNI_NAME(a4)(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* q4_K: per pair of sub-blocks, 8 steps give both sub-blocks' exact code sums
+ * per row; scales and minimums are applied in 32-bit lanes. */
+VAI void VNNI_NAME(q4k_group)(const int NT, int64_t n, const uint8_t *g, const uint8_t *a, size_t as, float *y,
+                              size_t ys) {
+    const size_t rec = 148u * VR;
+    const v_i m4 = V_SET1_8(0x0F);
+    v_f sum[4] = {VF_ZERO(), VF_ZERO(), VF_ZERO(), VF_ZERO()};
+    for (int64_t i = 0; i < n / QK_K; i++, g += rec) {
+#if VNNI_PREFETCH_BYTES > 0
+        for (size_t o = 0; o < rec; o += 64) _mm_prefetch((const char *)g + VNNI_PREFETCH_BYTES + o, _MM_HINT_T0);
+#endif
+        const block_q8_K *ab[4];
+        v_i isum[4], msum[4];
+        for (int t = 0; t < NT; t++) {
+            ab[t] = (const block_q8_K *)(a + (size_t)t * as) + i;
+            isum[t] = V_ZERO();
+            msum[t] = V_ZERO();
+        }
+        for (int p = 0; p < 4; p++) {
+            v_i slo[4], shi[4];
+            for (int t = 0; t < NT; t++) slo[t] = shi[t] = V_ZERO();
+            for (int k = 0; k < 8; k++) {
+                const v_i w = V_LOAD(g + 20 * VR + (size_t)(8 * p + k) * 4 * VR);
+                const v_i lo = V_AND(w, m4), hi = V_AND(V_SRLI16(w, 4), m4);
+                for (int t = 0; t < NT; t++) {
+                    slo[t] = V_DPBUSD(slo[t], lo, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 64 * p + 4 * k)));
+                    shi[t] = V_DPBUSD(shi[t], hi, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 64 * p + 32 + 4 * k)));
+                }
+            }
+            const v_i sc0 = V_U8_32(g + 4 * VR + (size_t)(2 * p) * VR), sc1 = V_U8_32(g + 4 * VR + (size_t)(2 * p + 1) * VR);
+            for (int t = 0; t < NT; t++) isum[t] = V_ADD32(isum[t], V_ADD32(V_MULLO(slo[t], sc0), V_MULLO(shi[t], sc1)));
+        }
+        for (int sb = 0; sb < 8; sb++) {
+            const v_i mn = V_U8_32(g + 12 * VR + (size_t)sb * VR);
+            for (int t = 0; t < NT; t++)
+                msum[t] = V_ADD32(msum[t], V_MULLO(mn, V_SET1_32(ab[t]->bsums[2 * sb] + ab[t]->bsums[2 * sb + 1])));
+        }
+        const v_f dw = VF_HALF(g), dm = VF_HALF(g + 2 * VR);
+        for (int t = 0; t < NT; t++) {
+            const v_f yd = VF_SET1(ab[t]->d);
+            const v_f x = VF_SUB(VF_MUL(VF_MUL(yd, dw), VF_CVT(isum[t])), VF_MUL(VF_MUL(yd, dm), VF_CVT(msum[t])));
+            sum[t] = VF_ADD(sum[t], x);
+        }
+    }
+    for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
+}
+
+/* q6_K: per (half, quarter k, 16-value half of l): 4 steps of 6-bit codes
+ * (nibble | 2 high bits << 4) give a sub-block's sum; its offset 32 comes off
+ * through the activation's bsums, then its int8 scale. */
+VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const uint8_t *a, size_t as, float *y,
+                              size_t ys) {
+    const size_t rec = 210u * VR;
+    const v_i m4 = V_SET1_8(0x0F), m30 = V_SET1_8(0x30);
+    v_f sum[4] = {VF_ZERO(), VF_ZERO(), VF_ZERO(), VF_ZERO()};
+    for (int64_t i = 0; i < n / QK_K; i++, g += rec) {
+#if VNNI_PREFETCH_BYTES > 0
+        for (size_t o = 0; o < rec; o += 64) _mm_prefetch((const char *)g + VNNI_PREFETCH_BYTES + o, _MM_HINT_T0);
+#endif
+        const block_q8_K *ab[4];
+        v_i isum[4];
+        for (int t = 0; t < NT; t++) {
+            ab[t] = (const block_q8_K *)(a + (size_t)t * as) + i;
+            isum[t] = V_ZERO();
+        }
+        for (int h = 0; h < 2; h++)
+            for (int lh = 0; lh < 2; lh++)
+                for (int k = 0; k < 4; k++) {
+                    v_i s[4];
+                    for (int t = 0; t < NT; t++) s[t] = V_ZERO();
+                    for (int j = 4 * lh; j < 4 * lh + 4; j++) {
+                        const uint8_t *v = g + 18 * VR + (size_t)((h * 8 + j) * 3) * 4 * VR;
+                        const v_i ql = V_LOAD(v + (size_t)(k & 1) * 4 * VR), qh = V_LOAD(v + 8 * VR);
+                        const v_i nib = k >> 1 ? V_AND(V_SRLI16(ql, 4), m4) : V_AND(ql, m4);
+                        const v_i hb = k == 3 ? V_AND(V_SRLI16(qh, 2), m30) : V_AND(V_SLLI16(qh, 4 - 2 * k), m30);
+                        const v_i u = V_OR(nib, hb);
+                        for (int t = 0; t < NT; t++)
+                            s[t] = V_DPBUSD(s[t], u, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 128 * h + 32 * k + 4 * j)));
+                    }
+                    const int sb = 8 * h + 2 * k + lh;
+                    const v_i sc = V_S8_32(g + 2 * VR + (size_t)sb * VR);
+                    for (int t = 0; t < NT; t++)
+                        isum[t] = V_ADD32(isum[t], V_MULLO(V_SUB32(s[t], V_SET1_32(32 * ab[t]->bsums[sb])), sc));
+                }
+        const v_f dw = VF_HALF(g);
+        for (int t = 0; t < NT; t++) sum[t] = VF_ADD(sum[t], VF_MUL(VF_MUL(VF_SET1(ab[t]->d), dw), VF_CVT(isum[t])));
+    }
+    for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
+}
+
+/* Tiles of up to 4 tokens with NT a constant. */
+#define VNNI_K_GEMM(fam)                                                                                          \
+    static void VNNI_NAME(fam##_gemm)(int64_t n, const void *grp, int nt, const void *a, size_t as, float *y,      \
+                                      size_t ys) {                                                                \
+        const uint8_t *g = grp, *A = a;                                                                           \
+        int t = 0;                                                                                                \
+        for (; t + 4 <= nt; t += 4) VNNI_NAME(fam##_group)(4, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); \
+        switch (nt - t) {                                                                                         \
+        case 3: VNNI_NAME(fam##_group)(3, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;           \
+        case 2: VNNI_NAME(fam##_group)(2, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;           \
+        case 1: VNNI_NAME(fam##_group)(1, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;           \
+        default: break;                                                                                           \
+        }                                                                                                         \
+    }
+VNNI_K_GEMM(q4k)
+VNNI_K_GEMM(q6k)
+#undef VNNI_K_GEMM
+
+static void VNNI_NAME(q4k_repack)(int64_t n, const void *w, size_t ws, void *dst) {
+    quant_repack_k(GGML_TYPE_Q4_K, VR, n, w, ws, dst);
+}
+static void VNNI_NAME(q6k_repack)(int64_t n, const void *w, size_t ws, void *dst) {
+    quant_repack_k(GGML_TYPE_Q6_K, VR, n, w, ws, dst);
+}
+static size_t VNNI_NAME(q4k_group_bytes)(int64_t n) { return quant_repack_group_bytes(GGML_TYPE_Q4_K, VR, n); }
+static size_t VNNI_NAME(q6k_group_bytes)(int64_t n) { return quant_repack_group_bytes(GGML_TYPE_Q6_K, VR, n); }
+
 /* The kernel-row functions of one type. */
 #define VNNI_TYPE(tn, kind, ggml)                                                                                 \
     static float VNNI_NAME(tn##_dot)(const void *row, const void *act, int64_t n) {                               \
@@ -211,17 +354,31 @@ VAI float VNNI_NAME(dot1)(const int kind, int64_t n, const uint8_t *w, const uin
     static void VNNI_NAME(tn##_gemm)(int64_t n, const void *g, int nt, const void *a, size_t as, float *y,        \
                                      size_t ys) {                                                                  \
         VNNI_NAME(gemm)(kind, n, g, nt, a, as, y, ys);                                                             \
-    }
+    }                                                                                                              \
+    static size_t VNNI_NAME(tn##_group_bytes)(int64_t n) { return quant_repack_group_bytes(ggml, VR, n); }
 
 VNNI_TYPE(q4_0, VK_Q4_0, GGML_TYPE_Q4_0)
 VNNI_TYPE(iq4_nl, VK_IQ4_NL, GGML_TYPE_IQ4_NL)
 VNNI_TYPE(q8_0, VK_Q8_0, GGML_TYPE_Q8_0)
 #undef VNNI_TYPE
 
-#define VNNI_ROW(tn)                                                                                               \
-    { .vec_dot = VNNI_NAME(tn##_dot), .vec_dot_tile = VNNI_NAME(tn##_tile), .tile_rows = 1, .tile_tokens = 1,      \
-      .decode_rows = 1, .repack_rows = VNNI_W / 32, .repack = VNNI_NAME(tn##_repack), .gemm_repacked = VNNI_NAME(tn##_gemm), \
-      .repack_tokens = 4 }
+/* The rows of a level's table: the 32-value types (their own 1-row dot for
+ * rows outside a group), q8_0 also as the activation type, and the K-quants,
+ * whose other kernels (dot, tiles) stay the AVX2 ones: the table of a level
+ * is per type, so those rows carry the AVX2 row's functions (quant_arch.h). */
+#define VNNI_ROW(tn, ff)                                                                                           \
+    { .from_float = ff, .vec_dot = VNNI_NAME(tn##_dot), .vec_dot_tile = VNNI_NAME(tn##_tile), .tile_rows = 1,      \
+      .tile_tokens = 1, .decode_rows = 1, .repack_rows = VNNI_W / 32,                                              \
+      .repack_group_bytes = VNNI_NAME(tn##_group_bytes), .repack = VNNI_NAME(tn##_repack),                        \
+      .gemm_repacked = VNNI_NAME(tn##_gemm), .repack_tokens = 4 }
+#define VNNI_KROW(tn, fam)                                                                                         \
+    { .vec_dot = quant_avx2_##tn##_dot, .vec_dot_tile = quant_avx2_##tn##_tile, .tile_rows = 2, .tile_tokens = 4,  \
+      .decode_rows = 4, .repack_rows = VNNI_W / 32, .repack_group_bytes = VNNI_NAME(fam##_group_bytes),             \
+      .repack = VNNI_NAME(fam##_repack), .gemm_repacked = VNNI_NAME(fam##_gemm), .repack_tokens = 4 }
+#define VNNI_TABLE_ROWS                                                                                            \
+    [GGML_TYPE_Q4_0] = VNNI_ROW(q4_0, NULL), [GGML_TYPE_IQ4_NL] = VNNI_ROW(iq4_nl, NULL),                         \
+    [GGML_TYPE_Q8_0] = VNNI_ROW(q8_0, quant_from_float_q8_0_avx2), [GGML_TYPE_Q4_K] = VNNI_KROW(q4_K, q4k),        \
+    [GGML_TYPE_Q6_K] = VNNI_KROW(q6_K, q6k)
 
 #undef VR
 #undef V_LOAD
@@ -239,3 +396,12 @@ VNNI_TYPE(q8_0, VK_Q8_0, GGML_TYPE_Q8_0)
 #undef VF_ZERO
 #undef VF_STORE
 #undef VF_HALF
+#undef VF_SUB
+#undef V_SLLI16
+#undef V_OR
+#undef V_ZERO
+#undef V_SUB32
+#undef V_ADD32
+#undef V_MULLO
+#undef V_S8_32
+#undef V_U8_32

@@ -21,16 +21,12 @@
 #define VNNI_NAME(x) x##_vex
 #define DPBUSD256(acc, u, a) _mm256_dpbusd_avx_epi32(acc, u, a)
 #include "quant_vnni.h"
-const quant_kernels quant_kernels_avxvnni_vex[GGML_TYPE_COUNT] = {
-    [GGML_TYPE_Q4_0] = VNNI_ROW(q4_0),
-    [GGML_TYPE_IQ4_NL] = VNNI_ROW(iq4_nl),
-    [GGML_TYPE_Q8_0] = { .from_float = quant_from_float_q8_0_avx2, .vec_dot = q8_0_dot_vex, .vec_dot_tile = q8_0_tile_vex,
-                         .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1, .repack_rows = 8,
-                         .repack = q8_0_repack_vex, .gemm_repacked = q8_0_gemm_vex, .repack_tokens = 4 },
-};
+const quant_kernels quant_kernels_avxvnni_vex[GGML_TYPE_COUNT] = {VNNI_TABLE_ROWS};
 #undef VNNI_NAME
 #undef DPBUSD256
 #undef VNNI_ROW
+#undef VNNI_KROW
+#undef VNNI_TABLE_ROWS
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -46,13 +42,7 @@ const quant_kernels quant_kernels_avxvnni_vex[GGML_TYPE_COUNT] = {
 #define VNNI_NAME(x) x##_evex
 #define DPBUSD256(acc, u, a) _mm256_dpbusd_epi32(acc, u, a)
 #include "quant_vnni.h"
-const quant_kernels quant_kernels_avxvnni_evex[GGML_TYPE_COUNT] = {
-    [GGML_TYPE_Q4_0] = VNNI_ROW(q4_0),
-    [GGML_TYPE_IQ4_NL] = VNNI_ROW(iq4_nl),
-    [GGML_TYPE_Q8_0] = { .from_float = quant_from_float_q8_0_avx2, .vec_dot = q8_0_dot_evex, .vec_dot_tile = q8_0_tile_evex,
-                         .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1, .repack_rows = 8,
-                         .repack = q8_0_repack_evex, .gemm_repacked = q8_0_gemm_evex, .repack_tokens = 4 },
-};
+const quant_kernels quant_kernels_avxvnni_evex[GGML_TYPE_COUNT] = {VNNI_TABLE_ROWS};
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
