@@ -285,24 +285,30 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
             isum[t] = V_ZERO();
         }
         for (int h = 0; h < 2; h++)
-            for (int lh = 0; lh < 2; lh++)
-                for (int k = 0; k < 4; k++) {
-                    v_i s[4];
-                    for (int t = 0; t < NT; t++) s[t] = V_ZERO();
-                    for (int j = 4 * lh; j < 4 * lh + 4; j++) {
-                        const uint8_t *v = g + 18 * VR + (size_t)((h * 8 + j) * 3) * 4 * VR;
-                        const v_i ql = V_LOAD(v + (size_t)(k & 1) * 4 * VR), qh = V_LOAD(v + 8 * VR);
-                        const v_i nib = k >> 1 ? V_AND(V_SRLI16(ql, 4), m4) : V_AND(ql, m4);
-                        const v_i hb = k == 3 ? V_AND(V_SRLI16(qh, 2), m30) : V_AND(V_SLLI16(qh, 4 - 2 * k), m30);
-                        const v_i u = V_OR(nib, hb);
+            for (int lh = 0; lh < 2; lh++) {
+                /* s[k][t]: sub-block 8h + 2k + lh of token t */
+                v_i s[4][4];
+                for (int k = 0; k < 4; k++)
+                    for (int t = 0; t < NT; t++) s[k][t] = V_ZERO();
+                for (int j = 4 * lh; j < 4 * lh + 4; j++) {
+                    const uint8_t *v = g + 18 * VR + (size_t)((h * 8 + j) * 3) * 4 * VR;
+                    const v_i A = V_LOAD(v), B = V_LOAD(v + 4 * VR), Q = V_LOAD(v + 8 * VR);
+                    v_i u[4];
+                    u[0] = V_OR(V_AND(A, m4), V_AND(V_SLLI16(Q, 4), m30));
+                    u[1] = V_OR(V_AND(B, m4), V_AND(V_SLLI16(Q, 2), m30));
+                    u[2] = V_OR(V_AND(V_SRLI16(A, 4), m4), V_AND(Q, m30));
+                    u[3] = V_OR(V_AND(V_SRLI16(B, 4), m4), V_AND(V_SRLI16(Q, 2), m30));
+                    for (int k = 0; k < 4; k++)
                         for (int t = 0; t < NT; t++)
-                            s[t] = V_DPBUSD(s[t], u, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 128 * h + 32 * k + 4 * j)));
-                    }
+                            s[k][t] = V_DPBUSD(s[k][t], u[k], V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 128 * h + 32 * k + 4 * j)));
+                }
+                for (int k = 0; k < 4; k++) {
                     const int sb = 8 * h + 2 * k + lh;
                     const v_i sc = V_S8_32(g + 2 * VR + (size_t)sb * VR);
                     for (int t = 0; t < NT; t++)
-                        isum[t] = V_ADD32(isum[t], V_MULLO(V_SUB32(s[t], V_SET1_32(32 * ab[t]->bsums[sb])), sc));
+                        isum[t] = V_ADD32(isum[t], V_MULLO(V_SUB32(s[k][t], V_SET1_32(32 * ab[t]->bsums[sb])), sc));
                 }
+            }
         const v_f dw = VF_HALF(g);
         for (int t = 0; t < NT; t++) sum[t] = VF_ADD(sum[t], VF_MUL(VF_MUL(VF_SET1(ab[t]->d), dw), VF_CVT(isum[t])));
     }
