@@ -2,9 +2,28 @@
 # Runs every cmocka test binary given as an argument and prints one closing line
 # "N passed, N failed, N skipped" summed over all of them. Exit status is non-zero
 # if any test failed or any binary crashed.
+#
+# The kernel tests and the golden-logit tests run once more at every lower
+# kernel level (ROTKV_ISA caps the level; one the CPU lacks falls back to the
+# next lower one, so such a run repeats a level and says so in its output).
+# ISA_LEVELS overrides the list ("" to skip).
+ISA_LEVELS=${ISA_LEVELS-"avxvnni avx2 scalar"}
 passed=0; failed=0; skipped=0; crashed=0
+runs=""
 for t in "$@"; do
-    out=$("$t" 2>&1); rc=$?
+    runs="$runs $t"
+    case "$t" in
+    */test_golden|*/test_simd)
+        for lvl in $ISA_LEVELS; do runs="$runs ROTKV_ISA=$lvl:$t"; done ;;
+    esac
+done
+for run in $runs; do
+    case "$run" in
+    ROTKV_ISA=*) lvl=${run%%:*}; lvl=${lvl#ROTKV_ISA=}; t=${run#*:}
+        echo "== $t with ROTKV_ISA=$lvl"
+        out=$(ROTKV_ISA=$lvl "$t" 2>&1); rc=$? ;;
+    *) t=$run; out=$("$t" 2>&1); rc=$? ;;
+    esac
     printf '%s\n' "$out"
     p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
     f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
