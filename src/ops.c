@@ -16,22 +16,37 @@
 #include "cpu.h"
 #include "quant.h"
 #include "quant_blocks.h"
-#include "simd_avx2.h"
+#include "arch/ops_arch.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define OPS_X86 1
-#include <immintrin.h>
-#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #endif
 
 /* ------------------------------------------------------------ ISA choice */
 
-static cpu_isa g_isa = CPU_ISA_SCALAR;
-static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
-static void ops_select_isa(void) { g_isa = cpu_isa_active(); }
-static inline cpu_isa ops_isa(void) {
-    pthread_once(&g_isa_once, ops_select_isa);
-    return g_isa;
+/* The layer ops of each level (arch/ops_arch.h): the active level's row, or
+ * the highest one below it that this build has, chosen once. */
+const ops_kernels ops_kernels_scalar = {.rmsnorm = rmsnorm_ref, .swiglu = swiglu_ref};
+static const ops_kernels *g_ops;
+static pthread_once_t g_ops_once = PTHREAD_ONCE_INIT;
+
+static void ops_select(void) {
+    for (int isa = (int)cpu_isa_active(); isa >= 0 && !g_ops; isa--) g_ops = ops_kernels_at((cpu_isa)isa);
+    if (!g_ops) g_ops = &ops_kernels_scalar;
+}
+
+const ops_kernels *ops_kernels_of(void) {
+    pthread_once(&g_ops_once, ops_select);
+    return g_ops;
+}
+
+const ops_kernels *ops_kernels_at(cpu_isa isa) {
+    if (!cpu_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case CPU_ISA_SCALAR: return &ops_kernels_scalar;
+    case CPU_ISA_AVX2: return ops_kernels_avx2.rmsnorm ? &ops_kernels_avx2 : NULL;
+    default: return NULL; /* the wider levels use the AVX2 row */
+    }
 }
 
 /* ---------------------------------------------------------------- RMSNorm */
@@ -43,42 +58,8 @@ void rmsnorm_ref(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-#ifdef OPS_X86
-/* Sum of squares in double (products of floats are exact in double), the
- * output with the same two float multiplies as the reference. */
-AVX2_FN static void rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
-    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 v = _mm256_loadu_ps(x + i);
-        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-        s0 = _mm256_fmadd_pd(lo, lo, s0);
-        s1 = _mm256_fmadd_pd(hi, hi, s1);
-    }
-    s0 = _mm256_add_pd(s0, s1);
-    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s0), _mm256_extractf128_pd(s0, 1));
-    h = _mm_add_sd(h, _mm_unpackhi_pd(h, h));
-    double ss = _mm_cvtsd_f64(h);
-    for (; i < n; i++) ss += (double)x[i] * x[i];
-    const float scale = (float)(1.0 / sqrt(ss / n + eps));
-    const __m256 vs = _mm256_set1_ps(scale);
-    i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
-    for (; i < n; i++) out[i] = x[i] * scale * w[i];
-}
-#endif
 
-void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-#ifdef OPS_X86
-    if (ops_isa() >= CPU_ISA_AVX2) {
-        rmsnorm_avx2(out, x, w, n, eps);
-        return;
-    }
-#endif
-    rmsnorm_ref(out, x, w, n, eps);
-}
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps) { ops_kernels_of()->rmsnorm(out, x, w, n, eps); }
 
 /* ----------------------------------------------------------------- matmul */
 
@@ -378,34 +359,8 @@ void swiglu_ref(float *gate, const float *up, int n) {
     }
 }
 
-#ifdef OPS_X86
-/* gate / (1 + e^-gate) * up, 8 at a time, with simd_exp_ps (simd_avx2.h:
- * +inf above 88.7 and 0 below -87.3, where 1 + e^x does not see the
- * difference from expf). */
-AVX2_FN static void swiglu_avx2(float *gate, const float *up, int n) {
-    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 g = _mm256_loadu_ps(gate + i);
-        const __m256 e = simd_exp_ps(_mm256_xor_ps(g, neg));
-        _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
-    }
-    for (; i < n; i++) {
-        const float g = gate[i];
-        gate[i] = g / (1.0f + expf(-g)) * up[i];
-    }
-}
-#endif
 
-void swiglu(float *gate, const float *up, int n) {
-#ifdef OPS_X86
-    if (ops_isa() >= CPU_ISA_AVX2) {
-        swiglu_avx2(gate, up, n);
-        return;
-    }
-#endif
-    swiglu_ref(gate, up, n);
-}
+void swiglu(float *gate, const float *up, int n) { ops_kernels_of()->swiglu(gate, up, n); }
 
 /* ---------------------------------------------------------------- softmax */
 

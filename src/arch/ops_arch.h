@@ -1,0 +1,22 @@
+/* ops_arch.h — the layer ops (RMSNorm, SwiGLU) of each ISA level, one const
+ * row per level, like quant_arch.h for the matmul kernels: ops.c holds the
+ * scalar reference row, arch/x86/ops_avx2.c the AVX2 one (an empty row on other
+ * architectures); the levels above AVX2 use the AVX2 row. */
+#ifndef ROTKV_OPS_ARCH_H
+#define ROTKV_OPS_ARCH_H
+
+#include "cpu.h"
+
+typedef struct {
+    void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
+    void (*swiglu)(float *gate, const float *up, int n);
+} ops_kernels;
+
+extern const ops_kernels ops_kernels_scalar;
+extern const ops_kernels ops_kernels_avx2;
+
+/* The row in use (chosen once); the row of exactly one level, or NULL (tests). */
+const ops_kernels *ops_kernels_of(void);
+const ops_kernels *ops_kernels_at(cpu_isa isa);
+
+#endif
