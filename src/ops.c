@@ -94,7 +94,9 @@ size_t matmul_scratch_bytes(int nth, int64_t max_cols, int max_tokens) {
         if (k->from_float && t != GGML_TYPE_F32 && quant_row_size(t, cols) > row) row = quant_row_size(t, cols);
         if (k->pack_rows && pack_stride(k, cols) > pack) pack = pack_stride(k, cols);
     }
-    return align64(row * (size_t)(max_tokens > 0 ? max_tokens : 1)) + (size_t)(nth > 0 ? nth : 1) * pack + 64;
+    const size_t toks = (size_t)(max_tokens > 0 ? max_tokens : 1);
+    /* + the activation block sums of repacked kernels, (tokens, cols / 32) int32 */
+    return align64(row * toks) + (size_t)(nth > 0 ? nth : 1) * pack + align64(toks * (size_t)(cols / 32) * 4) + 64;
 }
 
 typedef struct {
@@ -105,6 +107,7 @@ typedef struct {
     float *Y;
     const quant_traits *at;  /* activation type, NULL when X is used as is (f32) */
     quantize_row_fn act_from_float; /* its quantizer */
+    int32_t *asum;           /* (n_tok, cols / 32) q8_0 block code sums for repacked kernels, or NULL */
     uint8_t *act;            /* (n_tok, act_row) activations for the dot products */
     size_t act_row;
     uint8_t *pack;           /* packing buffers, pack_stride bytes per thread, or NULL */
@@ -136,15 +139,18 @@ static void repacked_group(const matmul_job *j, int64_t g, int t, int nt) {
     const int64_t rows = W->ne1, r = g * R;
     const uint8_t *grp = (const uint8_t *)W->repacked + (size_t)g * j->k->repack_group_bytes(W->ne0);
     const uint8_t *a = j->act + (size_t)t * j->act_row;
+    const size_t nb = (size_t)(W->ne0 / 32);
+    const int32_t *as = j->asum ? j->asum + (size_t)t * nb : NULL;
     const size_t ys = j->n_tok == 1 ? 0 : (size_t)rows;
     if (r + R <= rows) {
-        j->k->gemm_repacked(W->ne0, grp, nt, a, j->act_row, j->Y + (size_t)t * rows + r, ys);
+        j->k->gemm_repacked(W->ne0, grp, nt, a, j->act_row, as, j->Y + (size_t)t * rows + r, ys);
         return;
     }
     float tmp[4 * 64];
     for (int t0 = 0; t0 < nt; t0 += 4) {
         const int n4 = nt - t0 < 4 ? nt - t0 : 4;
-        j->k->gemm_repacked(W->ne0, grp, n4, a + (size_t)t0 * j->act_row, j->act_row, tmp, (size_t)R);
+        j->k->gemm_repacked(W->ne0, grp, n4, a + (size_t)t0 * j->act_row, j->act_row, as ? as + (size_t)t0 * nb : NULL,
+                            tmp, (size_t)R);
         for (int u = 0; u < n4; u++)
             memcpy(j->Y + (size_t)(t + t0 + u) * rows + r, tmp + (size_t)u * R, sizeof(float) * (size_t)(rows - r));
     }
@@ -193,6 +199,7 @@ static void matmul_worker(void *arg, int ith, int nth) {
         const int64_t nb = (int64_t)n_tok * (cols / bs);
         const int64_t b0 = nb * ith / nth, b1 = nb * (ith + 1) / nth;
         if (b1 > b0) j->act_from_float(j->X + b0 * bs, j->act + b0 * j->at->type_size, (b1 - b0) * bs);
+        if (j->asum && b1 > b0) quant_q8_0_block_sums(j->act + b0 * j->at->type_size, b1 - b0, j->asum + b0);
         if (nth > 1) matmul_barrier(&j->quantized, nth);
     }
     if (W->repacked) {
@@ -275,6 +282,8 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
         j.act_from_float = quant_kernels_of(tr->vec_dot_type)->from_float;
         j.act = scratch;
         j.act_row = quant_row_size(tr->vec_dot_type, W->ne0);
+        if (W->repacked && k->repack_asum && tr->vec_dot_type == GGML_TYPE_Q8_0)
+            j.asum = (int32_t *)((uint8_t *)scratch + align64(j.act_row * (size_t)n_tok));
         if (!W->repacked && k->pack_rows && n_tok >= k->pack_min_tokens) {
             j.pack = (uint8_t *)scratch + align64(j.act_row * (size_t)n_tok);
             j.pack_stride = pack_stride(k, W->ne0);

@@ -1212,6 +1212,15 @@ static void kquant_pack_scale_min(const uint8_t sc[8], const uint8_t mn[8], uint
     }
 }
 
+void quant_q8_0_block_sums(const void *act, int64_t nblocks, int32_t *out) {
+    const block_q8_0 *b = act;
+    for (int64_t i = 0; i < nblocks; i++) {
+        int32_t s = 0;
+        for (int j = 0; j < QK8_0; j++) s += b[i].qs[j];
+        out[i] = s;
+    }
+}
+
 size_t quant_repack_group_bytes(uint32_t type, int R, int64_t n) {
     if (R <= 0 || n <= 0) return 0;
     switch (type) {

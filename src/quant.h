@@ -125,8 +125,11 @@ typedef void (*gemm_packed_fn)(int64_t n, const void *packed, int nt, const void
  * y[j * y_stride + r] = vec_dot(row r, act j, n), bit-identical to the
  * scalar reference. */
 typedef void (*repack_fn)(int64_t n, const void *w, size_t w_stride, void *dst);
-typedef void (*gemm_repacked_fn)(int64_t n, const void *group, int nt, const void *a, size_t a_stride, float *y,
-                                 size_t y_stride);
+/* asum (32-value types; NULL: the kernel sums itself): the sums of the 32
+ * codes of each q8_0 activation block, token j's n/32 sums at asum + j * (n/32)
+ * (quant_q8_0_block_sums); the K-quants take theirs from q8_K's bsums. */
+typedef void (*gemm_repacked_fn)(int64_t n, const void *group, int nt, const void *a, size_t a_stride,
+                                 const int32_t *asum, float *y, size_t y_stride);
 
 /* The compute kernels of one type at one ISA level (like ggml's
  * type_traits_cpu). Each level's rows form one const table in its arch file
@@ -150,6 +153,7 @@ typedef struct {
     repack_fn repack;
     gemm_repacked_fn gemm_repacked;
     int repack_tokens;          /* tokens per gemm_repacked call that fill its registers */
+    bool repack_asum;           /* gemm_repacked reads asum (a matmul computes it once for all groups) */
 } quant_kernels;
 
 /* The file format of a type (like ggml's type_traits): one const row per type. */
@@ -175,6 +179,8 @@ const quant_kernels *quant_kernels_of(uint32_t type);
 const quant_kernels *quant_get_kernels(uint32_t type, cpu_isa isa);
 /* ISA level of the kernels in use (cpu_isa_active()). */
 cpu_isa quant_active_isa(void);
+/* out[b] = the sum of the 32 codes of q8_0 block b, for nblocks blocks. */
+void quant_q8_0_block_sums(const void *act, int64_t nblocks, int32_t *out);
 /* Reference (scalar) repacking of the 32-value types into groups of R rows
  * (the layout above) and back; for the arch kernel rows and for tests.
  * 0 on success, -1 if the type has no repacked layout. */

@@ -570,7 +570,11 @@ static void test_repacked_layout(void **state) {
                 for (int nt = 1; nt <= MT; nt++) {
                     float y[MT][MAXR + 2];
                     memset(y, 0xFF, sizeof y);
-                    k->gemm_repacked(n, g, nt, a, ab, &y[0][0], MAXR + 2);
+                    int32_t sums[MT * 64];
+                    const bool with_sums = k->repack_asum && nt % 2; /* both ways: given and summed by the kernel */
+                    if (with_sums)
+                        for (int t = 0; t < nt; t++) quant_q8_0_block_sums(a + t * ab, n / 32, sums + t * (n / 32));
+                    k->gemm_repacked(n, g, nt, a, ab, with_sums ? sums : NULL, &y[0][0], MAXR + 2);
                     for (int t = 0; t < MT; t++)
                         for (int r = 0; r < MAXR + 2; r++) {
                             if (t >= nt || r >= R) {

@@ -115,26 +115,37 @@ VAI float VNNI_NAME(half)(const void *p) {
     return _cvtsh_ss(h);
 }
 
-/* One group of VR repacked rows against NT tokens (NT a constant 1..4). */
+/* Tokens per call: enough accumulators to reuse each unpacked weight vector
+ * NT times within the registers (32 zmm, 16 ymm). */
+#if VNNI_W == 512
+#define VNNI_NT 8
+#else
+#define VNNI_NT 4
+#endif
+
+/* One group of VR repacked rows against NT tokens (NT a constant 1..VNNI_NT). */
 VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t *g, const uint8_t *a,
-                          size_t as, float *y, size_t ys) {
+                          size_t as, const int32_t *asum, float *y, size_t ys) {
     const size_t rec = (size_t)VR * (kind == VK_Q8_0 ? sizeof(block_q8_0) : sizeof(block_q4_0));
     const v_i m4 = V_SET1_8(0x0F);
     const v_i tbl = V_BCAST128(VNNI_NAME(iq4nl_u8));
-    v_f sum[4] = {VF_ZERO(), VF_ZERO(), VF_ZERO(), VF_ZERO()};
-    for (int64_t i = 0; i < n / 32; i++, g += rec) {
+    const int64_t nb = n / 32;
+    v_f sum[VNNI_NT];
+    for (int t = 0; t < NT; t++) sum[t] = VF_ZERO();
+    for (int64_t i = 0; i < nb; i++, g += rec) {
 #if VNNI_PREFETCH_BYTES > 0
         for (size_t o = 0; o < rec; o += 64) _mm_prefetch((const char *)g + VNNI_PREFETCH_BYTES + o, _MM_HINT_T0);
 #endif
         const uint8_t *q = g + 2 * VR;
-        v_i acc[4];
-        float da[4];
-        const int8_t *ac[4];
+        v_i acc[VNNI_NT];
+        float da[VNNI_NT];
+        const int8_t *ac[VNNI_NT];
         for (int t = 0; t < NT; t++) {
             const block_q8_0 *ab = (const block_q8_0 *)(a + (size_t)t * as) + i;
             ac[t] = ab->qs;
             da[t] = VNNI_NAME(half)(&ab->d);
-            acc[t] = V_SET1_32(-VNNI_NAME(off)(kind) * VNNI_NAME(act_sum)(ab->qs));
+            const int32_t sa = asum ? asum[(size_t)t * (size_t)nb + (size_t)i] : VNNI_NAME(act_sum)(ab->qs);
+            acc[t] = V_SET1_32(-VNNI_NAME(off)(kind) * sa);
         }
         if (kind == VK_Q8_0) {
             for (int k = 0; k < 8; k++) {
@@ -168,16 +179,30 @@ VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t
     for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
 }
 
-VAI void VNNI_NAME(gemm)(const int kind, int64_t n, const void *group, int nt, const void *a, size_t as, float *y,
-                         size_t ys) {
+VAI void VNNI_NAME(gemm)(const int kind, int64_t n, const void *group, int nt, const void *a, size_t as,
+                         const int32_t *asum, float *y, size_t ys) {
     const uint8_t *g = group, *A = a;
-    int t = 0;
-    for (; t + 4 <= nt; t += 4) VNNI_NAME(group)(kind, 4, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys);
-    switch (nt - t) {
-    case 3: VNNI_NAME(group)(kind, 3, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;
-    case 2: VNNI_NAME(group)(kind, 2, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;
-    case 1: VNNI_NAME(group)(kind, 1, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;
-    default: break;
+    const size_t nb = (size_t)(n / 32);
+    for (int t = 0; t < nt;) {
+        const int left = nt - t;
+        const uint8_t *At = A + (size_t)t * as;
+        const int32_t *St = asum ? asum + (size_t)t * nb : NULL;
+        float *Y = y + (size_t)t * ys;
+#define VNNI_CASE(k)                                                                                              \
+    case k: VNNI_NAME(group)(kind, k, n, g, At, as, St, Y, ys); t += k; break;
+        switch (left >= VNNI_NT ? VNNI_NT : left) {
+#if VNNI_NT == 8
+        VNNI_CASE(8)
+        VNNI_CASE(7)
+        VNNI_CASE(6)
+        VNNI_CASE(5)
+#endif
+        VNNI_CASE(4)
+        VNNI_CASE(3)
+        VNNI_CASE(2)
+        default: VNNI_NAME(group)(kind, 1, n, g, At, as, St, Y, ys); t += 1; break;
+        }
+#undef VNNI_CASE
     }
 }
 
@@ -317,8 +342,9 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
 
 /* Tiles of up to 4 tokens with NT a constant. */
 #define VNNI_K_GEMM(fam)                                                                                          \
-    static void VNNI_NAME(fam##_gemm)(int64_t n, const void *grp, int nt, const void *a, size_t as, float *y,      \
-                                      size_t ys) {                                                                \
+    static void VNNI_NAME(fam##_gemm)(int64_t n, const void *grp, int nt, const void *a, size_t as,               \
+                                      const int32_t *asum, float *y, size_t ys) {                                 \
+        (void)asum;                                                                                               \
         const uint8_t *g = grp, *A = a;                                                                           \
         int t = 0;                                                                                                \
         for (; t + 4 <= nt; t += 4) VNNI_NAME(fam##_group)(4, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); \
@@ -357,9 +383,9 @@ static size_t VNNI_NAME(q6k_group_bytes)(int64_t n) { return quant_repack_group_
     static void VNNI_NAME(tn##_repack)(int64_t n, const void *w, size_t ws, void *dst) {                          \
         quant_repack_b32(ggml, VR, n, w, ws, dst);                                                                 \
     }                                                                                                              \
-    static void VNNI_NAME(tn##_gemm)(int64_t n, const void *g, int nt, const void *a, size_t as, float *y,        \
-                                     size_t ys) {                                                                  \
-        VNNI_NAME(gemm)(kind, n, g, nt, a, as, y, ys);                                                             \
+    static void VNNI_NAME(tn##_gemm)(int64_t n, const void *g, int nt, const void *a, size_t as,                 \
+                                     const int32_t *asum, float *y, size_t ys) {                                   \
+        VNNI_NAME(gemm)(kind, n, g, nt, a, as, asum, y, ys);                                                       \
     }                                                                                                              \
     static size_t VNNI_NAME(tn##_group_bytes)(int64_t n) { return quant_repack_group_bytes(ggml, VR, n); }
 
@@ -376,7 +402,7 @@ VNNI_TYPE(q8_0, VK_Q8_0, GGML_TYPE_Q8_0)
     { .from_float = ff, .vec_dot = VNNI_NAME(tn##_dot), .vec_dot_tile = VNNI_NAME(tn##_tile), .tile_rows = 1,      \
       .tile_tokens = 1, .decode_rows = 1, .repack_rows = VNNI_W / 32,                                              \
       .repack_group_bytes = VNNI_NAME(tn##_group_bytes), .repack = VNNI_NAME(tn##_repack),                        \
-      .gemm_repacked = VNNI_NAME(tn##_gemm), .repack_tokens = 4 }
+      .gemm_repacked = VNNI_NAME(tn##_gemm), .repack_tokens = VNNI_W == 512 ? 8 : 4, .repack_asum = true }
 #define VNNI_KROW(tn, fam)                                                                                         \
     { .vec_dot = quant_avx2_##tn##_dot, .vec_dot_tile = quant_avx2_##tn##_tile, .tile_rows = 2, .tile_tokens = 4,  \
       .decode_rows = 4, .repack_rows = VNNI_W / 32, .repack_group_bytes = VNNI_NAME(fam##_group_bytes),             \
@@ -387,6 +413,7 @@ VNNI_TYPE(q8_0, VK_Q8_0, GGML_TYPE_Q8_0)
     [GGML_TYPE_Q6_K] = VNNI_KROW(q6_K, q6k)
 
 #undef VR
+#undef VNNI_NT
 #undef V_LOAD
 #undef V_SET1_32
 #undef V_SET1_8
