@@ -238,6 +238,15 @@ VAI float VNNI_NAME(dot1)(const int kind, int64_t n, const uint8_t *w, const uin
 
 /* ------------------------------------------------ K-quants x q8_K (records: quant.h) */
 
+/* Tokens per call of the q4_K kernel (q6_K: 4, its 16 sums per token fill the registers). */
+#ifndef VNNI_KNT
+#if VNNI_W == 512
+#define VNNI_KNT 8
+#else
+#define VNNI_KNT 4
+#endif
+#endif
+
 VAI int32_t VNNI_NAME(a4)(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -250,20 +259,20 @@ VAI void VNNI_NAME(q4k_group)(const int NT, int64_t n, const uint8_t *g, const u
                               size_t ys) {
     const size_t rec = 148u * VR;
     const v_i m4 = V_SET1_8(0x0F);
-    v_f sum[4] = {VF_ZERO(), VF_ZERO(), VF_ZERO(), VF_ZERO()};
+    v_f sum[8];
+    for (int t = 0; t < NT; t++) sum[t] = VF_ZERO();
     for (int64_t i = 0; i < n / QK_K; i++, g += rec) {
 #if VNNI_PREFETCH_BYTES > 0
         for (size_t o = 0; o < rec; o += 64) _mm_prefetch((const char *)g + VNNI_PREFETCH_BYTES + o, _MM_HINT_T0);
 #endif
-        const block_q8_K *ab[4];
-        v_i isum[4], msum[4];
+        const block_q8_K *ab[8];
+        v_i isum[8];
         for (int t = 0; t < NT; t++) {
             ab[t] = (const block_q8_K *)(a + (size_t)t * as) + i;
             isum[t] = V_ZERO();
-            msum[t] = V_ZERO();
         }
         for (int p = 0; p < 4; p++) {
-            v_i slo[4], shi[4];
+            v_i slo[8], shi[8];
             for (int t = 0; t < NT; t++) slo[t] = shi[t] = V_ZERO();
             for (int k = 0; k < 8; k++) {
                 const v_i w = V_LOAD(g + 20 * VR + (size_t)(8 * p + k) * 4 * VR);
@@ -276,15 +285,15 @@ VAI void VNNI_NAME(q4k_group)(const int NT, int64_t n, const uint8_t *g, const u
             const v_i sc0 = V_U8_32(g + 4 * VR + (size_t)(2 * p) * VR), sc1 = V_U8_32(g + 4 * VR + (size_t)(2 * p + 1) * VR);
             for (int t = 0; t < NT; t++) isum[t] = V_ADD32(isum[t], V_ADD32(V_MULLO(slo[t], sc0), V_MULLO(shi[t], sc1)));
         }
-        for (int sb = 0; sb < 8; sb++) {
-            const v_i mn = V_U8_32(g + 12 * VR + (size_t)sb * VR);
-            for (int t = 0; t < NT; t++)
-                msum[t] = V_ADD32(msum[t], V_MULLO(mn, V_SET1_32(ab[t]->bsums[2 * sb] + ab[t]->bsums[2 * sb + 1])));
-        }
         const v_f dw = VF_HALF(g), dm = VF_HALF(g + 2 * VR);
         for (int t = 0; t < NT; t++) {
+            /* the minimums' term: sum over sub-blocks of m * (sum of its activation codes) */
+            v_i msum = V_ZERO();
+            for (int sb = 0; sb < 8; sb++)
+                msum = V_ADD32(msum, V_MULLO(V_U8_32(g + 12 * VR + (size_t)sb * VR),
+                                             V_SET1_32(ab[t]->bsums[2 * sb] + ab[t]->bsums[2 * sb + 1])));
             const v_f yd = VF_SET1(ab[t]->d);
-            const v_f x = VF_SUB(VF_MUL(VF_MUL(yd, dw), VF_CVT(isum[t])), VF_MUL(VF_MUL(yd, dm), VF_CVT(msum[t])));
+            const v_f x = VF_SUB(VF_MUL(VF_MUL(yd, dw), VF_CVT(isum[t])), VF_MUL(VF_MUL(yd, dm), VF_CVT(msum)));
             sum[t] = VF_ADD(sum[t], x);
         }
     }
@@ -298,13 +307,14 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
                               size_t ys) {
     const size_t rec = 210u * VR;
     const v_i m4 = V_SET1_8(0x0F), m30 = V_SET1_8(0x30);
-    v_f sum[4] = {VF_ZERO(), VF_ZERO(), VF_ZERO(), VF_ZERO()};
+    v_f sum[8];
+    for (int t = 0; t < NT; t++) sum[t] = VF_ZERO();
     for (int64_t i = 0; i < n / QK_K; i++, g += rec) {
 #if VNNI_PREFETCH_BYTES > 0
         for (size_t o = 0; o < rec; o += 64) _mm_prefetch((const char *)g + VNNI_PREFETCH_BYTES + o, _MM_HINT_T0);
 #endif
-        const block_q8_K *ab[4];
-        v_i isum[4];
+        const block_q8_K *ab[8];
+        v_i isum[8];
         for (int t = 0; t < NT; t++) {
             ab[t] = (const block_q8_K *)(a + (size_t)t * as) + i;
             isum[t] = V_ZERO();
@@ -312,7 +322,7 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
         for (int h = 0; h < 2; h++)
             for (int lh = 0; lh < 2; lh++) {
                 /* s[k][t]: sub-block 8h + 2k + lh of token t */
-                v_i s[4][4];
+                v_i s[4][8];
                 for (int k = 0; k < 4; k++)
                     for (int t = 0; t < NT; t++) s[k][t] = V_ZERO();
                 for (int j = 4 * lh; j < 4 * lh + 4; j++) {
@@ -340,24 +350,26 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
     for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
 }
 
-/* Tiles of up to 4 tokens with NT a constant. */
-#define VNNI_K_GEMM(fam)                                                                                          \
+/* Tiles of up to MAXNT (<= 8) tokens with NT a constant. */
+#define VNNI_K_CASE(fam, k)                                                                                       \
+    case k: VNNI_NAME(fam##_group)(k, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); t += k; break;
+#define VNNI_K_GEMM(fam, MAXNT)                                                                                   \
     static void VNNI_NAME(fam##_gemm)(int64_t n, const void *grp, int nt, const void *a, size_t as,               \
                                       const int32_t *asum, float *y, size_t ys) {                                 \
         (void)asum;                                                                                               \
         const uint8_t *g = grp, *A = a;                                                                           \
-        int t = 0;                                                                                                \
-        for (; t + 4 <= nt; t += 4) VNNI_NAME(fam##_group)(4, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); \
-        switch (nt - t) {                                                                                         \
-        case 3: VNNI_NAME(fam##_group)(3, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;           \
-        case 2: VNNI_NAME(fam##_group)(2, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;           \
-        case 1: VNNI_NAME(fam##_group)(1, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); break;           \
-        default: break;                                                                                           \
+        for (int t = 0; t < nt;) {                                                                                \
+            switch (nt - t >= (MAXNT) ? (MAXNT) : nt - t) {                                                       \
+                VNNI_K_CASE(fam, 8) VNNI_K_CASE(fam, 7) VNNI_K_CASE(fam, 6) VNNI_K_CASE(fam, 5)                   \
+                VNNI_K_CASE(fam, 4) VNNI_K_CASE(fam, 3) VNNI_K_CASE(fam, 2)                                        \
+            default: VNNI_NAME(fam##_group)(1, n, g, A + (size_t)t * as, as, y + (size_t)t * ys, ys); t += 1;      \
+            }                                                                                                     \
         }                                                                                                         \
     }
-VNNI_K_GEMM(q4k)
-VNNI_K_GEMM(q6k)
+VNNI_K_GEMM(q4k, VNNI_KNT)
+VNNI_K_GEMM(q6k, 4)
 #undef VNNI_K_GEMM
+#undef VNNI_K_CASE
 
 static void VNNI_NAME(q4k_repack)(int64_t n, const void *w, size_t ws, void *dst) {
     quant_repack_k(GGML_TYPE_Q4_K, VR, n, w, ws, dst);
@@ -406,7 +418,7 @@ VNNI_TYPE(q8_0, VK_Q8_0, GGML_TYPE_Q8_0)
 #define VNNI_KROW(tn, fam)                                                                                         \
     { .vec_dot = quant_avx2_##tn##_dot, .vec_dot_tile = quant_avx2_##tn##_tile, .tile_rows = 2, .tile_tokens = 4,  \
       .decode_rows = 4, .repack_rows = VNNI_W / 32, .repack_group_bytes = VNNI_NAME(fam##_group_bytes),             \
-      .repack = VNNI_NAME(fam##_repack), .gemm_repacked = VNNI_NAME(fam##_gemm), .repack_tokens = 4 }
+      .repack = VNNI_NAME(fam##_repack), .gemm_repacked = VNNI_NAME(fam##_gemm), .repack_tokens = VNNI_W == 512 ? 8 : 4 }
 #define VNNI_TABLE_ROWS                                                                                            \
     [GGML_TYPE_Q4_0] = VNNI_ROW(q4_0, NULL), [GGML_TYPE_IQ4_NL] = VNNI_ROW(iq4_nl, NULL),                         \
     [GGML_TYPE_Q8_0] = VNNI_ROW(q8_0, quant_from_float_q8_0_avx2), [GGML_TYPE_Q4_K] = VNNI_KROW(q4_K, q4k),        \
@@ -414,6 +426,7 @@ VNNI_TYPE(q8_0, VK_Q8_0, GGML_TYPE_Q8_0)
 
 #undef VR
 #undef VNNI_NT
+#undef VNNI_KNT
 #undef V_LOAD
 #undef V_SET1_32
 #undef V_SET1_8
