@@ -66,6 +66,7 @@ struct rotkv_model {
     uint64_t n_params, weight_bytes;
     uint64_t matmul_bytes;   /* bytes of the matrices a token's forward pass reads */
     uint64_t repacked_bytes; /* heap bytes of the repacked weights (their file pages are released) */
+    void *repack_arena;      /* one buffer holding every repacked matrix (2 MiB pages where granted) */
     char name[128];
 };
 
