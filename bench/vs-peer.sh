@@ -30,8 +30,10 @@ VARIANT=${VARIANT:-default}
 [ -x "$PEER_ROOT/usr/bin/llama-bench" ] || { echo "vs-peer: no llama-bench in $PEER_ROOT" >&2; exit 1; }
 tmp=$(mktemp -d)
 bdir=$(dirname "$(ls -d "$PEER_ROOT"/usr/lib/*/ggml/backends0 | head -1)")/backends0
+linked=""
 cleanup() {
     mountpoint -q "$bdir" && umount "$bdir"
+    for f in $linked; do rm -f "$f"; done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -51,7 +53,10 @@ flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c
 for model in "$@"; do
     name=$(basename "$model")
     inside="$PEER_ROOT/x/$name"
-    [ -f "$inside" ] || ln -f "$model" "$inside" 2>/dev/null || cp "$model" "$inside"
+    if [ ! -f "$inside" ]; then
+        ln -f "$model" "$inside" 2>/dev/null || cp "$model" "$inside"
+        linked="$linked $inside"
+    fi
     r=1
     while [ $r -le "$ROUNDS" ]; do
         echo "vs-peer: $name round $r/$ROUNDS" >&2

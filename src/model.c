@@ -4,7 +4,6 @@
 
 #include <math.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,10 +274,6 @@ static void release_pages(const void *data, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* weight_repack; release: give the file's pages back as the groups are made
- * (w->data is in the model's mapping), so loading never holds both copies. */
-
-
 /* A buffer the matmuls stream through once per token: big ones are aligned to
  * and asked for as 2 MiB pages (transparent huge pages when the kernel grants
  * them), so a decode pass takes a TLB miss per 2 MiB instead of per 4 KiB. */
@@ -308,8 +303,9 @@ static size_t weight_repack_size(const weight *w) {
     return (size_t)groups * k->repack_group_bytes(w->ne0);
 }
 
-/* Repacks w into buf (weight_repack_size(w) bytes); with release, the file
- * pages of the rows done are given back as it goes. */
+/* Repacks w into buf (weight_repack_size(w) bytes). release: give the file's
+ * pages back as the groups are made (w->data is in the model's mapping), so
+ * loading never holds both copies. */
 static bool weight_repack_into(weight *w, void *buf, bool release) {
     const quant_kernels *k = quant_kernels_of(w->type);
     const int R = k->repack_rows;
@@ -361,14 +357,14 @@ static void model_repack(struct rotkv_model *m) {
     const int n = model_matmul_weights(m, ws, (int)(sizeof ws / sizeof ws[0]));
     size_t total = 0;
     for (int i = 0; i < n; i++) { /* one arena: 64-byte aligned slices, no rounding per tensor */
-        const size_t b = size[i] = weight_repack_size(ws[i]);
-        ofs[i] = b ? total : SIZE_MAX;
-        total += (b + 63) / 64 * 64;
+        size[i] = weight_repack_size(ws[i]);
+        ofs[i] = total;
+        total += (size[i] + 63) / 64 * 64;
     }
     if (!total || !(m->repack_arena = alloc_streamed(total))) return; /* out of memory: the file's rows serve */
     for (int i = 0; i < n; i++) {
         weight *w = ws[i];
-        if (ofs[i] == SIZE_MAX) continue;
+        if (!size[i]) continue; /* no repacked layout: the file's rows serve */
         const bool tied = w == &m->output && w->data == m->tok_embd.data;
         if (!weight_repack_into(w, (uint8_t *)m->repack_arena + ofs[i], true)) continue;
         m->repacked_bytes += size[i];
