@@ -181,7 +181,7 @@ struct rotkv_context {
     threadpool *tp;
     kv_cache *kv;
     rotation rot;          /* attn-rot matrix for one head */
-    bool rot_k, rot_v;     /* resolved from the params (AUTO -> quantized types) */
+    bool *rot_k, *rot_v;   /* (n_layer,) resolved from the params (AUTO -> quantized non-kt types) */
     int32_t *seq_len; /* (n_seq,) tokens cached per sequence */
     /* activations for up to n_batch tokens; shapes per token in comments */
     float *x;       /* (n_embd) residual stream */
@@ -214,6 +214,8 @@ void rotkv_context_free(rotkv_context *c) {
     threadpool_free(c->tp);
     kv_cache_free(c->kv);
     rotation_free(&c->rot);
+    free(c->rot_k);
+    free(c->rot_v);
     free(c->seq_len);
     free(c->center);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
@@ -249,16 +251,11 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const kv_codec *ck = kv_codec_get(p.layer_types_k ? p.layer_types_k[l] : p.type_k);
         const kv_codec *cv = kv_codec_get(p.layer_types_v ? p.layer_types_v[l] : p.type_v);
-        any_quantized |= (ck && ck->quantized) || (cv && cv->quantized);
+        any_quantized |= (ck && ck->quantized && ck->kt_bits == 0) || (cv && cv->quantized && cv->kt_bits == 0);
     }
-    bool any_kt = false;
-    for (uint32_t l = 0; l < hp->n_layer; l++) {
-        const kv_codec *ck = kv_codec_get(p.layer_types_k ? p.layer_types_k[l] : p.type_k);
-        const kv_codec *cv = kv_codec_get(p.layer_types_v ? p.layer_types_v[l] : p.type_v);
-        any_kt |= (ck && ck->kt_bits > 0) || (cv && cv->kt_bits > 0);
-    }
-    /* kt* types fit their own center and basis: rotation and centering are subsumed */
-    const bool center = !any_kt && (p.kv_center == ROTKV_ROT_ON || (p.kv_center == ROTKV_ROT_AUTO && any_quantized));
+    /* kt* types fit their own center and basis: rotation and centering are
+     * subsumed there, and decided per layer and side for the other types */
+    const bool center = p.kv_center == ROTKV_ROT_ON || (p.kv_center == ROTKV_ROT_AUTO && any_quantized);
     kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v,
                           p.layer_types_k, p.layer_types_v, p.kv_budget_bytes, p.kv_sink, p.kv_window, center};
     c->kv = kv_cache_create(&kp, err);
@@ -266,14 +263,19 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
         rotkv_context_free(c);
         return err ? err->code : ROTKV_ERR_INVALID_ARG;
     }
-    /* AUTO: rotate when any layer's cache type is quantized */
-    bool qk = kv_codec_get(p.type_k)->quantized, qv = kv_codec_get(p.type_v)->quantized;
-    for (uint32_t l = 0; l < hp->n_layer; l++) {
-        if (p.layer_types_k) qk |= kv_cache_layout_k(c->kv, l)->codec->quantized;
-        if (p.layer_types_v) qv |= kv_cache_layout_v(c->kv, l)->codec->quantized;
+    /* attn-rot per layer: ON rotates every layer whose type is not kt*; AUTO
+     * the layers whose type is quantized (and not kt*) */
+    c->rot_k = calloc(hp->n_layer, sizeof(bool));
+    c->rot_v = calloc(hp->n_layer, sizeof(bool));
+    if (!c->rot_k || !c->rot_v) {
+        rotkv_context_free(c);
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
     }
-    c->rot_k = !any_kt && (p.rot_k == ROTKV_ROT_ON || (p.rot_k == ROTKV_ROT_AUTO && qk));
-    c->rot_v = !any_kt && (p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && qv));
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const kv_codec *ck = kv_cache_layout_k(c->kv, l)->codec, *cv = kv_cache_layout_v(c->kv, l)->codec;
+        c->rot_k[l] = ck->kt_bits == 0 && (p.rot_k == ROTKV_ROT_ON || (p.rot_k == ROTKV_ROT_AUTO && ck->quantized));
+        c->rot_v[l] = cv->kt_bits == 0 && (p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && cv->quantized));
+    }
     c->params.layer_types_k = c->params.layer_types_v = NULL; /* the caller owns them; the cache has its copy */
     if (rotation_init(&c->rot, (int)hp->head_dim_k, p.rot_seed) != 0) {
         rotkv_context_free(c);
@@ -348,11 +350,11 @@ rotkv_status rotkv_seq_shift(rotkv_context *c, int32_t seq, int32_t n_keep, int3
             kv_cache_load(c->kv, (uint32_t)seq, l, (uint32_t)p, k, v);
             for (int h = 0; h < nkv; h++) {
                 float *kh = k + (size_t)h * hd;
-                if (c->rot_k) rotation_apply_inverse(&c->rot, kh);
+                if (c->rot_k[l]) rotation_apply_inverse(&c->rot, kh);
                 /* RoPE angles add: rotating by -n_discard moves the key to p - n_discard */
                 rope_apply(kh, (int)hp->n_rot, -n_discard, hp->rope_freq_base, hp->rope_freq_scale,
                            c->model->rope_factors, hp->rope);
-                if (c->rot_k) rotation_apply(&c->rot, kh);
+                if (c->rot_k[l]) rotation_apply(&c->rot, kh);
             }
             kv_cache_store(c->kv, (uint32_t)seq, l, (uint32_t)(p - n_discard), k, v);
         }
@@ -498,16 +500,18 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
                            m->rope_factors, hp->rope);
             }
             /* attn-rot: q·k is unchanged by the orthonormal rotation; v's is undone on the output */
-            if (c->rot_k) {
+            if (c->rot_k[il]) {
                 for (int h = 0; h < nh; h++) rotation_apply(&c->rot, q + h * hd);
                 for (int h = 0; h < nkv; h++) rotation_apply(&c->rot, k + h * hd);
             }
-            if (c->rot_v)
+            if (c->rot_v[il])
                 for (int h = 0; h < nkv; h++) rotation_apply(&c->rot, v + h * hd);
         }
         /* a sequence's first batch sets its K/V centers (used when centering is on) */
         for (int t = 0; t < n; t++) {
-            if (c->tok_pos[t] != 0 || !kv_cache_center_k(c->kv, (uint32_t)c->tok_seq[t], il)) continue;
+            if (c->tok_pos[t] != 0 || (!kv_cache_center_k(c->kv, (uint32_t)c->tok_seq[t], il) &&
+                                       !kv_cache_center_v(c->kv, (uint32_t)c->tok_seq[t], il)))
+                continue;
             float *mk = c->center, *mv = c->center + Kd;
             int cnt = 0;
             memset(c->center, 0, sizeof(float) * 2 * (size_t)Kd);
@@ -533,7 +537,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
                              c->q, c->xb, c->att_scratch};
         attention_batch(c->tp, &aa);
-        if (c->rot_v)
+        if (c->rot_v[il])
             for (int i = 0; i < n * nh; i++) rotation_apply_inverse(&c->rot, c->xb + (size_t)i * hd);
         matmul(c->tp, &L->wo, c->xb, n, c->tmp, c->mm_scratch);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];

@@ -21,6 +21,7 @@ struct kv_cache {
     kvt_head *kvt_k, *kvt_v; /* [layer][head] fitted transforms of kt* layers */
     bool *calibrated;        /* (n_layer,) */
     float *center_tmp;    /* (row) scratch for x - mu */
+    bool *centered;       /* (n_layer, 2): K / V of the layer is centered (quantized, not kt) */
     size_t *page_bytes;   /* (n_layer,) bytes of one page of that layer */
     size_t page_bytes_all;/* sum over layers */
     uint32_t pages_per_seq;
@@ -119,7 +120,8 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
         const size_t row = (size_t)p->head_dim * p->n_head_kv;
         kv->center = calloc((size_t)p->n_seq * p->n_layer * 2 * row, sizeof(float));
         kv->center_tmp = malloc(sizeof(float) * row);
-        if (!kv->center || !kv->center_tmp) {
+        kv->centered = calloc((size_t)p->n_layer * 2, sizeof(bool));
+        if (!kv->center || !kv->center_tmp || !kv->centered) {
             kv_cache_free(kv);
             rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
             return NULL;
@@ -144,6 +146,12 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
             }
         }
         kv->page_bytes_all += kv->page_bytes[l];
+        /* centering helps the fixed quantizers; kt* types fit their own center */
+        if (kv->centered)
+            for (int side = 0; side < 2; side++) {
+                const kv_codec *c = (side ? kv->lv[l] : kv->lk[l]).codec;
+                kv->centered[2 * l + side] = c->quantized && c->kt_bits == 0;
+            }
     }
     return kv;
 }
@@ -157,6 +165,7 @@ void kv_cache_free(kv_cache *kv) {
     free(kv->evict_tmp);
     free(kv->center);
     free(kv->center_tmp);
+    free(kv->centered);
     if (kv->kvt_k)
         for (size_t i = 0; i < (size_t)kv->p.n_layer * kv->p.n_head_kv; i++) {
             kvt_free(&kv->kvt_k[i]);
@@ -290,18 +299,22 @@ void kv_cache_set_center(kv_cache *kv, uint32_t seq, uint32_t layer, const float
     memcpy(center_of(kv, seq, layer, 1), mu_v, row * sizeof(float));
 }
 
+static bool is_centered(const kv_cache *kv, uint32_t layer, int is_v) {
+    return kv->center && kv->centered[2 * layer + (is_v ? 1 : 0)];
+}
+
 const float *kv_cache_center_k(const kv_cache *kv, uint32_t seq, uint32_t layer) {
-    return kv->center ? center_of(kv, seq, layer, 0) : NULL;
+    return is_centered(kv, layer, 0) ? center_of(kv, seq, layer, 0) : NULL;
 }
 const float *kv_cache_center_v(const kv_cache *kv, uint32_t seq, uint32_t layer) {
-    return kv->center ? center_of(kv, seq, layer, 1) : NULL;
+    return is_centered(kv, layer, 1) ? center_of(kv, seq, layer, 1) : NULL;
 }
 
 /* Encodes a row with the layer's codec, relative to the center when there is one. */
 static void encode_codec_row(kv_cache *kv, uint32_t seq, uint32_t layer, int is_v, const float *x, uint8_t *dst) {
     const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
     const kv_layout *l = is_v ? &kv->lv[layer] : &kv->lk[layer];
-    if (kv->center) {
+    if (is_centered(kv, layer, is_v)) {
         const float *mu = center_of(kv, seq, layer, is_v);
         for (uint32_t i = 0; i < row; i++) kv->center_tmp[i] = x[i] - mu[i];
         x = kv->center_tmp;
@@ -367,11 +380,11 @@ void kv_cache_load(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t po
     const kv_layout *l;
     const uint8_t *r = locate(kv, seq, layer, pos, 0, &l);
     decode_row(l, r, k, row);
-    if (kv->center && l != &kv->l16)
+    if (is_centered(kv, layer, 0) && l != &kv->l16)
         for (uint32_t i = 0; i < row; i++) k[i] += center_of(kv, seq, layer, 0)[i];
     r = locate(kv, seq, layer, pos, 1, &l);
     decode_row(l, r, v, row);
-    if (kv->center && l != &kv->l16)
+    if (is_centered(kv, layer, 1) && l != &kv->l16)
         for (uint32_t i = 0; i < row; i++) v[i] += center_of(kv, seq, layer, 1)[i];
 }
 

@@ -56,7 +56,8 @@ typedef struct {
     uint64_t budget_bytes; /* 0 = unlimited */
     uint32_t n_sink;       /* first n_sink positions kept at f16 (attention sinks) */
     uint32_t n_window;     /* most recent n_window positions kept at f16 */
-    bool center;           /* encode K and V relative to a per-(sequence, layer) center */
+    bool center;           /* encode K and V relative to a per-(sequence, layer) center, in the
+                              layers and sides whose codec is quantized and not kt* */
 } kv_cache_params;
 
 /* How one layer's K (or V) rows are encoded. A row (all KV heads of one token)
@@ -98,7 +99,8 @@ const uint8_t *kv_cache_v_at(const kv_cache *kv, uint32_t seq, uint32_t layer, u
  * vector per (sequence, layer) (n_head_kv * head_dim values), set from the
  * first batch of the sequence. Decoding adds it back, so any mu is exact; a
  * good one (the mean) shrinks what the codec has to represent. f16 sink and
- * window rows are stored as they are. Returns NULL when centering is off. */
+ * window rows are stored as they are. Returns NULL when that layer's K (or V)
+ * is not centered. */
 void kv_cache_set_center(kv_cache *kv, uint32_t seq, uint32_t layer, const float *mu_k, const float *mu_v);
 const float *kv_cache_center_k(const kv_cache *kv, uint32_t seq, uint32_t layer);
 const float *kv_cache_center_v(const kv_cache *kv, uint32_t seq, uint32_t layer);
