@@ -527,6 +527,30 @@ static void impl_select(void) {
 }
 
 int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int budget_bits) {
+    memset(h, 0, sizeof *h);
+    if (n < 1 || hd < 1) return -1;
+    double *mean = calloc((size_t)hd, sizeof(double)), *C = calloc((size_t)hd * hd, sizeof(double));
+    int rc = -1;
+    if (mean && C) {
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < hd; i++) mean[i] += X[(size_t)t * hd + i];
+        for (int i = 0; i < hd; i++) mean[i] /= n;
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < hd; i++) {
+                const double di = X[(size_t)t * hd + i] - mean[i];
+                for (int j = i; j < hd; j++) C[i * hd + j] += di * (X[(size_t)t * hd + j] - mean[j]);
+            }
+        for (int i = 0; i < hd; i++)
+            for (int j = i; j < hd; j++) C[j * hd + i] = C[i * hd + j] /= n;
+        rc = kvt_fit_moments(h, hd, mean, C, (double)n, M, budget_bits);
+    }
+    free(mean);
+    free(C);
+    return rc;
+}
+
+int kvt_fit_moments(kvt_head *h, int hd, const double *mean, const double *cov, double n, const double *M,
+                    int budget_bits) {
     pthread_once(&cb_once, cb_init);
     pthread_once(&scale_once, scale_init);
     pthread_once(&impl_once, impl_select);
@@ -538,27 +562,18 @@ int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int bud
     h->sigma = malloc(sizeof(float) * hd);
     h->bits = calloc((size_t)hd, 1);
     h->bit_ofs = malloc(sizeof(uint32_t) * hd);
-    double *C = calloc((size_t)hd * hd, sizeof(double)), *W = malloc(sizeof(double) * hd * hd);
+    double *C = malloc(sizeof(double) * hd * hd), *W = malloc(sizeof(double) * hd * hd);
     double *V = malloc(sizeof(double) * hd * hd), *ev = malloc(sizeof(double) * hd);
     double *Ws = malloc(sizeof(double) * hd * hd), *Wis = malloc(sizeof(double) * hd * hd);
     double *tmp = malloc(sizeof(double) * hd * hd), *U = malloc(sizeof(double) * hd * hd);
     double *lam = malloc(sizeof(double) * hd), *mud = calloc((size_t)hd, sizeof(double));
     int rc = -1;
     if (!h->mu || !h->T || !h->Tinv || !h->sigma || !h->bits || !h->bit_ofs || !C || !W || !V || !ev || !Ws ||
-        !Wis || !tmp || !U || !lam || !mud || n < 1)
+        !Wis || !tmp || !U || !lam || !mud || !(n >= 1))
         goto out;
-    /* center and covariance */
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < hd; i++) mud[i] += X[(size_t)t * hd + i];
-    for (int i = 0; i < hd; i++) mud[i] /= n;
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < hd; i++) {
-            const double di = X[(size_t)t * hd + i] - mud[i];
-            for (int j = i; j < hd; j++) C[i * hd + j] += di * (X[(size_t)t * hd + j] - mud[j]);
-        }
+    memcpy(mud, mean, sizeof(double) * hd);
+    memcpy(C, cov, sizeof(double) * hd * hd);
     double trc = 0;
-    for (int i = 0; i < hd; i++)
-        for (int j = i; j < hd; j++) C[j * hd + i] = C[i * hd + j] /= n;
     for (int i = 0; i < hd; i++) trc += C[i * hd + i];
     /* shrink toward isotropic in proportion to hd/n: a short calibration batch
      * must not leave directions it happened not to see without bits */

@@ -42,6 +42,10 @@ typedef struct {
  * symmetric positive semi-definite; NULL = identity) and a budget of
  * budget_bits index bits per vector. Returns 0, or -1 on allocation failure. */
 int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int budget_bits);
+/* The same fit from the moments of n vectors: their mean (hd,) and covariance
+ * (hd, hd; divided by n) — what a stored calibration (kv_calib.h) keeps. */
+int kvt_fit_moments(kvt_head *h, int hd, const double *mean, const double *cov, double n, const double *M,
+                    int budget_bits);
 void kvt_free(kvt_head *h);
 
 void kvt_encode(const kvt_head *h, const float *x, uint8_t *dst);
