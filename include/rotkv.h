@@ -171,6 +171,10 @@ typedef struct {
     /* encode K and V relative to their mean over the first batch of each
      * sequence (exact: the mean is added back); AUTO = on for quantized types */
     rotkv_rot_mode kv_center;
+    /* a calibration of this model (rotkv_kv_calib_load): kt* layers are fitted
+     * from its moments instead of from the first batch; NULL = first batch.
+     * It must outlive the context. */
+    const struct rotkv_kv_calib *kv_calib;
 } rotkv_context_params;
 
 rotkv_context_params rotkv_context_default_params(void);
@@ -226,6 +230,47 @@ void rotkv_seq_clear(rotkv_context *ctx, int32_t seq);
  * moves the later ones down by n_discard positions (their cached keys are
  * decoded, re-rotated by RoPE to the new positions and re-encoded). */
 rotkv_status rotkv_seq_shift(rotkv_context *ctx, int32_t seq, int32_t n_keep, int32_t n_discard, rotkv_error *err);
+
+/* ---------------------------------------------------------------- KV calibration
+ *
+ * A model's KV calibration (docs/kv-quality.md) holds, per layer and KV head,
+ * the moments the kt* transforms are fitted from, and per layer, side (K or V)
+ * and candidate type the KL divergence that layer alone adds in that type. It
+ * is made once per model (`rotkv calibrate`), saved to a versioned, checksummed
+ * file tied to the model, and turns a bit budget into per-layer cache types. */
+typedef struct rotkv_kv_calib rotkv_kv_calib;
+
+/* An empty calibration for the model; n_ctx is the context its RoPE
+ * augmentation spans (0 = the model's training context). */
+rotkv_status rotkv_kv_calib_create(const rotkv_model *model, uint32_t n_ctx, rotkv_kv_calib **out, rotkv_error *err);
+/* While attached, every rotkv_decode on ctx adds its keys, queries and values
+ * to the calibration's moments. ctx's cache must be f32/f16/bf16 with attn-rot
+ * off in every layer, and its model the calibration's. NULL detaches. */
+rotkv_status rotkv_kv_calib_attach(rotkv_context *ctx, rotkv_kv_calib *cal, rotkv_error *err);
+/* Turns the collected sums into moments; text_hash identifies the text (stored). */
+rotkv_status rotkv_kv_calib_finish(rotkv_kv_calib *cal, uint64_t text_hash, rotkv_error *err);
+/* Records the mean KLD added by storing layer's K (side 0) or V (side 1) alone in type t. */
+rotkv_status rotkv_kv_calib_set_sensitivity(rotkv_kv_calib *cal, rotkv_kv_type t, uint32_t layer, int side, double kld,
+                                            rotkv_error *err);
+/* Writes to a temporary file beside path, flushes it and renames it into place. */
+rotkv_status rotkv_kv_calib_save(const rotkv_kv_calib *cal, const char *path, rotkv_error *err);
+/* Reads a calibration file; ROTKV_ERR_FORMAT if it is not one, truncated or
+ * corrupt, ROTKV_ERR_MISMATCH if it was made for another model. */
+rotkv_status rotkv_kv_calib_load(const rotkv_model *model, const char *path, rotkv_kv_calib **out, rotkv_error *err);
+void rotkv_kv_calib_free(rotkv_kv_calib *cal);
+/* Tokens the calibration saw, and whether it has a sensitivity table. */
+uint32_t rotkv_kv_calib_n_tokens(const rotkv_kv_calib *cal);
+bool rotkv_kv_calib_has_sensitivity(const rotkv_kv_calib *cal);
+/* Bits per cached value of type t in this model's cache (every scale and norm
+ * counted); < 0 if the type cannot hold this model's rows. */
+double rotkv_kv_type_bits(const rotkv_model *model, rotkv_kv_type t);
+/* The per-layer types (n_layer each) among the measured ones (and f16) whose
+ * average bits/value is at most bits and whose summed sensitivity is smallest;
+ * *predicted_kld gets that sum. ROTKV_ERR_INVALID_ARG if the budget is below
+ * the cheapest measured type. */
+rotkv_status rotkv_kv_calib_allocate(const rotkv_kv_calib *cal, const rotkv_model *model, double bits,
+                                     rotkv_kv_type *types_k, rotkv_kv_type *types_v, double *predicted_kld,
+                                     rotkv_error *err);
 
 /* ---------------------------------------------------------------- sampler */
 

@@ -8,6 +8,7 @@
 #include "attention.h"
 #include "context.h"
 #include "kv_cache.h"
+#include "kv_calib.h"
 #include "cpu.h"
 #include "model.h"
 #include "ops.h"
@@ -199,6 +200,7 @@ struct rotkv_context {
     int32_t *logits_row; /* (n_batch_last) batch index -> row in logits, -1 if none */
     int32_t logits_row_cap, last_logits_row;
     int32_t last_batch_n; /* tokens in the last rotkv_decode batch */
+    rotkv_kv_calib *collect; /* rotkv_kv_calib_attach: moments collected from every batch */
 };
 
 rotkv_context_params rotkv_context_default_params(void) {
@@ -223,6 +225,8 @@ void rotkv_context_free(rotkv_context *c) {
     free(c->tok_seq); free(c->tok_pos); free(c->logits); free(c->logits_row);
     free(c);
 }
+
+static double *value_metric(const rotkv_model *m, const layer_weights *L);
 
 static float *alloc_f(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
@@ -277,6 +281,26 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
         c->rot_v[l] = cv->kt_bits == 0 && (p.rot_v == ROTKV_ROT_ON || (p.rot_v == ROTKV_ROT_AUTO && cv->quantized));
     }
     c->params.layer_types_k = c->params.layer_types_v = NULL; /* the caller owns them; the cache has its copy */
+    if (p.kv_calib) {
+        const rotkv_kv_calib *cal = p.kv_calib;
+        if (!cal->finished || cal->model_id != kv_calib_model_id(m) || cal->n_layer != hp->n_layer ||
+            cal->n_head_kv != hp->n_head_kv || cal->head_dim != hp->head_dim_k) {
+            rotkv_context_free(c);
+            return rotkv_set_error(err, ROTKV_ERR_MISMATCH, "the KV calibration was made for another model%s",
+                                   cal->finished ? "" : " (or is not finished)");
+        }
+        for (uint32_t l = 0; l < hp->n_layer; l++) {
+            if (!kv_cache_needs_calibration(c->kv, l)) continue;
+            double *vm = value_metric(m, &m->layers[l]);
+            rotkv_status st = vm ? kv_cache_calibrate_moments(c->kv, l, cal, vm, err)
+                                 : rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory calibrating the KV transforms");
+            free(vm);
+            if (st != ROTKV_OK) {
+                rotkv_context_free(c);
+                return st;
+            }
+        }
+    }
     if (rotation_init(&c->rot, (int)hp->head_dim_k, p.rot_seed) != 0) {
         rotkv_context_free(c);
         return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
@@ -433,18 +457,14 @@ static double *value_metric(const rotkv_model *m, const layer_weights *L) {
  * the rotations of later positions: each key and query is also presented at
  * KT_AUG extra positions spread over the context (RoPE angles add). */
 #define KT_AUG 7
-static rotkv_status calibrate_layer(rotkv_context *c, uint32_t il, int n, rotkv_error *err) {
+/* The layer's keys and queries of the current batch (c->k, c->q), each also
+ * at KT_AUG extra positions: Ka (n * (KT_AUG+1), n_head_kv*hd), Qa (.., n_head*hd). */
+static void augment_rope(const rotkv_context *c, uint32_t il, int n, float *Ka, float *Qa) {
     const rotkv_model *m = c->model;
     const model_hparams *hp = &m->hp;
     const int hd = (int)hp->head_dim_k, nh = (int)hp->n_head, nkv = (int)hp->n_head_kv;
-    const size_t Qd = (size_t)nh * hd, Kd = (size_t)nkv * hd, na = (size_t)n * (KT_AUG + 1);
-    float *Ka = malloc(sizeof(float) * na * Kd), *Qa = malloc(sizeof(float) * na * Qd);
-    double *vm = value_metric(m, &m->layers[il]);
-    rotkv_status st = ROTKV_OK;
-    if (!Ka || !Qa || !vm) {
-        st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory calibrating the KV transforms");
-        goto out;
-    }
+    const size_t Qd = (size_t)nh * hd, Kd = (size_t)nkv * hd;
+    const uint32_t span = c->collect ? c->collect->n_ctx : c->params.n_ctx;
     uint64_t rs = 0x9e3779b97f4a7c15ull ^ il;
     for (int a = 0; a <= KT_AUG; a++)
         for (int t = 0; t < n; t++) {
@@ -453,9 +473,9 @@ static rotkv_status calibrate_layer(rotkv_context *c, uint32_t il, int n, rotkv_
             memcpy(q, c->q + (size_t)t * Qd, sizeof(float) * Qd);
             if (a == 0) continue;
             rs = rs * 6364136223846793005ull + 1442695040888963407ull;
-            const int32_t dk = (int32_t)((rs >> 33) % c->params.n_ctx);
+            const int32_t dk = (int32_t)((rs >> 33) % span);
             rs = rs * 6364136223846793005ull + 1442695040888963407ull;
-            const int32_t dq = (int32_t)((rs >> 33) % c->params.n_ctx);
+            const int32_t dq = (int32_t)((rs >> 33) % span);
             for (int h = 0; h < nkv; h++)
                 rope_apply(k + (size_t)h * hd, (int)hp->n_rot, dk, hp->rope_freq_base, hp->rope_freq_scale,
                            m->rope_factors, hp->rope);
@@ -463,12 +483,53 @@ static rotkv_status calibrate_layer(rotkv_context *c, uint32_t il, int n, rotkv_
                 rope_apply(q + (size_t)h * hd, (int)hp->n_rot, dq, hp->rope_freq_base, hp->rope_freq_scale,
                            m->rope_factors, hp->rope);
         }
-    st = kv_cache_calibrate(c->kv, il, Ka, (int)na, c->v, n, Qa, (int)na, nh, vm, err);
+}
+
+/* Fits the kt* transforms of a layer on the current batch (c->q/k/v), or with
+ * a calibration attached adds the batch to its moments instead. Keys and
+ * queries are post-RoPE, so a fit on positions 0..n alone would not know the
+ * rotations of later positions: each key and query is also presented at
+ * KT_AUG extra positions spread over the context (RoPE angles add). */
+static rotkv_status calibrate_layer(rotkv_context *c, uint32_t il, int n, rotkv_error *err) {
+    const rotkv_model *m = c->model;
+    const model_hparams *hp = &m->hp;
+    const int hd = (int)hp->head_dim_k, nh = (int)hp->n_head, nkv = (int)hp->n_head_kv;
+    const size_t Qd = (size_t)nh * hd, Kd = (size_t)nkv * hd, na = (size_t)n * (KT_AUG + 1);
+    float *Ka = malloc(sizeof(float) * na * Kd), *Qa = malloc(sizeof(float) * na * Qd);
+    double *vm = c->collect ? NULL : value_metric(m, &m->layers[il]);
+    rotkv_status st = ROTKV_OK;
+    if (!Ka || !Qa || (!c->collect && !vm)) {
+        st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory calibrating the KV transforms");
+        goto out;
+    }
+    augment_rope(c, il, n, Ka, Qa);
+    if (c->collect) kv_calib_accumulate(c->collect, il, Ka, (int)na, Qa, (int)na, c->v, n);
+    else st = kv_cache_calibrate(c->kv, il, Ka, (int)na, c->v, n, Qa, (int)na, nh, vm, err);
 out:
     free(Ka);
     free(Qa);
     free(vm);
     return st;
+}
+
+rotkv_status rotkv_kv_calib_attach(rotkv_context *c, rotkv_kv_calib *cal, rotkv_error *err) {
+    if (!cal) {
+        c->collect = NULL;
+        return ROTKV_OK;
+    }
+    const model_hparams *hp = &c->model->hp;
+    if (cal->finished) return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "KV calibration already finished");
+    if (cal->model_id != kv_calib_model_id(c->model))
+        return rotkv_set_error(err, ROTKV_ERR_MISMATCH, "KV calibration was created for another model");
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const kv_codec *ck = kv_cache_layout_k(c->kv, l)->codec, *cv = kv_cache_layout_v(c->kv, l)->codec;
+        if (ck->quantized || cv->quantized || c->rot_k[l] || c->rot_v[l])
+            return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG,
+                                   "KV calibration needs an f32/f16/bf16 cache without attn-rot (layer %u has %s/%s%s)", l,
+                                   ck->name, cv->name, c->rot_k[l] || c->rot_v[l] ? ", rotated" : "");
+    }
+    c->collect = cal;
+    return ROTKV_OK;
 }
 
 static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, int n, rotkv_error *err) {
@@ -526,7 +587,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             for (int i = 0; i < 2 * Kd; i++) c->center[i] /= (float)cnt;
             kv_cache_set_center(c->kv, (uint32_t)c->tok_seq[t], il, mk, mv);
         }
-        if (kv_cache_needs_calibration(c->kv, il)) {
+        if (c->collect || kv_cache_needs_calibration(c->kv, il)) {
             /* kt* cache types are fitted on the first batch this layer sees */
             rotkv_status st = calibrate_layer(c, il, n, err);
             if (st != ROTKV_OK) return st;

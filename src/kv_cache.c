@@ -3,6 +3,8 @@
  * as a sequence grows and freed when it shrinks. */
 #include "kv_cache.h"
 
+#include "kv_calib.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -444,6 +446,31 @@ rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, in
     free(X);
     free(M);
     if (st != ROTKV_OK) return st;
+    if (kv->lk[layer].codec->kt_bits > 0) kv->lk[layer].kvt = &kv->kvt_k[(size_t)layer * nkv];
+    if (kv->lv[layer].codec->kt_bits > 0) kv->lv[layer].kvt = &kv->kvt_v[(size_t)layer * nkv];
+    kv->calibrated[layer] = true;
+    return ROTKV_OK;
+}
+
+rotkv_status kv_cache_calibrate_moments(kv_cache *kv, uint32_t layer, const rotkv_kv_calib *cal, const double *v_metric,
+                                        rotkv_error *err) {
+    if (!kv_cache_needs_calibration(kv, layer)) return ROTKV_OK;
+    const int hd = (int)kv->p.head_dim, nkv = (int)kv->p.n_head_kv;
+    for (int h = 0; h < nkv; h++) {
+        kvt_head *hk = &kv->kvt_k[(size_t)layer * nkv + h], *hv = &kv->kvt_v[(size_t)layer * nkv + h];
+        if (kv->lk[layer].codec->kt_bits > 0 &&
+            kvt_fit_moments(hk, hd, cal->k_mean + kv_calib_vec(cal, layer, (uint32_t)h),
+                            cal->k_cov + kv_calib_mat(cal, layer, (uint32_t)h), cal->n_k[layer],
+                            cal->q_m2 + kv_calib_mat(cal, layer, (uint32_t)h),
+                            kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0)
+            return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting K transforms");
+        if (kv->lv[layer].codec->kt_bits > 0 &&
+            kvt_fit_moments(hv, hd, cal->v_mean + kv_calib_vec(cal, layer, (uint32_t)h),
+                            cal->v_cov + kv_calib_mat(cal, layer, (uint32_t)h), cal->n_v[layer],
+                            v_metric ? v_metric + (size_t)h * hd * hd : NULL,
+                            kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0)
+            return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting V transforms");
+    }
     if (kv->lk[layer].codec->kt_bits > 0) kv->lk[layer].kvt = &kv->kvt_k[(size_t)layer * nkv];
     if (kv->lv[layer].codec->kt_bits > 0) kv->lv[layer].kvt = &kv->kvt_v[(size_t)layer * nkv];
     kv->calibrated[layer] = true;

@@ -114,6 +114,9 @@ const float *kv_cache_center_v(const kv_cache *kv, uint32_t seq, uint32_t layer)
 bool kv_cache_needs_calibration(const kv_cache *kv, uint32_t layer);
 rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, int n_k, const float *V, int n_v,
                                  const float *Q, int n_q, int n_head, const double *v_metric, rotkv_error *err);
+/* The same fit from a stored calibration's moments (kv_calib.h) of this layer. */
+rotkv_status kv_cache_calibrate_moments(kv_cache *kv, uint32_t layer, const rotkv_kv_calib *cal, const double *v_metric,
+                                        rotkv_error *err);
 /* Bytes of the fitted transforms (shared by all sequences of the context). */
 size_t kv_cache_transform_bytes(const kv_cache *kv);
 
