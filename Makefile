@@ -29,8 +29,18 @@ $(BUILD)/%.o: %.c
 $(BUILD)/librotkv.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/rotkv: $(TOOL_OBJ) $(BUILD)/librotkv.a
+$(BUILD)/rotkv: $(TOOL_OBJ) $(BUILD)/gen/calibration_text.o $(BUILD)/librotkv.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+# the default calibration text of `rotkv calibrate`, compiled into the binary
+$(BUILD)/gen/calibration_text.c: data/calibration.txt
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from data/calibration.txt by the Makefile */'; echo '#include <stddef.h>'; \
+	  echo 'const unsigned char rotkv_calibration_text[] = {'; \
+	  od -An -v -tu1 $< | sed 's/^ *//; s/  */,/g; s/$$/,/'; \
+	  echo '0};'; echo 'const size_t rotkv_calibration_text_len = sizeof rotkv_calibration_text - 1;'; } > $@
+$(BUILD)/gen/calibration_text.o: $(BUILD)/gen/calibration_text.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testutil.o $(BUILD)/librotkv.a
 	$(CC) $(CFLAGS) $^ $(TEST_LDLIBS) $(LDLIBS) -o $@

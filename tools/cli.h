@@ -26,7 +26,12 @@ typedef struct {
     int n_keep;              /* --keep */
     int kv_sink, kv_window;  /* --kv-sink, --kv-window */
     int kv_center;           /* --kv-center on|off|auto */
-    const char *kv_calib;    /* --kv-calib FILE: fit kt* cache types on this text */
+    const char *kv_calib;      /* --kv-calib FILE: the model's KV calibration (rotkv calibrate) */
+    const char *kv_calib_text; /* --kv-calib-text FILE: fit kt* cache types on this text's first batch */
+    bool no_kv_calib;          /* --no-kv-calib: ignore a calibration beside the model */
+    double kv_bits;            /* --kv-bits B or -ctk autoB: allocate B bits/value over the layers */
+    rotkv_kv_calib *calib;     /* loaded by cli_layer_overrides; cli_kv_release frees it */
+    double kv_predicted_kld;   /* the allocation's summed sensitivity */
     rotkv_kv_type layer_k[1024], layer_v[1024];
     bool no_bos, parse_special, show_pieces;
     const char *kld_base;    /* --kl-divergence-base */
@@ -73,9 +78,22 @@ int cli_open_text_model(const cli_opts *o, char **text, size_t *len, rotkv_conte
 /* Context parameters from the common flags (-c, -b, -t, -ctk/-ctv, --attn-rot);
  * false with a message if a cache type is unknown. */
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp);
-/* Applies --kv-override to cp for a loaded model (n_layer known). */
+/* For a loaded model: loads its KV calibration (--kv-calib, else the file
+ * beside the model unless --no-kv-calib), turns a bit budget (-ctk autoB,
+ * --kv-bits B) into per-layer types, then applies --kv-override. */
 bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params *cp);
-/* With --kv-calib, runs the file's first tokens through sequence 0 (which
+/* Frees what cli_layer_overrides loaded. */
+void cli_kv_release(cli_opts *o);
+/* The calibration file beside a model: MODEL without .gguf, plus .kvcal (malloc'd). */
+char *cli_kv_calib_path(const char *model);
+/* "autoB" -> B (true), else false. */
+bool cli_kv_auto_bits(const char *type, double *bits);
+/* Loads a calibration: the explicit path, else the one beside the model if it
+ * exists (and none is false). *out = NULL when there is none; false with a
+ * message when a file exists but cannot be used. */
+bool cli_kv_calib_load(const char *explicit_path, bool none, const char *model_path, const rotkv_model *m,
+                       rotkv_kv_calib **out);
+/* With --kv-calib-text, runs the file's first tokens through sequence 0 (which
  * fits kt* cache types) and clears it again. */
 bool cli_calibrate(const cli_opts *o, const rotkv_model *m, rotkv_context *ctx);
 /* Prints the KV-cache configuration of ctx: bytes/token, bits/value at n_ctx,
@@ -98,5 +116,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_kv_eval(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 
 #endif

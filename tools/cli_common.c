@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -114,6 +115,17 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
         }
         else if (IS("--context-shift")) o->context_shift = true;
         else if (IS("--kv-calib")) { NEED_VALUE(); o->kv_calib = v; }
+        else if (IS("--kv-calib-text")) { NEED_VALUE(); o->kv_calib_text = v; }
+        else if (IS("--no-kv-calib")) o->no_kv_calib = true;
+        else if (IS("--kv-bits")) {
+            NEED_VALUE();
+            char *end;
+            o->kv_bits = strtod(v, &end);
+            if (*end || end == v || !(o->kv_bits > 0 && o->kv_bits <= 32)) {
+                fprintf(stderr, "rotkv: --kv-bits expects bits per value in (0, 32], got '%s'\n", v);
+                return false;
+            }
+        }
         else if (IS("--host")) { NEED_VALUE(); o->host = v; }
         else if (IS("--port")) { NEED_VALUE(); if (!parse_int(a, v, &o->port)) return false; }
         else if (IS("-np") || IS("--parallel")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_parallel)) return false; }
@@ -266,10 +278,10 @@ int cli_kv_type(const char *name) {
 }
 
 bool cli_calibrate(const cli_opts *o, const rotkv_model *m, rotkv_context *ctx) {
-    if (!o->kv_calib) return true;
+    if (!o->kv_calib_text) return true;
     cli_opts t = *o;
     t.prompt = NULL;
-    t.file = o->kv_calib;
+    t.file = o->kv_calib_text;
     size_t len;
     char *text = cli_read_text(&t, &len);
     if (!text) return false;
@@ -282,8 +294,8 @@ bool cli_calibrate(const cli_opts *o, const rotkv_model *m, rotkv_context *ctx) 
     rotkv_error err = {0};
     rotkv_batch b = {.n_tokens = n, .token = toks};
     bool ok = n > 0 && rotkv_decode(ctx, &b, &err) == ROTKV_OK;
-    if (!ok) fprintf(stderr, "rotkv: --kv-calib: %s\n", n > 0 ? err.msg : "no tokens in the calibration text");
-    else fprintf(stderr, "rotkv: KV calibration on %d tokens of '%s'\n", n, o->kv_calib);
+    if (!ok) fprintf(stderr, "rotkv: --kv-calib-text: %s\n", n > 0 ? err.msg : "no tokens in the calibration text");
+    else fprintf(stderr, "rotkv: kt* transforms fitted on %d tokens of '%s'\n", n, o->kv_calib_text);
     rotkv_seq_clear(ctx, 0);
     free(toks);
     return ok;
@@ -327,19 +339,97 @@ bool cli_parse_bytes(const char *s, uint64_t *out) {
     return false;
 }
 
+char *cli_kv_calib_path(const char *model) {
+    const size_t n = strlen(model);
+    char *p = malloc(n + 8);
+    if (!p) return NULL;
+    memcpy(p, model, n + 1);
+    if (n > 5 && !strcmp(p + n - 5, ".gguf")) p[n - 5] = 0;
+    strcat(p, ".kvcal");
+    return p;
+}
+
+bool cli_kv_auto_bits(const char *type, double *bits) {
+    if (!type || strncmp(type, "auto", 4)) return false;
+    char *end;
+    *bits = strtod(type + 4, &end);
+    if (*end || end == type + 4) *bits = -1; /* "auto" alone or "autoX": invalid, reported by the caller */
+    return true;
+}
+
+bool cli_kv_calib_load(const char *explicit_path, bool none, const char *model_path, const rotkv_model *m,
+                       rotkv_kv_calib **out) {
+    *out = NULL;
+    char *beside = NULL;
+    const char *path = explicit_path;
+    if (!path && !none && model_path) {
+        beside = cli_kv_calib_path(model_path);
+        if (beside && access(beside, F_OK) == 0) path = beside;
+    }
+    if (!path) {
+        free(beside);
+        return true;
+    }
+    rotkv_error err = {0};
+    bool ok = rotkv_kv_calib_load(m, path, out, &err) == ROTKV_OK;
+    if (!ok)
+        fprintf(stderr, "rotkv: %s%s\n", err.msg,
+                explicit_path ? "" : " (found beside the model; --no-kv-calib ignores it)");
+    else
+        fprintf(stderr, "rotkv: KV calibration %s (%u tokens%s)\n", path, rotkv_kv_calib_n_tokens(*out),
+                rotkv_kv_calib_has_sensitivity(*out) ? ", with sensitivity table" : "");
+    free(beside);
+    return ok;
+}
+
+void cli_kv_release(cli_opts *o) {
+    rotkv_kv_calib_free(o->calib);
+    o->calib = NULL;
+}
+
+/* The bit budget of -ctk/-ctv autoB or --kv-bits (checked by cli_context_params), 0 if none. */
+static double kv_budget(const cli_opts *o) {
+    double b = 0;
+    if (cli_kv_auto_bits(o->type_k, &b) || cli_kv_auto_bits(o->type_v, &b)) return b;
+    return o->kv_bits;
+}
+
 bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params *cp) {
-    if (!o->kv_override) return true;
+    o->kv_bits = kv_budget(o);
     rotkv_model_info mi;
     rotkv_model_get_info(m, &mi);
     const int n_layer = (int)mi.n_layer;
+    if (!o->calib && !cli_kv_calib_load(o->kv_calib, o->no_kv_calib, o->model, m, &o->calib)) return false;
+    cp->kv_calib = o->calib;
+    if (!o->kv_override && !(o->kv_bits > 0)) return true;
     if (n_layer > 1024) {
-        fprintf(stderr, "rotkv: --kv-override supports at most 1024 layers\n");
+        fprintf(stderr, "rotkv: per-layer cache types support at most 1024 layers\n");
         return false;
     }
-    for (int l = 0; l < n_layer; l++) {
-        o->layer_k[l] = cp->type_k;
-        o->layer_v[l] = cp->type_v;
-    }
+    if (o->kv_bits > 0) {
+        if (!o->calib || !rotkv_kv_calib_has_sensitivity(o->calib)) {
+            char *p = cli_kv_calib_path(o->model ? o->model : "MODEL");
+            fprintf(stderr,
+                    "rotkv: a KV bit budget (%g bits/value) needs a calibration of this model with a sensitivity table: "
+                    "run rotkv calibrate -m %s (writes %s), or pass --kv-calib FILE\n",
+                    o->kv_bits, o->model ? o->model : "MODEL", p ? p : "MODEL.kvcal");
+            free(p);
+            return false;
+        }
+        rotkv_error err = {0};
+        if (rotkv_kv_calib_allocate(o->calib, m, o->kv_bits, o->layer_k, o->layer_v, &o->kv_predicted_kld, &err) !=
+            ROTKV_OK) {
+            fprintf(stderr, "rotkv: %s\n", err.msg);
+            return false;
+        }
+    } else
+        for (int l = 0; l < n_layer; l++) {
+            o->layer_k[l] = cp->type_k;
+            o->layer_v[l] = cp->type_v;
+        }
+    cp->layer_types_k = o->layer_k;
+    cp->layer_types_v = o->layer_v;
+    if (!o->kv_override) return true;
     /* syntax: LAYERS=TYPE[;LAYERS=TYPE...], LAYERS a comma list of indices (negative from the end) */
     char buf[512];
     snprintf(buf, sizeof buf, "%s", o->kv_override);
@@ -391,7 +481,22 @@ int cli_open_text_model(const cli_opts *o, char **text, size_t *len, rotkv_conte
 
 bool cli_context_params(const cli_opts *o, rotkv_context_params *cp) {
     *cp = rotkv_context_default_params();
-    int tk = cli_kv_type(o->type_k), tv = cli_kv_type(o->type_v);
+    double bk = 0, bv = 0;
+    const bool ak = cli_kv_auto_bits(o->type_k, &bk), av = cli_kv_auto_bits(o->type_v, &bv);
+    if (ak || av) {
+        const double b = ak ? bk : bv;
+        if (!(b > 0 && b <= 32) || (ak && av && bk != bv)) {
+            fprintf(stderr, "rotkv: '%s' is not a bit budget: use autoB with B in (0, 32], e.g. -ctk auto3.5 "
+                            "(it sets K and V together)\n", ak ? o->type_k : o->type_v);
+            return false;
+        }
+        if (o->kv_bits > 0 && o->kv_bits != b) {
+            fprintf(stderr, "rotkv: -ctk/-ctv auto%g and --kv-bits %g disagree\n", b, o->kv_bits);
+            return false;
+        }
+    }
+    int tk = ak || o->kv_bits > 0 ? ROTKV_KV_F16 : cli_kv_type(o->type_k);
+    int tv = av || o->kv_bits > 0 ? ROTKV_KV_F16 : cli_kv_type(o->type_v);
     if (tk < 0 || tv < 0) return false;
     cp->n_ctx = (uint32_t)o->n_ctx;
     cp->n_batch = (uint32_t)o->n_batch;

@@ -11,7 +11,8 @@ static void usage(FILE *fp) {
             "commands:\n"
             "  run         generate text:        rotkv run -m MODEL (-p PROMPT | -f FILE) [-n N] [-c CTX] [-t N]\n"
             "                                    [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-            "                                    [--repeat-penalty R] [--repeat-last-n N] [-ctk T] [-ctv T]\n"
+            "                                    [--repeat-penalty R] [--repeat-last-n N] [-ctk T|autoB] [-ctv T]\n"
+            "                                    [--kv-calib FILE] [--kv-bits B]\n"
             "  tokenize    print token ids:      rotkv tokenize -m MODEL (-p TEXT | -f FILE) [--no-bos] [--parse-special] [--pieces]\n"
             "  info        describe a model:     rotkv info -m MODEL\n"
             "  logits      golden-format dump:   rotkv logits -m MODEL -f TEXT [-k 20] [-n 32] [-ctk T] [-ctv T]\n"
@@ -24,6 +25,8 @@ static void usage(FILE *fp) {
             "  chat        interactive chat:     rotkv chat -m MODEL [--system TEXT] [-n N] [--chat-template NAME]\n"
             "  synth       random-weight GGUF with a real model's shapes: rotkv synth --shape llama3.2-1b|qwen2.5-0.5b|llama3.1-8b\n"
             "                                    --type Q4_0|Q8_0|F16|... --vocab VOCAB.gguf -o OUT.gguf [--seed N]\n"
+            "  calibrate   the model's KV calibration (moments, per-layer sensitivity) for -ctk autoB and kt*:\n"
+            "                                    rotkv calibrate -m MODEL [-f TEXT] [-o MODEL.kvcal] [-c 256] [--types T,..]\n"
             "  kv-eval     KV type distortion vs bits: rotkv kv-eval [-ctk T,..|all] [--vectors N] [-m MODEL -f TEXT [-c CTX]]\n"
             "                                    [--chart FILE.svg|.png] [-o md|csv]\n"
             "\nrun 'rotkv <command> --help' for details.\n",
@@ -47,7 +50,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}, {"serve", cmd_serve}, {"chat", cmd_chat}, {"synth", cmd_synth}
-                , {"kv-eval", cmd_kv_eval}
+                , {"kv-eval", cmd_kv_eval}, {"calibrate", cmd_calibrate}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
