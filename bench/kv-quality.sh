@@ -18,8 +18,8 @@ TYPES=${TYPES:-"f32 bf16 q8_0 q5_1 q5_0 q4_1 q4_0 iq4_nl tq4 tq3.5 tq3 tq2.5 tq2
 # mixed configurations: "label|flags"
 EXTRA=${EXTRA:-"K kt4 / V kt3|-ctk kt4 -ctv kt3
 K kt3 / V kt4|-ctk kt3 -ctv kt4
-kt3.5, calibrated on prompt.txt|-ctk kt3.5 -ctv kt3.5 --kv-calib $SHARED/golden/prompt.txt
-kt3, calibrated on prompt.txt|-ctk kt3 -ctv kt3 --kv-calib $SHARED/golden/prompt.txt
+kt3.5, calibrated on prompt.txt|-ctk kt3.5 -ctv kt3.5 --kv-calib-text $SHARED/golden/prompt.txt
+kt3, calibrated on prompt.txt|-ctk kt3 -ctv kt3 --kv-calib-text $SHARED/golden/prompt.txt
 q4_0 + kv-sink 1|-ctk q4_0 -ctv q4_0 --kv-sink 1
 tq3, centering off|-ctk tq3 -ctv tq3 --kv-center off"}
 [ -x "$BIN" ] || make -s "$BIN"
