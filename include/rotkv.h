@@ -182,6 +182,7 @@ rotkv_status rotkv_context_create(rotkv_model *model, const rotkv_context_params
                                   rotkv_context **out, rotkv_error *err);
 void rotkv_context_free(rotkv_context *ctx);
 uint32_t rotkv_n_ctx(const rotkv_context *ctx);
+const rotkv_model *rotkv_context_model(const rotkv_context *ctx);
 int rotkv_n_threads(const rotkv_context *ctx);
 /* Bytes of KV cache per token of one sequence with this context's configuration. */
 double rotkv_kv_bytes_per_token(const rotkv_context *ctx);

@@ -340,6 +340,8 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
 
 kv_cache *context_kv(rotkv_context *c) { return c->kv; }
 
+const rotkv_model *rotkv_context_model(const rotkv_context *c) { return c->model; }
+
 uint32_t rotkv_n_ctx(const rotkv_context *c) { return c->params.n_ctx; }
 int rotkv_n_threads(const rotkv_context *c) { return threadpool_size(c->tp); }
 double rotkv_kv_bytes_per_token(const rotkv_context *c) { return kv_cache_bytes_per_token(c->kv); }

@@ -307,10 +307,20 @@ void cli_report_kv(const cli_opts *o, rotkv_context *ctx, void *file) {
     rotkv_kv_get_stats(ctx, &ks);
     const uint32_t n = rotkv_n_ctx(ctx);
     fprintf(fp, "KV cache:        K %s / V %s%s%s%s, %.1f bytes/token (%.3f bits/value at %u tokens",
-            o->type_k, o->type_v, o->kv_override ? ", override " : "", o->kv_override ? o->kv_override : "",
+            o->kv_bits > 0 ? "auto" : o->type_k, o->kv_bits > 0 ? "auto" : o->type_v, o->kv_override ? ", override " : "", o->kv_override ? o->kv_override : "",
             ks.f16_side_bytes ? ", f16 sink/window rows" : "", ks.bytes_per_token, rotkv_kv_bits_per_value(ctx, n), n);
     if (ks.f16_side_bytes) fprintf(fp, ", %llu bytes of f16 rows", (unsigned long long)ks.f16_side_bytes);
     fprintf(fp, "), %.2f MiB at %u tokens\n", (ks.bytes_per_token * n + ks.f16_side_bytes) / 1048576.0, n);
+    if (o->kv_bits > 0 && o->calib) {
+        const rotkv_model *m = rotkv_context_model(ctx);
+        rotkv_model_info mi;
+        rotkv_model_get_info(m, &mi);
+        fprintf(fp, "KV allocation:   %g bits/value from the calibration, predicted KLD %.6f; K/V per layer:", o->kv_bits,
+                o->kv_predicted_kld);
+        for (uint32_t l = 0; l < mi.n_layer && l < 1024; l++)
+            fprintf(fp, " %s/%s", rotkv_kv_type_name(o->layer_k[l]), rotkv_kv_type_name(o->layer_v[l]));
+        fprintf(fp, "\n");
+    }
     if (o->kv_budget) {
         /* memory is taken in blocks of tokens_per_block tokens (all layers) */
         const uint64_t blocks = ks.bytes_per_block ? o->kv_budget / ks.bytes_per_block : 0;

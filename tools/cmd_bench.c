@@ -133,16 +133,22 @@ static double achieved_gbps(const rotkv_model_info *mi, const bench_row *r) {
 int cmd_bench(int argc, char **argv) {
     char def_p[] = "512", def_n[] = "128", def_d[] = "0", def_t[16], def_k[] = "f16", def_v[] = "f16";
     char *ap = def_p, *an = def_n, *ad = def_d, *at = NULL, *ak = def_k, *av = def_v;
-    const char *model = NULL, *fmt = "md";
+    const char *model = NULL, *fmt = "md", *kv_calib = NULL;
+    bool no_kv_calib = false;
     int reps = 5, n_batch = 512;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: rotkv bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t N] [-ctk T[,T..]] [-ctv T[,T..]]\n"
-                   "                   [-r 5] [-b 512] [-o md|json|csv]\n"
-                   "  every flag but -m takes a comma list; one row per combination and test\n");
+                   "                   [-r 5] [-b 512] [-o md|json|csv] [--kv-calib FILE | --no-kv-calib]\n"
+                   "  every flag but -m takes a comma list; one row per combination and test\n"
+                   "  -ctk autoB allocates B bits/value over the layers from the model's KV calibration (K and V)\n");
             return 0;
+        }
+        if (!strcmp(a, "--no-kv-calib")) {
+            no_kv_calib = true;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "rotkv bench: option %s needs a value (or is unknown)\n", a);
@@ -156,6 +162,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k")) ak = v;
         else if (!strcmp(a, "-ctv") || !strcmp(a, "--cache-type-v")) av = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) fmt = v;
+        else if (!strcmp(a, "--kv-calib")) kv_calib = v;
         else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) reps = atoi(v);
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) n_batch = atoi(v);
         else {
@@ -183,8 +190,18 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "rotkv bench: bad value list\n");
         return 2;
     }
-    for (int i = 0; i < lk.n; i++)
-        if (cli_kv_type(lk.s[i]) < 0) return 2;
+    bool any_auto = false;
+    for (int i = 0; i < lk.n; i++) {
+        double b;
+        if (cli_kv_auto_bits(lk.s[i], &b)) {
+            if (!(b > 0 && b <= 32)) {
+                fprintf(stderr, "rotkv bench: '%s' is not a bit budget (autoB, B in (0, 32])\n", lk.s[i]);
+                return 2;
+            }
+            any_auto = true;
+        } else if (cli_kv_type(lk.s[i]) < 0)
+            return 2;
+    }
     for (int i = 0; i < lv.n; i++)
         if (cli_kv_type(lv.s[i]) < 0) return 2;
     cli_opts o;
@@ -194,6 +211,18 @@ int cmd_bench(int argc, char **argv) {
     if (!m) return 1;
     rotkv_model_info mi;
     rotkv_model_get_info(m, &mi);
+    rotkv_kv_calib *cal = NULL;
+    if (!cli_kv_calib_load(kv_calib, no_kv_calib, model, m, &cal)) {
+        rotkv_model_free(m);
+        return 1;
+    }
+    if (any_auto && (!cal || !rotkv_kv_calib_has_sensitivity(cal))) {
+        fprintf(stderr, "rotkv bench: -ctk autoB needs a KV calibration of this model: run rotkv calibrate -m %s\n", model);
+        rotkv_kv_calib_free(cal);
+        rotkv_model_free(m);
+        return 1;
+    }
+    rotkv_kv_type *lay_k = calloc(mi.n_layer, sizeof *lay_k), *lay_v = calloc(mi.n_layer, sizeof *lay_v);
     const int V = rotkv_n_vocab(m);
     int max_p = 0, max_n = 0, max_d = 0;
     for (int i = 0; i < lp.n; i++) max_p = lp.v[i] > max_p ? lp.v[i] : max_p;
@@ -214,10 +243,22 @@ int cmd_bench(int argc, char **argv) {
                     cp.n_ctx = (uint32_t)(depth + (max_p > max_n ? max_p : max_n) + 1);
                     cp.n_batch = (uint32_t)n_batch;
                     cp.n_threads = lt.v[it];
-                    cp.type_k = (rotkv_kv_type)cli_kv_type(lk.s[ik]);
-                    cp.type_v = (rotkv_kv_type)cli_kv_type(lv.s[iv]);
                     rotkv_context *ctx = NULL;
                     rotkv_error err = {0};
+                    double budget;
+                    cp.kv_calib = cal;
+                    if (cli_kv_auto_bits(lk.s[ik], &budget)) {
+                        if (!lay_k || !lay_v ||
+                            rotkv_kv_calib_allocate(cal, m, budget, lay_k, lay_v, NULL, &err) != ROTKV_OK) {
+                            fprintf(stderr, "rotkv bench: %s\n", lay_k && lay_v ? err.msg : "out of memory");
+                            goto done;
+                        }
+                        cp.layer_types_k = lay_k;
+                        cp.layer_types_v = lay_v;
+                    } else {
+                        cp.type_k = (rotkv_kv_type)cli_kv_type(lk.s[ik]);
+                        cp.type_v = (rotkv_kv_type)cli_kv_type(lv.s[iv]);
+                    }
                     if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) {
                         fprintf(stderr, "rotkv bench: %s\n", err.msg);
                         goto done;
@@ -284,7 +325,7 @@ int cmd_bench(int argc, char **argv) {
                             row->n_depth = depth;
                             row->n_threads = rotkv_n_threads(ctx);
                             row->type_k = lk.s[ik];
-                            row->type_v = lv.s[iv];
+                            row->type_v = cp.layer_types_v ? lk.s[ik] : lv.s[iv];
                             row->kv_bytes_per_token = ks.bytes_per_token;
                             row->kv_bytes_at_depth = (uint64_t)(ks.bytes_per_token * depth);
                             row->kv_allocated_bytes = ks.blocks_used * (double)ks.bytes_per_block;
@@ -355,6 +396,9 @@ int cmd_bench(int argc, char **argv) {
 done:
     free(rows);
     free(buf);
+    free(lay_k);
+    free(lay_v);
+    rotkv_kv_calib_free(cal);
     rotkv_model_free(m);
     return rc;
 }

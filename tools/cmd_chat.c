@@ -113,6 +113,7 @@ int cmd_chat(int argc, char **argv) {
             fputs(src, stdout);
             free(src);
         }
+        cli_kv_release(&o);
         rotkv_model_free(m);
         return rc;
     }
@@ -123,12 +124,14 @@ int cmd_chat(int argc, char **argv) {
     if (o.render) {
         rc = render_file(m, &t, o.render);
         chat_template_free(&t);
+        cli_kv_release(&o);
         rotkv_model_free(m);
         return rc;
     }
     rotkv_context_params cp;
     if (!cli_context_params(&o, &cp) || !cli_layer_overrides(&o, m, &cp)) {
         chat_template_free(&t);
+        cli_kv_release(&o);
         rotkv_model_free(m);
         return 2;
     }
@@ -139,6 +142,7 @@ int cmd_chat(int argc, char **argv) {
     if (!e) {
         fprintf(stderr, "rotkv chat: error: %s\n", err);
         chat_template_free(&t);
+        cli_kv_release(&o);
         rotkv_model_free(m);
         return 1;
     }
@@ -217,6 +221,7 @@ int cmd_chat(int argc, char **argv) {
     free(h.own);
     srv_engine_stop(e);
     chat_template_free(&t);
+    cli_kv_release(&o);
     rotkv_model_free(m);
     return 0;
 }

@@ -31,6 +31,7 @@ int cmd_info(int argc, char **argv) {
         cli_report_kv(&o, ctx, stdout);
     }
     rotkv_context_free(ctx);
+    cli_kv_release(&o);
     rotkv_model_free(m);
     return rc;
 }

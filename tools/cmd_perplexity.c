@@ -361,6 +361,7 @@ done:
     rotkv_context_free(ctx);
     free(toks);
     free(text);
+    cli_kv_release(&o);
     rotkv_model_free(m);
     return rc;
 }

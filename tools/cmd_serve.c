@@ -57,6 +57,7 @@ int cmd_serve(int argc, char **argv) {
     rotkv_model *m = cli_load_model(&o, false, NULL);
     if (!m) return 1;
     if (!cli_layer_overrides(&o, m, &cp)) {
+        cli_kv_release(&o);
         rotkv_model_free(m);
         return 2;
     }
@@ -79,6 +80,7 @@ int cmd_serve(int argc, char **argv) {
     if (!e) {
         fprintf(stderr, "rotkv serve: error: %s\n", err);
         chat_template_free(&tmpl);
+        cli_kv_release(&o);
         rotkv_model_free(m);
         return 1;
     }
@@ -97,6 +99,7 @@ int cmd_serve(int argc, char **argv) {
     int rc = http_serve(e, m, &tmpl, &ho);
     srv_engine_stop(e);
     chat_template_free(&tmpl);
+    cli_kv_release(&o);
     rotkv_model_free(m);
     return rc;
 }
