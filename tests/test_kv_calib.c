@@ -351,6 +351,58 @@ static void t_cli_calibrate_and_auto(void **state) {
     unlink(cal);
 }
 
+static double mean_kld(const char *out) {
+    const char *p = strstr(out, "Mean    KLD:");
+    return p ? atof(p + 12) : -1;
+}
+
+/* On a trained model, calibrated on the shipped text and scored on heldout.txt:
+ * a higher budget never gives a higher measured KLD, and predicted and
+ * measured KLD are printed side by side by calibrate. */
+static void t_budget_monotone_on_student(void **state) {
+    (void)state;
+    char model[512], text[512];
+    SKIP_WITHOUT_SHARED(model, "models/student-h64-F32.gguf");
+    test_shared_path("golden/heldout.txt", text, sizeof text);
+    const char *bin = getenv("ROTKV_BIN");
+    if (!bin || !*bin) bin = "build/rotkv";
+    char cal[] = "/tmp/rotkv-test-mono-XXXXXX", base[] = "/tmp/rotkv-test-base-XXXXXX";
+    int fd = mkstemp(cal);
+    assert_true(fd >= 0);
+    close(fd);
+    fd = mkstemp(base);
+    assert_true(fd >= 0);
+    close(fd);
+    char cmd[2048], *out;
+    snprintf(cmd, sizeof cmd, "%s calibrate -m %s -o %s -c 128 --chunks 4 --types kt2,kt3,kt4,kt5 --check 3 -t 2 2>&1",
+             bin, model, cal);
+    if (sh(cmd, &out) != 0) fail_msg("calibrate failed:\n%s", out);
+    assert_non_null(strstr(out, "predicted"));
+    assert_non_null(strstr(out, "measured"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 128 --chunks 8 -t 2 --kl-divergence-base %s 2>&1", bin,
+             model, text, base);
+    if (sh(cmd, &out) != 0) fail_msg("base failed:\n%s", out);
+    free(out);
+    const char *budgets[] = {"2.5", "3", "3.5", "4", "5"};
+    double prev = INFINITY;
+    for (int i = 0; i < 5; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s perplexity -m %s -f %s -c 128 --chunks 8 -t 2 -ctk auto%s --kv-calib %s --kl-divergence-base %s "
+                 "--kl-divergence 2>&1",
+                 bin, model, text, budgets[i], cal, base);
+        if (sh(cmd, &out) != 0) fail_msg("auto%s failed:\n%s", budgets[i], out);
+        const double k = mean_kld(out);
+        free(out);
+        print_message("auto%s: mean KLD %.6f\n", budgets[i], k);
+        assert_true(k >= 0);
+        if (k > prev) fail_msg("auto%s has a higher KLD (%.6f) than the budget below it (%.6f)", budgets[i], k, prev);
+        prev = k;
+    }
+    unlink(cal);
+    unlink(base);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_file_roundtrip_and_damage),
@@ -358,6 +410,7 @@ int main(void) {
         cmocka_unit_test(t_allocation_is_optimal),
         cmocka_unit_test(t_calibrated_transforms_order_by_bits),
         cmocka_unit_test(t_cli_calibrate_and_auto),
+        cmocka_unit_test(t_budget_monotone_on_student),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
