@@ -4,7 +4,7 @@
 # (data/calibration.txt, never the evaluated text), then every configuration
 # is scored on ../shared/golden/heldout.txt by KLD against the f16 cache.
 #
-#   sh bench/kv-calib.sh > /tmp/kvcal.md      (MODELS="name:ctx ..." to select)
+#   sh bench/kv-calib.sh > /tmp/kvcal.md      (MODELS="name:ctx ..." to select; a name with a / is a path)
 #
 # The calibration files go to a temporary directory (the shared models are
 # read-only); CALTEXT=FILE calibrates on another text.
@@ -32,8 +32,11 @@ row() {
 
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $(date -u +%Y-%m-%d)"
 for spec in $MODELS; do
-    name=${spec%%:*}; ctx=${spec##*:}
-    model=$SHARED/models/$name.gguf
+    name=${spec%:*}; ctx=${spec##*:}
+    case $name in
+        */*) model=$name; name=$(basename "$name" .gguf) ;;   # a path (e.g. a model made with rotkv synth)
+        *) model=$SHARED/models/$name.gguf ;;
+    esac
     cal=$tmp/$name.kvcal
     t0=$(date +%s)
     "$BIN" calibrate -m "$model" ${CALTEXT:+-f "$CALTEXT"} -o "$cal" -t 2 > "$tmp/cal.txt" 2>"$tmp/err" || {

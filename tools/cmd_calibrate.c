@@ -40,8 +40,10 @@ static void log_softmax(const float *logits, float *out, int32_t n) {
     for (int32_t i = 0; i < n; i++) out[i] = logits[i] - lse;
 }
 
-/* Runs the chunks with these cache types; with ref == NULL in r stores the
- * log-probabilities there, else returns the mean KLD against them (< 0 on error). */
+/* Runs the chunks with these cache types; with store, keeps their
+ * log-probabilities in r->ref, else returns the mean KLD against them (NAN
+ * on error; a KLD can be a rounding error below 0 when the type is nearly
+ * exact). */
 static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_type *tv, const rotkv_kv_calib *cal,
                          rotkv_kv_calib *collect, int n_chunks, bool store) {
     rotkv_context_params cp = rotkv_context_default_params();
@@ -55,12 +57,12 @@ static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_t
     rotkv_error err = {0};
     if (rotkv_context_create(r->m, &cp, &ctx, &err) != ROTKV_OK) {
         fprintf(stderr, "\nrotkv calibrate: %s\n", err.msg);
-        return -1;
+        return NAN;
     }
     if (collect && rotkv_kv_calib_attach(ctx, collect, &err) != ROTKV_OK) {
         fprintf(stderr, "\nrotkv calibrate: %s\n", err.msg);
         rotkv_context_free(ctx);
-        return -1;
+        return NAN;
     }
     int8_t *want = malloc((size_t)r->n_ctx);
     float *lp = malloc(sizeof(float) * (size_t)r->n_vocab);
@@ -95,7 +97,7 @@ static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_t
     rotkv_context_free(ctx);
     free(want);
     free(lp);
-    if (!ok) return -1;
+    if (!ok) return NAN;
     return count ? kld / count : 0;
 }
 
@@ -249,7 +251,7 @@ int cmd_calibrate(int argc, char **argv) {
             mi.n_layer, mi.head_dim, n_chunks, n_ctx, file ? file : "the shipped calibration text", n_tok);
     const double t0 = cli_now_ms();
     for (uint32_t l = 0; l < mi.n_layer; l++) tk[l] = tv[l] = ROTKV_KV_F16;
-    if (run_chunks(&r, tk, tv, NULL, cal, n_chunks, true) < 0) goto done;
+    if (isnan(run_chunks(&r, tk, tv, NULL, cal, n_chunks, true))) goto done;
     const uint64_t th = fnv1a(FNV1A_SEED, toks, sizeof(rotkv_token) * (size_t)n_chunks * n_ctx);
     if (rotkv_kv_calib_finish(cal, th, &err) != ROTKV_OK) {
         fprintf(stderr, "rotkv calibrate: %s\n", err.msg);
@@ -282,7 +284,11 @@ int cmd_calibrate(int argc, char **argv) {
                 (side ? tv : tk)[l] = types[i];
                 const double d = run_chunks(&r, tk, tv, cal, NULL, n_sens, false);
                 (side ? tv : tk)[l] = ROTKV_KV_F16;
-                if (d < 0 || rotkv_kv_calib_set_sensitivity(cal, types[i], l, side, d, &err) != ROTKV_OK) goto done;
+                if (isnan(d)) goto done;
+                if (rotkv_kv_calib_set_sensitivity(cal, types[i], l, side, d, &err) != ROTKV_OK) {
+                    fprintf(stderr, "\nrotkv calibrate: %s\n", err.msg);
+                    goto done;
+                }
                 if (l < 16) printf(" %9.6f", d);
                 done_n++;
             }

@@ -196,7 +196,8 @@ static int add_tensor(synth_tensor *ts, int n, const char *name, uint32_t type, 
 
 static void usage(FILE *fp) {
     fprintf(fp, "usage: rotkv synth --shape SHAPE --type TYPE --vocab VOCAB.gguf -o OUT.gguf [--seed N] [--layers N]\n"
-                "  SHAPE: llama3.2-1b | qwen2.5-0.5b | llama3.1-8b\n"
+                "  SHAPE: llama3.2-1b | qwen2.5-0.5b | llama3.1-8b, or custom:EMBD,HEADS,KV_HEADS,HEAD_DIM,FF,LAYERS[,qwen2]\n"
+                "         (a small llama, or qwen2 with q/k/v biases, of any head size and GQA ratio)\n"
                 "  TYPE:  F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL (2-D weights; norms stay f32)\n"
                 "  VOCAB: a GGUF whose tokenizer.* metadata is copied (e.g. vocab-llama3.gguf)\n"
                 "  --layers N keeps only the first N blocks (smaller files for quick checks)\n");
@@ -235,6 +236,23 @@ int cmd_synth(int argc, char **argv) {
     const synth_shape *sh = NULL;
     for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
         if (!strcmp(shape, k_shapes[i].name)) sh = &k_shapes[i];
+    synth_shape custom = {"custom", "llama", "custom (synthetic weights)", 0, 0, 0, 0, 0, 0, 4096, 10000.0f, 1e-5f,
+                          false, false, 0.0f};
+    if (!strncmp(shape, "custom:", 7)) {
+        unsigned e, h, kv, hd, ff, l;
+        char arch[16] = "";
+        const int got = sscanf(shape + 7, "%u,%u,%u,%u,%u,%u,%15s", &e, &h, &kv, &hd, &ff, &l, arch);
+        if (got < 6 || !e || !h || !kv || h % kv || !hd || hd % 2 || !ff || !l || e > 65536 || h > 1024 || hd > 1024 ||
+            ff > 1 << 20 || l > 1024 || (got == 7 && strcmp(arch, "qwen2") && strcmp(arch, "llama"))) {
+            fprintf(stderr, "rotkv synth: '%s' is not custom:EMBD,HEADS,KV_HEADS,HEAD_DIM,FF,LAYERS[,qwen2|llama] "
+                            "(KV_HEADS dividing HEADS, HEAD_DIM even)\n", shape);
+            return 2;
+        }
+        custom.n_embd = e, custom.n_head = h, custom.n_head_kv = kv, custom.head_dim = hd, custom.n_ff = ff;
+        custom.n_layer = l;
+        if (got == 7 && !strcmp(arch, "qwen2")) custom.arch = "qwen2", custom.qkv_bias = true;
+        sh = &custom;
+    }
     int ti = -1;
     for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
         if (!strcasecmp(type, k_types[i].name)) ti = (int)i;
@@ -310,7 +328,7 @@ int cmd_synth(int argc, char **argv) {
         return 1;
     }
     writer w = {fp, true};
-    const uint64_t n_own_kv = 14;
+    const uint64_t n_own_kv = 14 + (sh->head_dim * sh->n_head != sh->n_embd ? 2 : 0);
     w_raw(&w, "GGUF", 4);
     w_u32(&w, 3);
     w_u64(&w, (uint64_t)nt);
@@ -330,6 +348,10 @@ int cmd_synth(int argc, char **argv) {
     kv_f32(&w, AK("rope.freq_base"), sh->rope_base);
     kv_f32(&w, AK("attention.layer_norm_rms_epsilon"), sh->eps);
     kv_u32(&w, AK("rope.dimension_count"), sh->head_dim);
+    if (sh->head_dim * sh->n_head != sh->n_embd) {
+        kv_u32(&w, AK("attention.key_length"), sh->head_dim);
+        kv_u32(&w, AK("attention.value_length"), sh->head_dim);
+    }
     kv_u32(&w, AK("vocab_size"), (uint32_t)n_vocab);
 #undef AK
     bool ok = true;
