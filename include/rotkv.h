@@ -203,6 +203,19 @@ rotkv_status rotkv_decode(rotkv_context *ctx, const rotkv_batch *batch, rotkv_er
  * i = -1 gives the last one computed. */
 const float *rotkv_get_logits(rotkv_context *ctx, int32_t i);
 
+/* Where rotkv_decode's time goes, summed since the context was created or
+ * last reset (docs/performance.md, rotkv bench). */
+typedef struct {
+    double t_decode_ms;     /* whole rotkv_decode calls */
+    double t_attention_ms;  /* attention over the cache: scores, softmax, weighted sums of values */
+    double t_matmul_ms;     /* products with the weight matrices, the output layer included */
+    uint64_t kv_bytes_attended; /* cache bytes of the K and V rows each query token attended over (all
+                                   layers); for one token at a time this is what attention read */
+    uint64_t n_tokens;      /* tokens decoded */
+} rotkv_perf;
+void rotkv_perf_get(const rotkv_context *ctx, rotkv_perf *perf);
+void rotkv_perf_reset(rotkv_context *ctx);
+
 /* KV memory is allocated in blocks of tokens_per_block tokens (all layers)
  * as sequences grow, and returned when they shrink. */
 typedef struct {

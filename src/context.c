@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "attention.h"
 #include "context.h"
@@ -201,7 +202,24 @@ struct rotkv_context {
     int32_t logits_row_cap, last_logits_row;
     int32_t last_batch_n; /* tokens in the last rotkv_decode batch */
     rotkv_kv_calib *collect; /* rotkv_kv_calib_attach: moments collected from every batch */
+    rotkv_perf perf;
 };
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* matmul, its time counted in c->perf */
+static void timed_matmul(rotkv_context *c, const weight *w, const float *x, int n, float *y) {
+    const double t0 = now_ms();
+    matmul(c->tp, w, x, n, y, c->mm_scratch);
+    c->perf.t_matmul_ms += now_ms() - t0;
+}
+
+void rotkv_perf_get(const rotkv_context *c, rotkv_perf *p) { *p = c->perf; }
+void rotkv_perf_reset(rotkv_context *c) { memset(&c->perf, 0, sizeof c->perf); }
 
 rotkv_context_params rotkv_context_default_params(void) {
     rotkv_context_params p = {.n_ctx = 0, .n_seq_max = 1, .n_batch = 512, .n_threads = 0,
@@ -544,9 +562,9 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const layer_weights *L = &m->layers[il];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->attn_norm, E, hp->norm_eps);
-        matmul(c->tp, &L->wq, c->xb, n, c->q, c->mm_scratch);
-        matmul(c->tp, &L->wk, c->xb, n, c->k, c->mm_scratch);
-        matmul(c->tp, &L->wv, c->xb, n, c->v, c->mm_scratch);
+        timed_matmul(c, &L->wq, c->xb, n, c->q);
+        timed_matmul(c, &L->wk, c->xb, n, c->k);
+        timed_matmul(c, &L->wv, c->xb, n, c->v);
         for (int t = 0; t < n; t++) {
             float *q = c->q + (size_t)t * Qd, *k = c->k + (size_t)t * Kd, *v = c->v + (size_t)t * Kd;
             if (L->bq) for (int i = 0; i < Qd; i++) q[i] += L->bq[i];
@@ -599,16 +617,22 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
                            c->v + (size_t)t * Kd);
         attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
                              c->q, c->xb, c->att_scratch};
+        const double ta = now_ms();
         attention_batch(c->tp, &aa);
+        c->perf.t_attention_ms += now_ms() - ta;
+        {
+            const size_t rb = kv_cache_layout_k(c->kv, il)->row_bytes + kv_cache_layout_v(c->kv, il)->row_bytes;
+            for (int t = 0; t < n; t++) c->perf.kv_bytes_attended += (uint64_t)(c->tok_pos[t] + 1) * rb;
+        }
         if (c->rot_v[il])
             for (int i = 0; i < n * nh; i++) rotation_apply_inverse(&c->rot, c->xb + (size_t)i * hd);
-        matmul(c->tp, &L->wo, c->xb, n, c->tmp, c->mm_scratch);
+        timed_matmul(c, &L->wo, c->xb, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, hp->norm_eps);
-        matmul(c->tp, &L->w_gate, c->xb, n, c->gate, c->mm_scratch);
-        matmul(c->tp, &L->w_up, c->xb, n, c->up, c->mm_scratch);
+        timed_matmul(c, &L->w_gate, c->xb, n, c->gate);
+        timed_matmul(c, &L->w_up, c->xb, n, c->up);
         swiglu(c->gate, c->up, n * F);
-        matmul(c->tp, &L->w_down, c->gate, n, c->tmp, c->mm_scratch);
+        timed_matmul(c, &L->w_down, c->gate, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
     }
     return ROTKV_OK;
@@ -669,6 +693,7 @@ rotkv_status rotkv_decode(rotkv_context *c, const rotkv_batch *b, rotkv_error *e
     if (st != ROTKV_OK) return st;
 
     const int E = (int)m->hp.n_embd;
+    const double t_start = now_ms();
     c->n_logits = 0;
     c->last_logits_row = -1;
     c->last_batch_n = N;
@@ -697,11 +722,13 @@ rotkv_status rotkv_decode(rotkv_context *c, const rotkv_batch *b, rotkv_error *e
             }
         }
         if (rows) {
-            matmul(c->tp, &m->output, c->xb, rows, c->logits + (size_t)c->n_logits * V, c->mm_scratch);
+            timed_matmul(c, &m->output, c->xb, rows, c->logits + (size_t)c->n_logits * V);
             c->n_logits += rows;
             c->last_logits_row = c->n_logits - 1;
         }
     }
+    c->perf.t_decode_ms += now_ms() - t_start;
+    c->perf.n_tokens += (uint64_t)N;
     return ROTKV_OK;
 }
 

@@ -67,6 +67,9 @@ typedef struct {
     double kv_bytes_per_token;
     uint64_t kv_bytes_at_depth;
     double kv_allocated_bytes, rss_kv_delta_bytes; /* at depth: pages allocated, RSS growth while filling */
+    /* over the timed runs (rotkv_perf): shares of the decode time, and the
+     * cache bytes attended per second of attention */
+    double attn_share, matmul_share, kv_gbps;
 } bench_row;
 
 /* Current resident set size from /proc/self/statm (0 if unavailable). */
@@ -296,7 +299,9 @@ int cmd_bench(int argc, char **argv) {
                             const int nt = lst->v[ix];
                             if (nt == 0) continue;
                             /* one untimed warm-up, then reps timed runs */
+                            rotkv_perf pf;
                             for (int r = -1; r < reps; r++) {
+                                if (r == 0) rotkv_perf_reset(ctx);
                                 rotkv_seq_truncate(ctx, 0, depth);
                                 const double t0 = cli_now_ms();
                                 if (kind == 0) {
@@ -318,7 +323,11 @@ int cmd_bench(int argc, char **argv) {
                                 }
                                 if (r >= 0) ns[r] = (cli_now_ms() - t0) * 1e6;
                             }
+                            rotkv_perf_get(ctx, &pf);
                             bench_row *row = &rows[n_rows++];
+                            row->attn_share = pf.t_decode_ms > 0 ? pf.t_attention_ms / pf.t_decode_ms : 0;
+                            row->matmul_share = pf.t_decode_ms > 0 ? pf.t_matmul_ms / pf.t_decode_ms : 0;
+                            row->kv_gbps = pf.t_attention_ms > 0 ? pf.kv_bytes_attended / (pf.t_attention_ms * 1e6) : 0;
                             row->test = kind == 0 ? "pp" : "tg";
                             row->n_prompt = kind == 0 ? nt : 0;
                             row->n_gen = kind == 1 ? nt : 0;
@@ -332,8 +341,11 @@ int cmd_bench(int argc, char **argv) {
                             row->rss_kv_delta_bytes = rss_delta;
                             finish_row(row, nt, ns, reps);
                             if (row->n_gen)
-                                fprintf(stderr, "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s, %.1f GB/s read (%s)\n",
-                                        row->test, nt, depth, row->avg_ts, row->stddev_ts, achieved_gbps(&mi, row), mi.isa);
+                                fprintf(stderr,
+                                        "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s, %.1f GB/s read; attention %.0f%%, "
+                                        "matmuls %.0f%% of the time, cache read at %.1f GB/s in attention (%s)\n",
+                                        row->test, nt, depth, row->avg_ts, row->stddev_ts, achieved_gbps(&mi, row),
+                                        100 * row->attn_share, 100 * row->matmul_share, row->kv_gbps, mi.isa);
                             else
                                 fprintf(stderr, "rotkv bench:   %s%d @ d%d: %.2f ± %.2f tok/s (%s)\n", row->test, nt,
                                         depth, row->avg_ts, row->stddev_ts, mi.isa);
@@ -361,10 +373,11 @@ int cmd_bench(int argc, char **argv) {
             for (int s = 0; s < r->n_samples; s++) printf("%s%.6f", s ? ", " : "", r->samples_ts[s]);
             printf("], \"kv_bytes_per_token\": %.2f, \"kv_bytes_at_depth\": %llu, \"kv_allocated_bytes\": %.0f, "
                    "\"rss_kv_delta_bytes\": %.0f, \"peak_rss_bytes\": %.0f, \"cpu_isa\": \"%s\", "
-                   "\"repacked_bytes\": %llu, \"bytes_per_token_read\": %.0f, \"achieved_gbps\": %.3f}%s\n",
+                   "\"repacked_bytes\": %llu, \"bytes_per_token_read\": %.0f, \"achieved_gbps\": %.3f, "
+                   "\"attention_share\": %.4f, \"matmul_share\": %.4f, \"kv_attention_gbps\": %.3f}%s\n",
                    r->kv_bytes_per_token, (unsigned long long)r->kv_bytes_at_depth, r->kv_allocated_bytes,
                    r->rss_kv_delta_bytes, rss, mi.isa, (unsigned long long)mi.repacked_bytes, bytes_read(&mi, r),
-                   achieved_gbps(&mi, r), i + 1 < n_rows ? "," : "");
+                   achieved_gbps(&mi, r), r->attn_share, r->matmul_share, r->kv_gbps, i + 1 < n_rows ? "," : "");
         }
         printf("]\n");
     } else if (!strcmp(fmt, "csv")) {
@@ -376,19 +389,22 @@ int cmd_bench(int argc, char **argv) {
                    r->kv_bytes_per_token, rss);
         }
     } else {
-        printf("kernels: %s; GB/s = (weights + KV at depth) bytes read per generated token x t/s\n\n", mi.isa);
-        printf("| model | size | params | threads | type_k | type_v | KV B/token | test | t/s | GB/s |\n");
-        printf("| --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | ---: |\n");
+        printf("kernels: %s; GB/s = (weights + KV at depth) bytes read per generated token x t/s; attn / mm = share of\n"
+               "the time in attention / weight matmuls; KV GB/s = cache bytes attended per second of attention\n\n", mi.isa);
+        printf("| model | size | params | threads | type_k | type_v | KV B/token | test | t/s | GB/s | attn | mm | KV GB/s |\n");
+        printf("| --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
             char test[64];
             snprintf(test, sizeof test, "%s%d%s", r->test, r->n_prompt + r->n_gen, "");
             if (r->n_depth) snprintf(test + strlen(test), sizeof test - strlen(test), " @ d%d", r->n_depth);
-            char gbps[32] = "";
+            char gbps[32] = "", kvg[32] = "";
             if (r->n_gen) snprintf(gbps, sizeof gbps, "%.1f", achieved_gbps(&mi, r));
-            printf("| %s | %.2f MiB | %.2f M | %d | %s | %s | %.0f | %s | %.2f ± %.2f | %s |\n", mi.arch,
-                   mi.weight_bytes / 1048576.0, mi.n_params / 1e6, r->n_threads, r->type_k, r->type_v,
-                   r->kv_bytes_per_token, test, r->avg_ts, r->stddev_ts, gbps);
+            if (r->n_gen && r->n_depth) snprintf(kvg, sizeof kvg, "%.1f", r->kv_gbps);
+            printf("| %s | %.2f MiB | %.2f M | %d | %s | %s | %.0f | %s | %.2f ± %.2f | %s | %.0f%% | %.0f%% | %s |\n",
+                   mi.arch, mi.weight_bytes / 1048576.0, mi.n_params / 1e6, r->n_threads, r->type_k, r->type_v,
+                   r->kv_bytes_per_token, test, r->avg_ts, r->stddev_ts, gbps, 100 * r->attn_share,
+                   100 * r->matmul_share, kvg);
         }
         printf("\npeak RSS: %.1f MiB\n", rss / 1048576.0);
     }
