@@ -1,6 +1,8 @@
 /* kv_transform.c — see kv_transform.h. */
 #include "kv_transform.h"
 
+#include "linalg.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -56,45 +58,6 @@ static void scale_init(void) {
 }
 
 static float scale_of(const uint8_t *src) { return scale_table[src[0]]; }
-
-/* Symmetric eigendecomposition by cyclic Jacobi: A (n, n) is destroyed; V
- * receives the eigenvectors as columns, ev the eigenvalues (unsorted). */
-static void jacobi_eig(double *A, int n, double *V, double *ev) {
-    for (int i = 0; i < n * n; i++) V[i] = 0;
-    for (int i = 0; i < n; i++) V[i * n + i] = 1;
-    for (int sweep = 0; sweep < 60; sweep++) {
-        double off = 0, diag = 0;
-        for (int i = 0; i < n; i++) {
-            diag += A[i * n + i] * A[i * n + i];
-            for (int j = i + 1; j < n; j++) off += A[i * n + j] * A[i * n + j];
-        }
-        if (off <= 1e-24 * (diag + 1e-300)) break;
-        for (int p = 0; p < n; p++)
-            for (int q = p + 1; q < n; q++) {
-                const double apq = A[p * n + q];
-                if (fabs(apq) < 1e-300) continue;
-                const double th = (A[q * n + q] - A[p * n + p]) / (2 * apq);
-                const double t = (th >= 0 ? 1.0 : -1.0) / (fabs(th) + sqrt(th * th + 1));
-                const double c = 1 / sqrt(t * t + 1), s = t * c;
-                for (int k = 0; k < n; k++) {
-                    const double akp = A[k * n + p], akq = A[k * n + q];
-                    A[k * n + p] = c * akp - s * akq;
-                    A[k * n + q] = s * akp + c * akq;
-                }
-                for (int k = 0; k < n; k++) {
-                    const double apk = A[p * n + k], aqk = A[q * n + k];
-                    A[p * n + k] = c * apk - s * aqk;
-                    A[q * n + k] = s * apk + c * aqk;
-                }
-                for (int k = 0; k < n; k++) {
-                    const double vkp = V[k * n + p], vkq = V[k * n + q];
-                    V[k * n + p] = c * vkp - s * vkq;
-                    V[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-    }
-    for (int i = 0; i < n; i++) ev[i] = A[i * n + i];
-}
 
 void kvt_free(kvt_head *h) {
     free(h->mu);
@@ -585,7 +548,7 @@ int kvt_fit_moments(kvt_head *h, int hd, const double *mean, const double *cov, 
     if (M) memcpy(W, M, sizeof(double) * hd * hd);
     else
         for (int i = 0; i < hd * hd; i++) W[i] = (i % (hd + 1)) == 0;
-    jacobi_eig(W, hd, V, ev);
+    if (sym_eig(W, hd, V, ev) != 0) goto out;
     double evmax = 0;
     for (int i = 0; i < hd; i++) evmax = ev[i] > evmax ? ev[i] : evmax;
     for (int i = 0; i < hd; i++) ev[i] = ev[i] > 1e-6 * evmax ? ev[i] : 1e-6 * evmax + 1e-30;
@@ -612,7 +575,7 @@ int kvt_fit_moments(kvt_head *h, int hd, const double *mean, const double *cov, 
             for (int k = 0; k < hd; k++) a += Ws[i * hd + k] * tmp[k * hd + j];
             C[i * hd + j] = a;
         }
-    jacobi_eig(C, hd, U, lam);
+    if (sym_eig(C, hd, U, lam) != 0) goto out;
     for (int i = 0; i < hd; i++) lam[i] = lam[i] > 1e-30 ? lam[i] : 1e-30;
     /* T = Uᵀ W^{1/2};  Tinv = W^{-1/2} U */
     for (int i = 0; i < hd; i++)
