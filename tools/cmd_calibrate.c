@@ -3,10 +3,12 @@
  *   1. Runs the calibration text (the shipped data/calibration.txt unless -f)
  *      through the model with an f16 cache in chunks of -c tokens, collecting
  *      the moments of K, Q and V per layer and KV head, and keeping the f16
- *      next-token distributions of the first --sens-chunks chunks.
+ *      next-token distributions of the first --sens-chunks chunks (their
+ *      second halves, as llama-perplexity scores).
  *   2. Sensitivity: for every candidate type, layer and side, runs those chunks
  *      again with only that layer's K (or V) in the type (kt* fitted from the
- *      moments just collected) and records the mean KL divergence from f16.
+ *      moments, which come from the other chunks) and records the mean KL
+ *      divergence from f16.
  *   3. Checks the additive model: for a few budgets, allocates, runs the
  *      allocation and prints predicted against measured KLD.
  *   4. Writes the calibration (beside the model by default).
@@ -45,7 +47,7 @@ static void log_softmax(const float *logits, float *out, int32_t n) {
  * on error; a KLD can be a rounding error below 0 when the type is nearly
  * exact). */
 static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_type *tv, const rotkv_kv_calib *cal,
-                         rotkv_kv_calib *collect, int n_chunks, bool store) {
+                         rotkv_kv_calib *collect, int c0, int c1, bool store) {
     rotkv_context_params cp = rotkv_context_default_params();
     cp.n_ctx = (uint32_t)r->n_ctx;
     cp.n_batch = (uint32_t)r->n_ctx;
@@ -69,16 +71,19 @@ static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_t
     double kld = 0;
     long count = 0;
     bool ok = want && lp;
-    for (int ch = 0; ok && ch < n_chunks; ch++) {
-        const bool logits = ch < r->n_chunks;
-        for (int i = 0; i < r->n_ctx; i++) want[i] = logits;
+    for (int ch = c0; ok && ch < c1; ch++) {
+        const bool logits = !collect && ch < r->n_chunks;
+        /* scored, as llama-perplexity scores: the second half of each chunk,
+         * where every token attends over at least n_ctx/2 cached positions
+         * (early positions hide K errors: a softmax over few rows barely moves) */
+        for (int i = 0; i < r->n_ctx; i++) want[i] = logits && i >= r->n_ctx / 2;
         rotkv_batch b = {.n_tokens = r->n_ctx, .token = r->toks + (size_t)ch * r->n_ctx, .logits = want};
         if (rotkv_decode(ctx, &b, &err) != ROTKV_OK) {
             fprintf(stderr, "\nrotkv calibrate: %s\n", err.msg);
             ok = false;
             break;
         }
-        for (int i = 0; logits && i < r->n_ctx; i++) {
+        for (int i = r->n_ctx / 2; logits && i < r->n_ctx; i++) {
             float *ref = r->ref + ((size_t)ch * r->n_ctx + i) * (size_t)r->n_vocab;
             const float *lg = rotkv_get_logits(ctx, i);
             if (store) {
@@ -109,7 +114,7 @@ static void progress(int done, int total, const char *what, double t0) {
 }
 
 static void usage(void) {
-    printf("usage: rotkv calibrate -m MODEL [-f TEXT] [-o FILE] [-c 256] [--chunks 4] [--sens-chunks 1]\n"
+    printf("usage: rotkv calibrate -m MODEL [-f TEXT] [-o FILE] [-c 256] [--chunks 16] [--sens-chunks 1]\n"
            "                       [--types T,T,..] [--check 2.5,3,3.5,4] [-t N]\n"
            "  writes the model's KV calibration (default: MODEL without .gguf + .kvcal), which run, perplexity,\n"
            "  bench and serve load with --kv-calib FILE or find beside the model; -ctk auto3.5 then allocates\n"
@@ -119,7 +124,7 @@ static void usage(void) {
 int cmd_calibrate(int argc, char **argv) {
     const char *model = NULL, *file = NULL, *out = NULL;
     const char *types_arg = "q8_0,q5_0,iq4_nl,kt6,kt5,kt4,kt3.5,kt3,kt2.5,kt2", *check_arg = "2.5,3,3.5,4";
-    int n_ctx = 256, n_chunks = 4, n_sens = 1, n_threads = 0;
+    int n_ctx = 256, n_chunks = 16, n_sens = 1, n_threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -251,7 +256,12 @@ int cmd_calibrate(int argc, char **argv) {
             mi.n_layer, mi.head_dim, n_chunks, n_ctx, file ? file : "the shipped calibration text", n_tok);
     const double t0 = cli_now_ms();
     for (uint32_t l = 0; l < mi.n_layer; l++) tk[l] = tv[l] = ROTKV_KV_F16;
-    if (isnan(run_chunks(&r, tk, tv, NULL, cal, n_chunks, true))) goto done;
+    /* the moments come from the chunks the sensitivity is not measured on, so
+     * that the sensitivity includes how well the fitted transforms carry over
+     * to text they were not fitted on (with a one-chunk text: the same chunk) */
+    const int m0 = n_chunks > n_sens ? n_sens : 0;
+    if (isnan(run_chunks(&r, tk, tv, NULL, cal, m0, n_chunks, false))) goto done;
+    if (isnan(run_chunks(&r, tk, tv, NULL, NULL, 0, n_sens, true))) goto done;
     const uint64_t th = fnv1a(FNV1A_SEED, toks, sizeof(rotkv_token) * (size_t)n_chunks * n_ctx);
     if (rotkv_kv_calib_finish(cal, th, &err) != ROTKV_OK) {
         fprintf(stderr, "rotkv calibrate: %s\n", err.msg);
@@ -265,7 +275,8 @@ int cmd_calibrate(int argc, char **argv) {
     const int total = usable * 2 * (int)mi.n_layer;
     int done_n = 0;
     const double t1 = cli_now_ms();
-    printf("# sensitivity: mean KLD added by one layer's K or V in a type (all else f16), %d tokens\n", n_sens * n_ctx);
+    printf("# sensitivity: mean KLD added by one layer's K or V in a type (all else f16), %d tokens (the second half of each chunk)\n",
+           n_sens * (n_ctx - n_ctx / 2));
     printf("%-8s %6s", "type", "bits");
     for (uint32_t l = 0; l < mi.n_layer && l < 16; l++) printf("   K%-2u      V%-2u    ", l, l);
     printf("%s\n", mi.n_layer > 16 ? " ..." : "");
@@ -282,7 +293,7 @@ int cmd_calibrate(int argc, char **argv) {
                 snprintf(what, sizeof what, "%s, layer %u %s", rotkv_kv_type_name(types[i]), l, side ? "V" : "K");
                 progress(done_n, total, what, t1);
                 (side ? tv : tk)[l] = types[i];
-                const double d = run_chunks(&r, tk, tv, cal, NULL, n_sens, false);
+                const double d = run_chunks(&r, tk, tv, cal, NULL, 0, n_sens, false);
                 (side ? tv : tk)[l] = ROTKV_KV_F16;
                 if (isnan(d)) goto done;
                 if (rotkv_kv_calib_set_sensitivity(cal, types[i], l, side, d, &err) != ROTKV_OK) {
@@ -305,7 +316,7 @@ int cmd_calibrate(int argc, char **argv) {
             printf("auto%g: %s\n", checks[i], err.msg);
             continue;
         }
-        const double meas = run_chunks(&r, tk, tv, cal, NULL, n_sens, false);
+        const double meas = run_chunks(&r, tk, tv, cal, NULL, 0, n_sens, false);
         double bsum = 0;
         for (uint32_t l = 0; l < mi.n_layer; l++) bsum += rotkv_kv_type_bits(m, tk[l]) + rotkv_kv_type_bits(m, tv[l]);
         printf("auto%-4g %.3f bits/value  predicted %.6f  measured %.6f  K/V:", checks[i], bsum / (2.0 * mi.n_layer),
