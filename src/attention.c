@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "cpu.h"
-#include "simd_avx2.h"
+#include "arch/x86/simd_avx2.h"
 
 /* Rows per block: large enough that the per-block softmax work is amortized,
  * small enough that the decoded tile (ATT_BLOCK x head_dim floats) stays in L1. */

@@ -8,7 +8,7 @@
 
 #include "cpu.h"
 #include "lloyd_max.h"
-#include "simd_avx2.h"
+#include "arch/x86/simd_avx2.h"
 
 #define KVT_BITS_CAP 6
 #ifndef KVT_SHRINK

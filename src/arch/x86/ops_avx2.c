@@ -7,7 +7,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#include "simd_avx2.h"
+#include "arch/x86/simd_avx2.h"
 
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 

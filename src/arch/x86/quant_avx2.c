@@ -32,7 +32,7 @@
 #include "fp16.h"
 #include "quant_blocks.h"
 #include "arch/quant_arch.h"
-#include "simd_avx2.h"
+#include "arch/x86/simd_avx2.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 

@@ -24,7 +24,7 @@
 #include "fp16.h"
 #include "kv_cache.h"
 #include "lloyd_max.h"
-#include "simd_avx2.h"
+#include "arch/x86/simd_avx2.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
