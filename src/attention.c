@@ -316,9 +316,9 @@ static void decode_block(item *it, const head_view *v, const uint8_t *const *row
     }
     for (int r = r0; r < r1; r++, dst += hd) {
         if (v->fused) {
-            v->c->decode(rows[r] + v->ofs_bytes, dst, hd);
+            v->c->kern->decode(rows[r] + v->ofs_bytes, dst, hd);
         } else {
-            v->c->decode(rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
+            v->c->kern->decode(rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
             memcpy(dst, it->rowtmp + v->ofs_values, sizeof(float) * (size_t)hd);
         }
     }
@@ -333,7 +333,7 @@ static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, 
         for (int g = 0; g < ng; g++)
             for (int r = r0; r < r1; r++)
                 S[g * SROW + r] = (vk->kt ? kvt_dot(vk->kt, krows[r] + vk->ofs_bytes, it->qy + (size_t)g * hd) + it->kq[g]
-                           : vk->c->dot(krows[r] + vk->ofs_bytes, it->q + (size_t)g * hd, hd) +
+                           : vk->c->kern->dot(krows[r] + vk->ofs_bytes, it->q + (size_t)g * hd, hd) +
                                  (codec ? it->qmu[g] : 0.0f)) *
                    it->a->scale;
         return;
@@ -353,7 +353,7 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
             for (int g = 0; g < ng; g++) {
                 float *o = dst + (size_t)g * hd;
                 if (vv->kt) kvt_axpy(vv->kt, vrows[r] + vv->ofs_bytes, W[g * SROW + r], o);
-                else vv->c->axpy(vrows[r] + vv->ofs_bytes, W[g * SROW + r], o, hd);
+                else vv->c->kern->axpy(vrows[r] + vv->ofs_bytes, W[g * SROW + r], o, hd);
             }
         return;
     }
@@ -608,7 +608,7 @@ static void decode_head_ref(const kv_layout *l, const uint8_t *row, int hk, int 
     }
     float *all = malloc(sizeof(float) * (size_t)hd * n_head_kv);
     for (int s = 0; s < hd * n_head_kv / l->seg; s++)
-        l->codec->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);
+        l->codec->kern->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);
     memcpy(out, all + (size_t)hk * hd, sizeof(float) * (size_t)hd);
     free(all);
 }

@@ -1,7 +1,9 @@
 /* test_kv_simd.c — the KV cache's vector kernels against their scalar twins:
- *  - every codec's AVX2 dot / axpy against the scalar one (|diff| <= 1e-5 *
- *    sum |a_i b_i|, a the decoded values; q4_1/q5_1 add their offset term),
- *    its AVX2 decode bit for bit, for n = 16, 64, 128;
+ *  - every codec's dot / axpy at each ISA level above scalar this CPU runs
+ *    (arch/kv_arch.h; a level using a lower one's kernels is not repeated)
+ *    against the scalar one (|diff| <= 1e-5 * sum |a_i b_i|, a the decoded
+ *    values; q4_1/q5_1 add their offset term), its decode bit for bit, for
+ *    n = 16, 64, 128;
  *  - kt*: kvt_dot / kvt_axpy (scalar plan kernels and AVX2 kernels) against
  *    the bit-by-bit references, and the coordinate order kvt_fit leaves
  *    (sorted by bits) consistent between encode, decode and prep_query;
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch/kv_arch.h"
 #include "attention.h"
 #include "cpu.h"
 #include "kv_cache.h"
@@ -24,7 +27,6 @@
 
 /* Not in the headers (kv_cache.h and kv_transform.h are left as they are):
  * the kernels of one ISA level. */
-const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa);
 typedef float (*kvt_dot_fn)(const kvt_head *, const uint8_t *, const float *);
 typedef void (*kvt_axpy_fn)(const kvt_head *, const uint8_t *, float, float *);
 int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy);
@@ -62,52 +64,70 @@ static void t_codec_twins(void **state) {
     uint8_t buf[4 * MAXN + 64];
     for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         const kv_codec *sc = kv_codec_get_isa((rotkv_kv_type)t, CPU_ISA_SCALAR);
-        const kv_codec *av = kv_codec_get_isa((rotkv_kv_type)t, CPU_ISA_AVX2);
         assert_non_null(sc);
-        assert_non_null(av);
-        /* the active table is the AVX2 one unless ROTKV_ISA caps it */
-        if (cpu_isa_active() >= CPU_ISA_AVX2) assert_ptr_equal(kv_codec_get((rotkv_kv_type)t), av);
-        assert_ptr_not_equal(av->dot, sc->dot);
-        assert_ptr_not_equal(av->axpy, sc->axpy);
-        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
-            const int n = ns[k];
-            if (n % sc->blck) continue; /* ggml blocks: 32 values */
-            /* q4_1 / q5_1 decode to d c + m with unsigned codes c: the scalar
-             * kernels' terms d c and m are each up to the block's max |a|, and
-             * cancel; their rounding is relative to those terms */
-            const bool offset = t == ROTKV_KV_Q4_1 || t == ROTKV_KV_Q5_1;
-            double worst = 0;
-            for (int rep = 0; rep < REPS; rep++) {
-                random_vec(x, n, &rng);
-                if (rep == 0) memset(x, 0, sizeof x); /* zero vector */
-                for (int i = 0; i < n; i++) q[i] = test_rand_normal(&rng);
-                memset(buf, 0, sizeof buf);
-                sc->encode(x, buf, n);
-                /* decode: bit for bit */
-                sc->decode(buf, d1, n);
-                av->decode(buf, d2, n);
-                assert_memory_equal(d1, d2, sizeof(float) * (size_t)n);
-                memcpy(a, d1, sizeof(float) * (size_t)n);
-                /* dot */
-                double mag = 0, amax = 0;
-                for (int i = 0; i < n; i++) amax = fmax(amax, fabs(a[i]));
-                for (int i = 0; i < n; i++) mag += fabs((double)a[i] * q[i]) + (offset ? amax * fabs(q[i]) : 0);
-                const double ds = sc->dot(buf, q, n), dv = av->dot(buf, q, n);
-                if (!(fabs(ds - dv) <= 1e-5 * mag))
-                    fail_msg("%s n=%d rep %d: dot scalar %.9g avx2 %.9g (sum |ab| %g)", sc->name, n, rep, ds, dv, mag);
-                if (mag > 0 && fabs(ds - dv) / mag > worst) worst = fabs(ds - dv) / mag;
-                /* axpy onto a random vector */
-                const float w = test_rand_normal(&rng);
-                for (int i = 0; i < n; i++) o0[i] = o1[i] = o2[i] = test_rand_normal(&rng);
-                sc->axpy(buf, w, o1, n);
-                av->axpy(buf, w, o2, n);
-                for (int i = 0; i < n; i++) {
-                    const double bound = 1e-5 * (fabs(o0[i]) + fabs(w) * (fabs(a[i]) + (offset ? amax : 0)));
-                    if (!(fabs((double)o1[i] - o2[i]) <= bound))
-                        fail_msg("%s n=%d rep %d: axpy[%d] scalar %.9g avx2 %.9g", sc->name, n, rep, i, o1[i], o2[i]);
-                }
+        /* the codec handed out is that of the active level */
+        assert_ptr_equal(kv_codec_get((rotkv_kv_type)t), kv_codec_get_isa((rotkv_kv_type)t, cpu_isa_active()));
+        /* every level this CPU runs against scalar; levels that use a lower
+         * level's kernels (above AVX2) are not run twice */
+        const kv_codec_kernels *done[CPU_ISA_COUNT] = {sc->kern};
+        int n_done = 1;
+        for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+            if (!cpu_isa_supported((cpu_isa)isa)) continue;
+            const kv_codec *av = kv_codec_get_isa((rotkv_kv_type)t, (cpu_isa)isa);
+            assert_non_null(av);
+            assert_string_equal(av->name, sc->name);
+            assert_ptr_equal(av->encode, sc->encode);
+            if (isa == CPU_ISA_AVX2) {
+                assert_ptr_not_equal(av->kern->dot, sc->kern->dot);
+                assert_ptr_not_equal(av->kern->axpy, sc->kern->axpy);
             }
-            print_message("[ TWIN     ] %-6s n=%3d: max |dot diff| / sum|ab| = %.2e\n", sc->name, n, worst);
+            bool seen = false;
+            for (int i = 0; i < n_done; i++) seen |= done[i] == av->kern;
+            if (seen) continue;
+            done[n_done++] = av->kern;
+            for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+                const int n = ns[k];
+                if (n % sc->blck) continue; /* ggml blocks: 32 values */
+                /* q4_1 / q5_1 decode to d c + m with unsigned codes c: the scalar
+                 * kernels' terms d c and m are each up to the block's max |a|, and
+                 * cancel; their rounding is relative to those terms */
+                const bool offset = t == ROTKV_KV_Q4_1 || t == ROTKV_KV_Q5_1;
+                double worst = 0;
+                for (int rep = 0; rep < REPS; rep++) {
+                    random_vec(x, n, &rng);
+                    if (rep == 0) memset(x, 0, sizeof x); /* zero vector */
+                    for (int i = 0; i < n; i++) q[i] = test_rand_normal(&rng);
+                    memset(buf, 0, sizeof buf);
+                    sc->encode(x, buf, n);
+                    /* decode: bit for bit */
+                    sc->kern->decode(buf, d1, n);
+                    av->kern->decode(buf, d2, n);
+                    assert_memory_equal(d1, d2, sizeof(float) * (size_t)n);
+                    memcpy(a, d1, sizeof(float) * (size_t)n);
+                    /* dot */
+                    double mag = 0, amax = 0;
+                    for (int i = 0; i < n; i++) amax = fmax(amax, fabs(a[i]));
+                    for (int i = 0; i < n; i++) mag += fabs((double)a[i] * q[i]) + (offset ? amax * fabs(q[i]) : 0);
+                    const double ds = sc->kern->dot(buf, q, n), dv = av->kern->dot(buf, q, n);
+                    if (!(fabs(ds - dv) <= 1e-5 * mag))
+                        fail_msg("%s %s n=%d rep %d: dot scalar %.9g vs %.9g (sum |ab| %g)", sc->name,
+                                 cpu_isa_name((cpu_isa)isa), n, rep, ds, dv, mag);
+                    if (mag > 0 && fabs(ds - dv) / mag > worst) worst = fabs(ds - dv) / mag;
+                    /* axpy onto a random vector */
+                    const float w = test_rand_normal(&rng);
+                    for (int i = 0; i < n; i++) o0[i] = o1[i] = o2[i] = test_rand_normal(&rng);
+                    sc->kern->axpy(buf, w, o1, n);
+                    av->kern->axpy(buf, w, o2, n);
+                    for (int i = 0; i < n; i++) {
+                        const double bound = 1e-5 * (fabs(o0[i]) + fabs(w) * (fabs(a[i]) + (offset ? amax : 0)));
+                        if (!(fabs((double)o1[i] - o2[i]) <= bound))
+                            fail_msg("%s %s n=%d rep %d: axpy[%d] scalar %.9g vs %.9g", sc->name,
+                                     cpu_isa_name((cpu_isa)isa), n, rep, i, o1[i], o2[i]);
+                    }
+                }
+                print_message("[ TWIN     ] %-6s %-7s n=%3d: max |dot diff| / sum|ab| = %.2e\n", sc->name,
+                              cpu_isa_name((cpu_isa)isa), n, worst);
+            }
         }
     }
 }
