@@ -5,12 +5,14 @@
  * AVX2 tables. Each module picks its tables once per process, from
  * cpu_isa_active(), and afterwards reads only const data.
  *
- * codecs   kv_codecs.c (scalar)    arch/x86/kv_codecs_avx2.c   kv_codec_kernels per type */
+ * codecs      kv_codecs.c      arch/x86/kv_codecs_avx2.c      kv_codec_kernels, one row per type
+ * kt* plans   kv_transform.c   arch/x86/kv_transform_avx2.c   kvt_kernels */
 #ifndef ROTKV_KV_ARCH_H
 #define ROTKV_KV_ARCH_H
 
 #include "cpu.h"
 #include "kv_cache.h"
+#include "kv_transform.h"
 
 /* ------------------------------------------------------------ codecs (kv_cache.h's kv_codec_kernels) */
 
@@ -27,5 +29,26 @@ void kv_codec_kernels_avx2_init(void);
  * type is unknown or this CPU cannot run isa. kv_codec_get(t) is
  * kv_codec_get_isa(t, cpu_isa_active()). For tests (tests/test_kv_simd.c). */
 const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa);
+
+/* ------------------------------------------------------------ kt* (kv_transform.h) */
+
+/* What kvt_dot, kvt_axpy, kvt_levels, kvt_levels_rows, kvt_prep_query and
+ * kvt_finish run (kv_transform.h gives each one's contract). The AVX2 row's
+ * prep_query and finish take the scalar row's path for head_dim % 8 != 0. */
+typedef struct {
+    float (*dot)(const kvt_head *h, const uint8_t *src, const float *qy);
+    void (*axpy)(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
+    float (*levels)(const kvt_head *h, const uint8_t *src, float *y);
+    void (*levels_rows)(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s);
+    float (*prep_query)(const kvt_head *h, const float *q, float *qy);
+    void (*finish)(const kvt_head *h, const float *acc_y, float wsum, float *out);
+} kvt_kernels;
+
+extern const kvt_kernels kvt_kernels_scalar;
+extern const kvt_kernels kvt_kernels_avx2; /* all NULL off x86 */
+
+/* The row of exactly one level (NULL if this CPU cannot run it or the level
+ * has none of its own, as those above AVX2), its tables ready. For tests. */
+const kvt_kernels *kvt_kernels_at(cpu_isa isa);
 
 #endif
