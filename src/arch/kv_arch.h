@@ -6,7 +6,8 @@
  * cpu_isa_active(), and afterwards reads only const data.
  *
  * codecs      kv_codecs.c      arch/x86/kv_codecs_avx2.c      kv_codec_kernels, one row per type
- * kt* plans   kv_transform.c   arch/x86/kv_transform_avx2.c   kvt_kernels */
+ * kt* plans   kv_transform.c   arch/x86/kv_transform_avx2.c   kvt_kernels
+ * attention   attention.c      arch/x86/attention_avx2.c      attn_kernels (the tile kernels) */
 #ifndef ROTKV_KV_ARCH_H
 #define ROTKV_KV_ARCH_H
 
@@ -50,5 +51,41 @@ extern const kvt_kernels kvt_kernels_avx2; /* all NULL off x86 */
 /* The row of exactly one level (NULL if this CPU cannot run it or the level
  * has none of its own, as those above AVX2), its tables ready. For tests. */
 const kvt_kernels *kvt_kernels_at(cpu_isa isa);
+
+/* ------------------------------------------------------------ attention's tile kernels (attention.c) */
+
+/* Rows per block: large enough that the per-block softmax work is amortized,
+ * small enough that the decoded tile (ATT_BLOCK x head_dim floats) stays in L1. */
+#ifndef ATT_BLOCK
+#define ATT_BLOCK 32
+#endif
+#define SROW (ATT_BLOCK + 8) /* row stride of the scores: 8 spare slots for the 8-row kernel */
+
+/* S[g * SROW + r] = (<tile row r, q_g> * rs[r] + bias[g]) * scale for r < nr,
+ * g < ng (q_g = q + g * hd; rs NULL: 1, else it has nr rounded up to 8
+ * entries; bias NULL: none) */
+typedef void (*scores_fn)(const float *tile, int nr, int hd, const float *q, int ng, const float *rs,
+                          const float *bias, float scale, float *S);
+/* acc_g += sum_r W[g * SROW + r] * tile row r */
+typedef void (*accum_fn)(const float *tile, int nr, int hd, const float *W, int ng, float *acc);
+/* x[r] = exp(x[r] - m) for r < n; returns their sum */
+typedef float (*exp_fn)(float *x, int n, float m);
+/* max(m, x[0..n)), NaNs in x ignored */
+typedef float (*max_fn)(const float *x, int n, float m);
+
+typedef struct {
+    scores_fn scores;
+    accum_fn accum;
+    exp_fn exp; /* x has room for n rounded up to a multiple of 8 */
+    max_fn max; /* the same */
+    int tile_cols; /* scores and accum need head_dim % tile_cols == 0 (else the scalar row's run) */
+} attn_kernels;
+
+extern const attn_kernels attn_kernels_scalar;
+extern const attn_kernels attn_kernels_avx2; /* all NULL off x86 */
+
+/* The row of exactly one level (NULL if this CPU cannot run it or the level
+ * has none of its own, as those above AVX2). For tests. */
+const attn_kernels *attn_kernels_at(cpu_isa isa);
 
 #endif
