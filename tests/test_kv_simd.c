@@ -268,7 +268,7 @@ static void t_kt_twins(void **state) {
                 if (avx2) kv->axpy(&h, row, w, o2);
                 assert_true(o2[hd] == 12345.0f);
             }
-            for (int k = 0; k < n_rows; k++) { /* levels_rows (each row) equals kvt_levels row by row */
+            for (int ri = 0; ri < n_rows; ri++) { /* levels_rows (each row) equals kvt_levels row by row */
                 enum { NR = 37, PRE = 3 };
                 const size_t stride = h.row_bytes + PRE + 2;
                 uint8_t *buf = calloc(NR, stride);
@@ -280,7 +280,7 @@ static void t_kt_twins(void **state) {
                     rws[r] = buf + (size_t)(NR - 1 - r) * stride;
                 }
                 for (int i = 0; i < NR * hd; i++) ya[i] = yb[i] = -3.0f;
-                rows[k]->levels_rows(&h, rws, PRE, NR, ya, sa);
+                rows[ri]->levels_rows(&h, rws, PRE, NR, ya, sa);
                 kvt_levels_rows(&h, rws, PRE, NR, yb, sb); /* the active row */
                 assert_memory_equal(sa, sb, sizeof sa);
                 assert_memory_equal(ya, yb, sizeof(float) * NR * hd);
