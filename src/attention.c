@@ -22,8 +22,10 @@
  * one. The math is the per-row online softmax's, regrouped: rows are only
  * summed in another order (attention_reference checks it).
  *
- * The tile kernels (scores, weighted sum, exp) have AVX2 twins, chosen once
- * per process with the codecs' (cpu.c; ROTKV_ISA=scalar caps them). */
+ * The tile kernels (scores, weighted sum, exp, max) are one const row per ISA
+ * level (arch/kv_arch.h): attn_kernels_scalar here, the AVX2 twins in
+ * arch/x86/attention_avx2.c; the row is chosen once per process, from
+ * cpu_isa_active() (ROTKV_ISA caps it), at the first attention_batch. */
 #include "attention.h"
 
 #include <math.h>
@@ -31,15 +33,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch/kv_arch.h"
 #include "cpu.h"
-#include "arch/x86/simd_avx2.h"
 
-/* Rows per block: large enough that the per-block softmax work is amortized,
- * small enough that the decoded tile (ATT_BLOCK x head_dim floats) stays in L1. */
-#ifndef ATT_BLOCK
-#define ATT_BLOCK 32
-#endif
-#define SROW (ATT_BLOCK + 8) /* row stride of the scores: 8 spare slots for the 8-row kernel */
 #define MAX_GROUP 64 /* n_head / n_head_kv, checked at context creation */
 /* Query tokens per work item in a batch: each decoded cache block serves all
  * their query heads (n_group x tokens <= MAX_Q). */
@@ -70,18 +66,6 @@ size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
 }
 
 /* ------------------------------------------------------------------ tile kernels */
-
-/* S[g * SROW + r] = (<tile row r, q_g> * rs[r] + bias[g]) * scale for r < nr,
- * g < ng (q_g = q + g * hd; rs NULL: 1, else it has nr rounded up to 8
- * entries; bias NULL: none) */
-typedef void (*scores_fn)(const float *tile, int nr, int hd, const float *q, int ng, const float *rs,
-                          const float *bias, float scale, float *S);
-/* acc_g += sum_r W[g * SROW + r] * tile row r */
-typedef void (*accum_fn)(const float *tile, int nr, int hd, const float *W, int ng, float *acc);
-/* x[r] = exp(x[r] - m) for r < n; returns their sum */
-typedef float (*exp_fn)(float *x, int n, float m);
-/* max(m, x[0..n)), NaNs in x ignored */
-typedef float (*max_fn)(const float *x, int n, float m);
 
 static void scores_scalar(const float *tile, int nr, int hd, const float *q, int ng, const float *rs,
                           const float *bias, float scale, float *S) {
@@ -117,139 +101,28 @@ static float exp_scalar(float *x, int n, float m) {
     return sum;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+const attn_kernels attn_kernels_scalar = {scores_scalar, accum_scalar, exp_scalar, max_scalar, 1};
 
-#define ATT_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define UNROLL _Pragma("GCC unroll 8") /* register arrays stay in registers only when unrolled */
-#define ATT_AI static inline __attribute__((always_inline)) ATT_AVX2
-
-/* 8 accumulators -> one vector of their 8 horizontal sums */
-ATT_AI __m256 hsum8(const __m256 a[8]) {
-    const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
-    const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
-    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-
-/* hd % 8 == 0. Rows are taken 8 at a time: the tile has 8 spare rows and S
- * rows 8 spare slots, so up to 7 rows past nr are computed and their scores
- * land in slots that are rewritten later (or never read). */
-static ATT_AVX2 void scores_avx2(const float *tile, int nr, int hd, const float *q, int ng, const float *rs,
-                                 const float *bias, float scale, float *S) {
-    const __m256 vs = _mm256_set1_ps(scale);
-    for (int g = 0; g < ng; g++) {
-        const float *qg = q + (size_t)g * hd;
-        const __m256 vb = _mm256_set1_ps(bias ? bias[g] : 0.0f);
-        for (int r0 = 0; r0 < nr; r0 += 8) {
-            const float *k = tile + (size_t)r0 * hd;
-            __m256 a[8];
-            UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
-            for (int i = 0; i < hd; i += 8) {
-                const __m256 qv = _mm256_loadu_ps(qg + i);
-                UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(k + (size_t)j * hd + i), qv, a[j]);
-            }
-            __m256 sc = hsum8(a);
-            if (rs) sc = _mm256_mul_ps(sc, _mm256_loadu_ps(rs + r0));
-            if (bias) sc = _mm256_add_ps(sc, vb);
-            _mm256_storeu_ps(S + g * SROW + r0, _mm256_mul_ps(sc, vs));
-        }
-    }
-}
-
-/* NG query heads at once: their accumulators for 16 (or 8) columns stay in
- * registers over the block's rows. */
-#define ACCUM_NG(NG)                                                                                           \
-    ATT_AI void accum_avx2_##NG(const float *tile, int nr, int hd, const float *W, float *acc) {               \
-        int i = 0;                                                                                             \
-        for (; i + 16 <= hd; i += 16) {                                                                        \
-            __m256 a0[NG], a1[NG];                                                                             \
-            UNROLL for (int g = 0; g < NG; g++) {                                                                     \
-                a0[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i);                                             \
-                a1[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i + 8);                                         \
-            }                                                                                                  \
-            for (int r = 0; r < nr; r++) {                                                                     \
-                const __m256 v0 = _mm256_loadu_ps(tile + (size_t)r * hd + i);                                  \
-                const __m256 v1 = _mm256_loadu_ps(tile + (size_t)r * hd + i + 8);                              \
-                UNROLL for (int g = 0; g < NG; g++) {                                                                 \
-                    const __m256 w = _mm256_broadcast_ss(W + g * SROW + r);                                    \
-                    a0[g] = _mm256_fmadd_ps(w, v0, a0[g]);                                                     \
-                    a1[g] = _mm256_fmadd_ps(w, v1, a1[g]);                                                     \
-                }                                                                                              \
-            }                                                                                                  \
-            UNROLL for (int g = 0; g < NG; g++) {                                                                     \
-                _mm256_storeu_ps(acc + (size_t)g * hd + i, a0[g]);                                             \
-                _mm256_storeu_ps(acc + (size_t)g * hd + i + 8, a1[g]);                                         \
-            }                                                                                                  \
-        }                                                                                                      \
-        if (i < hd) {                                                                                          \
-            __m256 a0[NG];                                                                                     \
-            UNROLL for (int g = 0; g < NG; g++) a0[g] = _mm256_loadu_ps(acc + (size_t)g * hd + i);                    \
-            for (int r = 0; r < nr; r++) {                                                                     \
-                const __m256 v0 = _mm256_loadu_ps(tile + (size_t)r * hd + i);                                  \
-                UNROLL for (int g = 0; g < NG; g++)                                                                   \
-                    a0[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(W + g * SROW + r), v0, a0[g]);                 \
-            }                                                                                                  \
-            UNROLL for (int g = 0; g < NG; g++) _mm256_storeu_ps(acc + (size_t)g * hd + i, a0[g]);                    \
-        }                                                                                                      \
-    }
-ACCUM_NG(4)
-ACCUM_NG(2)
-ACCUM_NG(1)
-
-static ATT_AVX2 void accum_avx2(const float *tile, int nr, int hd, const float *W, int ng, float *acc) {
-    int g = 0;
-    for (; g + 4 <= ng; g += 4) accum_avx2_4(tile, nr, hd, W + g * SROW, acc + (size_t)g * hd);
-    for (; g + 2 <= ng; g += 2) accum_avx2_2(tile, nr, hd, W + g * SROW, acc + (size_t)g * hd);
-    for (; g < ng; g++) accum_avx2_1(tile, nr, hd, W + g * SROW, acc + (size_t)g * hd);
-}
-
-/* x has room for n rounded up to a multiple of 8 */
-static ATT_AVX2 float exp_avx2_block(float *x, int n, float m) {
-    const __m256 vm = _mm256_set1_ps(m);
-    __m256 sum = _mm256_setzero_ps();
-    for (int r = 0; r < n; r += 8) {
-        const __m256 e = simd_exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + r), vm));
-        _mm256_storeu_ps(x + r, e);
-        const __m256 valid = _mm256_castsi256_ps(
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(n - r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-        sum = _mm256_add_ps(sum, _mm256_and_ps(valid, e));
-    }
-    return simd_hsum_ps(sum);
-}
-/* x has room for n rounded up to a multiple of 8 */
-static ATT_AVX2 float max_avx2(const float *x, int n, float m) {
-    __m256 mx = _mm256_set1_ps(m);
-    for (int r = 0; r < n; r += 8) {
-        const __m256 valid = _mm256_castsi256_ps(
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(n - r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-        /* maxps returns its second operand when either is NaN: NaN scores (and lanes past n) are ignored */
-        mx = _mm256_max_ps(_mm256_blendv_ps(mx, _mm256_loadu_ps(x + r), valid), mx);
-    }
-    return simd_hmax_ps(mx);
-}
-#define HAVE_ATT_AVX2 1
-#endif
-
-static struct {
-    scores_fn scores;
-    accum_fn accum;
-    exp_fn exp;
-    max_fn max;
-    bool vec8; /* the tile kernels need head_dim % 8 == 0 */
-} kern = {scores_scalar, accum_scalar, exp_scalar, max_scalar, false};
+/* The row in use: the active level's, or the highest level's below it that
+ * has one; chosen once (first attention_batch). */
+static const attn_kernels *g_attn;
 static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 
-static void kern_select(void) {
-#ifdef HAVE_ATT_AVX2
-    if (cpu_isa_active() >= CPU_ISA_AVX2) {
-        kern.scores = scores_avx2;
-        kern.accum = accum_avx2;
-        kern.exp = exp_avx2_block;
-        kern.max = max_avx2;
-        kern.vec8 = true;
+/* The row of exactly one level, or NULL if this CPU cannot run it (or the
+ * level has none of its own: the levels above AVX2). */
+const attn_kernels *attn_kernels_at(cpu_isa isa) {
+    if ((int)isa < 0 || isa >= CPU_ISA_COUNT || !cpu_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case CPU_ISA_SCALAR: return &attn_kernels_scalar;
+    case CPU_ISA_AVX2: return attn_kernels_avx2.scores ? &attn_kernels_avx2 : NULL;
+    default: return NULL;
     }
-#endif
+}
+
+static void kern_select(void) {
+    for (int isa = (int)cpu_isa_active(); isa >= CPU_ISA_SCALAR && !g_attn; isa--)
+        g_attn = attn_kernels_at((cpu_isa)isa);
+    if (!g_attn) g_attn = &attn_kernels_scalar;
 }
 
 /* ------------------------------------------------------------------ one work item */
@@ -316,9 +189,9 @@ static void decode_block(item *it, const head_view *v, const uint8_t *const *row
     }
     for (int r = r0; r < r1; r++, dst += hd) {
         if (v->fused) {
-            v->c->decode(rows[r] + v->ofs_bytes, dst, hd);
+            v->c->kern->decode(rows[r] + v->ofs_bytes, dst, hd);
         } else {
-            v->c->decode(rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
+            v->c->kern->decode(rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
             memcpy(dst, it->rowtmp + v->ofs_values, sizeof(float) * (size_t)hd);
         }
     }
@@ -333,7 +206,7 @@ static void block_scores(item *it, int r0, int r1, const uint8_t *const *krows, 
         for (int g = 0; g < ng; g++)
             for (int r = r0; r < r1; r++)
                 S[g * SROW + r] = (vk->kt ? kvt_dot(vk->kt, krows[r] + vk->ofs_bytes, it->qy + (size_t)g * hd) + it->kq[g]
-                           : vk->c->dot(krows[r] + vk->ofs_bytes, it->q + (size_t)g * hd, hd) +
+                           : vk->c->kern->dot(krows[r] + vk->ofs_bytes, it->q + (size_t)g * hd, hd) +
                                  (codec ? it->qmu[g] : 0.0f)) *
                    it->a->scale;
         return;
@@ -353,7 +226,7 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
             for (int g = 0; g < ng; g++) {
                 float *o = dst + (size_t)g * hd;
                 if (vv->kt) kvt_axpy(vv->kt, vrows[r] + vv->ofs_bytes, W[g * SROW + r], o);
-                else vv->c->axpy(vrows[r] + vv->ofs_bytes, W[g * SROW + r], o, hd);
+                else vv->c->kern->axpy(vrows[r] + vv->ofs_bytes, W[g * SROW + r], o, hd);
             }
         return;
     }
@@ -448,11 +321,11 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
     it->view[1][1] = head_view_make(lv, hk, hd);
     it->have_f16 = false;
     /* the vector tile kernels need head_dim % 8 == 0; otherwise the scalar ones */
-    const bool vec = kern.vec8 && hd % 8 == 0;
-    it->scores = vec ? kern.scores : scores_scalar;
-    it->accum = vec ? kern.accum : accum_scalar;
-    it->exp = kern.exp;
-    it->max = kern.max;
+    const attn_kernels *K = g_attn, *tile = hd % K->tile_cols == 0 ? K : &attn_kernels_scalar;
+    it->scores = tile->scores;
+    it->accum = tile->accum;
+    it->exp = K->exp;
+    it->max = K->max;
     /* one query head per KV head: nothing to share, the fused kernels directly
      * (with several, decoding a row once wins even with the scalar kernels:
      * f16 498 vs 655 ns per row and KV head at 4096 positions, tq3 372 vs 513,
@@ -608,7 +481,7 @@ static void decode_head_ref(const kv_layout *l, const uint8_t *row, int hk, int 
     }
     float *all = malloc(sizeof(float) * (size_t)hd * n_head_kv);
     for (int s = 0; s < hd * n_head_kv / l->seg; s++)
-        l->codec->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);
+        l->codec->kern->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);
     memcpy(out, all + (size_t)hk * hd, sizeof(float) * (size_t)hd);
     free(all);
 }

@@ -291,7 +291,7 @@ static void decode_row(const kv_layout *l, const uint8_t *src, float *x, uint32_
         return;
     }
     for (uint32_t i = 0; i < row / (uint32_t)l->seg; i++)
-        l->codec->decode(src + i * l->seg_bytes, x + (size_t)i * l->seg, l->seg);
+        l->codec->kern->decode(src + i * l->seg_bytes, x + (size_t)i * l->seg, l->seg);
 }
 
 void kv_cache_set_center(kv_cache *kv, uint32_t seq, uint32_t layer, const float *mu_k, const float *mu_v) {

@@ -20,21 +20,30 @@
 
 #define KV_PAGE_TOKENS 256
 
+/* The kernels of one codec type at one ISA level (arch/kv_arch.h lists the
+ * tables: one const row per type and level). All NULL for the kt* types,
+ * whose kernels are kv_transform.c's. */
+typedef struct {
+    void (*decode)(const void *src, float *x, int n);
+    /* sum_i q[i] * decode(src)[i] */
+    float (*dot)(const void *src, const float *q, int n);
+    /* out[i] += w * decode(src)[i] */
+    void (*axpy)(const void *src, float w, float *out, int n);
+} kv_codec_kernels;
+
 /* A KV codec encodes a vector of n values (a head, or a whole token row when
- * a head is smaller than the codec's block) into row_bytes(n) bytes. */
+ * a head is smaller than the codec's block) into row_bytes(n) bytes. The
+ * format (name, sizes, encode) is the same at every ISA level; kern points at
+ * the const kernels row of the level in use (never NULL). */
 typedef struct {
     const char *name;
     int blck;          /* n must be a multiple of this */
     bool quantized;    /* lossy beyond f16 rounding: attn-rot AUTO turns on */
     size_t (*row_bytes)(int n);
     void (*encode)(const float *x, void *dst, int n);
-    void (*decode)(const void *src, float *x, int n);
-    /* sum_i q[i] * decode(src)[i] */
-    float (*dot)(const void *src, const float *q, int n);
-    /* out[i] += w * decode(src)[i] */
-    void (*axpy)(const void *src, float w, float *out, int n);
+    const kv_codec_kernels *kern;
     /* > 0: a calibrated transform codec (kv_transform.h) with this many bits per
-     * value, scale included; encode/decode/dot/axpy are then NULL and the
+     * value, scale included; encode and the kernels are then NULL and the
      * cache uses the fitted kvt_head of each layer and head */
     double kt_bits;
 } kv_codec;

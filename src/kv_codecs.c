@@ -5,10 +5,13 @@
  *
  * All dot/axpy/decode kernels here are plain scalar C; they work block by
  * block on the packed codes and are the reference for their AVX2 twins in
- * kv_codecs_avx2.c. kv_codec_get hands out one table, chosen once per process
- * (first call): the AVX2 twins when cpu.c reports AVX2+FMA+F16C (and
- * ROTKV_ISA does not cap it), else the scalar kernels; kv_codec_get_isa gives
- * either table explicitly (tests/test_kv_simd.c compares them).
+ * arch/x86/kv_codecs_avx2.c. As for the weight kernels (arch/kv_arch.h), each
+ * level has one const kernels row per type (kv_codec_kernels_scalar here) and
+ * one const codec table whose formats point at them; kv_codec_get hands out,
+ * per type, the codec of the active level (cpu.c; ROTKV_ISA caps it) or of
+ * the highest level below it with kernels, chosen once per process (first
+ * call). kv_codec_get_isa gives the codec of any level the CPU can run
+ * (tests/test_kv_simd.c compares them).
  *
  * Non-finite input: quantized encoders never see NaN or inf. NaN becomes 0 and
  * every value is clamped to the f16 range [-65504, 65504] (all scales here are
@@ -17,6 +20,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "arch/kv_arch.h"
 #include "cpu.h"
 #include "fp16.h"
 #include "kv_cache.h"
@@ -440,8 +444,6 @@ TQ_CODEC_FNS(tq3)
 TQ_CODEC_FNS(tq2_5)
 TQ_CODEC_FNS(tq2)
 
-/* ------------------------------------------------------------ the table */
-
 /* ------------------------------------------------------------ kt*: fitted transform codecs */
 
 /* bytes of an n-value vector at the given bits/value: one 8-bit scale plus the
@@ -464,69 +466,92 @@ int kv_codec_kt_budget_bits(const kv_codec *c, int n) {
     return total < 0 ? 0 : (int)total;
 }
 
-static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {
-    [ROTKV_KV_F32] = {"f32", 1, false, f32_row_bytes, f32_encode, f32_decode, f32_dot, f32_axpy},
-    [ROTKV_KV_F16] = {"f16", 1, false, h16_row_bytes, f16_encode, f16_decode, f16_dot, f16_axpy},
-    [ROTKV_KV_BF16] = {"bf16", 1, false, h16_row_bytes, bf16_encode, bf16_decode, bf16_dot, bf16_axpy},
-#define ROW(t, nm, str, blck) [t] = {str, blck, true, nm##_row_bytes, nm##_encode, nm##_decode, nm##_dot, nm##_axpy}
-    ROW(ROTKV_KV_Q8_0, q8_0, "q8_0", QK),
-    ROW(ROTKV_KV_Q5_1, q5_1, "q5_1", QK),
-    ROW(ROTKV_KV_Q5_0, q5_0, "q5_0", QK),
-    ROW(ROTKV_KV_Q4_1, q4_1, "q4_1", QK),
-    ROW(ROTKV_KV_Q4_0, q4_0, "q4_0", QK),
-    ROW(ROTKV_KV_IQ4_NL, iq4_nl, "iq4_nl", QK),
-    /* blck: whole groups of 8 codes; the split codecs need n/2 to hold them */
-    ROW(ROTKV_KV_TQ4, tq4, "tq4", 8),
-    ROW(ROTKV_KV_TQ3_5, tq3_5, "tq3.5", 16),
-    ROW(ROTKV_KV_TQ3, tq3, "tq3", 8),
-    ROW(ROTKV_KV_TQ2_5, tq2_5, "tq2.5", 16),
-    ROW(ROTKV_KV_TQ2, tq2, "tq2", 8),
-#define KT(t, nm, str, bits) [t] = {str, 1, true, nm##_row_bytes, NULL, NULL, NULL, NULL, bits}
-    KT(ROTKV_KV_KT6, kt6, "kt6", 6.0),
-    KT(ROTKV_KV_KT5, kt5, "kt5", 5.0),
-    KT(ROTKV_KV_KT4, kt4, "kt4", 4.0),
-    KT(ROTKV_KV_KT3_5, kt3_5, "kt3.5", 3.5),
-    KT(ROTKV_KV_KT3, kt3, "kt3", 3.0),
-    KT(ROTKV_KV_KT2_5, kt2_5, "kt2.5", 2.5),
-    KT(ROTKV_KV_KT2, kt2, "kt2", 2.0),
-#undef ROW
+/* ------------------------------------------------------------ the tables */
+
+/* The scalar kernels row of every type (the kt* rows empty). */
+const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT] = {
+#define K(t, nm) [t] = {nm##_decode, nm##_dot, nm##_axpy}
+    K(ROTKV_KV_F32, f32),     K(ROTKV_KV_F16, f16),   K(ROTKV_KV_BF16, bf16), K(ROTKV_KV_Q8_0, q8_0),
+    K(ROTKV_KV_Q5_1, q5_1),   K(ROTKV_KV_Q5_0, q5_0), K(ROTKV_KV_Q4_1, q4_1), K(ROTKV_KV_Q4_0, q4_0),
+    K(ROTKV_KV_IQ4_NL, iq4_nl), K(ROTKV_KV_TQ4, tq4), K(ROTKV_KV_TQ3_5, tq3_5), K(ROTKV_KV_TQ3, tq3),
+    K(ROTKV_KV_TQ2_5, tq2_5), K(ROTKV_KV_TQ2, tq2),
+#undef K
 };
 
-/* The AVX2 twins (kv_codecs_avx2.c): fills c's dot/axpy/decode, returns 0 when t has none. */
-int kv_codecs_avx2_twin(rotkv_kv_type t, kv_codec *c);
+/* The formats, once: X(type, name, blck, quantized, row_bytes, encode, kt_bits). */
+#define KV_CODEC_FORMATS(X)                                                                                    \
+    X(ROTKV_KV_F32, "f32", 1, false, f32_row_bytes, f32_encode, 0)                                             \
+    X(ROTKV_KV_F16, "f16", 1, false, h16_row_bytes, f16_encode, 0)                                             \
+    X(ROTKV_KV_BF16, "bf16", 1, false, h16_row_bytes, bf16_encode, 0)                                          \
+    X(ROTKV_KV_Q8_0, "q8_0", QK, true, q8_0_row_bytes, q8_0_encode, 0)                                         \
+    X(ROTKV_KV_Q5_1, "q5_1", QK, true, q5_1_row_bytes, q5_1_encode, 0)                                         \
+    X(ROTKV_KV_Q5_0, "q5_0", QK, true, q5_0_row_bytes, q5_0_encode, 0)                                         \
+    X(ROTKV_KV_Q4_1, "q4_1", QK, true, q4_1_row_bytes, q4_1_encode, 0)                                         \
+    X(ROTKV_KV_Q4_0, "q4_0", QK, true, q4_0_row_bytes, q4_0_encode, 0)                                         \
+    X(ROTKV_KV_IQ4_NL, "iq4_nl", QK, true, iq4_nl_row_bytes, iq4_nl_encode, 0)                                 \
+    /* blck: whole groups of 8 codes; the split codecs need n/2 to hold them */                                \
+    X(ROTKV_KV_TQ4, "tq4", 8, true, tq4_row_bytes, tq4_encode, 0)                                              \
+    X(ROTKV_KV_TQ3_5, "tq3.5", 16, true, tq3_5_row_bytes, tq3_5_encode, 0)                                     \
+    X(ROTKV_KV_TQ3, "tq3", 8, true, tq3_row_bytes, tq3_encode, 0)                                              \
+    X(ROTKV_KV_TQ2_5, "tq2.5", 16, true, tq2_5_row_bytes, tq2_5_encode, 0)                                     \
+    X(ROTKV_KV_TQ2, "tq2", 8, true, tq2_row_bytes, tq2_encode, 0)                                              \
+    X(ROTKV_KV_KT6, "kt6", 1, true, kt6_row_bytes, NULL, 6.0)                                                  \
+    X(ROTKV_KV_KT5, "kt5", 1, true, kt5_row_bytes, NULL, 5.0)                                                  \
+    X(ROTKV_KV_KT4, "kt4", 1, true, kt4_row_bytes, NULL, 4.0)                                                  \
+    X(ROTKV_KV_KT3_5, "kt3.5", 1, true, kt3_5_row_bytes, NULL, 3.5)                                            \
+    X(ROTKV_KV_KT3, "kt3", 1, true, kt3_row_bytes, NULL, 3.0)                                                  \
+    X(ROTKV_KV_KT2_5, "kt2.5", 1, true, kt2_5_row_bytes, NULL, 2.5)                                            \
+    X(ROTKV_KV_KT2, "kt2", 1, true, kt2_row_bytes, NULL, 2.0)
 
-static kv_codec codecs_avx2[ROTKV_KV_TYPE_COUNT];
-static const kv_codec *codecs_active = codecs; /* the table kv_codec_get hands out */
-static bool avx2_ok;
+/* One const codec table per level: the formats, each pointing at the
+ * level's kernels row of its type. */
+#define CODEC_SCALAR(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_scalar[t], bits},
+#define CODEC_AVX2(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_avx2[t], bits},
+static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_SCALAR)};
+static const kv_codec codecs_avx2[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_AVX2)};
+#undef CODEC_SCALAR
+#undef CODEC_AVX2
+
+/* The table of exactly one level, or NULL if this CPU cannot run it (or the
+ * level has no table of its own: the levels above AVX2). */
+static const kv_codec *level_codecs(cpu_isa isa) {
+    if (!cpu_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case CPU_ISA_SCALAR: return codecs;
+    case CPU_ISA_AVX2: return codecs_avx2;
+    default: return NULL;
+    }
+}
+
+static const kv_codec *codec_at(rotkv_kv_type t, cpu_isa isa) {
+    for (int l = (int)isa; l > CPU_ISA_SCALAR; l--) {
+        const kv_codec *c = level_codecs((cpu_isa)l);
+        if (c && c[t].kern->dot) return &c[t];
+    }
+    return &codecs[t];
+}
+
+static const kv_codec *codecs_active[ROTKV_KV_TYPE_COUNT]; /* what kv_codec_get hands out */
 static pthread_once_t select_once = PTHREAD_ONCE_INIT;
 
-/* Runs once per process: builds the AVX2 table (scalar rows with the twins
- * patched in) when the CPU can run it, and picks the active table. */
+/* Runs once per process: fills the AVX2 kernels' tables where the CPU can
+ * run them, and picks each type's codec of the active level. */
 static void codecs_select(void) {
-    avx2_ok = cpu_isa_supported(CPU_ISA_AVX2);
-    if (avx2_ok) {
-        memcpy(codecs_avx2, codecs, sizeof codecs);
-        for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++)
-            if (codecs[t].name && codecs[t].kt_bits == 0) kv_codecs_avx2_twin((rotkv_kv_type)t, &codecs_avx2[t]);
-        if (cpu_isa_active() >= CPU_ISA_AVX2) codecs_active = codecs_avx2;
-    }
+    if (cpu_isa_supported(CPU_ISA_AVX2)) kv_codec_kernels_avx2_init();
+    for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) codecs_active[t] = codec_at((rotkv_kv_type)t, cpu_isa_active());
 }
 
 const kv_codec *kv_codec_get(rotkv_kv_type t) {
     if ((int)t < 0 || t >= ROTKV_KV_TYPE_COUNT || !codecs[t].name) return NULL;
     pthread_once(&select_once, codecs_select);
-    return &codecs_active[t];
+    return codecs_active[t];
 }
 
-/* Codec of a type with the kernels of one ISA level (NULL if unknown, or if
- * this CPU cannot run that level). Not in kv_cache.h, which belongs to the
- * cache; declared where it is used (tests/test_kv_simd.c). */
-const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa);
 const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa) {
     if ((int)t < 0 || t >= ROTKV_KV_TYPE_COUNT || !codecs[t].name) return NULL;
+    if ((int)isa < 0 || isa >= CPU_ISA_COUNT || !cpu_isa_supported(isa)) return NULL;
     pthread_once(&select_once, codecs_select);
-    if (isa == CPU_ISA_SCALAR) return &codecs[t];
-    return isa == CPU_ISA_AVX2 && avx2_ok ? &codecs_avx2[t] : NULL;
+    return codec_at(t, isa);
 }
 
 double kv_codec_bits(const kv_codec *c, int n) { return 8.0 * (double)c->row_bytes(n) / n; }

@@ -1,4 +1,8 @@
-/* kv_transform.c — see kv_transform.h. */
+/* kv_transform.c — see kv_transform.h. The fit, encode/decode, the
+ * bit-by-bit references and the scalar row of the kernels (kvt_kernels_scalar,
+ * arch/kv_arch.h); the AVX2 row is arch/x86/kv_transform_avx2.c's, and both
+ * read the decode plan and tables of kv_transform_plan.h. kvt_fit picks the
+ * row once per process, from cpu_isa_active() (ROTKV_ISA caps it). */
 #include "kv_transform.h"
 
 #include "linalg.h"
@@ -8,17 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch/kv_arch.h"
 #include "cpu.h"
+#include "kv_transform_plan.h"
 #include "lloyd_max.h"
-#include "arch/x86/simd_avx2.h"
 
-#define KVT_BITS_CAP 6
 #ifndef KVT_SHRINK
 #define KVT_SHRINK 1.0
-#endif /* lloyd_max_gaussian computes up to 6 bits */
+#endif
 
 /* Lloyd-Max codebooks for 1..6 bits, computed once. */
-static float cb_levels[KVT_BITS_CAP + 1][1 << KVT_BITS_CAP];
+float kvt_cb_levels[KVT_BITS_CAP + 1][1 << KVT_BITS_CAP];
 static float cb_thresh[KVT_BITS_CAP + 1][1 << KVT_BITS_CAP];
 static double cb_mse[KVT_BITS_CAP + 1];
 static pthread_once_t cb_once = PTHREAD_ONCE_INIT;
@@ -29,7 +33,7 @@ static void cb_init(void) {
     for (int b = 1; b <= KVT_BITS_CAP; b++) {
         const int k = 1 << b;
         lloyd_max_gaussian(b, c);
-        for (int i = 0; i < k; i++) cb_levels[b][i] = (float)c[i];
+        for (int i = 0; i < k; i++) kvt_cb_levels[b][i] = (float)c[i];
         for (int i = 0; i + 1 < k; i++) cb_thresh[b][i] = (float)(0.5 * (c[i] + c[i + 1]));
         cb_mse[b] = lloyd_max_mse(c, k);
     }
@@ -50,14 +54,13 @@ static uint8_t scale_encode(double s) {
     return (uint8_t)(c < 1 ? 1 : c > 255 ? 255 : c);
 }
 
-static float scale_table[256];
+float kvt_scale_table[256];
 static pthread_once_t scale_once = PTHREAD_ONCE_INIT;
 static void scale_init(void) {
-    scale_table[0] = 0.0f;
-    for (int c = 1; c < 256; c++) scale_table[c] = (float)exp2((c - 128) / 16.0);
+    kvt_scale_table[0] = 0.0f;
+    for (int c = 1; c < 256; c++) kvt_scale_table[c] = (float)exp2((c - 128) / 16.0);
 }
 
-static float scale_of(const uint8_t *src) { return scale_table[src[0]]; }
 
 void kvt_free(kvt_head *h) {
     free(h->mu);
@@ -71,70 +74,9 @@ void kvt_free(kvt_head *h) {
 
 /* ------------------------------------------------------------ decode plan
  *
- * kvt_dot and kvt_axpy are the hot paths of kt* attention. Their reference
- * (kvt_dot_ref, kvt_axpy_ref) reads every coordinate's index bit by bit. The
- * fast kernels instead work on groups of 8 consecutive coordinates, using a
- * plan built once per head by kvt_fit:
- *  - kvt_fit orders the coordinates by bit width (most bits first, each
- *    width's whole groups of 8 before the remainders, which come together
- *    at the end; T's rows, Tinv's columns, sigma and bits permuted together,
- *    so encode, decode and kvt_prep_query agree), so all groups but the last
- *    one or two hold a single width;
- *  - per group: the byte where its bits start, and per lane the shift and
- *    mask that extract its index from that 64-bit window (lanes 0..3 from the
- *    window's low 32 bits, lanes 4..7 from the 32 bits starting at s4), and
- *    the offset of the lane's codebook in one concatenated table (cat_levels;
- *    entry 0 is 0.0 for lanes without bits).
- * Unpacking is then branch-free: one load, variable shifts, a mask, and a
- * table lookup (vpermps for a single-width group of <= 3 bits, a tree of
- * vpermps and blends for 4..6 bits). The one or two mixed groups gather from
- * the concatenated codebooks (20 ns per kt3.5 row at head_dim 64, against
- * 27 ns for one lookup per width blended by lane). Coordinates without bits
- * (ordered last) are skipped.
- *
- * The plan is stored in the allocation of bit_ofs, after its hd entries
- * (kvt_head's layout in kv_transform.h is left as it is), so kvt_free frees
- * it; every kvt_head comes from kvt_fit, which builds it. */
+ * kv_transform_plan.h describes the plan and the tables the kernels read. */
 
-typedef struct {
-    uint64_t sh_even[4]; /* lanes 0, 2, 4, 6: bit offset of the index in the group's 64-bit window */
-    uint64_t sh_odd[4];  /* lanes 1, 3, 5, 7 */
-    uint32_t mask[8];    /* (1 << bits) - 1; 0 for lanes without bits (or past hd). Also the offset
-                          * of the lane's codebook in cat_levels */
-    uint32_t load_at;    /* the window: the 8 bytes of the index field at load_at */
-    uint8_t bits;        /* every lane has this many bits (1..6), or 0: mixed */
-    uint8_t pad[27];
-} kvt_group;
-
-/* A run of whole groups of one width: they start on byte boundaries (every
- * earlier group is whole too, b bytes each), so the kernels read each with
- * one load and constant shifts. */
-typedef struct {
-    uint8_t bits;
-    uint8_t n;        /* groups in the run */
-    uint16_t first;   /* index of its first group */
-} kvt_run;
-
-typedef struct {
-    uint32_t n_groups;    /* ceil(coordinates with bits / 8) */
-    uint32_t n_full;      /* groups whose 8 lanes are all inside hd */
-    uint32_t field_bytes; /* bytes of the index field */
-    uint32_t small;       /* field_bytes < 8: every window is the whole field, read byte by byte */
-    uint32_t n_fast;      /* groups [0, n_fast) are the runs; the rest go through their kvt_group */
-    uint32_t n_runs;
-    kvt_run runs[KVT_BITS_CAP];
-    uint32_t pad[4];
-    kvt_group g[];
-} kvt_plan;
-
-_Static_assert(sizeof(kvt_group) % 32 == 0 && sizeof(kvt_plan) % 32 == 0, "32-byte aligned groups");
-
-/* cat_levels[2^b - 1 + k] = level k of the b-bit codebook; cat_levels[0] = 0 */
-static float cat_levels[1 << (KVT_BITS_CAP + 1)];
-
-static inline const kvt_plan *plan_of(const kvt_head *h) {
-    return (const kvt_plan *)(((uintptr_t)(h->bit_ofs + h->hd) + 31) & ~(uintptr_t)31);
-}
+float kvt_cat_levels[1 << (KVT_BITS_CAP + 1)];
 
 static int kvt_sort_coordinates(kvt_head *h, double *scratch) {
     const int hd = h->hd;
@@ -185,7 +127,7 @@ static int kvt_plan_build(kvt_head *h) {
     uint32_t *bo = realloc(h->bit_ofs, bytes);
     if (!bo) return -1;
     h->bit_ofs = bo;
-    kvt_plan *p = (kvt_plan *)plan_of(h);
+    kvt_plan *p = (kvt_plan *)kvt_plan_of(h);
     memset(p, 0, sizeof(kvt_plan) + sizeof(kvt_group) * n_groups);
     p->n_groups = (uint32_t)n_groups;
     p->n_full = (uint32_t)(8 * n_groups <= hd ? n_groups : n_groups - 1);
@@ -239,11 +181,11 @@ static inline uint64_t group_window(const kvt_plan *p, const kvt_group *G, const
 /* Scalar twins of the fast kernels: the same plan, one lane at a time. */
 static inline float lane_level(const kvt_group *G, uint64_t w, int j) {
     const uint64_t sh = j % 2 ? G->sh_odd[j / 2] : G->sh_even[j / 2];
-    return cat_levels[G->mask[j] + ((uint32_t)(w >> sh) & G->mask[j])];
+    return kvt_cat_levels[G->mask[j] + ((uint32_t)(w >> sh) & G->mask[j])];
 }
 
 static float kvt_dot_scalar(const kvt_head *h, const uint8_t *src, const float *qy) {
-    const kvt_plan *p = plan_of(h);
+    const kvt_plan *p = kvt_plan_of(h);
     float acc = 0.0f;
     for (uint32_t g = 0; g < p->n_groups; g++) {
         const kvt_group *G = &p->g[g];
@@ -251,12 +193,12 @@ static float kvt_dot_scalar(const kvt_head *h, const uint8_t *src, const float *
         for (int j = 0; j < 8; j++)
             if (G->mask[j]) acc += qy[8 * g + j] * lane_level(G, w, j);
     }
-    return scale_of(src) * acc;
+    return kvt_scale_of(src) * acc;
 }
 
 static void kvt_axpy_scalar(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
-    const kvt_plan *p = plan_of(h);
-    const float ws = w * scale_of(src);
+    const kvt_plan *p = kvt_plan_of(h);
+    const float ws = w * kvt_scale_of(src);
     for (uint32_t g = 0; g < p->n_groups; g++) {
         const kvt_group *G = &p->g[g];
         const uint64_t win = group_window(p, G, src + 1);
@@ -266,227 +208,46 @@ static void kvt_axpy_scalar(const kvt_head *h, const uint8_t *src, float w, floa
 }
 
 static float kvt_levels_scalar(const kvt_head *h, const uint8_t *src, float *y) {
-    const kvt_plan *p = plan_of(h);
+    const kvt_plan *p = kvt_plan_of(h);
     for (uint32_t g = 0; g < p->n_groups; g++) {
         const kvt_group *G = &p->g[g];
         const uint64_t w = group_window(p, G, src + 1);
         for (int j = 0; j < 8 && 8 * (int)g + j < h->hd; j++) y[8 * g + j] = lane_level(G, w, j);
     }
     for (int i = 8 * (int)p->n_groups; i < h->hd; i++) y[i] = 0.0f;
-    return scale_of(src);
+    return kvt_scale_of(src);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
 
-#define KVT_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define KVT_AI static inline __attribute__((always_inline)) KVT_AVX2
-
-KVT_AI uint64_t ld64(const uint8_t *p) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    return w;
-}
-
-/* The levels of the b-bit codebook (b = 1..6) at the 8 indices idx. */
-KVT_AI __m256 lookup(int b, __m256i idx) {
-    const float *t = cb_levels[b]; /* zero-padded to 64 entries */
-#define PERM(k) _mm256_permutevar8x32_ps(_mm256_loadu_ps(t + 8 * (k)), idx)
-    if (b <= 3) return PERM(0);
-    const __m256 s3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)); /* bit 3 -> sign */
-    if (b == 4) return _mm256_blendv_ps(PERM(0), PERM(1), s3);
-    const __m256 s4 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 27));
-    const __m256 x0 = _mm256_blendv_ps(PERM(0), PERM(1), s3), x1 = _mm256_blendv_ps(PERM(2), PERM(3), s3);
-    if (b == 5) return _mm256_blendv_ps(x0, x1, s4);
-    const __m256 x2 = _mm256_blendv_ps(PERM(4), PERM(5), s3), x3 = _mm256_blendv_ps(PERM(6), PERM(7), s3);
-    const __m256 s5 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 26));
-    return _mm256_blendv_ps(_mm256_blendv_ps(x0, x1, s4), _mm256_blendv_ps(x2, x3, s4), s5);
-#undef PERM
-}
-
-/* The 8 levels of group G (0 in lanes without bits): the window broadcast to
- * 4 qwords, shifted per lane pair, the odd lanes moved up into the high dwords. */
-KVT_AI __m256 group_levels(const kvt_group *G, uint64_t w) {
-    const __m256i v = _mm256_set1_epi64x((long long)w);
-    const __m256i e = _mm256_srlv_epi64(v, _mm256_load_si256((const __m256i *)G->sh_even));
-    const __m256i o = _mm256_srlv_epi64(v, _mm256_load_si256((const __m256i *)G->sh_odd));
-    const __m256i mask = _mm256_load_si256((const __m256i *)G->mask);
-    const __m256i idx = _mm256_and_si256(_mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA), mask);
-    if (G->bits) return lookup(G->bits, idx);
-    /* mixed widths (a run boundary, or lanes without bits): gathered from
-     * the concatenated codebooks (the b-bit one at 2^b - 1 = the mask) */
-    return _mm256_i32gather_ps(cat_levels, _mm256_add_epi32(idx, mask), 4);
-}
-
-/* The 8 levels of a whole group of B bits starting at byte p (B a constant). */
-KVT_AI __m256 run_levels(const uint8_t *p, const int B) {
-    const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
-    __m256i idx;
-    /* broadcast straight from memory (one load-port uop, no GPR-to-vector move) */
-    if (B <= 4) { /* 8 B <= 32 bits */
-        idx = _mm256_srlv_epi32(_mm256_castps_si256(_mm256_broadcast_ss((const float *)(const void *)p)),
-                                _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B));
-    } else {
-        const __m256i v = _mm256_castpd_si256(_mm256_broadcast_sd((const double *)(const void *)p));
-        const __m256i e = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 2 * B, 4 * B, 6 * B));
-        const __m256i o = _mm256_srlv_epi64(v, _mm256_setr_epi64x(B, 3 * B, 5 * B, 7 * B));
-        idx = _mm256_blend_epi32(e, _mm256_slli_epi64(o, 32), 0xAA);
-    }
-    return lookup(B, _mm256_and_si256(idx, mask));
-}
-
-KVT_AI __m256i lane_mask(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-static KVT_AVX2 float kvt_dot_avx2(const kvt_head *h, const uint8_t *src, const float *qy) {
-    const kvt_plan *p = plan_of(h);
-    if (p->small) return kvt_dot_scalar(h, src, qy);
-    const uint8_t *f = src + 1;
-    __m256 acc = _mm256_setzero_ps();
-    for (uint32_t r = 0; r < p->n_runs; r++) {
-        const kvt_run *R = &p->runs[r];
-        const float *q = qy + 8 * R->first;
-        const uint8_t *b = f + h->bit_ofs[8 * R->first] / 8;
-#define DOT_RUN(B)                                                                                             \
-    case B:                                                                                                    \
-        for (int k = 0; k < R->n; k++, b += B, q += 8)                                                         \
-            acc = _mm256_fmadd_ps(run_levels(b, B), _mm256_loadu_ps(q), acc);                                 \
-        break;
-        switch (R->bits) { DOT_RUN(1) DOT_RUN(2) DOT_RUN(3) DOT_RUN(4) DOT_RUN(5) DOT_RUN(6) }
-#undef DOT_RUN
-    }
-    uint32_t g = p->n_fast;
-    for (; g < p->n_full; g++) {
-        const kvt_group *G = &p->g[g];
-        acc = _mm256_fmadd_ps(group_levels(G, ld64(f + G->load_at)), _mm256_loadu_ps(qy + 8 * g), acc);
-    }
-    if (g < p->n_groups) { /* lanes past hd */
-        const kvt_group *G = &p->g[g];
-        const __m256 q = _mm256_maskload_ps(qy + 8 * g, lane_mask(h->hd - 8 * (int)g));
-        acc = _mm256_fmadd_ps(group_levels(G, ld64(f + G->load_at)), q, acc);
-    }
-    return scale_of(src) * simd_hsum_ps(acc);
-}
-
-static KVT_AVX2 void kvt_axpy_avx2(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
-    const kvt_plan *p = plan_of(h);
-    if (p->small) {
-        kvt_axpy_scalar(h, src, w, acc_y);
-        return;
-    }
-    const uint8_t *f = src + 1;
-    const __m256 ws = _mm256_set1_ps(w * scale_of(src));
-    for (uint32_t r = 0; r < p->n_runs; r++) {
-        const kvt_run *R = &p->runs[r];
-        float *a = acc_y + 8 * R->first;
-        const float *sg = h->sigma + 8 * R->first;
-        const uint8_t *b = f + h->bit_ofs[8 * R->first] / 8;
-#define AXPY_RUN(B)                                                                                            \
-    case B:                                                                                                    \
-        for (int k = 0; k < R->n; k++, b += B, a += 8, sg += 8)                                                \
-            _mm256_storeu_ps(a, _mm256_fmadd_ps(_mm256_mul_ps(ws, _mm256_loadu_ps(sg)), run_levels(b, B),      \
-                                                _mm256_loadu_ps(a)));                                          \
-        break;
-        switch (R->bits) { AXPY_RUN(1) AXPY_RUN(2) AXPY_RUN(3) AXPY_RUN(4) AXPY_RUN(5) AXPY_RUN(6) }
-#undef AXPY_RUN
-    }
-    uint32_t g = p->n_fast;
-    for (; g < p->n_full; g++) {
-        const kvt_group *G = &p->g[g];
-        const __m256 lev = group_levels(G, ld64(f + G->load_at));
-        float *a = acc_y + 8 * g;
-        const __m256 sw = _mm256_mul_ps(ws, _mm256_loadu_ps(h->sigma + 8 * g));
-        _mm256_storeu_ps(a, _mm256_fmadd_ps(sw, lev, _mm256_loadu_ps(a)));
-    }
-    if (g < p->n_groups) { /* lanes past hd */
-        const kvt_group *G = &p->g[g];
-        const __m256 lev = group_levels(G, ld64(f + G->load_at));
-        float *a = acc_y + 8 * g;
-        const __m256i m = lane_mask(h->hd - 8 * (int)g);
-        const __m256 sw = _mm256_mul_ps(ws, _mm256_maskload_ps(h->sigma + 8 * g, m));
-        _mm256_maskstore_ps(a, m, _mm256_fmadd_ps(sw, lev, _mm256_maskload_ps(a, m)));
-    }
-}
-
-/* n rows at once, loops swapped: per run (one width) all rows, so the plan is
- * read and the width dispatched once per block instead of once per row. */
-static KVT_AVX2 void kvt_levels_rows_avx2(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n,
-                                          float *y, float *s) {
-    const kvt_plan *p = plan_of(h);
-    const int hd = h->hd;
-    if (p->small) {
-        for (int r = 0; r < n; r++) s[r] = kvt_levels_scalar(h, rows[r] + ofs, y + (size_t)r * hd);
-        return;
-    }
-    for (int r = 0; r < n; r++) s[r] = scale_of(rows[r] + ofs);
-    for (uint32_t ri = 0; ri < p->n_runs; ri++) {
-        const kvt_run *R = &p->runs[ri];
-        const size_t b0 = ofs + 1 + h->bit_ofs[8 * R->first] / 8, o0 = 8 * (size_t)R->first;
-        const int ng = R->n;
-#define LEVELS_RUN(B)                                                                                          \
-    case B:                                                                                                    \
-        for (int r = 0; r < n; r++) {                                                                          \
-            const uint8_t *b = rows[r] + b0;                                                                   \
-            float *o = y + (size_t)r * hd + o0;                                                                \
-            for (int k = 0; k < ng; k++, b += B, o += 8) _mm256_storeu_ps(o, run_levels(b, B));                \
-        }                                                                                                      \
-        break;
-        switch (R->bits) { LEVELS_RUN(1) LEVELS_RUN(2) LEVELS_RUN(3) LEVELS_RUN(4) LEVELS_RUN(5) LEVELS_RUN(6) }
-#undef LEVELS_RUN
-    }
-    uint32_t g = p->n_fast;
-    for (; g < p->n_full; g++) {
-        const kvt_group *G = &p->g[g];
-        for (int r = 0; r < n; r++)
-            _mm256_storeu_ps(y + (size_t)r * hd + 8 * g, group_levels(G, ld64(rows[r] + ofs + 1 + G->load_at)));
-    }
-    if (g < p->n_groups) { /* lanes past hd */
-        const kvt_group *G = &p->g[g];
-        const __m256i m = lane_mask(hd - 8 * (int)g);
-        for (int r = 0; r < n; r++)
-            _mm256_maskstore_ps(y + (size_t)r * hd + 8 * g, m, group_levels(G, ld64(rows[r] + ofs + 1 + G->load_at)));
-    }
-    for (int r = 0; r < n; r++)
-        for (int i = 8 * (int)p->n_groups; i < hd; i++) y[(size_t)r * hd + i] = 0.0f;
-}
-
-static KVT_AVX2 float kvt_levels_avx2(const kvt_head *h, const uint8_t *src, float *y) {
-    const uint8_t *rows[1] = {src};
-    float s;
-    kvt_levels_rows_avx2(h, rows, 0, 1, y, &s);
-    return s;
-}
-#endif
-
-/* The kernels kvt_dot / kvt_axpy run: the scalar plan kernels, replaced once
- * (first kvt_fit, before any head can be used) by the AVX2 ones when cpu.c
- * reports AVX2+FMA+F16C and ROTKV_ISA does not cap it. */
-static float (*dot_impl)(const kvt_head *, const uint8_t *, const float *) = kvt_dot_scalar;
-static void (*axpy_impl)(const kvt_head *, const uint8_t *, float, float *) = kvt_axpy_scalar;
-static float (*levels_impl)(const kvt_head *, const uint8_t *, float *) = kvt_levels_scalar;
 static void kvt_levels_rows_scalar(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y,
                                    float *s) {
     for (int r = 0; r < n; r++) s[r] = kvt_levels_scalar(h, rows[r] + ofs, y + (size_t)r * h->hd);
 }
-static void (*levels_rows_impl)(const kvt_head *, const uint8_t *const *, size_t, int, float *,
-                                float *) = kvt_levels_rows_scalar;
-static bool impl_avx2; /* the AVX2 kernels were chosen (kvt_prep_query, kvt_finish too) */
+
+/* The kernels row in use: chosen once (first kvt_fit, before any head can be
+ * used) from cpu_isa_active(), the active level's row or the highest level's
+ * below it that has one; the scalar row until then. */
+static const kvt_kernels *g_kvt = &kvt_kernels_scalar;
 static pthread_once_t impl_once = PTHREAD_ONCE_INIT;
 
-static void impl_select(void) {
-    cat_levels[0] = 0.0f;
-    for (int b = 1; b <= KVT_BITS_CAP; b++)
-        for (int k = 0; k < 1 << b; k++) cat_levels[(1 << b) - 1 + k] = cb_levels[b][k];
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (cpu_isa_active() >= CPU_ISA_AVX2) {
-        dot_impl = kvt_dot_avx2;
-        axpy_impl = kvt_axpy_avx2;
-        levels_impl = kvt_levels_avx2;
-        levels_rows_impl = kvt_levels_rows_avx2;
-        impl_avx2 = true;
+/* The row of exactly one level, or NULL if this CPU cannot run it (or the
+ * level has no row of its own: the levels above AVX2). */
+static const kvt_kernels *level_row(cpu_isa isa) {
+    if ((int)isa < 0 || isa >= CPU_ISA_COUNT || !cpu_isa_supported(isa)) return NULL;
+    switch (isa) {
+    case CPU_ISA_SCALAR: return &kvt_kernels_scalar;
+    case CPU_ISA_AVX2: return kvt_kernels_avx2.dot ? &kvt_kernels_avx2 : NULL;
+    default: return NULL;
     }
-#endif
+}
+
+static void impl_select(void) {
+    kvt_cat_levels[0] = 0.0f;
+    for (int b = 1; b <= KVT_BITS_CAP; b++)
+        for (int k = 0; k < 1 << b; k++) kvt_cat_levels[(1 << b) - 1 + k] = kvt_cb_levels[b][k];
+    const kvt_kernels *k = NULL;
+    for (int isa = (int)cpu_isa_active(); isa > CPU_ISA_SCALAR && !k; isa--) k = level_row((cpu_isa)isa);
+    if (k) g_kvt = k;
 }
 
 int kvt_fit(kvt_head *h, int hd, const float *X, int n, const double *M, int budget_bits) {
@@ -668,14 +429,14 @@ void kvt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
         idx[i] = 0;
         if (!h->bits[i] || s0 <= 0) continue;
         idx[i] = (uint8_t)nearest(h->bits[i], (float)(y[i] / (s0 * h->sigma[i])));
-        const double r = (double)h->sigma[i] * cb_levels[h->bits[i]][idx[i]];
+        const double r = (double)h->sigma[i] * kvt_cb_levels[h->bits[i]][idx[i]];
         num += y[i] * r;
         den += r * r;
     }
     /* the scale is quantized first and the indices re-chosen for it, so its
      * rounding is absorbed per coordinate instead of scaling every score */
     dst[0] = scale_encode(den > 0 ? num / den : 0.0);
-    const float sq = scale_table[dst[0]];
+    const float sq = kvt_scale_table[dst[0]];
     for (int i = 0; i < hd; i++) {
         if (!h->bits[i]) continue;
         const int k = sq > 0 ? nearest(h->bits[i], y[i] / (sq * h->sigma[i])) : 0;
@@ -687,9 +448,9 @@ void kvt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
 void kvt_decode(const kvt_head *h, const uint8_t *src, float *x) {
     const int hd = h->hd;
     float y[1024];
-    const float s = scale_of(src);
+    const float s = kvt_scale_of(src);
     for (int i = 0; i < hd; i++)
-        y[i] = h->bits[i] ? s * h->sigma[i] * cb_levels[h->bits[i]][get_bits(src + 1, h->bit_ofs[i], h->bits[i])] : 0.0f;
+        y[i] = h->bits[i] ? s * h->sigma[i] * kvt_cb_levels[h->bits[i]][get_bits(src + 1, h->bit_ofs[i], h->bits[i])] : 0.0f;
     for (int i = 0; i < hd; i++) {
         double a = h->mu[i];
         for (int j = 0; j < hd; j++) a += (double)h->Tinv[i * hd + j] * y[j];
@@ -714,68 +475,17 @@ float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy);
 void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
 
 float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy) {
-    const float s = scale_of(src);
+    const float s = kvt_scale_of(src);
     float acc = 0.0f;
     for (int i = 0; i < h->hd; i++)
-        if (h->bits[i]) acc += qy[i] * cb_levels[h->bits[i]][get_bits(src + 1, h->bit_ofs[i], h->bits[i])];
+        if (h->bits[i]) acc += qy[i] * kvt_cb_levels[h->bits[i]][get_bits(src + 1, h->bit_ofs[i], h->bits[i])];
     return s * acc;
 }
 
 void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
-    const float ws = w * scale_of(src);
+    const float ws = w * kvt_scale_of(src);
     for (int i = 0; i < h->hd; i++)
-        if (h->bits[i]) acc_y[i] += ws * h->sigma[i] * cb_levels[h->bits[i]][get_bits(src + 1, h->bit_ofs[i], h->bits[i])];
-}
-
-float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) { return dot_impl(h, src, qy); }
-
-void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) { axpy_impl(h, src, w, acc_y); }
-
-float kvt_levels(const kvt_head *h, const uint8_t *src, float *y) { return levels_impl(h, src, y); }
-
-void kvt_levels_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s) {
-    levels_rows_impl(h, rows, ofs, n, y, s);
-}
-
-/* kvt_levels by ISA level, for tests, like kvt_kernels_isa below. */
-typedef float (*kvt_levels_fn)(const kvt_head *, const uint8_t *, float *);
-int kvt_levels_isa(cpu_isa isa, kvt_levels_fn *levels);
-int kvt_levels_isa(cpu_isa isa, kvt_levels_fn *levels) {
-    pthread_once(&cb_once, cb_init);
-    pthread_once(&impl_once, impl_select);
-    *levels = NULL;
-    if (isa == CPU_ISA_SCALAR) *levels = kvt_levels_scalar;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (isa == CPU_ISA_AVX2 && cpu_isa_supported(CPU_ISA_AVX2)) *levels = kvt_levels_avx2;
-#endif
-    return *levels ? 0 : -1;
-}
-
-/* Every implementation of kvt_dot / kvt_axpy by ISA level, for tests
- * (tests/test_kv_simd.c declares these; kv_transform.h is left as it is):
- * CPU_ISA_SCALAR the scalar plan kernels, CPU_ISA_AVX2 the AVX2 ones (NULL
- * when this CPU lacks AVX2). */
-typedef float (*kvt_dot_fn)(const kvt_head *, const uint8_t *, const float *);
-typedef void (*kvt_axpy_fn)(const kvt_head *, const uint8_t *, float, float *);
-int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy);
-int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy) {
-    pthread_once(&cb_once, cb_init);
-    pthread_once(&impl_once, impl_select);
-    if (isa == CPU_ISA_SCALAR) {
-        *dot = kvt_dot_scalar;
-        *axpy = kvt_axpy_scalar;
-        return 0;
-    }
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (isa == CPU_ISA_AVX2 && cpu_isa_supported(CPU_ISA_AVX2)) {
-        *dot = kvt_dot_avx2;
-        *axpy = kvt_axpy_avx2;
-        return 0;
-    }
-#endif
-    *dot = NULL;
-    *axpy = NULL;
-    return -1;
+        if (h->bits[i]) acc_y[i] += ws * h->sigma[i] * kvt_cb_levels[h->bits[i]][get_bits(src + 1, h->bit_ofs[i], h->bits[i])];
 }
 
 static void kvt_finish_scalar(const kvt_head *h, const float *acc_y, float wsum, float *out) {
@@ -787,46 +497,32 @@ static void kvt_finish_scalar(const kvt_head *h, const float *acc_y, float wsum,
     }
 }
 
-/* Once per query and KV head, the AVX2 twins (head_dim % 8 == 0) of the two
- * hd x hd products above, in float: Tinv's rows are read contiguously. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-static KVT_AVX2 float kvt_prep_query_avx2(const kvt_head *h, const float *q, float *qy) {
-    const int hd = h->hd;
-    __m256 qm = _mm256_setzero_ps();
-    for (int j = 0; j < hd; j += 8) qm = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(h->mu + j), qm);
-    for (int i = 0; i < hd; i += 8) {
-        __m256 a = _mm256_setzero_ps();
-        for (int j = 0; j < hd; j++)
-            a = _mm256_fmadd_ps(_mm256_set1_ps(q[j]), _mm256_loadu_ps(h->Tinv + (size_t)j * hd + i), a);
-        _mm256_storeu_ps(qy + i, _mm256_mul_ps(a, _mm256_loadu_ps(h->sigma + i)));
-    }
-    return simd_hsum_ps(qm);
+const kvt_kernels kvt_kernels_scalar = {
+    .dot = kvt_dot_scalar,
+    .axpy = kvt_axpy_scalar,
+    .levels = kvt_levels_scalar,
+    .levels_rows = kvt_levels_rows_scalar,
+    .prep_query = kvt_prep_query_scalar,
+    .finish = kvt_finish_scalar,
+};
+
+const kvt_kernels *kvt_kernels_at(cpu_isa isa) {
+    pthread_once(&cb_once, cb_init);
+    pthread_once(&scale_once, scale_init);
+    pthread_once(&impl_once, impl_select);
+    return level_row(isa);
 }
 
-static KVT_AVX2 void kvt_finish_avx2(const kvt_head *h, const float *acc_y, float wsum, float *out) {
-    const int hd = h->hd;
-    for (int i = 0; i < hd; i++) {
-        const float *t = h->Tinv + (size_t)i * hd;
-        __m256 a = _mm256_setzero_ps();
-        for (int j = 0; j < hd; j += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(t + j), _mm256_loadu_ps(acc_y + j), a);
-        out[i] += simd_hsum_ps(a) + wsum * h->mu[i];
-    }
-}
-#endif
+float kvt_prep_query(const kvt_head *h, const float *q, float *qy) { return g_kvt->prep_query(h, q, qy); }
 
-float kvt_prep_query(const kvt_head *h, const float *q, float *qy) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (impl_avx2 && h->hd % 8 == 0) return kvt_prep_query_avx2(h, q, qy);
-#endif
-    return kvt_prep_query_scalar(h, q, qy);
+float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) { return g_kvt->dot(h, src, qy); }
+
+void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) { g_kvt->axpy(h, src, w, acc_y); }
+
+float kvt_levels(const kvt_head *h, const uint8_t *src, float *y) { return g_kvt->levels(h, src, y); }
+
+void kvt_levels_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s) {
+    g_kvt->levels_rows(h, rows, ofs, n, y, s);
 }
 
-void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (impl_avx2 && h->hd % 8 == 0) {
-        kvt_finish_avx2(h, acc_y, wsum, out);
-        return;
-    }
-#endif
-    kvt_finish_scalar(h, acc_y, wsum, out);
-}
+void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out) { g_kvt->finish(h, acc_y, wsum, out); }

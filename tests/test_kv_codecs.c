@@ -164,9 +164,9 @@ static void test_table_and_bits(void **state) {
         assert_int_equal(rotkv_kv_type_from_name(expect[t].name), t);
         assert_int_equal(c->quantized, expect[t].quantized);
         assert_non_null(c->encode);
-        assert_non_null(c->decode);
-        assert_non_null(c->dot);
-        assert_non_null(c->axpy);
+        assert_non_null(c->kern->decode);
+        assert_non_null(c->kern->dot);
+        assert_non_null(c->kern->axpy);
         if (expect[t].ggml >= 0) {
             assert_int_equal(c->blck, 32);
         } else if (is_tq(t)) {
@@ -283,7 +283,7 @@ static void test_ggml_rows_byte_identical(void **state) {
             c->encode(x, got, n);
             qt->quantize_row(x, want, n);
             assert_memory_equal(got, want, bytes);
-            c->decode(got, y, n);
+            c->kern->decode(got, y, n);
             qt->dequantize_row(want, z, n);
             assert_memory_equal(y, z, sizeof(float) * (size_t)n);
         }
@@ -343,7 +343,7 @@ static void test_round_trip_bounds(void **state) {
                 gaussian(x, n, &rng);
                 for (int i = 0; i < n; i++) x[i] *= scale;
                 c->encode(x, buf, n);
-                c->decode(buf, y, n);
+                c->kern->decode(buf, y, n);
                 for (int i = 0; i < n; i++) {
                     const double e = fabs((double)x[i] - y[i]);
                     double bound;
@@ -392,13 +392,13 @@ static void test_fused_match_decode(void **state) {
                 if (rep % 2) /* uneven magnitudes across blocks */
                     for (int i = 0; i < n; i++) x[i] *= (float)(1 + i / 32);
                 c->encode(x, buf, n);
-                c->decode(buf, y, n);
+                c->kern->decode(buf, y, n);
                 double ref = 0, mag = 0;
                 for (int i = 0; i < n; i++) {
                     ref += (double)y[i] * q[i];
                     mag += fabs((double)y[i] * q[i]);
                 }
-                const double got = c->dot(buf, q, n);
+                const double got = c->kern->dot(buf, q, n);
                 if (!(fabs(got - ref) <= 1e-5 * mag)) {
                     print_message("%s n=%d dot %.9g ref %.9g (tolerance %.3g)\n", c->name, n, got, ref, 1e-5 * mag);
                     fail();
@@ -406,7 +406,7 @@ static void test_fused_match_decode(void **state) {
                 const float w = test_rand_normal(&rng);
                 gaussian(out0, n, &rng);
                 memcpy(out, out0, sizeof(float) * (size_t)n);
-                c->axpy(buf, w, out, n);
+                c->kern->axpy(buf, w, out, n);
                 for (int i = 0; i < n; i++) {
                     /* tolerance relative to the block's magnitude: q4_1/q5_1 values d*q + m
                      * may cancel, and the fused form rounds (w*d)*q + w*m instead */
@@ -440,12 +440,12 @@ static void test_nonfinite_and_zero(void **state) {
         /* zero vector: decodes to exact zeros (tq: scale 0 and all-zero bytes) */
         memset(x, 0, sizeof x);
         c->encode(x, buf, n);
-        c->decode(buf, y, n);
+        c->kern->decode(buf, y, n);
         for (int i = 0; i < n; i++) assert_true(y[i] == 0.0f);
         if (is_tq(t))
             for (size_t i = 0; i < c->row_bytes(n); i++) assert_int_equal(buf[i], 0);
         gaussian(q, n, &rng);
-        assert_true(c->dot(buf, q, n) == 0.0f);
+        assert_true(c->kern->dot(buf, q, n) == 0.0f);
 
         for (int variant = 0; variant < 6; variant++) {
             gaussian(x, n, &rng);
@@ -459,7 +459,7 @@ static void test_nonfinite_and_zero(void **state) {
             case 5: for (int i = 0; i < n; i++) x[i] = (i % 7 ? 1e-30f : -2e-41f); break; /* tiny, mixed */
             }
             c->encode(x, buf, n);
-            c->decode(buf, y, n);
+            c->kern->decode(buf, y, n);
             for (int i = 0; i < n; i++) {
                 if (!isfinite(y[i])) {
                     print_message("%s variant %d: decoded[%d] = %g\n", c->name, variant, i, (double)y[i]);
@@ -470,9 +470,9 @@ static void test_nonfinite_and_zero(void **state) {
             if (ninf >= 0) assert_true(y[ninf] < -1000.0f);
             if (variant == 2)
                 for (int i = 0; i < n; i++) assert_true(y[i] == 0.0f); /* NaN -> 0 */
-            assert_true(isfinite(c->dot(buf, q, n)));
+            assert_true(isfinite(c->kern->dot(buf, q, n)));
             memset(out, 0, sizeof out);
-            c->axpy(buf, 0.5f, out, n);
+            c->kern->axpy(buf, 0.5f, out, n);
             for (int i = 0; i < n; i++) assert_true(isfinite(out[i]));
         }
     }
@@ -535,7 +535,7 @@ static void test_reference_matches_codec(void **state) {
             for (int rep = 0; rep < 20; rep++) {
                 gaussian(x, n, &rng);
                 c->encode(x, buf, n);
-                c->decode(buf, y, n);
+                c->kern->decode(buf, y, n);
                 const int n_hi = expect[t].b_hi == expect[t].b_lo ? n : n / 2;
                 ref_tq(x, r, n, n, n_hi, expect[t].b_hi, expect[t].b_lo, SCALE_LS);
                 assert_memory_equal(y, r, sizeof(float) * (size_t)n);
@@ -563,7 +563,7 @@ static void test_gaussian_mse(void **state) {
             for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
                 const kv_codec *c = codec(t);
                 c->encode(x, buf, n);
-                c->decode(buf, y, n);
+                c->kern->decode(buf, y, n);
                 for (int i = 0; i < n; i++) se[t] += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
             }
         }

@@ -1,10 +1,13 @@
 /* test_kv_simd.c — the KV cache's vector kernels against their scalar twins:
- *  - every codec's AVX2 dot / axpy against the scalar one (|diff| <= 1e-5 *
- *    sum |a_i b_i|, a the decoded values; q4_1/q5_1 add their offset term),
- *    its AVX2 decode bit for bit, for n = 16, 64, 128;
- *  - kt*: kvt_dot / kvt_axpy (scalar plan kernels and AVX2 kernels) against
- *    the bit-by-bit references, and the coordinate order kvt_fit leaves
- *    (sorted by bits) consistent between encode, decode and prep_query;
+ *  - every codec's dot / axpy at each ISA level above scalar this CPU runs
+ *    (arch/kv_arch.h; a level using a lower one's kernels is not repeated)
+ *    against the scalar one (|diff| <= 1e-5 * sum |a_i b_i|, a the decoded
+ *    values; q4_1/q5_1 add their offset term), its decode bit for bit, for
+ *    n = 16, 64, 128;
+ *  - kt*: the kvt_kernels rows (scalar plan kernels and AVX2 kernels) against
+ *    the bit-by-bit references and each other, and the coordinate order
+ *    kvt_fit leaves (sorted by bits) consistent between encode, decode and
+ *    prep_query;
  *  - the blocked attention over a long cache (several pages and blocks, sink
  *    and window rows, centering, GQA and MHA) against attention_reference for
  *    every cache type.
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch/kv_arch.h"
 #include "attention.h"
 #include "cpu.h"
 #include "kv_cache.h"
@@ -22,14 +26,7 @@
 #include "rotkv.h"
 #include "testutil.h"
 
-/* Not in the headers (kv_cache.h and kv_transform.h are left as they are):
- * the kernels of one ISA level. */
-const kv_codec *kv_codec_get_isa(rotkv_kv_type t, cpu_isa isa);
-typedef float (*kvt_dot_fn)(const kvt_head *, const uint8_t *, const float *);
-typedef void (*kvt_axpy_fn)(const kvt_head *, const uint8_t *, float, float *);
-int kvt_kernels_isa(cpu_isa isa, kvt_dot_fn *dot, kvt_axpy_fn *axpy);
-typedef float (*kvt_levels_fn)(const kvt_head *, const uint8_t *, float *);
-int kvt_levels_isa(cpu_isa isa, kvt_levels_fn *levels);
+/* Not in the headers: kv_transform.c's bit-by-bit references. */
 float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy);
 void kvt_axpy_ref(const kvt_head *h, const uint8_t *src, float w, float *acc_y);
 
@@ -62,52 +59,70 @@ static void t_codec_twins(void **state) {
     uint8_t buf[4 * MAXN + 64];
     for (int t = 0; t < ROTKV_KV_CODEC_COUNT; t++) {
         const kv_codec *sc = kv_codec_get_isa((rotkv_kv_type)t, CPU_ISA_SCALAR);
-        const kv_codec *av = kv_codec_get_isa((rotkv_kv_type)t, CPU_ISA_AVX2);
         assert_non_null(sc);
-        assert_non_null(av);
-        /* the active table is the AVX2 one unless ROTKV_ISA caps it */
-        if (cpu_isa_active() >= CPU_ISA_AVX2) assert_ptr_equal(kv_codec_get((rotkv_kv_type)t), av);
-        assert_ptr_not_equal(av->dot, sc->dot);
-        assert_ptr_not_equal(av->axpy, sc->axpy);
-        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
-            const int n = ns[k];
-            if (n % sc->blck) continue; /* ggml blocks: 32 values */
-            /* q4_1 / q5_1 decode to d c + m with unsigned codes c: the scalar
-             * kernels' terms d c and m are each up to the block's max |a|, and
-             * cancel; their rounding is relative to those terms */
-            const bool offset = t == ROTKV_KV_Q4_1 || t == ROTKV_KV_Q5_1;
-            double worst = 0;
-            for (int rep = 0; rep < REPS; rep++) {
-                random_vec(x, n, &rng);
-                if (rep == 0) memset(x, 0, sizeof x); /* zero vector */
-                for (int i = 0; i < n; i++) q[i] = test_rand_normal(&rng);
-                memset(buf, 0, sizeof buf);
-                sc->encode(x, buf, n);
-                /* decode: bit for bit */
-                sc->decode(buf, d1, n);
-                av->decode(buf, d2, n);
-                assert_memory_equal(d1, d2, sizeof(float) * (size_t)n);
-                memcpy(a, d1, sizeof(float) * (size_t)n);
-                /* dot */
-                double mag = 0, amax = 0;
-                for (int i = 0; i < n; i++) amax = fmax(amax, fabs(a[i]));
-                for (int i = 0; i < n; i++) mag += fabs((double)a[i] * q[i]) + (offset ? amax * fabs(q[i]) : 0);
-                const double ds = sc->dot(buf, q, n), dv = av->dot(buf, q, n);
-                if (!(fabs(ds - dv) <= 1e-5 * mag))
-                    fail_msg("%s n=%d rep %d: dot scalar %.9g avx2 %.9g (sum |ab| %g)", sc->name, n, rep, ds, dv, mag);
-                if (mag > 0 && fabs(ds - dv) / mag > worst) worst = fabs(ds - dv) / mag;
-                /* axpy onto a random vector */
-                const float w = test_rand_normal(&rng);
-                for (int i = 0; i < n; i++) o0[i] = o1[i] = o2[i] = test_rand_normal(&rng);
-                sc->axpy(buf, w, o1, n);
-                av->axpy(buf, w, o2, n);
-                for (int i = 0; i < n; i++) {
-                    const double bound = 1e-5 * (fabs(o0[i]) + fabs(w) * (fabs(a[i]) + (offset ? amax : 0)));
-                    if (!(fabs((double)o1[i] - o2[i]) <= bound))
-                        fail_msg("%s n=%d rep %d: axpy[%d] scalar %.9g avx2 %.9g", sc->name, n, rep, i, o1[i], o2[i]);
-                }
+        /* the codec handed out is that of the active level */
+        assert_ptr_equal(kv_codec_get((rotkv_kv_type)t), kv_codec_get_isa((rotkv_kv_type)t, cpu_isa_active()));
+        /* every level this CPU runs against scalar; levels that use a lower
+         * level's kernels (above AVX2) are not run twice */
+        const kv_codec_kernels *done[CPU_ISA_COUNT] = {sc->kern};
+        int n_done = 1;
+        for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+            if (!cpu_isa_supported((cpu_isa)isa)) continue;
+            const kv_codec *av = kv_codec_get_isa((rotkv_kv_type)t, (cpu_isa)isa);
+            assert_non_null(av);
+            assert_string_equal(av->name, sc->name);
+            assert_ptr_equal(av->encode, sc->encode);
+            if (isa == CPU_ISA_AVX2) {
+                assert_ptr_not_equal(av->kern->dot, sc->kern->dot);
+                assert_ptr_not_equal(av->kern->axpy, sc->kern->axpy);
             }
-            print_message("[ TWIN     ] %-6s n=%3d: max |dot diff| / sum|ab| = %.2e\n", sc->name, n, worst);
+            bool seen = false;
+            for (int i = 0; i < n_done; i++) seen |= done[i] == av->kern;
+            if (seen) continue;
+            done[n_done++] = av->kern;
+            for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+                const int n = ns[k];
+                if (n % sc->blck) continue; /* ggml blocks: 32 values */
+                /* q4_1 / q5_1 decode to d c + m with unsigned codes c: the scalar
+                 * kernels' terms d c and m are each up to the block's max |a|, and
+                 * cancel; their rounding is relative to those terms */
+                const bool offset = t == ROTKV_KV_Q4_1 || t == ROTKV_KV_Q5_1;
+                double worst = 0;
+                for (int rep = 0; rep < REPS; rep++) {
+                    random_vec(x, n, &rng);
+                    if (rep == 0) memset(x, 0, sizeof x); /* zero vector */
+                    for (int i = 0; i < n; i++) q[i] = test_rand_normal(&rng);
+                    memset(buf, 0, sizeof buf);
+                    sc->encode(x, buf, n);
+                    /* decode: bit for bit */
+                    sc->kern->decode(buf, d1, n);
+                    av->kern->decode(buf, d2, n);
+                    assert_memory_equal(d1, d2, sizeof(float) * (size_t)n);
+                    memcpy(a, d1, sizeof(float) * (size_t)n);
+                    /* dot */
+                    double mag = 0, amax = 0;
+                    for (int i = 0; i < n; i++) amax = fmax(amax, fabs(a[i]));
+                    for (int i = 0; i < n; i++) mag += fabs((double)a[i] * q[i]) + (offset ? amax * fabs(q[i]) : 0);
+                    const double ds = sc->kern->dot(buf, q, n), dv = av->kern->dot(buf, q, n);
+                    if (!(fabs(ds - dv) <= 1e-5 * mag))
+                        fail_msg("%s %s n=%d rep %d: dot scalar %.9g vs %.9g (sum |ab| %g)", sc->name,
+                                 cpu_isa_name((cpu_isa)isa), n, rep, ds, dv, mag);
+                    if (mag > 0 && fabs(ds - dv) / mag > worst) worst = fabs(ds - dv) / mag;
+                    /* axpy onto a random vector */
+                    const float w = test_rand_normal(&rng);
+                    for (int i = 0; i < n; i++) o0[i] = o1[i] = o2[i] = test_rand_normal(&rng);
+                    sc->kern->axpy(buf, w, o1, n);
+                    av->kern->axpy(buf, w, o2, n);
+                    for (int i = 0; i < n; i++) {
+                        const double bound = 1e-5 * (fabs(o0[i]) + fabs(w) * (fabs(a[i]) + (offset ? amax : 0)));
+                        if (!(fabs((double)o1[i] - o2[i]) <= bound))
+                            fail_msg("%s %s n=%d rep %d: axpy[%d] scalar %.9g vs %.9g", sc->name,
+                                     cpu_isa_name((cpu_isa)isa), n, rep, i, o1[i], o2[i]);
+                    }
+                }
+                print_message("[ TWIN     ] %-6s %-7s n=%3d: max |dot diff| / sum|ab| = %.2e\n", sc->name,
+                              cpu_isa_name((cpu_isa)isa), n, worst);
+            }
         }
     }
 }
@@ -125,14 +140,18 @@ static void t_kt_twins(void **state) {
     (void)state;
     const int hds[] = {16, 20, 64, 128};
     const double bits[] = {6.0, 5.0, 4.0, 3.5, 3.0, 2.5, 2.0};
-    kvt_dot_fn dot_s, dot_v = NULL;
-    kvt_axpy_fn axpy_s, axpy_v = NULL;
-    assert_int_equal(kvt_kernels_isa(CPU_ISA_SCALAR, &dot_s, &axpy_s), 0);
+    /* the rows of both levels (arch/kv_arch.h; the levels above AVX2 run the AVX2 row) */
+    const kvt_kernels *ks = kvt_kernels_at(CPU_ISA_SCALAR), *kv = NULL;
+    assert_non_null(ks);
     const bool avx2 = have_avx2("kt AVX2 kernels");
-    if (avx2) assert_int_equal(kvt_kernels_isa(CPU_ISA_AVX2, &dot_v, &axpy_v), 0);
-    kvt_levels_fn lev_s, lev_v = NULL;
-    assert_int_equal(kvt_levels_isa(CPU_ISA_SCALAR, &lev_s), 0);
-    if (avx2) assert_int_equal(kvt_levels_isa(CPU_ISA_AVX2, &lev_v), 0);
+    if (avx2) {
+        kv = kvt_kernels_at(CPU_ISA_AVX2);
+        assert_non_null(kv);
+        assert_ptr_not_equal(kv->dot, ks->dot);
+    }
+    for (int isa = CPU_ISA_AVX2 + 1; isa < CPU_ISA_COUNT; isa++) assert_null(kvt_kernels_at((cpu_isa)isa));
+    const kvt_kernels *const rows[2] = {ks, kv};
+    const int n_rows = avx2 ? 2 : 1;
     uint64_t rng = 5;
     for (size_t k = 0; k < sizeof hds / sizeof hds[0]; k++) {
         const int hd = hds[k], ncal = 4 * hd;
@@ -201,11 +220,11 @@ static void t_kt_twins(void **state) {
                     mag += h.sigma[i] > 0 ? fabs((double)qy[i] * o0[i] / h.sigma[i]) : 0;
                     qx += (double)q[i] * y[i];
                 }
-                const double r = kvt_dot_ref(&h, row, qy), ds = dot_s(&h, row, qy), da = kvt_dot(&h, row, qy);
+                const double r = kvt_dot_ref(&h, row, qy), ds = ks->dot(&h, row, qy), da = kvt_dot(&h, row, qy);
                 assert_true(fabs(ds - r) <= 1e-5 * mag);
                 assert_true(fabs(da - r) <= 1e-5 * mag);
                 if (avx2) {
-                    const double dv = dot_v(&h, row, qy);
+                    const double dv = kv->dot(&h, row, qy);
                     if (!(fabs(dv - r) <= 1e-5 * mag))
                         fail_msg("kt hd=%d bits=%.1f: dot ref %.9g avx2 %.9g", hd, bits[bi], r, dv);
                 }
@@ -213,7 +232,7 @@ static void t_kt_twins(void **state) {
                  * over sigma; the twins bit-identical, nothing written past hd */
                 float l0[MAXN + 8], l1[MAXN + 8];
                 for (int i = 0; i < hd + 8; i++) l0[i] = l1[i] = 7.0f;
-                const float s0 = lev_s(&h, row, l0);
+                const float s0 = ks->levels(&h, row, l0);
                 for (int i = 0; i < hd; i++) {
                     const double want = h.bits[i] ? o0[i] / h.sigma[i] : 0.0;
                     if (!(fabs((double)s0 * l0[i] - want) <= 1e-6 * (fabs(want) + 1e-6)))
@@ -221,7 +240,7 @@ static void t_kt_twins(void **state) {
                 }
                 for (int i = hd; i < hd + 8; i++) assert_true(l0[i] == 7.0f);
                 if (avx2) {
-                    const float s1 = lev_v(&h, row, l1);
+                    const float s1 = kv->levels(&h, row, l1);
                     assert_true(s1 == s0);
                     assert_memory_equal(l0, l1, sizeof(float) * (size_t)(hd + 8));
                 }
@@ -234,9 +253,9 @@ static void t_kt_twins(void **state) {
                 memset(y, 0, sizeof y);
                 kvt_axpy_ref(&h, row, w, y); /* the added terms */
                 kvt_axpy_ref(&h, row, w, o0);
-                axpy_s(&h, row, w, o1);
+                ks->axpy(&h, row, w, o1);
                 kvt_axpy(&h, row, w, o3);
-                if (avx2) axpy_v(&h, row, w, o2);
+                if (avx2) kv->axpy(&h, row, w, o2);
                 for (int i = 0; i < hd; i++) {
                     const double bound = 1e-5 * (fabs(o0[i] - y[i]) + fabs(y[i]));
                     assert_true(fabs((double)o1[i] - o0[i]) <= bound);
@@ -246,23 +265,26 @@ static void t_kt_twins(void **state) {
                 }
                 /* nothing written past hd */
                 o2[hd] = 12345.0f;
-                if (avx2) axpy_v(&h, row, w, o2);
+                if (avx2) kv->axpy(&h, row, w, o2);
                 assert_true(o2[hd] == 12345.0f);
             }
-            {   /* kvt_levels_rows (both ISAs, via ROTKV_ISA) equals kvt_levels row by row */
+            for (int ri = 0; ri < n_rows; ri++) { /* levels_rows (each row) equals kvt_levels row by row */
                 enum { NR = 37, PRE = 3 };
                 const size_t stride = h.row_bytes + PRE + 2;
                 uint8_t *buf = calloc(NR, stride);
-                const uint8_t *rows[NR];
+                const uint8_t *rws[NR];
                 float *ya = malloc(sizeof(float) * NR * hd), *yb = malloc(sizeof(float) * NR * hd), sa[NR], sb[NR];
                 for (int r = 0; r < NR; r++) {
                     for (int i = 0; i < hd; i++) x[i] = expf(-0.08f * i) * test_rand_normal(&rng);
                     kvt_encode(&h, x, buf + (size_t)(NR - 1 - r) * stride + PRE); /* rows out of order */
-                    rows[r] = buf + (size_t)(NR - 1 - r) * stride;
+                    rws[r] = buf + (size_t)(NR - 1 - r) * stride;
                 }
                 for (int i = 0; i < NR * hd; i++) ya[i] = yb[i] = -3.0f;
-                kvt_levels_rows(&h, rows, PRE, NR, ya, sa);
-                for (int r = 0; r < NR; r++) sb[r] = kvt_levels(&h, rows[r] + PRE, yb + (size_t)r * hd);
+                rows[ri]->levels_rows(&h, rws, PRE, NR, ya, sa);
+                kvt_levels_rows(&h, rws, PRE, NR, yb, sb); /* the active row */
+                assert_memory_equal(sa, sb, sizeof sa);
+                assert_memory_equal(ya, yb, sizeof(float) * NR * hd);
+                for (int r = 0; r < NR; r++) sb[r] = kvt_levels(&h, rws[r] + PRE, yb + (size_t)r * hd);
                 assert_memory_equal(sa, sb, sizeof sa);
                 assert_memory_equal(ya, yb, sizeof(float) * NR * hd);
                 free(buf);

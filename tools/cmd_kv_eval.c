@@ -187,7 +187,7 @@ static void inst_encode(const codec_inst *ci, const float *x, uint8_t *dst) {
 
 static void inst_decode(const codec_inst *ci, const uint8_t *src, float *x) {
     if (ci->kt) kvt_decode(&ci->h, src, x);
-    else ci->c->decode(src, x, ci->n);
+    else ci->c->kern->decode(src, x, ci->n);
 }
 
 /* Query preparation (kt: qy = T^{-T} q · sigma, returns q·mu; else nothing). */
@@ -197,7 +197,7 @@ static float inst_prep(const codec_inst *ci, const float *q, float *qy) {
 
 /* q·x̂ by the fused kernel. */
 static float inst_dot(const codec_inst *ci, const uint8_t *src, const float *q, const float *qy, float qmu) {
-    return ci->kt ? kvt_dot(&ci->h, src, qy) + qmu : ci->c->dot(src, q, ci->n);
+    return ci->kt ? kvt_dot(&ci->h, src, qy) + qmu : ci->c->kern->dot(src, q, ci->n);
 }
 
 /* ------------------------------------------------------------ results */

@@ -1,10 +1,12 @@
 /* kv_codecs_avx2.c — AVX2 + FMA + F16C twins of the KV codecs' dot, axpy and
  * decode kernels (kv_codecs.c holds the scalar reference of each).
  *
- * The whole file is compiled with the AVX2 target (the pragma below), not the
- * rest of the program; kv_codecs.c copies these kernels into its traits table
- * once, at first use, and only after cpu.c has confirmed that the CPU has
- * AVX2, FMA and F16C (and ROTKV_ISA does not ask for scalar).
+ * The kernels are compiled with the AVX2 target (the pragma below), not the
+ * rest of the program, and form one const row per type,
+ * kv_codec_kernels_avx2 (arch/kv_arch.h); kv_codecs.c's AVX2 codec table
+ * points at it, and kv_codec_get hands that table out only after cpu.c has
+ * confirmed that the CPU has AVX2, FMA and F16C (and ROTKV_ISA does not cap
+ * the level below AVX2).
  *
  * Numerics:
  *  - decode gives the same floats as the scalar decode bit for bit (the same
@@ -21,6 +23,7 @@
  * shapes, so one byte too many can fault). */
 #include <string.h>
 
+#include "arch/kv_arch.h"
 #include "fp16.h"
 #include "kv_cache.h"
 #include "lloyd_max.h"
@@ -376,54 +379,26 @@ TQ_KERNELS(tq2, 2, 2)
 #pragma GCC pop_options
 #endif
 
-/* Declared in kv_codecs.c (the only caller). */
-int kv_codecs_avx2_twin(rotkv_kv_type t, kv_codec *c);
+static void f32_decode_avx2(const void *src, float *x, int n) { memcpy(x, src, (size_t)n * sizeof(float)); }
 
-/* Replaces c's dot, axpy and decode with the AVX2 twins of type t (encode
- * stays scalar). Returns 1 if t has twins, 0 if not (the kt* types: their
+/* Fills the tq codebooks; called once (kv_codecs.c's pthread_once), before
+ * any tq kernel below can run. */
+void kv_codec_kernels_avx2_init(void) { tq_tables_init(); }
+
+/* Encode stays scalar (kv_codecs.c); the kt* types have no row here (their
  * kernels are kv_transform.c's). */
-int kv_codecs_avx2_twin(rotkv_kv_type t, kv_codec *c) {
-    static int tables_ready; /* called under kv_codecs.c's pthread_once */
-    if (!tables_ready) {
-        tq_tables_init();
-        tables_ready = 1;
-    }
-#define TWIN(T, nm)                                                                                            \
-    case T:                                                                                                    \
-        c->dot = nm##_dot_avx2;                                                                                \
-        c->axpy = nm##_axpy_avx2;                                                                              \
-        c->decode = nm##_decode_avx2;                                                                          \
-        return 1;
-    switch (t) {
-    case ROTKV_KV_F32:
-        c->dot = f32_dot_avx2;
-        c->axpy = f32_axpy_avx2;
-        return 1; /* decode is a memcpy */
-        TWIN(ROTKV_KV_F16, f16)
-        TWIN(ROTKV_KV_BF16, bf16)
-        TWIN(ROTKV_KV_Q8_0, q8_0)
-        TWIN(ROTKV_KV_Q5_1, q5_1)
-        TWIN(ROTKV_KV_Q5_0, q5_0)
-        TWIN(ROTKV_KV_Q4_1, q4_1)
-        TWIN(ROTKV_KV_Q4_0, q4_0)
-        TWIN(ROTKV_KV_IQ4_NL, iq4_nl)
-        TWIN(ROTKV_KV_TQ4, tq4)
-        TWIN(ROTKV_KV_TQ3_5, tq3_5)
-        TWIN(ROTKV_KV_TQ3, tq3)
-        TWIN(ROTKV_KV_TQ2_5, tq2_5)
-        TWIN(ROTKV_KV_TQ2, tq2)
-    default: return 0;
-    }
-#undef TWIN
-}
+const kv_codec_kernels kv_codec_kernels_avx2[ROTKV_KV_TYPE_COUNT] = {
+#define K(t, nm) [t] = {nm##_decode_avx2, nm##_dot_avx2, nm##_axpy_avx2}
+    K(ROTKV_KV_F32, f32),     K(ROTKV_KV_F16, f16),   K(ROTKV_KV_BF16, bf16), K(ROTKV_KV_Q8_0, q8_0),
+    K(ROTKV_KV_Q5_1, q5_1),   K(ROTKV_KV_Q5_0, q5_0), K(ROTKV_KV_Q4_1, q4_1), K(ROTKV_KV_Q4_0, q4_0),
+    K(ROTKV_KV_IQ4_NL, iq4_nl), K(ROTKV_KV_TQ4, tq4), K(ROTKV_KV_TQ3_5, tq3_5), K(ROTKV_KV_TQ3, tq3),
+    K(ROTKV_KV_TQ2_5, tq2_5), K(ROTKV_KV_TQ2, tq2),
+#undef K
+};
 
-#else /* not x86-64 */
+#else /* not x86-64: no AVX2 row */
 
-int kv_codecs_avx2_twin(rotkv_kv_type t, kv_codec *c);
-int kv_codecs_avx2_twin(rotkv_kv_type t, kv_codec *c) {
-    (void)t;
-    (void)c;
-    return 0;
-}
+const kv_codec_kernels kv_codec_kernels_avx2[ROTKV_KV_TYPE_COUNT];
+void kv_codec_kernels_avx2_init(void) {}
 
 #endif

@@ -1,7 +1,8 @@
-/* simd_avx2.h — small AVX2/FMA helpers shared by the x86 kernels (quant_avx2.c,
- * kv_codecs_avx2.c, kv_transform.c, attention.c, ops.c). Every function here
- * is always-inline with the AVX2+FMA+F16C target, so it may only be called
- * from code compiled for that target, after cpu.c has found the features. */
+/* simd_avx2.h — small AVX2/FMA helpers shared by the x86 kernels
+ * (arch/x86/quant_avx2.c, ops_avx2.c, kv_codecs_avx2.c, kv_transform_avx2.c,
+ * attention_avx2.c). Every function here is always-inline with the AVX2+FMA+F16C
+ * target, so it may only be called from code compiled for that target, after
+ * cpu.c has found the features. */
 #ifndef ROTKV_SIMD_AVX2_H
 #define ROTKV_SIMD_AVX2_H
 
