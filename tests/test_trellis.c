@@ -160,11 +160,48 @@ static void test_bad_arguments(void **state) {
     trellis_code_free(&b);
 }
 
+/* The shipped code's MSE on N(0,1) vectors of 64, within 5% of the table in
+ * docs/kv-codecs.md (bench/trellis_mse, 1600 vectors; here 1000 others). */
+static void test_gaussian_mse(void **state) {
+    (void)state;
+    const trellis_code *tc = trellis_default();
+    assert_non_null(tc);
+    static const struct {
+        int hi, lo, interleave;
+        double mse;
+    } rows[] = {
+        {2, 2, 0, 0.07677}, {3, 2, 0, 0.04606}, {3, 2, 1, 0.04022}, {3, 3, 0, 0.02095},
+        {4, 3, 0, 0.01280}, {4, 3, 1, 0.01105}, {4, 4, 0, 0.00574},
+    };
+    enum { NV = 1000, D = 64 };
+    void *work = malloc(trellis_work_size(tc->L, D));
+    assert_non_null(work);
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        uint8_t k[D], bits[D];
+        for (int i = 0; i < D; i++)
+            k[i] = (uint8_t)(rows[r].interleave ? (i % 2 ? rows[r].lo : rows[r].hi) : (i < D / 2 ? rows[r].hi : rows[r].lo));
+        uint64_t rng = 2024;
+        double e = 0;
+        for (int v = 0; v < NV; v++) {
+            float x[D], y[D];
+            gaussian(x, D, &rng);
+            assert_int_equal(trellis_encode(tc, x, D, k, bits, y, work), 0);
+            e += sse(x, y, D);
+        }
+        const double mse = e / (NV * D);
+        print_message("k %d/%d%s: MSE %.5f (doc %.5f)\n", rows[r].hi, rows[r].lo,
+                      rows[r].interleave ? " interleaved" : "", mse, rows[r].mse);
+        assert_true(fabs(mse / rows[r].mse - 1) < 0.05);
+    }
+    free(work);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_viterbi_is_optimal),
         cmocka_unit_test(test_round_trip_and_tails),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_gaussian_mse),
     };
     return cmocka_run_group_tests_name("trellis", tests, NULL, NULL);
 }
