@@ -87,17 +87,19 @@ static int kvt_sort_coordinates(kvt_head *h, double *scratch) {
         free(f);
         return -1;
     }
-    /* widest first; of each width, whole groups of 8 first, the remainders
-     * (count % 8) after all of those, then the coordinates without bits:
-     * at most a few groups mix widths */
+    /* widest first: of each width, whole groups of 16 (the AVX-512 groups);
+     * then, widest first again, whole groups of 8 of what is left (the AVX2
+     * groups); then the remainders (count % 8) after all of those, then the
+     * coordinates without bits: at most a few groups of either size mix widths */
     int k = 0, cnt[KVT_BITS_CAP + 1] = {0};
     for (int i = 0; i < hd; i++) cnt[h->bits[i]]++;
-    for (int pass = 0; pass < 2; pass++)
+    for (int pass = 0; pass < 3; pass++)
         for (int b = KVT_BITS_CAP; b >= 1; b--) {
-            const int whole = cnt[b] - cnt[b] % 8;
+            const int w16 = cnt[b] - cnt[b] % 16, w8 = cnt[b] - cnt[b] % 8;
+            const int lo = pass == 0 ? 0 : pass == 1 ? w16 : w8, hi = pass == 0 ? w16 : pass == 1 ? w8 : cnt[b];
             for (int i = 0, seen = 0; i < hd; i++)
                 if (h->bits[i] == b) {
-                    if ((seen < whole) == (pass == 0)) perm[k++] = i;
+                    if (seen >= lo && seen < hi) perm[k++] = i;
                     seen++;
                 }
         }
@@ -122,13 +124,14 @@ static int kvt_plan_build(kvt_head *h) {
     const int hd = h->hd;
     int nz = 0; /* coordinates with bits: the first nz after ordering */
     while (nz < hd && h->bits[nz]) nz++;
-    const int n_groups = (nz + 7) / 8;
-    const size_t bytes = sizeof(uint32_t) * hd + 32 + sizeof(kvt_plan) + sizeof(kvt_group) * n_groups;
+    const int n_groups = (nz + 7) / 8, n_groups16 = (nz + 15) / 16;
+    const size_t g16_bytes = 64 + sizeof(kvt_group16) * (size_t)n_groups16;
+    const size_t bytes = sizeof(uint32_t) * hd + 32 + sizeof(kvt_plan) + sizeof(kvt_group) * n_groups + g16_bytes;
     uint32_t *bo = realloc(h->bit_ofs, bytes);
     if (!bo) return -1;
     h->bit_ofs = bo;
     kvt_plan *p = (kvt_plan *)kvt_plan_of(h);
-    memset(p, 0, sizeof(kvt_plan) + sizeof(kvt_group) * n_groups);
+    memset(p, 0, sizeof(kvt_plan) + sizeof(kvt_group) * n_groups + g16_bytes);
     p->n_groups = (uint32_t)n_groups;
     p->n_full = (uint32_t)(8 * n_groups <= hd ? n_groups : n_groups - 1);
     p->field_bytes = (uint32_t)(h->total_bits + 7) / 8;
@@ -150,6 +153,33 @@ static int kvt_plan_build(kvt_head *h) {
             const uint64_t sh = h->bit_ofs[i] - 8 * G->load_at; /* + b <= 64 */
             if (j % 2) G->sh_odd[j / 2] = sh;
             else G->sh_even[j / 2] = sh;
+            G->mask[j] = (1u << b) - 1;
+        }
+        G->bits = mixed ? 0 : (uint8_t)b0;
+    }
+    /* the groups of 16 (kv_transform_plan.h), 64-byte aligned after the groups of 8 */
+    const uintptr_t g16 = ((uintptr_t)(p->g + n_groups) + 63) & ~(uintptr_t)63;
+    p->n_groups16 = (uint32_t)n_groups16;
+    p->g16_at = (uint32_t)(g16 - (uintptr_t)p);
+    for (int g = 0; g < n_groups16; g++) {
+        kvt_group16 *G = (kvt_group16 *)(void *)((uint8_t *)p + p->g16_at) + g;
+        G->load_at = h->bit_ofs[16 * g] / 8;
+        for (uint32_t k = 0; k < 16; k++)
+            if (G->load_at + k < p->field_bytes) G->load_mask |= 1u << k;
+        int b0 = -1;
+        bool mixed = false;
+        for (int j = 0; j < 16; j++) {
+            const int i = 16 * g + j;
+            const int b = i < nz ? h->bits[i] : 0;
+            if (b0 < 0) b0 = b;
+            mixed |= b != b0;
+            G->words[2 * j] = 0;
+            G->words[2 * j + 1] = 1;
+            if (!b) continue;
+            const uint32_t rel = h->bit_ofs[i] - 8 * G->load_at; /* < 8 + 15 * 6: inside the 16 bytes */
+            G->words[2 * j] = (uint16_t)(rel / 16);
+            G->words[2 * j + 1] = (uint16_t)(rel / 16 + 1);
+            G->shift[j] = rel % 16;
             G->mask[j] = (1u << b) - 1;
         }
         G->bits = mixed ? 0 : (uint8_t)b0;
@@ -237,6 +267,7 @@ static const kvt_kernels *level_row(cpu_isa isa) {
     switch (isa) {
     case CPU_ISA_SCALAR: return &kvt_kernels_scalar;
     case CPU_ISA_AVX2: return kvt_kernels_avx2.dot ? &kvt_kernels_avx2 : NULL;
+    case CPU_ISA_AVX512: return kvt_kernels_avx512.dot ? &kvt_kernels_avx512 : NULL;
     default: return NULL;
     }
 }

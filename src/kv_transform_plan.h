@@ -57,6 +57,22 @@ typedef struct {
     uint16_t first;   /* index of its first group */
 } kvt_run;
 
+/* The AVX-512 kernels' groups of 16 consecutive coordinates (any mix of
+ * widths): per lane, the index of the 16-bit word (of the 16 bytes loaded at
+ * load_at) where its bits start, and the shift and mask that take its index
+ * from the 32 bits starting at that word (the word and the next one, picked
+ * by one vpermw); the mask is also the offset of the lane's codebook in
+ * kvt_cat_levels. bits: every lane has that many bits (1..6), else 0. */
+typedef struct {
+    uint16_t words[32];  /* lane j's 32-bit window: words[2j], words[2j + 1] (= words[2j] + 1) */
+    uint32_t shift[16];
+    uint32_t mask[16];   /* 0 for lanes without bits or past hd */
+    uint32_t load_at;    /* byte of the index field where the group's 16-byte window starts */
+    uint32_t load_mask;  /* bytes of that window inside the field (bit k: byte k) */
+    uint8_t bits;
+    uint8_t pad[55];
+} kvt_group16;
+
 typedef struct {
     uint32_t n_groups;    /* ceil(coordinates with bits / 8) */
     uint32_t n_full;      /* groups whose 8 lanes are all inside hd */
@@ -65,14 +81,21 @@ typedef struct {
     uint32_t n_fast;      /* groups [0, n_fast) are the runs; the rest go through their kvt_group */
     uint32_t n_runs;
     kvt_run runs[KVT_BITS_CAP];
-    uint32_t pad[4];
+    uint32_t n_groups16;  /* ceil(coordinates with bits / 16): the kvt_group16s, at g16_at bytes from the plan */
+    uint32_t g16_at;
+    uint32_t pad[2];
     kvt_group g[];
 } kvt_plan;
 
 _Static_assert(sizeof(kvt_group) % 32 == 0 && sizeof(kvt_plan) % 32 == 0, "32-byte aligned groups");
+_Static_assert(sizeof(kvt_group16) % 64 == 0, "64-byte aligned groups of 16");
 
 static inline const kvt_plan *kvt_plan_of(const kvt_head *h) {
     return (const kvt_plan *)(((uintptr_t)(h->bit_ofs + h->hd) + 31) & ~(uintptr_t)31);
+}
+
+static inline const kvt_group16 *kvt_groups16_of(const kvt_plan *p) {
+    return (const kvt_group16 *)(const void *)((const uint8_t *)p + p->g16_at);
 }
 
 /* Filled once by kv_transform.c before the first head exists (kvt_fit), then

@@ -149,9 +149,18 @@ static void t_kt_twins(void **state) {
         assert_non_null(kv);
         assert_ptr_not_equal(kv->dot, ks->dot);
     }
-    for (int isa = CPU_ISA_AVX2 + 1; isa < CPU_ISA_COUNT; isa++) assert_null(kvt_kernels_at((cpu_isa)isa));
-    const kvt_kernels *const rows[2] = {ks, kv};
-    const int n_rows = avx2 ? 2 : 1;
+    /* AVX-VNNI has no kt row of its own (it runs AVX2's); AVX-512 has one where the CPU has it */
+    assert_null(kvt_kernels_at(CPU_ISA_AVXVNNI));
+    const kvt_kernels *k512 = kvt_kernels_at(CPU_ISA_AVX512);
+    if (cpu_isa_supported(CPU_ISA_AVX512)) {
+        assert_non_null(k512);
+        assert_ptr_not_equal(k512->levels_rows, kv->levels_rows);
+    } else {
+        assert_null(k512);
+        print_message("[  SKIPPED ] kt AVX-512 kernels: this CPU has no AVX-512\n");
+    }
+    const kvt_kernels *const rows[3] = {ks, kv, k512};
+    const int n_rows = k512 ? 3 : avx2 ? 2 : 1;
     uint64_t rng = 5;
     for (size_t k = 0; k < sizeof hds / sizeof hds[0]; k++) {
         const int hd = hds[k], ncal = 4 * hd;
@@ -171,12 +180,24 @@ static void t_kt_twins(void **state) {
                 nz += h.bits[i] > 0;
                 widths[h.bits[i]]++;
             }
+            /* (widths fall, except once where the groups of 16 end and those of 8 begin) */
+            int rises = 0;
             for (int g = 0; g < nz / 8; g++) {
                 bool uniform = true;
                 for (int j = 1; j < 8; j++) uniform &= h.bits[8 * g + j] == h.bits[8 * g];
                 if (!uniform) mixed++;
-                else if (g) assert_true(mixed || h.bits[8 * g] <= h.bits[8 * g - 1]);
+                else if (g && !mixed && h.bits[8 * g] > h.bits[8 * g - 1]) rises++;
             }
+            assert_true(rises <= 1);
+            int mixed16 = 0, w16[8] = {0}, rem16 = 0;
+            for (int i = 0; i < hd; i++) w16[h.bits[i]]++;
+            for (int b = 1; b < 8; b++) rem16 += w16[b] % 16;
+            for (int g = 0; g < nz / 16; g++) {
+                bool uniform = true;
+                for (int j = 1; j < 16; j++) uniform &= h.bits[16 * g + j] == h.bits[16 * g];
+                mixed16 += !uniform;
+            }
+            assert_true(mixed16 <= (rem16 + 15) / 16 + 1);
             int rem = 0;
             for (int b = 1; b < 8; b++) rem += widths[b] % 8;
             assert_true(mixed <= (rem + 7) / 8 + 1);
@@ -223,10 +244,10 @@ static void t_kt_twins(void **state) {
                 const double r = kvt_dot_ref(&h, row, qy), ds = ks->dot(&h, row, qy), da = kvt_dot(&h, row, qy);
                 assert_true(fabs(ds - r) <= 1e-5 * mag);
                 assert_true(fabs(da - r) <= 1e-5 * mag);
-                if (avx2) {
-                    const double dv = kv->dot(&h, row, qy);
+                for (int ri = 1; ri < n_rows; ri++) {
+                    const double dv = rows[ri]->dot(&h, row, qy);
                     if (!(fabs(dv - r) <= 1e-5 * mag))
-                        fail_msg("kt hd=%d bits=%.1f: dot ref %.9g avx2 %.9g", hd, bits[bi], r, dv);
+                        fail_msg("kt hd=%d bits=%.1f: dot ref %.9g, row %d %.9g", hd, bits[bi], r, ri, dv);
                 }
                 /* raw levels: s * levels = what kvt_axpy_ref adds with weight 1
                  * over sigma; the twins bit-identical, nothing written past hd */
@@ -239,8 +260,9 @@ static void t_kt_twins(void **state) {
                         fail_msg("kt hd=%d bits=%.1f: levels[%d] %g x s %g vs %g", hd, bits[bi], i, l0[i], s0, want);
                 }
                 for (int i = hd; i < hd + 8; i++) assert_true(l0[i] == 7.0f);
-                if (avx2) {
-                    const float s1 = kv->levels(&h, row, l1);
+                for (int ri = 1; ri < n_rows; ri++) {
+                    for (int i = 0; i < hd + 8; i++) l1[i] = 7.0f;
+                    const float s1 = rows[ri]->levels(&h, row, l1);
                     assert_true(s1 == s0);
                     assert_memory_equal(l0, l1, sizeof(float) * (size_t)(hd + 8));
                 }
@@ -249,24 +271,29 @@ static void t_kt_twins(void **state) {
                 assert_true(fabs(r + qmu - qx) <= 1e-4 * (fabs(qx) + mag + 1e-3));
                 /* axpy */
                 const float w = test_rand_normal(&rng);
-                for (int i = 0; i < hd; i++) o0[i] = o1[i] = o2[i] = o3[i] = test_rand_normal(&rng);
+                float st[MAXN];
+                for (int i = 0; i < hd; i++) st[i] = o0[i] = o1[i] = o3[i] = test_rand_normal(&rng);
                 memset(y, 0, sizeof y);
                 kvt_axpy_ref(&h, row, w, y); /* the added terms */
                 kvt_axpy_ref(&h, row, w, o0);
                 ks->axpy(&h, row, w, o1);
                 kvt_axpy(&h, row, w, o3);
-                if (avx2) kv->axpy(&h, row, w, o2);
                 for (int i = 0; i < hd; i++) {
                     const double bound = 1e-5 * (fabs(o0[i] - y[i]) + fabs(y[i]));
                     assert_true(fabs((double)o1[i] - o0[i]) <= bound);
                     assert_true(fabs((double)o3[i] - o0[i]) <= bound);
-                    if (avx2 && !(fabs((double)o2[i] - o0[i]) <= bound))
-                        fail_msg("kt hd=%d bits=%.1f: axpy[%d] ref %.9g avx2 %.9g", hd, bits[bi], i, o0[i], o2[i]);
                 }
-                /* nothing written past hd */
-                o2[hd] = 12345.0f;
-                if (avx2) kv->axpy(&h, row, w, o2);
-                assert_true(o2[hd] == 12345.0f);
+                for (int ri = 1; ri < n_rows; ri++) {
+                    memcpy(o2, st, sizeof(float) * (size_t)hd);
+                    o2[hd] = 12345.0f;
+                    rows[ri]->axpy(&h, row, w, o2);
+                    for (int i = 0; i < hd; i++) {
+                        const double bound = 1e-5 * (fabs(o0[i] - y[i]) + fabs(y[i]));
+                        if (!(fabs((double)o2[i] - o0[i]) <= bound))
+                            fail_msg("kt hd=%d bits=%.1f: axpy[%d] ref %.9g, row %d %.9g", hd, bits[bi], i, o0[i], ri, o2[i]);
+                    }
+                    assert_true(o2[hd] == 12345.0f); /* nothing written past hd */
+                }
             }
             for (int ri = 0; ri < n_rows; ri++) { /* levels_rows (each row) equals kvt_levels row by row */
                 enum { NR = 37, PRE = 3 };

@@ -47,6 +47,7 @@ typedef struct {
 
 extern const kvt_kernels kvt_kernels_scalar;
 extern const kvt_kernels kvt_kernels_avx2; /* all NULL off x86 */
+extern const kvt_kernels kvt_kernels_avx512; /* all NULL off x86 */
 
 /* The row of exactly one level (NULL if this CPU cannot run it or the level
  * has none of its own, as those above AVX2), its tables ready. For tests. */

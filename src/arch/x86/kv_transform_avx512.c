@@ -1,0 +1,200 @@
+/* kv_transform_avx512.c — AVX-512 (F/BW/VL/DQ) twins of the kt* kernels in
+ * kv_transform.c, one const row, kvt_kernels_avx512 (arch/kv_arch.h);
+ * kv_transform.c picks it once when cpu.c reports the AVX-512 level and
+ * ROTKV_ISA does not cap it lower.
+ *
+ * They walk the plan's groups of 16 coordinates (kvt_group16,
+ * kv_transform_plan.h): per group one masked 16-byte load of the index field,
+ * one vpermw that gives every lane the 32 bits where its index starts, a
+ * variable shift and a mask, then a lookup in registers — vpermps for a
+ * single width of <= 4 bits, vpermt2ps for 5, two of them for 6, and for
+ * mixed widths four vpermt2ps over the 128 concatenated codebook entries.
+ * No gather and no branch per lane; a block decode loads each group's
+ * constants once for all its rows.
+ *
+ * levels and levels_rows are bit-identical to the scalar kvt_levels (they
+ * look up the same table entries); dot and axpy differ from the scalar plan
+ * kernels only in summation order and fused multiply-adds. */
+#include <string.h>
+
+#include "arch/kv_arch.h"
+#include "kv_transform_plan.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define KVT512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+#define KVT512_AI static inline __attribute__((always_inline)) KVT512
+
+/* The group's constants, loaded once per block. */
+typedef struct {
+    __m512i words, shift, mask;
+    __m512 t0, t1, t2, t3, t4, t5, t6, t7; /* the lookup tables this group's width needs */
+    __mmask16 load;
+    int bits;
+} g16_regs;
+
+KVT512_AI g16_regs g16_load(const kvt_group16 *G) {
+    g16_regs R;
+    R.words = _mm512_load_si512((const void *)G->words);
+    R.shift = _mm512_load_si512((const void *)G->shift);
+    R.mask = _mm512_load_si512((const void *)G->mask);
+    R.load = (__mmask16)G->load_mask;
+    R.bits = G->bits;
+    const float *t = R.bits ? kvt_cb_levels[R.bits] : kvt_cat_levels; /* 64 and 128 entries */
+    R.t0 = _mm512_loadu_ps(t);
+    R.t1 = _mm512_loadu_ps(t + 16);
+    R.t2 = _mm512_loadu_ps(t + 32);
+    R.t3 = _mm512_loadu_ps(t + 48);
+    if (!R.bits) {
+        R.t4 = _mm512_loadu_ps(t + 64);
+        R.t5 = _mm512_loadu_ps(t + 80);
+        R.t6 = _mm512_loadu_ps(t + 96);
+        R.t7 = _mm512_loadu_ps(t + 112);
+    } else {
+        R.t4 = R.t5 = R.t6 = R.t7 = _mm512_setzero_ps();
+    }
+    return R;
+}
+
+/* The 16 levels of group R in the index field f (0 in lanes without bits),
+ * for R->bits == bits (a constant where the caller dispatched on it). */
+KVT512_AI __m512 g16_levels_b(const g16_regs *R, const uint8_t *f, uint32_t load_at, const int bits) {
+    const __m128i raw = _mm_maskz_loadu_epi8(R->load, f + load_at);
+    const __m512i win = _mm512_permutexvar_epi16(R->words, _mm512_castsi128_si512(raw));
+    __m512i idx = _mm512_and_si512(_mm512_srlv_epi32(win, R->shift), R->mask);
+    switch (bits) {
+    case 1: case 2: case 3: case 4: return _mm512_permutexvar_ps(idx, R->t0);
+    case 5: return _mm512_permutex2var_ps(R->t0, idx, R->t1);
+    case 6: {
+        const __m512 lo = _mm512_permutex2var_ps(R->t0, idx, R->t1), hi = _mm512_permutex2var_ps(R->t2, idx, R->t3);
+        return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
+    }
+    default: { /* mixed: the b-bit codebook at 2^b - 1 = the mask in kvt_cat_levels */
+        idx = _mm512_add_epi32(idx, R->mask);
+        const __m512 x0 = _mm512_permutex2var_ps(R->t0, idx, R->t1), x1 = _mm512_permutex2var_ps(R->t2, idx, R->t3);
+        const __m512 x2 = _mm512_permutex2var_ps(R->t4, idx, R->t5), x3 = _mm512_permutex2var_ps(R->t6, idx, R->t7);
+        const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+        const __mmask16 b6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+        return _mm512_mask_blend_ps(b6, _mm512_mask_blend_ps(b5, x0, x1), _mm512_mask_blend_ps(b5, x2, x3));
+    }
+    }
+}
+
+KVT512_AI __m512 g16_levels(const g16_regs *R, const uint8_t *f, uint32_t load_at) {
+    return g16_levels_b(R, f, load_at, R->bits);
+}
+
+KVT512_AI __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+static KVT512 void kvt_levels_rows_avx512(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n,
+                                          float *y, float *s) {
+    const kvt_plan *p = kvt_plan_of(h);
+    const kvt_group16 *G = kvt_groups16_of(p);
+    const int hd = h->hd, ng = (int)p->n_groups16;
+    for (int r = 0; r < n; r++) s[r] = kvt_scale_of(rows[r] + ofs);
+    for (int g = 0; g < ng; g++) {
+        const g16_regs R = g16_load(&G[g]);
+        const uint32_t at = G[g].load_at;
+        const __mmask16 st = tail_mask(hd - 16 * g);
+        float *o = y + 16 * (size_t)g;
+        const uint8_t *const *rp = rows;
+        const size_t fo = ofs + 1 + at;
+        /* the width dispatched once per group, the row loop specialized */
+#define LEVELS_LOOP(B)                                                                                         \
+    if (st == 0xFFFF)                                                                                          \
+        for (int r = 0; r < n; r++, o += hd) _mm512_storeu_ps(o, g16_levels_b(&R, rp[r] + fo, 0, B));          \
+    else                                                                                                       \
+        for (int r = 0; r < n; r++, o += hd) _mm512_mask_storeu_ps(o, st, g16_levels_b(&R, rp[r] + fo, 0, B)); \
+    break;
+        switch (R.bits) {
+        case 1: case 2: case 3: case 4: LEVELS_LOOP(4)
+        case 5: LEVELS_LOOP(5)
+        case 6: LEVELS_LOOP(6)
+        default: LEVELS_LOOP(0)
+        }
+#undef LEVELS_LOOP
+    }
+    const int z = 16 * ng;
+    if (z < hd)
+        for (int r = 0; r < n; r++) memset(y + (size_t)r * hd + z, 0, sizeof(float) * (size_t)(hd - z));
+}
+
+static KVT512 float kvt_levels_avx512(const kvt_head *h, const uint8_t *src, float *y) {
+    const uint8_t *rows[1] = {src};
+    float s;
+    kvt_levels_rows_avx512(h, rows, 0, 1, y, &s);
+    return s;
+}
+
+static KVT512 float kvt_dot_avx512(const kvt_head *h, const uint8_t *src, const float *qy) {
+    const kvt_plan *p = kvt_plan_of(h);
+    const kvt_group16 *G = kvt_groups16_of(p);
+    __m512 acc = _mm512_setzero_ps();
+    for (int g = 0; g < (int)p->n_groups16; g++) {
+        const g16_regs R = g16_load(&G[g]);
+        const __m512 q = _mm512_maskz_loadu_ps(tail_mask(h->hd - 16 * g), qy + 16 * g);
+        acc = _mm512_fmadd_ps(g16_levels(&R, src + 1, G[g].load_at), q, acc);
+    }
+    return kvt_scale_of(src) * _mm512_reduce_add_ps(acc);
+}
+
+static KVT512 void kvt_axpy_avx512(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
+    const kvt_plan *p = kvt_plan_of(h);
+    const kvt_group16 *G = kvt_groups16_of(p);
+    const __m512 ws = _mm512_set1_ps(w * kvt_scale_of(src));
+    for (int g = 0; g < (int)p->n_groups16; g++) {
+        const g16_regs R = g16_load(&G[g]);
+        const __mmask16 m = tail_mask(h->hd - 16 * g);
+        const __m512 sw = _mm512_mul_ps(ws, _mm512_maskz_loadu_ps(m, h->sigma + 16 * g));
+        float *a = acc_y + 16 * g;
+        _mm512_mask_storeu_ps(a, m, _mm512_fmadd_ps(sw, g16_levels(&R, src + 1, G[g].load_at), _mm512_maskz_loadu_ps(m, a)));
+    }
+}
+
+/* Once per query and KV head: qy = sigma * Tinv^T q, and q.mu. */
+static KVT512 float kvt_prep_query_avx512(const kvt_head *h, const float *q, float *qy) {
+    const int hd = h->hd;
+    __m512 qm = _mm512_setzero_ps();
+    for (int j = 0; j < hd; j += 16) {
+        const __mmask16 m = tail_mask(hd - j);
+        qm = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + j), _mm512_maskz_loadu_ps(m, h->mu + j), qm);
+    }
+    for (int i = 0; i < hd; i += 16) {
+        const __mmask16 m = tail_mask(hd - i);
+        __m512 a = _mm512_setzero_ps();
+        for (int j = 0; j < hd; j++)
+            a = _mm512_fmadd_ps(_mm512_set1_ps(q[j]), _mm512_maskz_loadu_ps(m, h->Tinv + (size_t)j * hd + i), a);
+        _mm512_mask_storeu_ps(qy + i, m, _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, h->sigma + i)));
+    }
+    return _mm512_reduce_add_ps(qm);
+}
+
+/* out += Tinv acc_y + wsum mu */
+static KVT512 void kvt_finish_avx512(const kvt_head *h, const float *acc_y, float wsum, float *out) {
+    const int hd = h->hd;
+    for (int i = 0; i < hd; i++) {
+        const float *t = h->Tinv + (size_t)i * hd;
+        __m512 a = _mm512_setzero_ps();
+        for (int j = 0; j < hd; j += 16) {
+            const __mmask16 m = tail_mask(hd - j);
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, t + j), _mm512_maskz_loadu_ps(m, acc_y + j), a);
+        }
+        out[i] += _mm512_reduce_add_ps(a) + wsum * h->mu[i];
+    }
+}
+
+const kvt_kernels kvt_kernels_avx512 = {
+    .dot = kvt_dot_avx512,
+    .axpy = kvt_axpy_avx512,
+    .levels = kvt_levels_avx512,
+    .levels_rows = kvt_levels_rows_avx512,
+    .prep_query = kvt_prep_query_avx512,
+    .finish = kvt_finish_avx512,
+};
+
+#else /* not x86-64: no AVX-512 row */
+
+const kvt_kernels kvt_kernels_avx512;
+
+#endif
