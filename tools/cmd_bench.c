@@ -2,7 +2,9 @@
  * given context depths, in the manner of llama-bench.
  *
  * For every combination of the comma-separated values of -ctk, -ctv, -t and -d,
- * and every -p / -n: the cache is pre-filled to the depth (not timed), then
+ * and every -p / -n: the cache is pre-filled to the depth (not timed; one
+ * context per -ctk/-ctv/-t combination, each depth's fill extending the
+ * previous one, or truncating it, over the same token stream), then
  *   pp: n_prompt tokens are evaluated in one batch on top of it,
  *   tg: n_gen tokens are generated one at a time on top of it,
  * each repeated -r times (the cache truncated back to the depth in between).
@@ -89,10 +91,13 @@ static double peak_rss_bytes(void) {
     return ru.ru_maxrss * 1024.0;
 }
 
-/* Fills the sequence to `depth` tokens with a deterministic token stream. */
-static bool prefill(rotkv_context *ctx, int depth, int n_vocab, int n_batch, rotkv_token *buf, rotkv_error *err) {
+/* Fills the sequence from `from` to `depth` tokens with a deterministic token
+ * stream (the same tokens at the same positions whatever `from` was). */
+static bool prefill(rotkv_context *ctx, int from, int depth, int n_vocab, int n_batch, rotkv_token *buf,
+                    rotkv_error *err) {
     uint64_t s = 12345;
-    for (int done = 0; done < depth;) {
+    for (int i = 0; i < from; i++) s = s * 6364136223846793005ull + 1442695040888963407ull;
+    for (int done = from; done < depth;) {
         int n = depth - done < n_batch ? depth - done : n_batch;
         for (int i = 0; i < n; i++) {
             s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -239,15 +244,21 @@ int cmd_bench(int argc, char **argv) {
     if (!buf || !rows) goto done;
     for (int ik = 0; ik < lk.n; ik++)
         for (int iv = 0; iv < lv.n; iv++)
-            for (int it = 0; it < lt.n; it++)
+            for (int it = 0; it < lt.n; it++) {
+                /* one context for all the depths: each fill extends the previous one
+                 * (or truncates it: the same token stream, so the cache holds what a
+                 * fill from scratch would) */
+                rotkv_context *ctx = NULL;
+                rotkv_context_params cp = rotkv_context_default_params();
+                int filled = 0;
+                double rss0 = 0;
                 for (int id = 0; id < ld.n; id++) {
-                    rotkv_context_params cp = rotkv_context_default_params();
                     const int depth = ld.v[id];
-                    cp.n_ctx = (uint32_t)(depth + (max_p > max_n ? max_p : max_n) + 1);
+                    rotkv_error err = {0};
+                    if (ctx) goto fill;
+                    cp.n_ctx = (uint32_t)(max_d + (max_p > max_n ? max_p : max_n) + 1);
                     cp.n_batch = (uint32_t)n_batch;
                     cp.n_threads = lt.v[it];
-                    rotkv_context *ctx = NULL;
-                    rotkv_error err = {0};
                     double budget;
                     cp.kv_calib = cal;
                     if (cli_kv_auto_bits(lk.s[ik], &budget)) {
@@ -266,8 +277,6 @@ int cmd_bench(int argc, char **argv) {
                         fprintf(stderr, "rotkv bench: %s\n", err.msg);
                         goto done;
                     }
-                    fprintf(stderr, "rotkv bench: K %s V %s, %d threads: filling depth %d...\n", lk.s[ik], lv.s[iv],
-                            lt.v[it], depth);
                     /* touch every weight and activation buffer once (one full batch, then
                      * rolled back) so that the RSS growth while filling is the cache's */
                     const int n_warm = (int)rotkv_n_ctx(ctx) < n_batch ? (int)rotkv_n_ctx(ctx) : n_batch;
@@ -279,12 +288,18 @@ int cmd_bench(int argc, char **argv) {
                         goto done;
                     }
                     rotkv_seq_clear(ctx, 0);
-                    const double rss0 = current_rss_bytes();
-                    if (!prefill(ctx, depth, V, n_batch, buf, &err)) {
+                    rss0 = current_rss_bytes();
+                fill:
+                    if (depth > filled)
+                        fprintf(stderr, "rotkv bench: K %s V %s, %d threads: filling depth %d (from %d)...\n", lk.s[ik],
+                                lv.s[iv], lt.v[it], depth, filled);
+                    rotkv_seq_truncate(ctx, 0, depth < filled ? depth : filled);
+                    if (depth > filled && !prefill(ctx, filled, depth, V, n_batch, buf, &err)) {
                         fprintf(stderr, "rotkv bench: %s\n", err.msg);
                         rotkv_context_free(ctx);
                         goto done;
                     }
+                    filled = depth;
                     const double rss_delta = current_rss_bytes() - rss0;
                     rotkv_kv_stats ks;
                     rotkv_kv_get_stats(ctx, &ks);
@@ -351,13 +366,15 @@ int cmd_bench(int argc, char **argv) {
                                         depth, row->avg_ts, row->stddev_ts, mi.isa);
                         }
                     }
-                    rotkv_context_free(ctx);
+                    rotkv_seq_truncate(ctx, 0, depth);
                     continue;
                 decode_failed:
                     fprintf(stderr, "rotkv bench: %s\n", err.msg);
                     rotkv_context_free(ctx);
                     goto done;
                 }
+                rotkv_context_free(ctx);
+            }
     const double rss = peak_rss_bytes();
     if (!strcmp(fmt, "json")) {
         printf("[\n");
