@@ -62,7 +62,7 @@ size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
     const size_t nq = g * (size_t)tile_tokens((int)g);
     /* the queries, acc, kt* query and y-space accumulators, a decoded row,
      * the decoded tile, the block's scores/weights */
-    return 4 * nq * hd + (size_t)n_head_kv * hd + (ATT_BLOCK + 8) * hd + nq * SROW;
+    return 4 * nq * hd + (size_t)n_head_kv * hd + ATT_TILE_ROWS * hd + nq * SROW;
 }
 
 /* ------------------------------------------------------------------ tile kernels */
@@ -106,6 +106,10 @@ const attn_kernels attn_kernels_scalar = {scores_scalar, accum_scalar, exp_scala
 /* The row in use: the active level's, or the highest level's below it that
  * has one; chosen once (first attention_batch). */
 static const attn_kernels *g_attn;
+/* The rows of the active level and those below it that have one, highest
+ * first, the scalar row last: the tile kernels come from the first one whose
+ * tile_cols divides head_dim. */
+static const attn_kernels *g_tile_rows[CPU_ISA_COUNT + 1];
 static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 
 /* The row of exactly one level, or NULL if this CPU cannot run it (or the
@@ -115,14 +119,19 @@ const attn_kernels *attn_kernels_at(cpu_isa isa) {
     switch (isa) {
     case CPU_ISA_SCALAR: return &attn_kernels_scalar;
     case CPU_ISA_AVX2: return attn_kernels_avx2.scores ? &attn_kernels_avx2 : NULL;
+    case CPU_ISA_AVX512: return attn_kernels_avx512.scores ? &attn_kernels_avx512 : NULL;
     default: return NULL;
     }
 }
 
 static void kern_select(void) {
-    for (int isa = (int)cpu_isa_active(); isa >= CPU_ISA_SCALAR && !g_attn; isa--)
-        g_attn = attn_kernels_at((cpu_isa)isa);
-    if (!g_attn) g_attn = &attn_kernels_scalar;
+    int n = 0;
+    for (int isa = (int)cpu_isa_active(); isa > CPU_ISA_SCALAR; isa--) {
+        const attn_kernels *k = attn_kernels_at((cpu_isa)isa);
+        if (k) g_tile_rows[n++] = k;
+    }
+    g_tile_rows[n] = &attn_kernels_scalar;
+    g_attn = g_tile_rows[0];
 }
 
 /* ------------------------------------------------------------------ one work item */
@@ -161,7 +170,7 @@ typedef struct {
     float *accy;         /* (ng, hd) kt* V: weighted sum in the transform space (tiles: without sigma) */
     float rs[ATT_BLOCK + 8]; /* kt* tile rows: each row's scale s (the tile holds raw levels) */
     float *rowtmp;       /* (n_head_kv * hd) decode path: one whole decoded row */
-    float *tile;         /* (ATT_BLOCK + 8, hd) decoded rows */
+    float *tile;         /* (ATT_TILE_ROWS, hd) decoded rows */
     float *S;            /* (ng, SROW) scores, then weights */
     head_view view[2][2];/* [K, V][f16 rows, codec rows] (f16 views set at the first f16 row) */
     bool have_f16;
@@ -313,15 +322,16 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
     it->accy = it->qy + (size_t)ng * hd;
     it->rowtmp = it->accy + (size_t)ng * hd;
     it->tile = it->rowtmp + (size_t)a->n_head_kv * hd;
-    it->S = it->tile + (size_t)(ATT_BLOCK + 8) * hd;
-    /* rows and slots the 8-row kernels touch past a run hold zeros, not garbage */
-    memset(it->tile, 0, sizeof(float) * ((size_t)(ATT_BLOCK + 8) * hd + (size_t)ng * SROW));
+    it->S = it->tile + (size_t)ATT_TILE_ROWS * hd;
+    /* rows and slots the 8- and 16-row kernels touch past a run hold zeros, not garbage */
+    memset(it->tile, 0, sizeof(float) * ((size_t)ATT_TILE_ROWS * hd + (size_t)ng * SROW));
     memset(it->rs, 0, sizeof it->rs);
     it->view[0][1] = head_view_make(lk, hk, hd);
     it->view[1][1] = head_view_make(lv, hk, hd);
     it->have_f16 = false;
-    /* the vector tile kernels need head_dim % 8 == 0; otherwise the scalar ones */
-    const attn_kernels *K = g_attn, *tile = hd % K->tile_cols == 0 ? K : &attn_kernels_scalar;
+    /* the vector tile kernels need head_dim % tile_cols == 0; otherwise a lower level's */
+    const attn_kernels *K = g_attn, *tile = K;
+    for (int i = 0; hd % tile->tile_cols; i++) tile = g_tile_rows[i + 1];
     it->scores = tile->scores;
     it->accum = tile->accum;
     it->exp = K->exp;

@@ -61,6 +61,7 @@ const kvt_kernels *kvt_kernels_at(cpu_isa isa);
 #define ATT_BLOCK 32
 #endif
 #define SROW (ATT_BLOCK + 8) /* row stride of the scores: 8 spare slots for the 8-row kernel */
+#define ATT_TILE_ROWS (ATT_BLOCK + 16) /* rows of the decoded tile: 16 spare for the 16-row kernel */
 
 /* S[g * SROW + r] = (<tile row r, q_g> * rs[r] + bias[g]) * scale for r < nr,
  * g < ng (q_g = q + g * hd; rs NULL: 1, else it has nr rounded up to 8
@@ -84,6 +85,7 @@ typedef struct {
 
 extern const attn_kernels attn_kernels_scalar;
 extern const attn_kernels attn_kernels_avx2; /* all NULL off x86 */
+extern const attn_kernels attn_kernels_avx512; /* all NULL off x86 */
 
 /* The row of exactly one level (NULL if this CPU cannot run it or the level
  * has none of its own, as those above AVX2). For tests. */
