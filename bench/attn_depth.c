@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
         float *O = malloc(sizeof(float) * (size_t)n_head * hd);
         float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd) * (size_t)nth);
         attention_args args = {kv, 0, 1, &seq, &pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd),
-                               Q + (size_t)pos * n_head * hd, O, scr};
+                               Q + (size_t)pos * n_head * hd, O, scr, 0};
         attention_batch(tp, &args); /* warm-up */
         double best = 1e30, sum = 0;
         for (int r = 0; r < reps; r++) {

@@ -298,8 +298,21 @@ static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, con
     }
 }
 
-/* Tokens [t0, t0 + nt) (one sequence) and KV head hk. */
-static void attention_item(const attention_args *a, int t0, int nt, int hk, float *scratch) {
+/* One split's result per query: running max, sum of weights, and the
+ * weighted sum of values (value space, not divided by the sum). */
+typedef struct {
+    float m, l;
+    float acc[]; /* head_dim */
+} att_partial;
+
+static size_t partial_floats(int hd) { return 2 + (size_t)hd; }
+
+/* Tokens [t0, t0 + nt) (one sequence) and KV head hk, over positions [p0, p1)
+ * (cut at multiples of ATT_BLOCK; p1 past the end: to the end). part NULL:
+ * the normalized outputs into a->O; else each query's partial at
+ * part + j * partial_floats(hd). */
+static void attention_item(const attention_args *a, int t0, int nt, int hk, float *scratch, int32_t p0, int32_t p1,
+                           float *part) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv, ng = nt * n_group;
     const kv_cache *kv = a->kv;
     const uint32_t seq = (uint32_t)a->seq[t0], layer = a->layer;
@@ -380,7 +393,8 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
     int32_t run0 = 0, run1 = 0;
     const uint8_t *run_k = NULL, *run_v = NULL;
     const size_t kstride = lk->row_bytes, vstride = lv->row_bytes;
-    for (int32_t b0 = 0; b0 < n_kv; b0 += ATT_BLOCK) {
+    const int32_t end_kv = p1 < n_kv ? p1 : n_kv;
+    for (int32_t b0 = p0; b0 < end_kv; b0 += ATT_BLOCK) {
         const int nr = n_kv - b0 < ATT_BLOCK ? n_kv - b0 : ATT_BLOCK;
         if (b0 >= s0 && b0 + nr <= c1 && !(b0 >= run0 && b0 + nr <= run1)) {
             int32_t end = (b0 / KV_PAGE_TOKENS + 1) * KV_PAGE_TOKENS;
@@ -440,36 +454,91 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
             kvt_finish(kt_v, ay, it->wkt[g], it->acc + (size_t)g * hd);
         }
     for (int g = 0; g < ng; g++) {
+        const float *acc = it->acc + (size_t)g * hd;
+        if (part) {
+            att_partial *P = (att_partial *)(void *)(part + (size_t)g * partial_floats(hd));
+            P->m = it->m[g];
+            P->l = it->l[g];
+            for (int i = 0; i < hd; i++) P->acc[i] = acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f);
+            continue;
+        }
         float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
         const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
-        for (int i = 0; i < hd; i++)
-            out[i] = (it->acc[(size_t)g * hd + i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
+        for (int i = 0; i < hd; i++) out[i] = (acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
     }
 }
 
 typedef struct {
     const attention_args *a;
     int n_tiles;
-    const int *t0; /* (n_tiles + 1,) first token of each tile; NULL: one token per tile */
+    const int *t0;  /* (n_tiles + 1,) first token of each tile; NULL: one token per tile */
+    int n_split;    /* splits per item */
+    int32_t span;   /* positions per split (a multiple of ATT_BLOCK) */
+    float *part;    /* n_split > 1: (item, split, query) partials */
+    int max_q;      /* queries per item at most */
 } attention_work;
 
 static void attention_worker(void *arg, int ith, int nth) {
     const attention_work *w = arg;
     const attention_args *a = w->a;
-    const int n_items = w->n_tiles * a->n_head_kv;
+    const int n_items = w->n_tiles * a->n_head_kv, n_units = n_items * w->n_split;
+    const size_t pf = partial_floats(a->head_dim) * (size_t)w->max_q;
     float *scratch = a->scratch + (size_t)ith * attention_scratch_floats(a->n_head, a->n_head_kv, a->head_dim);
-    for (int it = ith; it < n_items; it += nth) {
-        const int tile = it / a->n_head_kv;
+    for (int u = ith; u < n_units; u += nth) {
+        const int it = u / w->n_split, sp = u % w->n_split, tile = it / a->n_head_kv;
         const int t0 = w->t0 ? w->t0[tile] : tile, nt = w->t0 ? w->t0[tile + 1] - t0 : 1;
-        attention_item(a, t0, nt, it % a->n_head_kv, scratch);
+        if (w->n_split == 1) attention_item(a, t0, nt, it % a->n_head_kv, scratch, 0, INT32_MAX, NULL);
+        else
+            attention_item(a, t0, nt, it % a->n_head_kv, scratch, sp * w->span, (sp + 1) * w->span,
+                           w->part + (size_t)u * pf);
     }
 }
+
+/* The exact merge of an item's splits: with M the largest running max,
+ * out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. */
+static void merge_splits(const attention_work *w, int it) {
+    const attention_args *a = w->a;
+    const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv, hk = it % a->n_head_kv, tile = it / a->n_head_kv;
+    const int t0 = w->t0 ? w->t0[tile] : tile, nt = w->t0 ? w->t0[tile + 1] - t0 : 1;
+    const size_t pf = partial_floats(hd), stride = pf * (size_t)w->max_q;
+    const float *base = w->part + (size_t)it * w->n_split * stride;
+    for (int g = 0; g < nt * n_group; g++) {
+        float M = -INFINITY;
+        for (int s = 0; s < w->n_split; s++) {
+            const att_partial *P = (const att_partial *)(const void *)(base + s * stride + g * pf);
+            if (P->l > 0 && P->m > M) M = P->m;
+        }
+        float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
+        float l = 0.0f;
+        for (int i = 0; i < hd; i++) out[i] = 0.0f;
+        for (int s = 0; s < w->n_split; s++) {
+            const att_partial *P = (const att_partial *)(const void *)(base + s * stride + g * pf);
+            if (!(P->l > 0)) continue; /* no position of this query in the split */
+            const float c = expf(P->m - M);
+            l += c * P->l;
+            for (int i = 0; i < hd; i++) out[i] += c * P->acc[i];
+        }
+        const float inv = l > 0 ? 1.0f / l : 0.0f;
+        for (int i = 0; i < hd; i++) out[i] *= inv;
+    }
+}
+
+static void merge_worker(void *arg, int ith, int nth) {
+    const attention_work *w = arg;
+    for (int it = ith; it < w->n_tiles * w->a->n_head_kv; it += nth) merge_splits(w, it);
+}
+
+/* Splits worth it: a split of fewer positions than this costs more in its
+ * per-item set-up (query transforms, the merge) than it spreads. */
+#ifndef ATT_SPLIT_MIN
+#define ATT_SPLIT_MIN 1024
+#endif
 
 void attention_batch(threadpool *tp, attention_args *a) {
     pthread_once(&kern_once, kern_select);
     /* tiles: runs of up to tile_tokens() consecutive tokens of one sequence */
     const int per = tile_tokens(a->n_head / a->n_head_kv);
-    attention_work w = {a, a->n_tok, NULL};
+    attention_work w = {a, a->n_tok, NULL, 1, 0, NULL, a->n_head / a->n_head_kv};
     int *t0 = per > 1 && a->n_tok > 1 ? malloc(sizeof(int) * ((size_t)a->n_tok + 1)) : NULL;
     if (t0) {
         int n = 0;
@@ -478,8 +547,37 @@ void attention_batch(threadpool *tp, attention_args *a) {
         t0[n] = a->n_tok;
         w.n_tiles = n;
         w.t0 = t0;
+        w.max_q *= per;
     }
+    /* flash-decoding: fewer items than threads (or an uneven share of a few
+     * items), over a long cache: each item's positions in n_split runs */
+    int32_t max_kv = 0;
+    for (int t = 0; t < a->n_tok; t++) max_kv = a->pos[t] + 1 > max_kv ? a->pos[t] + 1 : max_kv;
+    const int nth = tp ? threadpool_size(tp) : 1, n_items = w.n_tiles * a->n_head_kv;
+    int n_split = a->n_split;
+    if (n_split <= 0) {
+        n_split = 1;
+        if (nth > 1 && n_items % nth && n_items < 4 * nth) {
+            /* the fewest splits that deal the units out evenly enough (within 1/8) */
+            for (n_split = 2; n_split < 64; n_split++) {
+                const int units = n_items * n_split;
+                if (units % nth == 0 || units >= 8 * nth) break;
+            }
+            while (n_split > 1 && max_kv / n_split < ATT_SPLIT_MIN) n_split--;
+        }
+    }
+    const int32_t blocks = (max_kv + ATT_BLOCK - 1) / ATT_BLOCK;
+    if (n_split > blocks) n_split = blocks > 0 ? blocks : 1;
+    if (n_split > 1) {
+        w.span = (blocks + n_split - 1) / n_split * ATT_BLOCK;
+        n_split = (max_kv + w.span - 1) / w.span; /* no empty trailing split */
+        w.part = malloc(sizeof(float) * partial_floats(a->head_dim) * (size_t)w.max_q * (size_t)n_items * n_split);
+        if (!w.part) n_split = 1; /* out of memory: the unsplit path needs nothing more */
+    }
+    w.n_split = n_split > 1 ? n_split : 1;
     threadpool_run(tp, attention_worker, &w);
+    if (w.n_split > 1) threadpool_run(tp, merge_worker, &w);
+    free(w.part);
     free(t0);
 }
 

@@ -19,9 +19,15 @@ typedef struct {
     const float *Q;      /* (n_tok, n_head * head_dim) */
     float *O;            /* (n_tok, n_head * head_dim) */
     float *scratch;      /* nth * attention_scratch_floats(...) */
+    int n_split;         /* splits of each query's positions (flash-decoding): 0 = chosen from the
+                            work and the threads (one when there are enough (token, KV head) items
+                            to keep every thread busy), else exactly this many (tests) */
 } attention_args;
 
-/* Scratch floats one thread needs. */
+/* Scratch floats one thread needs. When a long cache has fewer (token, KV
+ * head) items than the pool has threads, each item's positions are split in
+ * runs of whole blocks over the threads; every split keeps its own running
+ * max, sum and weighted values, merged exactly once all are done. */
 size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim);
 
 void attention_batch(threadpool *tp, attention_args *a);

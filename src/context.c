@@ -616,7 +616,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], c->k + (size_t)t * Kd,
                            c->v + (size_t)t * Kd);
         attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
-                             c->q, c->xb, c->att_scratch};
+                             c->q, c->xb, c->att_scratch, 0};
         const double ta = now_ms();
         attention_batch(c->tp, &aa);
         c->perf.t_attention_ms += now_ms() - ta;

@@ -372,7 +372,7 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
     for (int j = 0; j < nq; j++) memcpy(Qb + (size_t)j * n_head * hd, Q + (size_t)pos[j] * n_head * hd, sizeof(float) * n_head * hd);
     float *O1 = malloc(sizeof(float) * (size_t)nq * n_head * hd), *O2 = malloc(sizeof(float) * (size_t)nq * n_head * hd);
     float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd));
-    attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr};
+    attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr, 0};
     attention_batch(NULL, &a);
     a.O = O2;
     attention_reference(&a);
@@ -380,13 +380,36 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
         if (!(fabsf(O1[i] - O2[i]) <= 1e-4f * (1 + fabsf(O2[i]))))
             fail_msg("%s heads %d/%d hd %d, %d tokens, sink %u window %u center %d: blocked %g vs reference %g at %d",
                      rotkv_kv_type_name(type), n_head, n_head_kv, hd, n_tok, sink, window, center, O1[i], O2[i], i);
+    /* split-K (flash-decoding): the positions in 2, 3 and 7 splits, merged
+     * exactly; equal to the unsplit result within 1e-6 relative, as the
+     * norm of the difference over the norm of each query head's output
+     * (float sums of a few hundred terms differ by that much in their
+     * rounding alone) */
+    for (int ns = 2; ns <= 7; ns += ns == 3 ? 4 : 1) {
+        float *O3 = malloc(sizeof(float) * (size_t)nq * n_head * hd);
+        attention_args sp = a;
+        sp.O = O3;
+        sp.n_split = ns;
+        attention_batch(NULL, &sp);
+        for (int h = 0; h < nq * n_head; h++) {
+            double d2 = 0, o2 = 0;
+            for (int j = h * hd; j < (h + 1) * hd; j++) {
+                d2 += ((double)O3[j] - O1[j]) * ((double)O3[j] - O1[j]);
+                o2 += (double)O1[j] * O1[j];
+            }
+            if (!(sqrt(d2) <= 1e-6 * sqrt(o2)))
+                fail_msg("%s heads %d/%d hd %d, %d tokens: %d splits differ from one by %.3g relative (query head %d)",
+                         rotkv_kv_type_name(type), n_head, n_head_kv, hd, n_tok, ns, sqrt(d2 / o2), h);
+        }
+        free(O3);
+    }
     /* the batch shares each decoded block among its tokens (one tile of 4
      * query tokens); with several query heads per KV head each token alone
      * goes through the same tile kernels, so the results are bit-identical */
     if (n_head != n_head_kv)
         for (int j = 0; j < nq; j++) {
             attention_args one = {kv, 0, 1, seq + j, pos + j, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd),
-                                  Qb + (size_t)j * n_head * hd, O2, scr};
+                                  Qb + (size_t)j * n_head * hd, O2, scr, 0};
             attention_batch(NULL, &one);
             if (memcmp(O2, O1 + (size_t)j * n_head * hd, sizeof(float) * (size_t)n_head * hd))
                 fail_msg("%s heads %d/%d hd %d: token %d (pos %d) alone differs from the batch",
