@@ -173,6 +173,7 @@ static int kvt_plan_build(kvt_head *h) {
             const int b = i < nz ? h->bits[i] : 0;
             if (b0 < 0) b0 = b;
             mixed |= b != b0;
+            if (b > G->max_bits) G->max_bits = (uint8_t)b;
             G->words[2 * j] = 0;
             G->words[2 * j + 1] = 1;
             if (!b) continue;

@@ -70,7 +70,9 @@ typedef struct {
     uint32_t load_at;    /* byte of the index field where the group's 16-byte window starts */
     uint32_t load_mask;  /* bytes of that window inside the field (bit k: byte k) */
     uint8_t bits;
-    uint8_t pad[55];
+    uint8_t max_bits;    /* the widest lane's width: mixed groups up to 5 bits look up the first
+                          * 64 entries of kvt_cat_levels only */
+    uint8_t pad[54];
 } kvt_group16;
 
 typedef struct {

@@ -7,8 +7,9 @@
  * kv_transform_plan.h): per group one masked 16-byte load of the index field,
  * one vpermw that gives every lane the 32 bits where its index starts, a
  * variable shift and a mask, then a lookup in registers — vpermps for a
- * single width of <= 4 bits, vpermt2ps for 5, two of them for 6, and for
- * mixed widths four vpermt2ps over the 128 concatenated codebook entries.
+ * single width of <= 4 bits, vpermt2ps for 5, two of them for 6 (or for mixed
+ * widths up to 5 bits: the first 64 of the concatenated codebook entries),
+ * and four for mixed widths with 6-bit lanes (all 128 entries).
  * No gather and no branch per lane; a block decode loads each group's
  * constants once for all its rows.
  *
@@ -40,13 +41,13 @@ KVT512_AI g16_regs g16_load(const kvt_group16 *G) {
     R.shift = _mm512_load_si512((const void *)G->shift);
     R.mask = _mm512_load_si512((const void *)G->mask);
     R.load = (__mmask16)G->load_mask;
-    R.bits = G->bits;
-    const float *t = R.bits ? kvt_cb_levels[R.bits] : kvt_cat_levels; /* 64 and 128 entries */
+    R.bits = G->bits ? G->bits : G->max_bits <= 5 ? -5 : 0;
+    const float *t = R.bits > 0 ? kvt_cb_levels[R.bits] : kvt_cat_levels; /* 64 and 128 entries */
     R.t0 = _mm512_loadu_ps(t);
     R.t1 = _mm512_loadu_ps(t + 16);
     R.t2 = _mm512_loadu_ps(t + 32);
     R.t3 = _mm512_loadu_ps(t + 48);
-    if (!R.bits) {
+    if (R.bits == 0) {
         R.t4 = _mm512_loadu_ps(t + 64);
         R.t5 = _mm512_loadu_ps(t + 80);
         R.t6 = _mm512_loadu_ps(t + 96);
@@ -67,6 +68,11 @@ KVT512_AI __m512 g16_levels_b(const g16_regs *R, const uint8_t *f, uint32_t load
     case 1: case 2: case 3: case 4: return _mm512_permutexvar_ps(idx, R->t0);
     case 5: return _mm512_permutex2var_ps(R->t0, idx, R->t1);
     case 6: {
+        const __m512 lo = _mm512_permutex2var_ps(R->t0, idx, R->t1), hi = _mm512_permutex2var_ps(R->t2, idx, R->t3);
+        return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
+    }
+    case -5: { /* mixed, none wider than 5 bits: indices + masks < 63, the table's first 64 entries */
+        idx = _mm512_add_epi32(idx, R->mask);
         const __m512 lo = _mm512_permutex2var_ps(R->t0, idx, R->t1), hi = _mm512_permutex2var_ps(R->t2, idx, R->t3);
         return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
     }
@@ -111,6 +117,7 @@ static KVT512 void kvt_levels_rows_avx512(const kvt_head *h, const uint8_t *cons
         case 1: case 2: case 3: case 4: LEVELS_LOOP(4)
         case 5: LEVELS_LOOP(5)
         case 6: LEVELS_LOOP(6)
+        case -5: LEVELS_LOOP(-5)
         default: LEVELS_LOOP(0)
         }
 #undef LEVELS_LOOP
