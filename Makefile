@@ -1,4 +1,6 @@
-# rotkv build. `make` builds the library and the CLI; `make test` builds and runs
+# rotkv build. `make deps` installs the Debian/Ubuntu packages the build needs
+# (`make deps-test`: and those the tests need; scripts/deps.sh);
+# `make` builds the library and the CLI; `make test` builds and runs
 # the whole test suite; `make test-asan` runs it under AddressSanitizer+UBSan;
 # `make fuzz` builds the libFuzzer target for the GGUF parser (clang).
 CC      ?= cc
@@ -19,8 +21,13 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check test test-asan fuzz clean
+.PHONY: all deps deps-test check test test-asan fuzz clean
 all: $(BUILD)/rotkv
+
+deps:
+	sh scripts/deps.sh build
+deps-test:
+	sh scripts/deps.sh test
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

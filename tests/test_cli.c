@@ -210,6 +210,76 @@ static void t_tokenize_and_info(void **state) {
     free(out);
 }
 
+/* Without -m, run uses the model in the repository's models/ and says so. */
+static void t_shipped_model_default(void **state) {
+    (void)state;
+    char cmd[2048], *out;
+    snprintf(cmd, sizeof cmd, "%s run -p 'Once upon a time' -n 24 --temp 0 -t 2 2>&1", bin());
+    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_non_null(strstr(out, "ships with rotkv"));
+    assert_non_null(strstr(out, "tinystories-656k-q8_0.gguf"));
+    assert_non_null(strstr(out, "generation 24 tokens"));
+    free(out);
+}
+
+static void file_eq(const char *a, const char *b) {
+    size_t na, nb;
+    char *pa = test_read_file(a, &na), *pb = test_read_file(b, &nb);
+    assert_non_null(pa);
+    assert_non_null(pb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(pa, pb, na);
+    free(pa);
+    free(pb);
+}
+
+/* rotkv quantize remakes the shipped model byte for byte from the F32 file;
+ * the shipped model's perplexity is within 1% of the F32 file's (heldout
+ * text, -c 128); bad arguments and inputs fail cleanly and leave the output
+ * path as it was. */
+static void t_quantize_and_shipped_ppl(void **state) {
+    (void)state;
+    char f32[512], text[512], cmd[4096], *out;
+    const char *shipped = "models/tinystories-656k-q8_0.gguf";
+    SKIP_WITHOUT_SHARED(f32, "models/tinystories-656k-f32.gguf");
+    test_shared_path("golden/heldout.txt", text, sizeof text);
+    char dir[] = "/tmp/rotkv-quant-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char q8[600];
+    snprintf(q8, sizeof q8, "%s/q8.gguf", dir);
+    snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s --type q8_0 2>&1", bin(), f32, q8);
+    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_non_null(strstr(out, "15 of 20 tensors as Q8_0"));
+    free(out);
+    file_eq(q8, shipped);
+    double ppl[2];
+    const char *models[2] = {f32, shipped};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 128 -t 2 2>/dev/null", bin(), models[i], text);
+        assert_int_equal(run_cmd(cmd, &out), 0);
+        ppl[i] = ppl_of(out);
+        free(out);
+    }
+    print_message("[ PPL      ] shipped Q8_0 %.4f vs F32 %.4f (%+.3f%%)\n", ppl[1], ppl[0], 100 * (ppl[1] / ppl[0] - 1));
+    assert_true(ppl[0] > 0 && fabs(ppl[1] / ppl[0] - 1) < 0.01);
+    /* failures leave what was at the output path */
+    snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s --type q3_zz 2>&1", bin(), f32, q8);
+    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_non_null(strstr(out, "unknown type"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s --type q4_0 2>&1", bin(), text, q8);
+    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_non_null(strstr(out, "bad magic"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s/no/such/dir/x.gguf --type q4_0 2>&1", bin(), f32, dir);
+    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_non_null(strstr(out, "cannot write"));
+    free(out);
+    file_eq(q8, shipped);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(run_cmd(cmd, NULL), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_run_greedy_matches_llama),
@@ -218,6 +288,8 @@ int main(void) {
         cmocka_unit_test(t_kld_self_zero_and_mismatch_refused),
         cmocka_unit_test(t_bad_input_errors),
         cmocka_unit_test(t_tokenize_and_info),
+        cmocka_unit_test(t_shipped_model_default),
+        cmocka_unit_test(t_quantize_and_shipped_ppl),
     };
     return cmocka_run_group_tests_name("rotkv CLI", tests, NULL, NULL);
 }

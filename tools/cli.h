@@ -63,6 +63,11 @@ typedef struct {
 bool cli_parse(int argc, char **argv, cli_opts *o);
 /* Reads -p or -f into a malloc'd buffer; NULL with a message on error. */
 char *cli_read_text(const cli_opts *o, size_t *len);
+/* The model shipped in the repository's models/ (found beside the executable
+ * or in ./models), or NULL. */
+const char *cli_shipped_model(void);
+/* run, chat and serve without -m: use the shipped model (and say so on stderr). */
+bool cli_default_model(cli_opts *o);
 /* Loads the model, printing the error and returning NULL on failure. */
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms);
 /* Parses a KV cache type name; -1 and a message if unknown. */
@@ -117,5 +122,6 @@ int cmd_chat(int argc, char **argv);
 int cmd_kv_eval(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /* cli_common.c — option parsing and helpers shared by the subcommands.
  * Flag names follow llama.cpp's where one exists. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,38 @@ char *cli_read_text(const cli_opts *o, size_t *len) {
     buf[n] = 0;
     *len = n;
     return buf;
+}
+
+/* The model that ships in the repository (models/, see models/README.md):
+ * looked for beside the executable (build/rotkv -> models/, an installed
+ * bin/rotkv -> share/rotkv/models/), then in ./models. */
+#define SHIPPED_MODEL "tinystories-656k-q8_0.gguf"
+static char g_shipped[PATH_MAX];
+
+const char *cli_shipped_model(void) {
+    char exe[2048], found[2200];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    const char *dirs[] = {"../models", "../share/rotkv/models", "models"};
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+            snprintf(found, sizeof found, "%s/%s/%s", exe, dirs[i], SHIPPED_MODEL);
+            if (access(found, R_OK) == 0 && realpath(found, g_shipped)) return g_shipped;
+        }
+    }
+    snprintf(g_shipped, sizeof g_shipped, "models/%s", SHIPPED_MODEL);
+    return access(g_shipped, R_OK) == 0 ? g_shipped : NULL;
+}
+
+bool cli_default_model(cli_opts *o) {
+    if (o->model) return true;
+    const char *p = cli_shipped_model();
+    if (!p) return true; /* cli_load_model says what is missing */
+    o->model = p;
+    fprintf(stderr, "rotkv: no -m given: using the model that ships with rotkv, %s (TinyStories-656K, Q8_0)\n", p);
+    return true;
 }
 
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms) {

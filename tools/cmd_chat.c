@@ -95,6 +95,7 @@ int cmd_chat(int argc, char **argv) {
     }
     cli_opts o;
     if (!cli_parse(argc, argv, &o)) return 2;
+    cli_default_model(&o);
     int force = -1;
     if (o.chat_template && (force = chat_family_from_name(o.chat_template)) < 0) {
         fprintf(stderr, "rotkv: unknown --chat-template '%s'\n", o.chat_template);

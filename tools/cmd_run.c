@@ -18,6 +18,7 @@ int cmd_run(int argc, char **argv) {
         return 0;
     }
     if (!cli_parse(argc, argv, &o)) return 2;
+    cli_default_model(&o);
     size_t len;
     char *text;
     rotkv_context_params cp;

@@ -36,6 +36,7 @@ int cmd_serve(int argc, char **argv) {
     }
     cli_opts o;
     if (!cli_parse(argc, argv, &o)) return 2;
+    cli_default_model(&o);
     if (o.port < 0 || o.port > 65535) {
         fprintf(stderr, "rotkv: --port must be in [0, 65535]\n");
         return 2;

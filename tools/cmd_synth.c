@@ -20,6 +20,7 @@
 
 #include "cli.h"
 #include "gguf.h"
+#include "gguf_write.h"
 #include "quant.h"
 
 typedef struct {
@@ -39,15 +40,6 @@ static const synth_shape k_shapes[] = {
      false, false, 8.0f},
 };
 
-static const struct {
-    const char *name;
-    uint32_t type, ftype; /* ggml type, llama_ftype for general.file_type */
-} k_types[] = {
-    {"F32", GGML_TYPE_F32, 0},     {"F16", GGML_TYPE_F16, 1},    {"BF16", GGML_TYPE_BF16, 32},
-    {"Q4_0", GGML_TYPE_Q4_0, 2},   {"Q4_1", GGML_TYPE_Q4_1, 3},  {"Q5_0", GGML_TYPE_Q5_0, 8},
-    {"Q5_1", GGML_TYPE_Q5_1, 9},   {"Q8_0", GGML_TYPE_Q8_0, 7},  {"IQ4_NL", GGML_TYPE_IQ4_NL, 25},
-};
-
 #define ALIGN 32
 
 typedef struct {
@@ -58,91 +50,6 @@ typedef struct {
     uint64_t offset, nbytes;
     enum { T_WEIGHT, T_ONES, T_BIAS, T_ROPE } fill;
 } synth_tensor;
-
-/* ------------------------------------------------------------- writing */
-
-typedef struct {
-    FILE *fp;
-    bool ok;
-} writer;
-
-static void w_raw(writer *w, const void *p, size_t n) {
-    if (w->ok && n && fwrite(p, 1, n, w->fp) != n) w->ok = false;
-}
-static void w_u32(writer *w, uint32_t v) {
-    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    w_raw(w, b, 4);
-}
-static void w_u64(writer *w, uint64_t v) {
-    w_u32(w, (uint32_t)v);
-    w_u32(w, (uint32_t)(v >> 32));
-}
-static void w_f32(writer *w, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    w_u32(w, u);
-}
-static void w_str(writer *w, const char *s, size_t n) {
-    w_u64(w, n);
-    w_raw(w, s, n);
-}
-static void w_key(writer *w, const char *key, uint32_t type) {
-    w_str(w, key, strlen(key));
-    w_u32(w, type);
-}
-static void kv_u32(writer *w, const char *key, uint32_t v) {
-    w_key(w, key, GGUF_TYPE_UINT32);
-    w_u32(w, v);
-}
-static void kv_f32(writer *w, const char *key, float v) {
-    w_key(w, key, GGUF_TYPE_FLOAT32);
-    w_f32(w, v);
-}
-static void kv_str(writer *w, const char *key, const char *v) {
-    w_key(w, key, GGUF_TYPE_STRING);
-    w_str(w, v, strlen(v));
-}
-static void w_pad(writer *w, uint64_t *pos) {
-    static const uint8_t zeros[ALIGN];
-    const uint64_t pad = (ALIGN - *pos % ALIGN) % ALIGN;
-    w_raw(w, zeros, pad);
-    *pos += pad;
-}
-
-static size_t scalar_size(uint32_t t) {
-    switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
-/* Re-serializes one metadata pair of the vocab file (GGUF stores every value
- * little-endian, so numbers are copied as bytes). */
-static bool copy_kv(writer *w, const gguf_kv *kv) {
-    w_str(w, kv->key.ptr, kv->key.len);
-    w_u32(w, kv->type);
-    if (kv->type == GGUF_TYPE_STRING) {
-        w_str(w, kv->str.ptr, kv->str.len);
-    } else if (kv->type == GGUF_TYPE_ARRAY) {
-        w_u32(w, kv->arr_type);
-        w_u64(w, kv->arr_n);
-        if (kv->arr_type == GGUF_TYPE_STRING) {
-            for (uint64_t i = 0; i < kv->arr_n; i++) w_str(w, kv->strs[i].ptr, kv->strs[i].len);
-        } else {
-            const size_t es = scalar_size(kv->arr_type);
-            if (!es) return false; /* nested arrays: not in tokenizer metadata */
-            w_raw(w, kv->data, es * kv->arr_n);
-        }
-    } else {
-        const size_t es = scalar_size(kv->type);
-        if (!es) return false;
-        w_raw(w, kv->data, es);
-    }
-    return true;
-}
 
 /* ------------------------------------------------------------ contents */
 
@@ -253,15 +160,13 @@ int cmd_synth(int argc, char **argv) {
         if (got == 7 && !strcmp(arch, "qwen2")) custom.arch = "qwen2", custom.qkv_bias = true;
         sh = &custom;
     }
-    int ti = -1;
-    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
-        if (!strcasecmp(type, k_types[i].name)) ti = (int)i;
-    if (!sh || ti < 0) {
+    const ggw_file_type *ft = ggw_file_type_named(type);
+    if (!sh || !ft) {
         fprintf(stderr, "rotkv synth: unknown %s '%s'\n", sh ? "type" : "shape", sh ? type : shape);
         usage(stderr);
         return 2;
     }
-    const uint32_t wt = k_types[ti].type;
+    const uint32_t wt = ft->type;
     const uint32_t n_layer = layers > 0 && (uint32_t)layers < sh->n_layer ? (uint32_t)layers : sh->n_layer;
 
     char err[256];
@@ -320,53 +225,41 @@ int cmd_synth(int argc, char **argv) {
     uint64_t n_tok_kv = 0;
     for (uint64_t i = 0; i < vf->n_kv; i++)
         if (vf->kv[i].key.len > 10 && !memcmp(vf->kv[i].key.ptr, "tokenizer.", 10)) n_tok_kv++;
-    FILE *fp = fopen(out, "wb");
-    if (!fp) {
-        perror(out);
+    ggw w;
+    if (!ggw_open(&w, out, ALIGN)) {
         free(ts);
         gguf_close(vf);
         return 1;
     }
-    writer w = {fp, true};
     const uint64_t n_own_kv = 14 + (sh->head_dim * sh->n_head != sh->n_embd ? 2 : 0);
-    w_raw(&w, "GGUF", 4);
-    w_u32(&w, 3);
-    w_u64(&w, (uint64_t)nt);
-    w_u64(&w, n_own_kv + n_tok_kv);
+    ggw_header(&w, (uint64_t)nt, n_own_kv + n_tok_kv);
     char key[96];
 #define AK(s) (snprintf(key, sizeof key, "%s.%s", sh->arch, s), key)
-    kv_str(&w, "general.architecture", sh->arch);
-    kv_str(&w, "general.name", sh->display);
-    kv_u32(&w, "general.file_type", k_types[ti].ftype);
-    kv_u32(&w, "general.quantization_version", 2);
-    kv_u32(&w, AK("context_length"), sh->n_ctx);
-    kv_u32(&w, AK("embedding_length"), sh->n_embd);
-    kv_u32(&w, AK("block_count"), n_layer);
-    kv_u32(&w, AK("feed_forward_length"), sh->n_ff);
-    kv_u32(&w, AK("attention.head_count"), sh->n_head);
-    kv_u32(&w, AK("attention.head_count_kv"), sh->n_head_kv);
-    kv_f32(&w, AK("rope.freq_base"), sh->rope_base);
-    kv_f32(&w, AK("attention.layer_norm_rms_epsilon"), sh->eps);
-    kv_u32(&w, AK("rope.dimension_count"), sh->head_dim);
+    ggw_kv_str(&w, "general.architecture", sh->arch);
+    ggw_kv_str(&w, "general.name", sh->display);
+    ggw_kv_u32(&w, "general.file_type", ft->ftype);
+    ggw_kv_u32(&w, "general.quantization_version", 2);
+    ggw_kv_u32(&w, AK("context_length"), sh->n_ctx);
+    ggw_kv_u32(&w, AK("embedding_length"), sh->n_embd);
+    ggw_kv_u32(&w, AK("block_count"), n_layer);
+    ggw_kv_u32(&w, AK("feed_forward_length"), sh->n_ff);
+    ggw_kv_u32(&w, AK("attention.head_count"), sh->n_head);
+    ggw_kv_u32(&w, AK("attention.head_count_kv"), sh->n_head_kv);
+    ggw_kv_f32(&w, AK("rope.freq_base"), sh->rope_base);
+    ggw_kv_f32(&w, AK("attention.layer_norm_rms_epsilon"), sh->eps);
+    ggw_kv_u32(&w, AK("rope.dimension_count"), sh->head_dim);
     if (sh->head_dim * sh->n_head != sh->n_embd) {
-        kv_u32(&w, AK("attention.key_length"), sh->head_dim);
-        kv_u32(&w, AK("attention.value_length"), sh->head_dim);
+        ggw_kv_u32(&w, AK("attention.key_length"), sh->head_dim);
+        ggw_kv_u32(&w, AK("attention.value_length"), sh->head_dim);
     }
-    kv_u32(&w, AK("vocab_size"), (uint32_t)n_vocab);
+    ggw_kv_u32(&w, AK("vocab_size"), (uint32_t)n_vocab);
 #undef AK
     bool ok = true;
     for (uint64_t i = 0; i < vf->n_kv; i++)
-        if (vf->kv[i].key.len > 10 && !memcmp(vf->kv[i].key.ptr, "tokenizer.", 10)) ok &= copy_kv(&w, &vf->kv[i]);
-    for (int i = 0; i < nt; i++) {
-        w_str(&w, ts[i].name, strlen(ts[i].name));
-        w_u32(&w, ts[i].n_dims);
-        for (uint32_t d = 0; d < ts[i].n_dims; d++) w_u64(&w, ts[i].ne[d]);
-        w_u32(&w, ts[i].type);
-        w_u64(&w, ts[i].offset);
-    }
-    long hdr = ftell(fp);
-    uint64_t pos = hdr < 0 ? 0 : (uint64_t)hdr;
-    w_pad(&w, &pos);
+        if (vf->kv[i].key.len > 10 && !memcmp(vf->kv[i].key.ptr, "tokenizer.", 10)) ok &= ggw_copy_kv(&w, &vf->kv[i]);
+    for (int i = 0; i < nt; i++)
+        ggw_tensor_info(&w, ts[i].name, strlen(ts[i].name), ts[i].n_dims, ts[i].ne, ts[i].type, ts[i].offset);
+    ggw_pad(&w);
 
     /* data, one row at a time */
     const uint64_t max_row = E > sh->n_ff ? E : sh->n_ff;
@@ -388,27 +281,27 @@ int cmd_synth(int argc, char **argv) {
             case T_ROPE: llama3_rope_factors(sh, row); break;
             }
             tr->quantize_row(row, q, (int64_t)t->ne[0]);
-            w_raw(&w, q, quant_row_size(t->type, (int64_t)t->ne[0]));
+            ggw_raw(&w, q, quant_row_size(t->type, (int64_t)t->ne[0]));
         }
-        pos += t->nbytes;
-        w_pad(&w, &pos);
+        ggw_pad(&w);
         if (progress)
             fprintf(stderr, "\rrotkv synth: %d/%d tensors, %.0f MiB", i + 1, nt,
                     (double)(ts[i].offset + ts[i].nbytes) / 1048576.0);
     }
-    if (fclose(fp) != 0) w.ok = false;
     if (progress) fprintf(stderr, "\n");
-    if (!ok || !w.ok) {
+    const uint64_t size = w.pos;
+    if (!ok) ggw_abort(&w);
+    else ok = ggw_commit(&w);
+    if (!ok) {
         fprintf(stderr, "rotkv synth: failed writing %s\n", out);
-        remove(out);
     } else {
         fprintf(stderr, "rotkv synth: wrote %s: %s, %u layers, %s weights, %llu tokens, %.1f MiB in %.1f s\n", out,
-                sh->display, n_layer, k_types[ti].name, (unsigned long long)n_vocab,
-                (double)(pos) / 1048576.0, (cli_now_ms() - t0) / 1e3);
+                sh->display, n_layer, ft->name, (unsigned long long)n_vocab,
+                (double)size / 1048576.0, (cli_now_ms() - t0) / 1e3);
     }
     free(row);
     free(q);
     free(ts);
     gguf_close(vf);
-    return ok && w.ok ? 0 : 1;
+    return ok ? 0 : 1;
 }

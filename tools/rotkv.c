@@ -27,6 +27,7 @@ static void usage(FILE *fp) {
             "                                    --type Q4_0|Q8_0|F16|... --vocab VOCAB.gguf -o OUT.gguf [--seed N]\n"
             "  calibrate   the model's KV calibration (moments, per-layer sensitivity) for -ctk autoB and kt*:\n"
             "                                    rotkv calibrate -m MODEL [-f TEXT] [-o MODEL.kvcal] [-c 256] [--types T,..]\n"
+            "  quantize    convert weights:      rotkv quantize -m IN.gguf -o OUT.gguf --type Q8_0|Q4_0|F16|...\n"
             "  kv-eval     KV type distortion vs bits: rotkv kv-eval [-ctk T,..|all] [--vectors N] [-m MODEL -f TEXT [-c CTX]]\n"
             "                                    [--chart FILE.svg|.png] [-o md|csv]\n"
             "\nrun 'rotkv <command> --help' for details.\n",
@@ -50,7 +51,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}, {"serve", cmd_serve}, {"chat", cmd_chat}, {"synth", cmd_synth}
-                , {"kv-eval", cmd_kv_eval}, {"calibrate", cmd_calibrate}
+                , {"kv-eval", cmd_kv_eval}, {"calibrate", cmd_calibrate}, {"quantize", cmd_quantize}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
