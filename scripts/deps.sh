@@ -3,13 +3,13 @@
 #   build: what `make` needs (compiler, PCRE2, libmicrohttpd, cJSON, libcurl, OpenSSL)
 #   test:  that plus what `make check` uses (cmocka, clang + its sanitizer runtime for
 #          the fuzzer, python3 for the mock servers and jinja2 for the template test,
-#          curl, node + npm for the OpenAI-client test)
+#          curl, gnuplot for kv-eval charts, node + npm for the OpenAI-client test)
 # Nothing to do when everything is installed. As root it runs apt-get; otherwise it
 # prints the exact command to run and exits with status 1 (nothing is changed).
 set -eu
 what=${1:-build}
 build_pkgs="build-essential pkg-config libpcre2-dev libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev libssl-dev"
-test_pkgs="libcmocka-dev clang libclang-rt-14-dev python3 python3-jinja2 curl"
+test_pkgs="libcmocka-dev clang libclang-rt-14-dev python3 python3-jinja2 curl gnuplot-nox"
 case "$what" in
 build) pkgs=$build_pkgs ;;
 test) pkgs="$build_pkgs $test_pkgs" ;;
