@@ -53,6 +53,10 @@ typedef struct rotkv_sampler rotkv_sampler;
 
 typedef struct {
     bool vocab_only; /* load only the tokenizer (vocab-only GGUFs work too) */
+    /* Called during the load with the fraction done, 0 to 1 (the weights read
+     * and repacked so far, by bytes), from the loading thread; NULL: none. */
+    void (*progress)(double fraction, void *user);
+    void *progress_user;
 } rotkv_model_params;
 
 rotkv_model_params rotkv_model_default_params(void);

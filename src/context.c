@@ -37,7 +37,7 @@ const char *rotkv_status_str(rotkv_status s) {
 /* ------------------------------------------------------------------ model */
 
 rotkv_model_params rotkv_model_default_params(void) {
-    rotkv_model_params p = {.vocab_only = false};
+    rotkv_model_params p = {.vocab_only = false, .progress = NULL, .progress_user = NULL};
     return p;
 }
 
@@ -45,7 +45,7 @@ rotkv_status rotkv_model_load(const char *path, const rotkv_model_params *params
                               rotkv_error *err) {
     if (!path || !out) return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "rotkv_model_load: NULL argument");
     rotkv_model_params p = params ? *params : rotkv_model_default_params();
-    return model_load(path, p.vocab_only, out, err);
+    return model_load(path, &p, out, err);
 }
 
 void rotkv_model_free(rotkv_model *model) { model_free(model); }

@@ -349,7 +349,7 @@ bool weight_repack(weight *w, uint64_t *bytes) {
 /* Weights repacked at load (quant.h), unless ROTKV_REPACK=0. A tied output
  * matrix is the token embedding too: its rows are then looked up in the
  * repacked groups (model_embedding_row), so its file pages go as well. */
-static void model_repack(struct rotkv_model *m) {
+static void model_repack(struct rotkv_model *m, const rotkv_model_params *params) {
     const char *env = getenv("ROTKV_REPACK");
     if (env && !strcmp(env, "0")) return;
     weight *ws[4096];
@@ -362,9 +362,12 @@ static void model_repack(struct rotkv_model *m) {
         total += (size[i] + 63) / 64 * 64;
     }
     if (!total || !(m->repack_arena = alloc_streamed(total))) return; /* out of memory: the file's rows serve */
+    size_t done = 0;
     for (int i = 0; i < n; i++) {
         weight *w = ws[i];
         if (!size[i]) continue; /* no repacked layout: the file's rows serve */
+        if (params->progress) params->progress((double)done / (double)total, params->progress_user);
+        done += size[i];
         const bool tied = w == &m->output && w->data == m->tok_embd.data;
         if (!weight_repack_into(w, (uint8_t *)m->repack_arena + ofs[i], true)) continue;
         m->repacked_bytes += size[i];
@@ -406,7 +409,9 @@ void model_free(struct rotkv_model *m) {
     free(m);
 }
 
-rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **out, rotkv_error *err) {
+rotkv_status model_load(const char *path, const rotkv_model_params *params, struct rotkv_model **out,
+                        rotkv_error *err) {
+    const bool vocab_only = params->vocab_only;
     *out = NULL;
     rotkv_error local;
     if (!err) err = &local;
@@ -485,7 +490,8 @@ rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **
         const int n = model_matmul_weights(m, ws, (int)(sizeof ws / sizeof ws[0]));
         for (int i = 0; i < n; i++) m->matmul_bytes += (uint64_t)ws[i]->ne1 * ws[i]->row_bytes;
     }
-    model_repack(m);
+    model_repack(m, params);
+    if (params->progress) params->progress(1.0, params->progress_user);
     *out = m;
     return ROTKV_OK;
 }

@@ -81,7 +81,8 @@ bool weight_repack(weight *w, uint64_t *bytes);
 void model_embedding_row(const struct rotkv_model *m, int32_t token, float *out);
 
 /* Loads and validates; on error returns a status and fills err. */
-rotkv_status model_load(const char *path, bool vocab_only, struct rotkv_model **out, rotkv_error *err);
+rotkv_status model_load(const char *path, const rotkv_model_params *params, struct rotkv_model **out,
+                        rotkv_error *err);
 void model_free(struct rotkv_model *m);
 
 /* Sets err (if non-NULL) and returns code. printf-style. */

@@ -280,6 +280,38 @@ static void t_quantize_and_shipped_ppl(void **state) {
     assert_int_equal(run_cmd(cmd, NULL), 0);
 }
 
+/* Long jobs draw a progress line on a terminal (a pty from script(1)) and
+ * print nothing of it when stderr is not one. */
+static void t_progress_only_on_a_terminal(void **state) {
+    (void)state;
+    char cmd[4096], *out;
+    if (run_cmd("command -v script >/dev/null 2>&1", NULL) != 0) {
+        print_message("[ SKIP     ] script(1) not found (util-linux)\n");
+        skip();
+    }
+    const char *bench = "bench -m models/tinystories-656k-q8_0.gguf -p 8 -n 2 -d 1024 -r 1 -t 2";
+    snprintf(cmd, sizeof cmd, "ROTKV_PROGRESS_DELAY_MS=0 script -qec '%s %s' /dev/null 2>&1", bin(), bench);
+    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_non_null(strstr(out, "rotkv: loading the model ["));
+    assert_non_null(strstr(out, "rotkv: filling the cache to depth 1024 ["));
+    assert_non_null(strstr(out, "1024/1024 tokens"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "ROTKV_PROGRESS_DELAY_MS=0 %s %s 2>&1 >/dev/null", bin(), bench);
+    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_null(strchr(out, '\r'));
+    assert_null(strstr(out, "filling the cache to depth 1024 ["));
+    free(out);
+    char text[512];
+    SKIP_WITHOUT_SHARED(text, "golden/heldout.txt");
+    snprintf(cmd, sizeof cmd,
+             "ROTKV_PROGRESS_DELAY_MS=0 script -qec '%s perplexity -m models/tinystories-656k-q8_0.gguf -f %s -c 128 "
+             "--chunks 8 -t 2 >/dev/null' /dev/null 2>&1", bin(), text);
+    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_non_null(strstr(out, "rotkv: perplexity ["));
+    assert_non_null(strstr(out, "8/8 chunks"));
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_run_greedy_matches_llama),
@@ -290,6 +322,7 @@ int main(void) {
         cmocka_unit_test(t_tokenize_and_info),
         cmocka_unit_test(t_shipped_model_default),
         cmocka_unit_test(t_quantize_and_shipped_ppl),
+        cmocka_unit_test(t_progress_only_on_a_terminal),
     };
     return cmocka_run_group_tests_name("rotkv CLI", tests, NULL, NULL);
 }

@@ -111,6 +111,19 @@ rotkv_token *cli_tokenize(const rotkv_model *m, const char *text, size_t len, bo
                           int32_t *n_out);
 double cli_now_ms(void);
 
+/* A progress line for long jobs: on a terminal, one line redrawn in place
+ * ("rotkv: WHAT [=====>    ] 12/40 UNIT, 3.1 s, ETA 7 s"), at most every
+ * 100 ms and only once the job has run 300 ms ($ROTKV_PROGRESS_DELAY_MS);
+ * erased by cli_progress_end. Nothing at all when stderr is not a terminal. */
+typedef struct {
+    bool on, shown;
+    double t0, last, delay_ms;
+    char what[80];
+} cli_progress;
+void cli_progress_begin(cli_progress *p, const char *what);
+void cli_progress_update(cli_progress *p, double done, double total, const char *unit);
+void cli_progress_end(cli_progress *p);
+
 int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);

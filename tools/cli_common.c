@@ -16,6 +16,39 @@ double cli_now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+void cli_progress_begin(cli_progress *p, const char *what) {
+    p->on = isatty(2);
+    p->shown = false;
+    const char *d = getenv("ROTKV_PROGRESS_DELAY_MS"); /* default 300; tests set 0 */
+    p->delay_ms = d && *d ? atof(d) : 300;
+    p->t0 = p->last = cli_now_ms();
+    snprintf(p->what, sizeof p->what, "%s", what);
+}
+
+void cli_progress_update(cli_progress *p, double done, double total, const char *unit) {
+    if (!p->on) return;
+    const double now = cli_now_ms();
+    if (now - p->t0 < p->delay_ms || (now - p->last < 100 && done < total && p->shown)) return;
+    p->last = now;
+    p->shown = true;
+    const double el = (now - p->t0) / 1e3, frac = total > 0 ? done / total : 0;
+    const int w = 24, f = (int)(frac * w + 0.5);
+    char bar[32];
+    for (int i = 0; i < w; i++) bar[i] = i < f ? '=' : i == f ? '>' : ' ';
+    bar[w] = 0;
+    if (!strcmp(unit, "%")) fprintf(stderr, "\rrotkv: %s [%s] %3.0f%%, %.1f s", p->what, bar, 100 * frac, el);
+    else fprintf(stderr, "\rrotkv: %s [%s] %.0f/%.0f %s, %.1f s", p->what, bar, done, total, unit, el);
+    if (frac > 0 && frac < 1) fprintf(stderr, ", ETA %.0f s", el * (1 - frac) / frac);
+    fprintf(stderr, "\033[K");
+    fflush(stderr);
+}
+
+void cli_progress_end(cli_progress *p) {
+    if (p->shown) fprintf(stderr, "\r\033[K");
+    p->shown = false;
+    fflush(stderr);
+}
+
 static bool parse_int(const char *flag, const char *s, int *out) {
     char *end;
     errno = 0;
@@ -256,6 +289,10 @@ bool cli_default_model(cli_opts *o) {
     return true;
 }
 
+static void load_progress(double fraction, void *user) {
+    cli_progress_update(user, fraction, 1, "%");
+}
+
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms) {
     if (!o->model) {
         fprintf(stderr, "rotkv: no model: give -m MODEL.gguf\n");
@@ -264,9 +301,15 @@ rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms)
     double t0 = cli_now_ms();
     rotkv_model_params mp = rotkv_model_default_params();
     mp.vocab_only = vocab_only;
+    cli_progress prog;
+    cli_progress_begin(&prog, "loading the model");
+    mp.progress = load_progress;
+    mp.progress_user = &prog;
     rotkv_model *m = NULL;
     rotkv_error err = {0};
-    if (rotkv_model_load(o->model, &mp, &m, &err) != ROTKV_OK) {
+    const rotkv_status st = rotkv_model_load(o->model, &mp, &m, &err);
+    cli_progress_end(&prog);
+    if (st != ROTKV_OK) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         return NULL;
     }

@@ -97,6 +97,10 @@ static bool prefill(rotkv_context *ctx, int from, int depth, int n_vocab, int n_
                     rotkv_error *err) {
     uint64_t s = 12345;
     for (int i = 0; i < from; i++) s = s * 6364136223846793005ull + 1442695040888963407ull;
+    char what[64];
+    snprintf(what, sizeof what, "filling the cache to depth %d", depth);
+    cli_progress prog;
+    cli_progress_begin(&prog, what);
     for (int done = from; done < depth;) {
         int n = depth - done < n_batch ? depth - done : n_batch;
         for (int i = 0; i < n; i++) {
@@ -104,9 +108,14 @@ static bool prefill(rotkv_context *ctx, int from, int depth, int n_vocab, int n_
             buf[i] = (rotkv_token)((s >> 33) % (uint64_t)n_vocab);
         }
         rotkv_batch b = {.n_tokens = n, .token = buf};
-        if (rotkv_decode(ctx, &b, err) != ROTKV_OK) return false;
+        if (rotkv_decode(ctx, &b, err) != ROTKV_OK) {
+            cli_progress_end(&prog);
+            return false;
+        }
         done += n;
+        cli_progress_update(&prog, done, depth, "tokens");
     }
+    cli_progress_end(&prog);
     return true;
 }
 

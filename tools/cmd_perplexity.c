@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "hash.h"
@@ -157,16 +158,6 @@ static void print_kld_stats(kld_stats *S) {
     printf("Same top p: %8.4f ± %.4f %%\n", 100 * same, 100 * sqrt(same * (1 - same) / (n - 1)));
 }
 
-static void progress(int done, int total, double t0) {
-    const double el = (cli_now_ms() - t0) / 1e3;
-    const double eta = done ? el / done * (total - done) : 0;
-    const int w = 30, f = total ? done * w / total : w;
-    fprintf(stderr, "\r[");
-    for (int i = 0; i < w; i++) fputc(i < f ? '=' : i == f ? '>' : ' ', stderr);
-    fprintf(stderr, "] %d/%d chunks, %.1fs elapsed, ETA %.1fs ", done, total, el, eta);
-    if (done == total) fputc('\n', stderr);
-    fflush(stderr);
-}
 
 int cmd_perplexity(int argc, char **argv) {
     cli_opts o;
@@ -271,7 +262,11 @@ int cmd_perplexity(int argc, char **argv) {
             n_ctx, n_tok, o.type_k, o.type_v);
     double nll = 0, nll2 = 0;
     long count = 0;
-    const double t0 = cli_now_ms();
+    /* progress on stderr; when stdout is the same terminal the running
+     * [chunk]PPL values there are the progress */
+    cli_progress prog;
+    cli_progress_begin(&prog, "perplexity");
+    prog.on = prog.on && !isatty(1);
     for (int c = 0; c < n_chunks; c++) {
         rotkv_token *chunk = toks + (size_t)c * n_ctx;
         const rotkv_token saved = chunk[0];
@@ -335,8 +330,9 @@ int cmd_perplexity(int argc, char **argv) {
         }
         printf("[%d]%.4f%s", c + 1, exp(nll / count), c + 1 < n_chunks ? "," : "\n");
         fflush(stdout);
-        progress(c + 1, n_chunks, t0);
+        cli_progress_update(&prog, c + 1, n_chunks, "chunks");
     }
+    cli_progress_end(&prog);
     printf("KV bits/value : %.4f (K and V averaged at %d tokens; every scale, norm and f16 row counted)\n",
            rotkv_kv_bits_per_value(ctx, (uint32_t)n_ctx), n_ctx);
     const double mean = nll / count, var = nll2 / count - mean * mean;

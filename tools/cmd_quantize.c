@@ -128,14 +128,14 @@ int cmd_quantize(int argc, char **argv) {
         offset += (out_bytes(t, ft->type) + w.align - 1) / w.align * w.align;
     }
     ggw_pad(&w);
-    const bool progress = isatty(2);
+    cli_progress prog;
+    cli_progress_begin(&prog, "converting tensors");
     for (uint64_t i = 0; i < f->n_tensors && w.ok; i++) {
         write_tensor(&w, &f->tensors[i], ft->type, row, q);
         ggw_pad(&w);
-        if (progress) fprintf(stderr, "\rrotkv quantize: %llu/%llu tensors", (unsigned long long)i + 1,
-                              (unsigned long long)f->n_tensors);
+        cli_progress_update(&prog, (double)i + 1, (double)f->n_tensors, "tensors");
     }
-    if (progress) fprintf(stderr, "\n");
+    cli_progress_end(&prog);
     const uint64_t size = w.pos;
     const bool ok = ggw_commit(&w);
     if (ok)

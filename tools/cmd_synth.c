@@ -267,7 +267,8 @@ int cmd_synth(int argc, char **argv) {
     uint8_t *q = malloc(quant_row_size(GGML_TYPE_F32, (int64_t)max_row));
     if (!row || !q) ok = false;
     const double t0 = cli_now_ms();
-    const bool progress = isatty(2);
+    cli_progress prog;
+    cli_progress_begin(&prog, "writing tensors");
     for (int i = 0; i < nt && ok && w.ok; i++) {
         const synth_tensor *t = &ts[i];
         uint64_t s = (seed + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(i + 1) * 0xD1B54A32D192ED03ull;
@@ -284,11 +285,9 @@ int cmd_synth(int argc, char **argv) {
             ggw_raw(&w, q, quant_row_size(t->type, (int64_t)t->ne[0]));
         }
         ggw_pad(&w);
-        if (progress)
-            fprintf(stderr, "\rrotkv synth: %d/%d tensors, %.0f MiB", i + 1, nt,
-                    (double)(ts[i].offset + ts[i].nbytes) / 1048576.0);
+        cli_progress_update(&prog, i + 1, nt, "tensors");
     }
-    if (progress) fprintf(stderr, "\n");
+    cli_progress_end(&prog);
     const uint64_t size = w.pos;
     if (!ok) ggw_abort(&w);
     else ok = ggw_commit(&w);
