@@ -11,7 +11,7 @@
 #define CPU_X86 1
 #endif
 
-static bool g_avx_vnni;
+static bool g_avx_vnni, g_avx512_vbmi;
 
 #ifdef CPU_X86
 /* XCR0: which register states the OS saves on a context switch. */
@@ -42,6 +42,7 @@ cpu_isa cpu_isa_detect(void) {
     const bool zmm_os = (xcr0 & 0xE0) == 0xE0; /* opmask + ZMM state */
     const bool f = b7 & (1u << 16), dq = b7 & (1u << 17), bw = b7 & (1u << 30), vl = b7 & (1u << 31);
     const bool vnni512 = c7 & (1u << 11);
+    g_avx512_vbmi = zmm_os && f && bw && (c7 & (1u << 1));
     if (zmm_os && f && dq && bw && vl && vnni512) return CPU_ISA_AVX512;
     if (g_avx_vnni) return CPU_ISA_AVXVNNI;
     return CPU_ISA_AVX2;
@@ -96,6 +97,11 @@ const char *cpu_isa_env_error(void) {
 bool cpu_has_avx_vnni(void) {
     pthread_once(&g_once, cpu_isa_init);
     return g_avx_vnni;
+}
+
+bool cpu_has_avx512_vbmi(void) {
+    pthread_once(&g_once, cpu_isa_init);
+    return g_avx512_vbmi;
 }
 
 const char *cpu_isa_name(cpu_isa isa) {

@@ -41,5 +41,8 @@ const char *cpu_isa_env_error(void);
 /* True if the CPU has the VEX-encoded AVX-VNNI instructions (as opposed to
  * reaching CPU_ISA_AVXVNNI through AVX512-VNNI + VL). */
 bool cpu_has_avx_vnni(void);
+/* True if the CPU has AVX512_VBMI (byte permutes and multishift: Ice Lake,
+ * Zen 4 and later; not Skylake-X or Cascade Lake). */
+bool cpu_has_avx512_vbmi(void);
 
 #endif

@@ -27,13 +27,26 @@ static float cb_thresh[KVT_BITS_CAP + 1][1 << KVT_BITS_CAP];
 static double cb_mse[KVT_BITS_CAP + 1];
 static pthread_once_t cb_once = PTHREAD_ONCE_INIT;
 
+/* x rounded to the nearest bfloat16 (ties to even), as a float. */
+static float round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The levels are rounded to bfloat16 (8 significant bits: a relative change
+ * of at most 2^-9, which moves the quantizer's MSE by well under 0.1%) so that
+ * the VBMI kernels can look them up as two bytes each. The thresholds and MSE
+ * are those of the rounded levels. */
 static void cb_init(void) {
     double c[1 << KVT_BITS_CAP];
     cb_mse[0] = 1.0;
     for (int b = 1; b <= KVT_BITS_CAP; b++) {
         const int k = 1 << b;
         lloyd_max_gaussian(b, c);
-        for (int i = 0; i < k; i++) kvt_cb_levels[b][i] = (float)c[i];
+        for (int i = 0; i < k; i++) c[i] = kvt_cb_levels[b][i] = round_bf16((float)c[i]);
         for (int i = 0; i + 1 < k; i++) cb_thresh[b][i] = (float)(0.5 * (c[i] + c[i + 1]));
         cb_mse[b] = lloyd_max_mse(c, k);
     }
@@ -77,6 +90,7 @@ void kvt_free(kvt_head *h) {
  * kv_transform_plan.h describes the plan and the tables the kernels read. */
 
 float kvt_cat_levels[1 << (KVT_BITS_CAP + 1)];
+uint8_t kvt_cat_bf16_hi[1 << (KVT_BITS_CAP + 1)], kvt_cat_bf16_lo[1 << (KVT_BITS_CAP + 1)];
 
 static int kvt_sort_coordinates(kvt_head *h, double *scratch) {
     const int hd = h->hd;
@@ -124,8 +138,8 @@ static int kvt_plan_build(kvt_head *h) {
     const int hd = h->hd;
     int nz = 0; /* coordinates with bits: the first nz after ordering */
     while (nz < hd && h->bits[nz]) nz++;
-    const int n_groups = (nz + 7) / 8, n_groups16 = (nz + 15) / 16;
-    const size_t g16_bytes = 64 + sizeof(kvt_group16) * (size_t)n_groups16;
+    const int n_groups = (nz + 7) / 8, n_groups16 = (nz + 15) / 16, n_groups64 = hd / 64;
+    const size_t g16_bytes = 64 + sizeof(kvt_group16) * (size_t)n_groups16 + sizeof(kvt_group64) * (size_t)n_groups64;
     const size_t bytes = sizeof(uint32_t) * hd + 32 + sizeof(kvt_plan) + sizeof(kvt_group) * n_groups + g16_bytes;
     uint32_t *bo = realloc(h->bit_ofs, bytes);
     if (!bo) return -1;
@@ -184,6 +198,25 @@ static int kvt_plan_build(kvt_head *h) {
             G->mask[j] = (1u << b) - 1;
         }
         G->bits = mixed ? 0 : (uint8_t)b0;
+    }
+    /* the blocks of 64 (kv_transform_plan.h), after the groups of 16 */
+    p->n_groups64 = (uint32_t)n_groups64;
+    p->g64_at = p->g16_at + (uint32_t)(sizeof(kvt_group16) * (size_t)n_groups16);
+    for (int g = 0; g < n_groups64; g++) {
+        kvt_group64 *G = (kvt_group64 *)(void *)((uint8_t *)p + p->g64_at) + g;
+        const uint32_t base = h->bit_ofs[64 * g] / 8;
+        G->load_at = base;
+        for (uint32_t k = 0; k < 64; k++)
+            if (base + k < p->field_bytes) G->load_mask |= 1ull << k;
+        for (int p8 = 0; p8 < 64; p8++) {
+            const int l = p8 / 16, m = p8 / 4 % 4, k = p8 % 4, half = p8 / 4 % 2;
+            const int c = 64 * g + 16 * m + 4 * l + k, c0 = c - k; /* c0: first of the run of 4 */
+            const int b = c < nz ? h->bits[c] : 0;
+            const uint32_t start = h->bit_ofs[c0] / 8; /* the run's 4 bytes: its bits, from its first byte */
+            G->gather[p8] = (uint8_t)(start - base + (uint32_t)(p8 % 4)); /* < 48 + 4 */
+            G->shift[p8] = (uint8_t)(32 * half + (b ? h->bit_ofs[c] - 8 * start : 0)); /* + b <= 32 * half + 32 */
+            G->mask[p8] = (uint8_t)((1u << b) - 1);
+        }
     }
     /* the leading single-width groups, as runs; a group qualifies while its
      * load (4 bytes for <= 4 bits, else 8: run_levels) stays inside the field */
@@ -268,7 +301,9 @@ static const kvt_kernels *level_row(cpu_isa isa) {
     switch (isa) {
     case CPU_ISA_SCALAR: return &kvt_kernels_scalar;
     case CPU_ISA_AVX2: return kvt_kernels_avx2.dot ? &kvt_kernels_avx2 : NULL;
-    case CPU_ISA_AVX512: return kvt_kernels_avx512.dot ? &kvt_kernels_avx512 : NULL;
+    case CPU_ISA_AVX512:
+        if (!kvt_kernels_avx512.dot) return NULL;
+        return cpu_has_avx512_vbmi() && kvt_kernels_avx512_vbmi.dot ? &kvt_kernels_avx512_vbmi : &kvt_kernels_avx512;
     default: return NULL;
     }
 }
@@ -277,6 +312,12 @@ static void impl_select(void) {
     kvt_cat_levels[0] = 0.0f;
     for (int b = 1; b <= KVT_BITS_CAP; b++)
         for (int k = 0; k < 1 << b; k++) kvt_cat_levels[(1 << b) - 1 + k] = kvt_cb_levels[b][k];
+    for (int i = 0; i < 1 << (KVT_BITS_CAP + 1); i++) {
+        uint32_t u;
+        memcpy(&u, &kvt_cat_levels[i], 4);
+        kvt_cat_bf16_hi[i] = (uint8_t)(u >> 24);
+        kvt_cat_bf16_lo[i] = (uint8_t)(u >> 16);
+    }
     const kvt_kernels *k = NULL;
     for (int isa = (int)cpu_isa_active(); isa > CPU_ISA_SCALAR && !k; isa--) k = level_row((cpu_isa)isa);
     if (k) g_kvt = k;
@@ -543,6 +584,10 @@ const kvt_kernels *kvt_kernels_at(cpu_isa isa) {
     pthread_once(&scale_once, scale_init);
     pthread_once(&impl_once, impl_select);
     return level_row(isa);
+}
+
+const kvt_kernels *kvt_kernels_avx512_plain(void) {
+    return kvt_kernels_at(CPU_ISA_AVX512) ? &kvt_kernels_avx512 : NULL;
 }
 
 float kvt_prep_query(const kvt_head *h, const float *q, float *qy) { return g_kvt->prep_query(h, q, qy); }

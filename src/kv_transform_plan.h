@@ -75,6 +75,25 @@ typedef struct {
     uint8_t pad[54];
 } kvt_group16;
 
+/* The AVX-512 VBMI kernels' blocks of 64 consecutive coordinates (any mix of
+ * widths), decoded with byte permutes: from the 64 bytes of the index field at
+ * load_at, vpermb gathers for output byte p the bytes gather[p]; vpmultishiftqb
+ * takes the 8 bits at shift[p] of p's 64-bit lane, masked by mask[p]
+ * (2^b - 1, 0 without bits) and offset by it into kvt_cat_levels; two
+ * vpermi2b read the bfloat16 level's high and low bytes (the levels are
+ * bfloat16-exact), and byte/word unpacks widen them to floats. The unpacks
+ * put byte p = 16l + 4m + k (l, m < 4, k < 4) in float lane 16m + 4l + k, so
+ * byte p decodes coordinate 16m + 4l + k: each 64-bit lane holds two runs of
+ * 4 consecutive coordinates, each run's bits inside 4 gathered bytes. */
+typedef struct {
+    uint8_t gather[64];
+    uint8_t shift[64];
+    uint8_t mask[64];
+    uint64_t load_mask;   /* bytes of the 64-byte window inside the field (bit k: byte k) */
+    uint32_t load_at;     /* byte of the index field where the window starts */
+    uint8_t pad[52];
+} kvt_group64;
+
 typedef struct {
     uint32_t n_groups;    /* ceil(coordinates with bits / 8) */
     uint32_t n_full;      /* groups whose 8 lanes are all inside hd */
@@ -85,12 +104,14 @@ typedef struct {
     kvt_run runs[KVT_BITS_CAP];
     uint32_t n_groups16;  /* ceil(coordinates with bits / 16): the kvt_group16s, at g16_at bytes from the plan */
     uint32_t g16_at;
-    uint32_t pad[2];
+    uint32_t n_groups64;  /* head_dim / 64: the kvt_group64s, at g64_at bytes from the plan */
+    uint32_t g64_at;
     kvt_group g[];
 } kvt_plan;
 
 _Static_assert(sizeof(kvt_group) % 32 == 0 && sizeof(kvt_plan) % 32 == 0, "32-byte aligned groups");
 _Static_assert(sizeof(kvt_group16) % 64 == 0, "64-byte aligned groups of 16");
+_Static_assert(sizeof(kvt_group64) % 64 == 0, "64-byte aligned blocks of 64");
 
 static inline const kvt_plan *kvt_plan_of(const kvt_head *h) {
     return (const kvt_plan *)(((uintptr_t)(h->bit_ofs + h->hd) + 31) & ~(uintptr_t)31);
@@ -100,6 +121,10 @@ static inline const kvt_group16 *kvt_groups16_of(const kvt_plan *p) {
     return (const kvt_group16 *)(const void *)((const uint8_t *)p + p->g16_at);
 }
 
+static inline const kvt_group64 *kvt_groups64_of(const kvt_plan *p) {
+    return (const kvt_group64 *)(const void *)((const uint8_t *)p + p->g64_at);
+}
+
 /* Filled once by kv_transform.c before the first head exists (kvt_fit), then
  * read only:
  * kvt_cb_levels[b]: the b-bit Lloyd-Max codebook (b = 1..6), zero-padded to 64;
@@ -107,6 +132,9 @@ static inline const kvt_group16 *kvt_groups16_of(const kvt_plan *p) {
  * kvt_scale_table[c]: the scale of code c (0 for 0, else 2^((c - 128) / 16)). */
 extern float kvt_cb_levels[KVT_BITS_CAP + 1][1 << KVT_BITS_CAP];
 extern float kvt_cat_levels[1 << (KVT_BITS_CAP + 1)];
+/* The high and low bytes of each kvt_cat_levels entry as a bfloat16 (every
+ * level is bfloat16-exact: the float's low 16 bits are zero). */
+extern uint8_t kvt_cat_bf16_hi[1 << (KVT_BITS_CAP + 1)], kvt_cat_bf16_lo[1 << (KVT_BITS_CAP + 1)];
 extern float kvt_scale_table[256];
 
 /* The scale of the row at src (its first byte). */

@@ -138,7 +138,7 @@ static void kt_data(float *X, int n, int hd, uint64_t *rng) {
 
 static void t_kt_twins(void **state) {
     (void)state;
-    const int hds[] = {16, 20, 64, 128};
+    const int hds[] = {16, 20, 64, 80, 96, 128};
     const double bits[] = {6.0, 5.0, 4.0, 3.5, 3.0, 2.5, 2.0};
     /* the rows of both levels (arch/kv_arch.h; the levels above AVX2 run the AVX2 row) */
     const kvt_kernels *ks = kvt_kernels_at(CPU_ISA_SCALAR), *kv = NULL;
@@ -159,8 +159,16 @@ static void t_kt_twins(void **state) {
         assert_null(k512);
         print_message("[  SKIPPED ] kt AVX-512 kernels: this CPU has no AVX-512\n");
     }
-    const kvt_kernels *const rows[3] = {ks, kv, k512};
-    const int n_rows = k512 ? 3 : avx2 ? 2 : 1;
+    /* with VBMI, k512 is the byte-permute row; the plain AVX-512 row is checked too */
+    const kvt_kernels *plain = kvt_kernels_avx512_plain();
+    if (k512 && cpu_has_avx512_vbmi()) {
+        assert_ptr_not_equal(k512, plain);
+        print_message("[ KT       ] AVX-512 rows: with VBMI (byte-permute levels) and without\n");
+    } else if (k512) {
+        print_message("[  SKIPPED ] kt AVX-512 VBMI kernels: this CPU has no VBMI\n");
+    }
+    const kvt_kernels *const rows[4] = {ks, kv, k512, plain};
+    const int n_rows = k512 ? (k512 != plain ? 4 : 3) : avx2 ? 2 : 1;
     uint64_t rng = 5;
     for (size_t k = 0; k < sizeof hds / sizeof hds[0]; k++) {
         const int hd = hds[k], ncal = 4 * hd;

@@ -48,10 +48,14 @@ typedef struct {
 extern const kvt_kernels kvt_kernels_scalar;
 extern const kvt_kernels kvt_kernels_avx2; /* all NULL off x86 */
 extern const kvt_kernels kvt_kernels_avx512; /* all NULL off x86 */
+extern const kvt_kernels kvt_kernels_avx512_vbmi; /* AVX-512 + VBMI (cpu_has_avx512_vbmi); all NULL off x86 */
 
 /* The row of exactly one level (NULL if this CPU cannot run it or the level
- * has none of its own, as those above AVX2), its tables ready. For tests. */
+ * has none of its own, as those above AVX2), its tables ready: at the AVX-512
+ * level, the VBMI row where the CPU has VBMI. For tests. */
 const kvt_kernels *kvt_kernels_at(cpu_isa isa);
+/* The AVX-512 row without VBMI (for tests on CPUs that have both), tables ready. */
+const kvt_kernels *kvt_kernels_avx512_plain(void);
 
 /* ------------------------------------------------------------ attention's tile kernels (attention.c) */
 

@@ -93,13 +93,13 @@ KVT512_AI __m512 g16_levels(const g16_regs *R, const uint8_t *f, uint32_t load_a
 
 KVT512_AI __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
 
-static KVT512 void kvt_levels_rows_avx512(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n,
-                                          float *y, float *s) {
+/* Columns [16 g0, hd) of levels_rows through the groups of 16 (and the
+ * zeros past the coordinates with bits). */
+KVT512_AI void levels_rows_g16(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, int g0) {
     const kvt_plan *p = kvt_plan_of(h);
     const kvt_group16 *G = kvt_groups16_of(p);
     const int hd = h->hd, ng = (int)p->n_groups16;
-    for (int r = 0; r < n; r++) s[r] = kvt_scale_of(rows[r] + ofs);
-    for (int g = 0; g < ng; g++) {
+    for (int g = g0; g < ng; g++) {
         const g16_regs R = g16_load(&G[g]);
         const uint32_t at = G[g].load_at;
         const __mmask16 st = tail_mask(hd - 16 * g);
@@ -122,9 +122,60 @@ static KVT512 void kvt_levels_rows_avx512(const kvt_head *h, const uint8_t *cons
         }
 #undef LEVELS_LOOP
     }
-    const int z = 16 * ng;
+    const int z = 16 * (ng > g0 ? ng : g0);
     if (z < hd)
         for (int r = 0; r < n; r++) memset(y + (size_t)r * hd + z, 0, sizeof(float) * (size_t)(hd - z));
+}
+
+static KVT512 void kvt_levels_rows_avx512(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n,
+                                          float *y, float *s) {
+    for (int r = 0; r < n; r++) s[r] = kvt_scale_of(rows[r] + ofs);
+    levels_rows_g16(h, rows, ofs, n, y, 0);
+}
+
+#define KVTVBMI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
+
+/* The VBMI row's levels_rows: whole blocks of 64 coordinates through the
+ * byte-permute decode (kvt_group64, kv_transform_plan.h), the rest of the
+ * head (head_dim % 64) through the groups of 16. The same floats: the
+ * bfloat16 bytes of the same table entries. */
+static KVTVBMI void kvt_levels_rows_vbmi(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y,
+                                        float *s) {
+    const kvt_plan *p = kvt_plan_of(h);
+    const kvt_group64 *G = kvt_groups64_of(p);
+    const int hd = h->hd, nb = (int)p->n_groups64;
+    for (int r = 0; r < n; r++) s[r] = kvt_scale_of(rows[r] + ofs);
+    const __m512i hi0 = _mm512_loadu_si512((const void *)kvt_cat_bf16_hi), hi1 = _mm512_loadu_si512((const void *)(kvt_cat_bf16_hi + 64));
+    const __m512i lo0 = _mm512_loadu_si512((const void *)kvt_cat_bf16_lo), lo1 = _mm512_loadu_si512((const void *)(kvt_cat_bf16_lo + 64));
+    const __m512i zero = _mm512_setzero_si512();
+    for (int b = 0; b < nb; b++) {
+        const __m512i gather = _mm512_load_si512((const void *)G[b].gather);
+        const __m512i shift = _mm512_load_si512((const void *)G[b].shift);
+        const __m512i mask = _mm512_load_si512((const void *)G[b].mask);
+        const __mmask64 lm = (__mmask64)G[b].load_mask;
+        const size_t fo = ofs + 1 + G[b].load_at;
+        float *o = y + 64 * (size_t)b;
+        for (int r = 0; r < n; r++, o += hd) {
+            const __m512i raw = _mm512_maskz_loadu_epi8(lm, rows[r] + fo);
+            const __m512i win = _mm512_permutexvar_epi8(gather, raw);
+            const __m512i f = _mm512_and_si512(_mm512_multishift_epi64_epi8(shift, win), mask);
+            const __m512i idx = _mm512_add_epi8(f, mask);
+            const __m512i bh = _mm512_permutex2var_epi8(hi0, idx, hi1), bl = _mm512_permutex2var_epi8(lo0, idx, lo1);
+            const __m512i w0 = _mm512_unpacklo_epi8(bl, bh), w1 = _mm512_unpackhi_epi8(bl, bh);
+            _mm512_storeu_si512((void *)o, _mm512_unpacklo_epi16(zero, w0));
+            _mm512_storeu_si512((void *)(o + 16), _mm512_unpackhi_epi16(zero, w0));
+            _mm512_storeu_si512((void *)(o + 32), _mm512_unpacklo_epi16(zero, w1));
+            _mm512_storeu_si512((void *)(o + 48), _mm512_unpackhi_epi16(zero, w1));
+        }
+    }
+    if (64 * nb < hd) levels_rows_g16(h, rows, ofs, n, y, 4 * nb);
+}
+
+static KVTVBMI float kvt_levels_vbmi(const kvt_head *h, const uint8_t *src, float *y) {
+    const uint8_t *rows[1] = {src};
+    float s;
+    kvt_levels_rows_vbmi(h, rows, 0, 1, y, &s);
+    return s;
 }
 
 static KVT512 float kvt_levels_avx512(const kvt_head *h, const uint8_t *src, float *y) {
@@ -200,8 +251,19 @@ const kvt_kernels kvt_kernels_avx512 = {
     .finish = kvt_finish_avx512,
 };
 
+/* AVX-512 with VBMI: the same row with the byte-permute decode of the levels. */
+const kvt_kernels kvt_kernels_avx512_vbmi = {
+    .dot = kvt_dot_avx512,
+    .axpy = kvt_axpy_avx512,
+    .levels = kvt_levels_vbmi,
+    .levels_rows = kvt_levels_rows_vbmi,
+    .prep_query = kvt_prep_query_avx512,
+    .finish = kvt_finish_avx512,
+};
+
 #else /* not x86-64: no AVX-512 row */
 
 const kvt_kernels kvt_kernels_avx512;
+const kvt_kernels kvt_kernels_avx512_vbmi;
 
 #endif
