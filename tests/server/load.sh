@@ -8,7 +8,9 @@
 #   3. clean shutdown (exit 0; with an ASan build, no sanitizer report).
 # usage: tests/server/load.sh [SECONDS=60] [CLIENTS=16] [ABUSE=1000]
 #   env: ROTKV_BIN (default build/rotkv; build-asan/rotkv for ASan),
-#        ROTKV_SHARED (default ../shared), SERVE_ARGS (default "-np 4 --kv-budget 1MiB")
+#        ROTKV_SHARED (default ../shared), SERVE_ARGS (default "-np 4 --kv-budget 1MiB"),
+#        VALGRIND=1: the server runs under valgrind memcheck (any error or
+#        definite leak fails the run; use a shorter run, e.g. 20 4 200)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-60}; CLIENTS=${2:-16}; ABUSE=${3:-1000}
@@ -19,11 +21,16 @@ SERVE_ARGS=${SERVE_ARGS:--np 4 --kv-budget 1MiB}
 [ -f "$MODEL" ] || { echo "no $MODEL (set ROTKV_SHARED)"; exit 2; }
 (cd tests/server && { [ -d node_modules/openai ] || npm ci --no-audit --no-fund --silent; })
 LOG=$(mktemp /tmp/rotkv-load-XXXXXX.log)
+PREFIX=""
+if [ "${VALGRIND:-0}" = 1 ]; then
+    VGLOG=$(mktemp /tmp/rotkv-valgrind-XXXXXX.log)
+    PREFIX="valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --log-file=$VGLOG"
+fi
 # shellcheck disable=SC2086
-"$BIN" serve -m "$MODEL" --port 0 $SERVE_ARGS 2>"$LOG" &
+$PREFIX "$BIN" serve -m "$MODEL" --port 0 $SERVE_ARGS 2>"$LOG" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
 PORT=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$LOG" | sed 's/.*://')
 echo "server pid $PID on port $PORT ($BIN $SERVE_ARGS)"
 rc=0
@@ -35,6 +42,10 @@ curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^rotkv_(requests_total|kv_bl
 kill -TERM $PID
 wait $PID || { echo "server exited with status $?"; rc=1; }
 trap - EXIT
+if [ -n "${VGLOG:-}" ]; then
+    grep -E "ERROR SUMMARY|definitely lost|indirectly lost|possibly lost" "$VGLOG" || true
+    grep -q "ERROR SUMMARY: 0 errors" "$VGLOG" || { echo "valgrind errors in $VGLOG"; rc=1; }
+fi
 if grep -q "Sanitizer" "$LOG"; then echo "sanitizer report in $LOG"; grep -A5 Sanitizer "$LOG" | head -40; rc=1; fi
 [ $rc = 0 ] && echo "LOAD+ABUSE PASSED" || echo "LOAD+ABUSE FAILED (server log: $LOG)"
 exit $rc
