@@ -180,6 +180,7 @@ typedef struct {
     float qmu[MAX_Q], wmu[MAX_Q]; /* q·mu_k; softmax weight carried by centered V rows */
     float kq[MAX_Q], wkt[MAX_Q];  /* q·mu of the K transform; weight carried by kt V rows */
     bool per_head;       /* the codec's dot/axpy per query head instead of decoded tiles */
+    bool kt_accum;       /* kt V rows straight from their codes (kvt_accum_rows), without the tile */
     scores_fn scores;
     accum_fn accum;
     exp_fn exp;
@@ -237,6 +238,10 @@ static void block_values(item *it, int r0, int r1, const uint8_t *const *vrows, 
                 if (vv->kt) kvt_axpy(vv->kt, vrows[r] + vv->ofs_bytes, W[g * SROW + r], o);
                 else vv->c->kern->axpy(vrows[r] + vv->ofs_bytes, W[g * SROW + r], o, hd);
             }
+        return;
+    }
+    if (vv->kt && it->kt_accum) {
+        kvt_accum_rows(vv->kt, vrows + r0, vv->ofs_bytes, r1 - r0, W + r0, SROW, ng, dst);
         return;
     }
     decode_block(it, vv, vrows, r0, r1);
@@ -354,6 +359,7 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
      * f16 498 vs 655 ns per row and KV head at 4096 positions, tq3 372 vs 513,
      * kt3.5 443 vs 672; only q8_0 is faster per head, 299 vs 370) */
     it->per_head = ng == 1; /* one query: n_group 1 and one token (generation) */
+    it->kt_accum = kvt_has_accum_rows(hd);
     const float *muk = kv_cache_center_k(kv, seq, layer);
     it->muv = kv_cache_center_v(kv, seq, layer);
     if (muk) muk += (size_t)hk * hd;

@@ -309,6 +309,7 @@ static const kvt_kernels *level_row(cpu_isa isa) {
 }
 
 static void impl_select(void) {
+    pthread_once(&cb_once, cb_init); /* the tables below are made from the codebooks */
     kvt_cat_levels[0] = 0.0f;
     for (int b = 1; b <= KVT_BITS_CAP; b++)
         for (int k = 0; k < 1 << b; k++) kvt_cat_levels[(1 << b) - 1 + k] = kvt_cb_levels[b][k];
@@ -597,6 +598,29 @@ float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) { return g
 void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) { g_kvt->axpy(h, src, w, acc_y); }
 
 float kvt_levels(const kvt_head *h, const uint8_t *src, float *y) { return g_kvt->levels(h, src, y); }
+
+bool kvt_has_accum_rows(int hd) {
+    pthread_once(&impl_once, impl_select);
+    return g_kvt->accum_rows && hd % g_kvt->accum_rows_hd == 0;
+}
+
+void kvt_accum_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, const float *W, int w_stride,
+                    int ng, float *acc_y) {
+    g_kvt->accum_rows(h, rows, ofs, n, W, w_stride, ng, acc_y);
+}
+
+void kvt_accum_rows_ref(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, const float *W,
+                        int w_stride, int ng, float *acc_y) {
+    const int hd = h->hd;
+    float *y = malloc(sizeof(float) * (size_t)hd);
+    if (!y) return;
+    for (int r = 0; r < n; r++) {
+        const float s = kvt_levels_scalar(h, rows[r] + ofs, y);
+        for (int g = 0; g < ng; g++)
+            for (int i = 0; i < hd; i++) acc_y[(size_t)g * hd + i] += W[(size_t)g * w_stride + r] * s * y[i];
+    }
+    free(y);
+}
 
 void kvt_levels_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s) {
     g_kvt->levels_rows(h, rows, ofs, n, y, s);

@@ -21,6 +21,7 @@
 #ifndef ROTKV_KV_TRANSFORM_H
 #define ROTKV_KV_TRANSFORM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -66,6 +67,16 @@ float kvt_levels(const kvt_head *h, const uint8_t *src, float *y);
 /* kvt_levels of n rows (rows[r] + ofs) into y + r * hd, their scales into s[r]:
  * the same values, with the plan dispatched once for all n. */
 void kvt_levels_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s);
+/* acc_y[g * hd + i] += sum_r W[g * w_stride + r] * s_r * y_r[i] over n rows
+ * (rows[r] + ofs; y_r, s_r as kvt_levels gives them) for g < ng: the weighted
+ * sum of raw levels that attention's kt V rows need, without a decoded tile.
+ * Only where kvt_has_accum_rows() (the active kernels have it for this
+ * head_dim); kvt_accum_rows_ref is the slow reference it is tested against. */
+bool kvt_has_accum_rows(int hd);
+void kvt_accum_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, const float *W, int w_stride,
+                    int ng, float *acc_y);
+void kvt_accum_rows_ref(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, const float *W,
+                        int w_stride, int ng, float *acc_y);
 /* out += Tinv acc_y + wsum · mu */
 void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out);
 

@@ -326,6 +326,42 @@ static void t_kt_twins(void **state) {
                 free(ya);
                 free(yb);
             }
+            if (kvt_has_accum_rows(hd)) { /* V rows from the codes = the reference, 1..5 heads */
+                enum { NR = 70, PRE = 5, WS = 72 };
+                const size_t stride = h.row_bytes + PRE + 3;
+                uint8_t *buf = calloc(NR, stride);
+                const uint8_t *rws[NR];
+                float *W = malloc(sizeof(float) * 5 * WS), *a0 = malloc(sizeof(float) * 5 * hd);
+                float *a1 = malloc(sizeof(float) * 5 * hd), *mag = calloc(5 * (size_t)hd, sizeof(float));
+                float *yl = malloc(sizeof(float) * hd);
+                for (int r = 0; r < NR; r++) {
+                    for (int i = 0; i < hd; i++) x[i] = expf(-0.05f * i) * test_rand_normal(&rng);
+                    kvt_encode(&h, x, buf + (size_t)((r * 7) % NR) * stride + PRE); /* rows out of order */
+                    rws[r] = buf + (size_t)((r * 7) % NR) * stride;
+                }
+                for (int i = 0; i < 5 * WS; i++) W[i] = test_rand_uniform(&rng);
+                for (int ng = 1; ng <= 5; ng++)
+                    for (int n = 1; n <= NR; n += 23) {
+                        for (int i = 0; i < ng * hd; i++) a0[i] = a1[i] = test_rand_normal(&rng), mag[i] = fabsf(a0[i]);
+                        for (int r = 0; r < n; r++) {
+                            const float sr = kvt_levels(&h, rws[r] + PRE, yl);
+                            for (int g = 0; g < ng; g++)
+                                for (int i = 0; i < hd; i++) mag[g * hd + i] += fabsf(W[g * WS + r] * sr * yl[i]);
+                        }
+                        kvt_accum_rows_ref(&h, rws, PRE, n, W, WS, ng, a0);
+                        kvt_accum_rows(&h, rws, PRE, n, W, WS, ng, a1);
+                        for (int i = 0; i < ng * hd; i++)
+                            if (!(fabsf(a1[i] - a0[i]) <= 1e-5f * mag[i]))
+                                fail_msg("kt hd=%d bits=%.1f: accum_rows ng %d n %d [%d] %.9g vs ref %.9g", hd, bits[bi],
+                                         ng, n, i, a1[i], a0[i]);
+                    }
+                free(buf);
+                free(W);
+                free(a0);
+                free(a1);
+                free(mag);
+                free(yl);
+            }
             print_message("[ KT       ] hd=%3d %.1f bits: %d coordinates with bits; widths 6..0: %d %d %d %d %d %d %d\n", hd,
                           bits[bi], nz, widths[6], widths[5], widths[4], widths[3], widths[2], widths[1], widths[0]);
             kvt_free(&h);

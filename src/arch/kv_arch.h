@@ -43,6 +43,11 @@ typedef struct {
     void (*levels_rows)(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s);
     float (*prep_query)(const kvt_head *h, const float *q, float *qy);
     void (*finish)(const kvt_head *h, const float *acc_y, float wsum, float *out);
+    /* optional (NULL: attention decodes V into its tile): kvt_accum_rows, for
+     * head_dim a multiple of accum_rows_hd */
+    void (*accum_rows)(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, const float *W, int w_stride,
+                       int ng, float *acc_y);
+    int accum_rows_hd;
 } kvt_kernels;
 
 extern const kvt_kernels kvt_kernels_scalar;

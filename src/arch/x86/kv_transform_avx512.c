@@ -171,6 +171,88 @@ static KVTVBMI void kvt_levels_rows_vbmi(const kvt_head *h, const uint8_t *const
     if (64 * nb < hd) levels_rows_g16(h, rows, ofs, n, y, 4 * nb);
 }
 
+/* The 64 levels of block G of the row at f (its index field) as 4 vectors. */
+#define KVTVBMI_AI static inline __attribute__((always_inline)) KVTVBMI
+typedef struct {
+    __m512i gather, shift, mask, hi0, hi1, lo0, lo1;
+    __mmask64 lm;
+} g64_regs;
+
+KVTVBMI_AI void g64_levels(const g64_regs *R, const uint8_t *f, __m512 out[4]) {
+    const __m512i raw = _mm512_maskz_loadu_epi8(R->lm, f);
+    const __m512i win = _mm512_permutexvar_epi8(R->gather, raw);
+    const __m512i idx = _mm512_add_epi8(_mm512_and_si512(_mm512_multishift_epi64_epi8(R->shift, win), R->mask), R->mask);
+    const __m512i bh = _mm512_permutex2var_epi8(R->hi0, idx, R->hi1), bl = _mm512_permutex2var_epi8(R->lo0, idx, R->lo1);
+    const __m512i w0 = _mm512_unpacklo_epi8(bl, bh), w1 = _mm512_unpackhi_epi8(bl, bh), z = _mm512_setzero_si512();
+    out[0] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, w0));
+    out[1] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w0));
+    out[2] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, w1));
+    out[3] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w1));
+}
+
+/* NG heads' sums of one block of 64 columns in registers over the rows. */
+#define KVT_UNROLL _Pragma("GCC unroll 4")
+#define ACCUM_ROWS_NG(NG)                                                                                      \
+    KVTVBMI_AI void accum_rows_##NG(const g64_regs *R, const uint8_t *const *rows, size_t fo, int n,            \
+                                    const float *ws, int w_stride, int hd, float *acc) {                        \
+        __m512 a[NG][4];                                                                                       \
+        KVT_UNROLL for (int g = 0; g < NG; g++)                                                                \
+            KVT_UNROLL for (int c = 0; c < 4; c++) a[g][c] = _mm512_loadu_ps(acc + (size_t)g * hd + 16 * c);   \
+        for (int r = 0; r < n; r++) {                                                                          \
+            __m512 v[4];                                                                                       \
+            g64_levels(R, rows[r] + fo, v);                                                                    \
+            KVT_UNROLL for (int g = 0; g < NG; g++) {                                                          \
+                const __m512 w = _mm512_set1_ps(ws[(size_t)g * w_stride + r]);                                \
+                KVT_UNROLL for (int c = 0; c < 4; c++) a[g][c] = _mm512_fmadd_ps(w, v[c], a[g][c]);            \
+            }                                                                                                  \
+        }                                                                                                      \
+        KVT_UNROLL for (int g = 0; g < NG; g++)                                                                \
+            KVT_UNROLL for (int c = 0; c < 4; c++) _mm512_storeu_ps(acc + (size_t)g * hd + 16 * c, a[g][c]);  \
+    }
+ACCUM_ROWS_NG(4)
+ACCUM_ROWS_NG(2)
+ACCUM_ROWS_NG(1)
+
+/* kvt_accum_rows for head_dim % 64 == 0: each block of 64 columns decoded
+ * once per row into registers and added to up to 4 heads' sums there; the
+ * rows' scales go into the weights first (ws = W * s, 16 at a time). */
+static KVTVBMI void kvt_accum_rows_vbmi(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n,
+                                       const float *W, int w_stride, int ng, float *acc_y) {
+    const kvt_plan *p = kvt_plan_of(h);
+    const kvt_group64 *G = kvt_groups64_of(p);
+    const int hd = h->hd;
+    enum { CHUNK = 64 };
+    float s[CHUNK], ws[4 * CHUNK];
+    for (int r0 = 0; r0 < n; r0 += CHUNK) {
+        const int m = n - r0 < CHUNK ? n - r0 : CHUNK;
+        for (int r = 0; r < m; r++) s[r] = kvt_scale_of(rows[r0 + r] + ofs);
+        for (int g0 = 0; g0 < ng; g0 += 4) {
+            const int k = ng - g0 < 4 ? ng - g0 : 4;
+            for (int g = 0; g < k; g++)
+                for (int r = 0; r < m; r += 16) {
+                    const __mmask16 mk = tail_mask(m - r);
+                    _mm512_mask_storeu_ps(ws + g * CHUNK + r, mk,
+                                          _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, W + (size_t)(g0 + g) * w_stride + r0 + r),
+                                                        _mm512_maskz_loadu_ps(mk, s + r)));
+                }
+            for (int b = 0; b < (int)p->n_groups64; b++) {
+                const g64_regs R = {_mm512_load_si512((const void *)G[b].gather), _mm512_load_si512((const void *)G[b].shift),
+                                    _mm512_load_si512((const void *)G[b].mask),
+                                    _mm512_loadu_si512((const void *)kvt_cat_bf16_hi), _mm512_loadu_si512((const void *)(kvt_cat_bf16_hi + 64)),
+                                    _mm512_loadu_si512((const void *)kvt_cat_bf16_lo), _mm512_loadu_si512((const void *)(kvt_cat_bf16_lo + 64)),
+                                    (__mmask64)G[b].load_mask};
+                const size_t fo = ofs + 1 + G[b].load_at;
+                float *acc = acc_y + (size_t)g0 * hd + 64 * b;
+                if (k == 4) accum_rows_4(&R, rows + r0, fo, m, ws, CHUNK, hd, acc);
+                else if (k >= 2) {
+                    accum_rows_2(&R, rows + r0, fo, m, ws, CHUNK, hd, acc);
+                    if (k == 3) accum_rows_1(&R, rows + r0, fo, m, ws + 2 * CHUNK, CHUNK, hd, acc + 2 * (size_t)hd);
+                } else accum_rows_1(&R, rows + r0, fo, m, ws, CHUNK, hd, acc);
+            }
+        }
+    }
+}
+
 static KVTVBMI float kvt_levels_vbmi(const kvt_head *h, const uint8_t *src, float *y) {
     const uint8_t *rows[1] = {src};
     float s;
@@ -259,6 +341,8 @@ const kvt_kernels kvt_kernels_avx512_vbmi = {
     .levels_rows = kvt_levels_rows_vbmi,
     .prep_query = kvt_prep_query_avx512,
     .finish = kvt_finish_avx512,
+    .accum_rows = kvt_accum_rows_vbmi,
+    .accum_rows_hd = 64,
 };
 
 #else /* not x86-64: no AVX-512 row */
