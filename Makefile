@@ -85,8 +85,9 @@ $(BUILD)/fuzz-obj/%.o: %.c
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 $(BUILD)/fuzz-obj/librotkv-fuzz.a: $(FUZZ_OBJ)
 	rm -f $@ && ar rcs $@ $^
-$(BUILD)/fuzz_%: fuzz/fuzz_%.c $(BUILD)/fuzz-obj/librotkv-fuzz.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ $(FUZZ_LDLIBS) -o $@
+$(BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(BUILD)/fuzz-obj/librotkv-fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wall -Wextra -Wshadow -Wno-unused-parameter -fsanitize=fuzzer $< \
+	    $(BUILD)/fuzz-obj/librotkv-fuzz.a $(FUZZ_LDLIBS) -o $@
 
 # Runs every fuzz target for FUZZ_SECONDS from a copy of its seed corpus;
 # skipped (with the reason) when clang or its libFuzzer runtime is missing.

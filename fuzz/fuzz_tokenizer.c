@@ -10,10 +10,11 @@
  *
  * Checks (fuzz/README.md): the two-pass size contract of encode; every id in
  * [0, n_vocab); BOS first when add_special adds it; for strictly valid UTF-8
- * without special parsing and with no <unk> in the ids, decode(encode(x)) == x on byte-level BPE vocabs and
- * " " + x (the SentencePiece space prefix, U+2581 read back as ' ') on
- * SentencePiece ones; token_to_piece's size contract for every id; the
- * streaming detokenizer hands out only valid UTF-8 and, on valid text, exactly
+ * without special parsing and with no <unk> in the ids, decode(encode(x)) == x
+ * on byte-level BPE vocabs and " " + x (the SentencePiece space prefix, U+2581
+ * read back as ' ') on SentencePiece ones; token_to_piece's size contract for
+ * every id; the streaming detokenizer hands out only valid UTF-8 and, on valid
+ * text without NUL bytes (its strings end at a NUL), exactly
  * the concatenated pieces. */
 #include "fuzz_common.h"
 #include "model.h"

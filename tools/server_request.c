@@ -337,7 +337,8 @@ srv_request *srv_parse_generate(const srv_parse_ctx *s, const char *body, size_t
     r->n_prompt = n;
     int room = (int)s->n_ctx - n;
     int mt = g.max_tokens > 0 ? g.max_tokens : s->o->default_max_tokens > 0 ? s->o->default_max_tokens : room;
-    if (mt > room) mt = room > 0 ? room : 1;
+    if (mt > room) mt = room;
+    if (mt < 1) mt = 1; /* room <= 0: the prompt fills the context (srv_submit refuses it) */
     r->max_tokens = mt;
     r->sp = g.sp;
     r->stop = g.stop;
