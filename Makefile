@@ -2,7 +2,8 @@
 # (`make deps-test`: and those the tests need; scripts/deps.sh);
 # `make` builds the library and the CLI; `make test` builds and runs
 # the whole test suite; `make test-asan` runs it under AddressSanitizer+UBSan;
-# `make fuzz` builds the libFuzzer target for the GGUF parser (clang).
+# `make fuzz` builds the libFuzzer targets (clang) and `make fuzz-check` runs
+# each for FUZZ_SECONDS (part of `make check`).
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2 -g
@@ -21,7 +22,7 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps deps-test check test test-asan fuzz clean
+.PHONY: all deps deps-test check test test-asan fuzz fuzz-check clean
 all: $(BUILD)/rotkv
 
 deps:
@@ -59,16 +60,41 @@ test: $(TEST_BIN) $(BUILD)/rotkv
 check:
 	$(MAKE) test
 	$(MAKE) test-asan
+	$(MAKE) fuzz-check
 
 test-asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
 
-fuzz: $(BUILD)/fuzz_gguf
-$(BUILD)/fuzz_gguf: fuzz/fuzz_gguf.c src/gguf.c src/quant.c src/cpu.c $(wildcard src/arch/x86/quant_*.c)
+# libFuzzer targets (clang; fuzz/README.md). Every source they use is built
+# once more with coverage instrumentation and ASan+UBSan into $(BUILD)/fuzz-obj;
+# libmicrohttpd is not linked (the server's request parsing is in
+# tools/server_request.c). `make fuzz-check` runs each target for FUZZ_SECONDS.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := gguf tokenizer chat_template server_request slot_file kv_calib
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
+FUZZ_CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=all -pthread -Iinclude -Isrc -Itools \
+                $(shell pkg-config --cflags libpcre2-8 libcjson 2>/dev/null)
+FUZZ_LDLIBS  := $(shell pkg-config --libs libpcre2-8 libcjson 2>/dev/null || echo -lpcre2-8 -lcjson) -lm -pthread
+FUZZ_OBJ     := $(patsubst %.c,$(BUILD)/fuzz-obj/%.o,$(LIB_SRC) tools/server_engine.c tools/server_request.c)
+
+fuzz: $(FUZZ_BIN)
+$(BUILD)/fuzz-obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc $^ -lm -pthread -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(BUILD)/fuzz-obj/librotkv-fuzz.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+$(BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(BUILD)/fuzz-obj/librotkv-fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wall -Wextra -Wshadow -Wno-unused-parameter -fsanitize=fuzzer $< \
+	    $(BUILD)/fuzz-obj/librotkv-fuzz.a $(FUZZ_LDLIBS) -o $@
+
+# Runs every fuzz target for FUZZ_SECONDS from a copy of its seed corpus;
+# skipped (with the reason) when clang or its libFuzzer runtime is missing.
+fuzz-check:
+	MAKE="$(MAKE)" BUILD=$(BUILD) FUZZ_CC=$(FUZZ_CC) FUZZ_SECONDS=$(FUZZ_SECONDS) sh fuzz/check.sh
 
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_OBJ:.o=.d)

@@ -7,21 +7,9 @@
  * tensor's data. On failure the message must be non-empty and name a byte
  * offset. Build and run: see fuzz/README.md.
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
+#include "fuzz_common.h"
 #include "gguf.h"
 #include "quant.h"
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "fuzz_gguf: check failed: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                                  \
-        }                                                                             \
-    } while (0)
 
 static volatile uint8_t sink;
 
@@ -39,9 +27,7 @@ static void touch(const void *p, uint64_t n) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    uint8_t *buf = malloc(size ? size : 1);
-    if (!buf) return 0;
-    if (size) memcpy(buf, data, size);
+    uint8_t *buf = (uint8_t *)fuzz_copy(data, size, false);
     char err[256];
     err[0] = 0;
     gguf_file *f = gguf_open_buffer(buf, size, err, sizeof err);

@@ -418,16 +418,22 @@ rotkv_status rotkv_kv_calib_load(const rotkv_model *m, const char *path, rotkv_k
     }
     const bool read_err = ferror(f);
     fclose(f);
+    rotkv_status st = read_err ? rotkv_set_error(err, ROTKV_ERR_IO, "cannot read KV calibration %s", path)
+                               : kv_calib_load_buffer(m, buf, len, path, out, err);
+    free(buf);
+    return st;
+}
+
+rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data, size_t len, const char *path,
+                                  rotkv_kv_calib **out, rotkv_error *err) {
+    *out = NULL;
+    const uint8_t *buf = data;
     rotkv_status st = ROTKV_OK;
     rotkv_kv_calib *c = NULL;
     reader r = {buf, buf + len};
     char magic[8];
     uint32_t version = 0, dims[6], n_types = 0;
     uint64_t model_id = 0, text_hash = 0;
-    if (read_err) {
-        st = rotkv_set_error(err, ROTKV_ERR_IO, "cannot read KV calibration %s", path);
-        goto out;
-    }
     if (!get(&r, magic, 8) || memcmp(magic, MAGIC, 8)) {
         st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s is not a rotkv KV calibration (make one with rotkv calibrate)", path);
         goto out;
@@ -519,7 +525,6 @@ rotkv_status rotkv_kv_calib_load(const rotkv_model *m, const char *path, rotkv_k
             goto out;
         }
 out:
-    free(buf);
     if (st != ROTKV_OK) rotkv_kv_calib_free(c);
     else *out = c;
     return st;

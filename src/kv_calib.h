@@ -57,6 +57,11 @@ rotkv_kv_calib *kv_calib_new(const struct rotkv_model *m, uint32_t n_ctx);
 void kv_calib_accumulate(rotkv_kv_calib *c, uint32_t layer, const float *K, int n_k, const float *Q, int n_q,
                          const float *V, int n_v);
 
+/* rotkv_kv_calib_load from the file's len bytes in memory; path names it in
+ * messages. */
+rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *buf, size_t len, const char *path,
+                                  rotkv_kv_calib **out, rotkv_error *err);
+
 /* Offsets of one (layer, head) in the moment arrays. */
 static inline size_t kv_calib_vec(const rotkv_kv_calib *c, uint32_t layer, uint32_t head) {
     return ((size_t)layer * c->n_head_kv + head) * c->head_dim;

@@ -906,6 +906,7 @@ void tokenizer_free(tokenizer *t) {
 int32_t tokenizer_n_vocab(const tokenizer *t) { return t ? t->n : 0; }
 int32_t tokenizer_bos(const tokenizer *t) { return t ? t->bos : -1; }
 int32_t tokenizer_eos(const tokenizer *t) { return t ? t->eos : -1; }
+int32_t tokenizer_unk(const tokenizer *t) { return t ? t->unk : -1; }
 bool tokenizer_add_bos(const tokenizer *t) { return t && t->add_bos; }
 bool tokenizer_add_eos(const tokenizer *t) { return t && t->add_eos; }
 
@@ -1488,8 +1489,10 @@ static const char *detok_drain(tokenizer_detok *d, bool final) {
         } else
             break;
     }
-    memmove(d->pend, d->pend + i, d->n_pend - i);
-    d->n_pend -= i;
+    if (i) { /* pend is still NULL when nothing was ever pushed */
+        memmove(d->pend, d->pend + i, d->n_pend - i);
+        d->n_pend -= i;
+    }
     d->out[o] = 0;
     return d->out;
 }

@@ -21,6 +21,7 @@ void tokenizer_free(tokenizer *tok);
 int32_t tokenizer_n_vocab(const tokenizer *tok);
 int32_t tokenizer_bos(const tokenizer *tok); /* -1 if none */
 int32_t tokenizer_eos(const tokenizer *tok); /* -1 if none */
+int32_t tokenizer_unk(const tokenizer *tok); /* -1 if none */
 bool tokenizer_add_bos(const tokenizer *tok);
 bool tokenizer_add_eos(const tokenizer *tok);
 bool tokenizer_is_eog(const tokenizer *tok, int32_t id);

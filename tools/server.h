@@ -108,6 +108,21 @@ void srv_get_metrics(srv_engine *e, srv_metrics *m);
 
 double srv_now_ms(void);
 
+/* What a saved slot file must match to be restored (the engine's model,
+ * KV format and context). */
+typedef struct {
+    uint64_t model_fp;
+    const char *kv_format;
+    uint32_t n_ctx;
+    int32_t n_vocab;
+} srv_slot_expect;
+
+/* Checks a saved slot file of size bytes whose first avail bytes are in buf
+ * (avail < size: it could not all be read). On success the tokens (malloc'd)
+ * and their count; else false with the reason, naming filename, in err. */
+bool srv_slot_parse(const void *buf, size_t avail, uint64_t size, const srv_slot_expect *x, const char *filename,
+                    rotkv_token **toks, int32_t *n, char *err, size_t errlen);
+
 /* ------------------------------------------------------------ HTTP layer */
 
 struct chat_template;
@@ -130,5 +145,33 @@ int http_serve(srv_engine *e, rotkv_model *m, const struct chat_template *t, con
 /* Tokenizes a prompt rendered by the chat template: BOS added per the model
  * unless the text already starts with it. NULL on failure. */
 rotkv_token *srv_tokenize_chat(const rotkv_model *m, const struct chat_template *t, const char *text, int32_t *n);
+
+/* ------------------------------------- request bodies (server_request.c) */
+
+typedef struct {
+    const rotkv_model *model;
+    const struct chat_template *tmpl;
+    const http_opts *o;
+    uint32_t n_ctx;          /* bounds max_tokens */
+    uint64_t seed_salt;      /* mixed into the default seed (the request counter) */
+    pthread_mutex_t *tok_mu; /* held while tokenizing; NULL: none */
+} srv_parse_ctx;
+
+typedef struct {
+    int status;        /* HTTP status: 400, 404 (unknown model) or 500 */
+    const char *code;  /* OpenAI error code (NULL: none) */
+    const char *param; /* the offending field (NULL: none) */
+    char msg[400];
+} srv_parse_error;
+
+/* The body (len bytes, need not be NUL-terminated) of /v1/chat/completions
+ * (chat) or /v1/completions, validated and tokenized into a REQ_GENERATE
+ * request (max_tokens already bounded by n_ctx), with its stream and
+ * stream_options.include_usage flags. NULL with e filled if it is invalid. */
+srv_request *srv_parse_generate(const srv_parse_ctx *c, const char *body, size_t len, bool chat, bool *stream,
+                                bool *include_usage, srv_parse_error *e);
+/* POST /slots/ID?action=ACTION: the ID text, the action (NULL if missing) and
+ * the body ({"filename": ...} for save and restore) into a slot request. */
+srv_request *srv_parse_slot(const char *id, const char *action, const char *body, size_t len, srv_parse_error *e);
 
 #endif

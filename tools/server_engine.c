@@ -330,62 +330,88 @@ static void slot_save(srv_engine *e, srv_request *r) {
     pthread_mutex_unlock(&r->mu);
 }
 
+bool srv_slot_parse(const void *buf, size_t avail, uint64_t size, const srv_slot_expect *x, const char *filename,
+                    rotkv_token **toks_out, int32_t *n_out, char *err, size_t errlen) {
+    slot_file_header h;
+    const char *why = NULL;
+    *toks_out = NULL;
+    *n_out = 0;
+    const bool whole_header = size >= sizeof h + 8 && avail >= sizeof h;
+    if (whole_header) memcpy(&h, buf, sizeof h);
+    if (!whole_header || memcmp(h.magic, SLOT_MAGIC, 8))
+        why = "not a rotkv slot file (bad magic or truncated)";
+    else if (h.version != 1)
+        why = "unsupported slot file version";
+    else if (size != sizeof h + (uint64_t)h.n_tokens * sizeof(rotkv_token) + 8)
+        why = "damaged slot file (size does not match its header)";
+    else if (h.model_fp != x->model_fp) {
+        snprintf(err, errlen, "slot file was saved for another model ('%.100s'), not this one", h.model_name);
+        return false;
+    } else if (strncmp(h.kv_format, x->kv_format, sizeof h.kv_format))
+        why = "slot file was saved with another KV cache format";
+    else if (h.n_tokens == 0 || h.n_tokens > x->n_ctx)
+        why = "slot file holds no tokens or more than the context size";
+    else if (avail < size)
+        why = "damaged slot file (short read)";
+    rotkv_token *toks = NULL;
+    if (!why && !(toks = malloc((size_t)h.n_tokens * sizeof *toks))) why = "damaged slot file (short read)";
+    if (!why) {
+        const uint8_t *p = (const uint8_t *)buf + sizeof h;
+        uint64_t sum;
+        memcpy(toks, p, (size_t)h.n_tokens * sizeof *toks);
+        memcpy(&sum, p + (size_t)h.n_tokens * sizeof *toks, sizeof sum);
+        if (fnv1a(fnv1a(FNV1A_SEED, &h, sizeof h), toks, (size_t)h.n_tokens * sizeof *toks) != sum)
+            why = "damaged slot file (checksum mismatch)";
+        for (uint32_t i = 0; !why && i < h.n_tokens; i++)
+            if (toks[i] < 0 || toks[i] >= x->n_vocab) why = "damaged slot file (token out of range)";
+    }
+    if (why) {
+        free(toks);
+        snprintf(err, errlen, "%s: '%s'", why, filename);
+        return false;
+    }
+    *toks_out = toks;
+    *n_out = (int32_t)h.n_tokens;
+    return true;
+}
+
 /* Reads and checks a slot file; on success the tokens are in r->prompt. */
 static bool slot_read(srv_engine *e, srv_request *r) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", e->p.slot_save_path, r->filename);
     FILE *fp = fopen(path, "rb");
-    slot_file_header h;
-    const char *why = NULL;
-    int status = 400;
-    rotkv_token *toks = NULL;
-    long size = 0;
     if (!fp) {
         pthread_mutex_lock(&r->mu);
         req_fail_locked(r, 404, "invalid_request_error", "slot file '%s' not found", r->filename);
         pthread_mutex_unlock(&r->mu);
         return false;
     }
+    long size = 0;
     if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);
     rewind(fp);
-    if (size < (long)(sizeof h + 8) || fread(&h, sizeof h, 1, fp) != 1 || memcmp(h.magic, SLOT_MAGIC, 8))
-        why = "not a rotkv slot file (bad magic or truncated)";
-    else if (h.version != 1)
-        why = "unsupported slot file version";
-    else if ((uint64_t)size != sizeof h + (uint64_t)h.n_tokens * sizeof(rotkv_token) + 8)
-        why = "damaged slot file (size does not match its header)";
-    else if (h.model_fp != e->model_fp)
-        why = "slot file was saved for another model";
-    else if (strncmp(h.kv_format, e->kv_format, sizeof h.kv_format))
-        why = "slot file was saved with another KV cache format";
-    else if (h.n_tokens == 0 || h.n_tokens > e->n_ctx)
-        why = "slot file holds no tokens or more than the context size";
-    if (!why) {
-        toks = malloc((size_t)h.n_tokens * sizeof *toks);
-        uint64_t sum = 0;
-        if (!toks || fread(toks, sizeof *toks, h.n_tokens, fp) != h.n_tokens || fread(&sum, 8, 1, fp) != 1) {
-            why = "damaged slot file (short read)";
-        } else {
-            uint64_t want = fnv1a(fnv1a(FNV1A_SEED, &h, sizeof h), toks, (size_t)h.n_tokens * sizeof *toks);
-            if (want != sum) why = "damaged slot file (checksum mismatch)";
-            for (uint32_t i = 0; !why && i < h.n_tokens; i++)
-                if (toks[i] < 0 || toks[i] >= rotkv_n_vocab(e->model)) why = "damaged slot file (token out of range)";
-        }
-    }
+    if (size < 0) size = 0;
+    /* no valid file is larger than a full context's tokens */
+    const size_t largest = sizeof(slot_file_header) + (size_t)e->n_ctx * sizeof(rotkv_token) + 8;
+    const size_t want = (uint64_t)size < largest ? (size_t)size : largest;
+    uint8_t *buf = malloc(want ? want : 1);
+    const size_t got = buf ? fread(buf, 1, want, fp) : 0;
     fclose(fp);
-    if (why) {
-        free(toks);
+    const srv_slot_expect x = {e->model_fp, e->kv_format, e->n_ctx, rotkv_n_vocab(e->model)};
+    rotkv_token *toks;
+    int32_t n;
+    char err[sizeof r->error];
+    const bool ok = srv_slot_parse(buf ? buf : (const uint8_t *)"", got, (uint64_t)size, &x, r->filename, &toks, &n,
+                                   err, sizeof err);
+    free(buf);
+    if (!ok) {
         pthread_mutex_lock(&r->mu);
-        if (h.model_fp != e->model_fp && !strcmp(why, "slot file was saved for another model"))
-            req_fail_locked(r, status, "invalid_request_error", "%s ('%.100s'), not this one", why, h.model_name);
-        else
-            req_fail_locked(r, status, "invalid_request_error", "%s: '%s'", why, r->filename);
+        req_fail_locked(r, 400, "invalid_request_error", "%s", err);
         pthread_mutex_unlock(&r->mu);
         return false;
     }
     free(r->prompt);
     r->prompt = toks;
-    r->n_prompt = (int32_t)h.n_tokens;
+    r->n_prompt = n;
     r->n_io_bytes = size;
     return true;
 }
