@@ -10,6 +10,7 @@
 
 typedef struct {
     const char *model;
+    const char *hf_repo;     /* -hf OWNER/NAME[:QUANT] (tools/hf_pull.h) */
     const char *prompt;      /* -p */
     const char *file;        /* -f */
     int n_predict;           /* -n */
@@ -63,8 +64,11 @@ typedef struct {
 bool cli_parse(int argc, char **argv, cli_opts *o);
 /* Reads -p or -f into a malloc'd buffer; NULL with a message on error. */
 char *cli_read_text(const cli_opts *o, size_t *len);
-/* Loads the model, printing the error and returning NULL on failure. */
+/* Loads the model (-m, or -hf: downloaded into the cache if needed), printing
+ * the error and returning NULL on failure. */
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms);
+/* The model file: -m, or after cli_load_model the cached file of -hf (NULL before). */
+const char *cli_model_path(const cli_opts *o);
 /* Parses a KV cache type name; -1 and a message if unknown. */
 int cli_kv_type(const char *name);
 /* Same, accepting the lab codecs too (kv-eval). */
@@ -117,5 +121,6 @@ int cmd_chat(int argc, char **argv);
 int cmd_kv_eval(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
+int cmd_pull(int argc, char **argv); /* hf_pull.c */
 
 #endif

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "hf_pull.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
@@ -29,6 +30,8 @@ static void usage(FILE *fp) {
             "                                    rotkv calibrate -m MODEL [-f TEXT] [-o MODEL.kvcal] [-c 256] [--types T,..]\n"
             "  kv-eval     KV type distortion vs bits: rotkv kv-eval [-ctk T,..|all] [--vectors N] [-m MODEL -f TEXT [-c CTX]]\n"
             "                                    [--chart FILE.svg|.png] [-o md|csv]\n"
+            "  pull        download a GGUF from the Hugging Face Hub: rotkv pull OWNER/NAME[:QUANT|:FILE.gguf] | --list\n"
+            "\nevery -m MODEL above can be -hf OWNER/NAME[:QUANT] (downloaded into the cache; see rotkv pull --help).\n"
             "\nrun 'rotkv <command> --help' for details.\n",
             ROTKV_VERSION);
 }
@@ -50,7 +53,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}, {"serve", cmd_serve}, {"chat", cmd_chat}, {"synth", cmd_synth}
-                , {"kv-eval", cmd_kv_eval}, {"calibrate", cmd_calibrate}
+                , {"kv-eval", cmd_kv_eval}, {"calibrate", cmd_calibrate}, {"pull", cmd_pull}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
