@@ -264,7 +264,23 @@ static void env_free(hf_env *e) {
 
 /* ---- HTTP ---- */
 
-static CURL *http_open(const hf_env *e, const char *url, struct curl_slist **hdrs, http_result *r) {
+/* A transfer's watch: stall detection (no byte for the timeout) and, when
+ * show, the progress display. */
+typedef struct {
+    bool show, tty;
+    double timeout_ms;
+    uint64_t offset, total; /* bytes already in the .part before this attempt; the file's size */
+    double t0, last_ms, last_data_ms;
+    curl_off_t last_now;
+    int decile;
+    bool drawn, stalled;
+} progress;
+
+
+static int on_progress(void *u, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow);
+
+/* A handle for url with the common options; pg watches it for stalls. */
+static CURL *http_open(const hf_env *e, const char *url, struct curl_slist **hdrs, http_result *r, progress *pg) {
     memset(r, 0, sizeof *r);
     r->cc = CURLE_OUT_OF_MEMORY;
     *hdrs = NULL;
@@ -285,14 +301,22 @@ static CURL *http_open(const hf_env *e, const char *url, struct curl_slist **hdr
     curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "rotkv/" ROTKV_VERSION);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, e->timeout_s);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, e->timeout_s);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    /* curl's LOW_SPEED_TIME averages over a window of seconds: a stall is
+     * detected here instead, exactly timeout_s after the last byte */
+    pg->timeout_ms = e->timeout_s * 1e3;
+    pg->t0 = pg->last_data_ms = cli_now_ms();
+    pg->last_now = 0;
+    pg->stalled = false;
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, pg);
     return c;
 }
 
-static void http_perform(CURL *c, struct curl_slist *hdrs, http_result *r) {
+static void http_perform(CURL *c, struct curl_slist *hdrs, http_result *r, const progress *pg) {
     r->cc = curl_easy_perform(c);
+    if (r->cc == CURLE_ABORTED_BY_CALLBACK && pg->stalled) r->cc = CURLE_OPERATION_TIMEDOUT;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     curl_easy_cleanup(c);
     curl_slist_free_all(hdrs);
@@ -309,7 +333,9 @@ static void http_describe(const hf_env *e, const http_result *r, char *buf, size
     if (r->cc == CURLE_HTTP_RETURNED_ERROR) snprintf(buf, n, "HTTP %ld from %s", r->status, e->endpoint);
     else if (r->cc == CURLE_OPERATION_TIMEDOUT)
         snprintf(buf, n, "timed out: no data for %ld s (ROTKV_HTTP_TIMEOUT) from %s", e->timeout_s, e->endpoint);
-    else snprintf(buf, n, "cannot reach %s: %s", e->endpoint, r->err[0] ? r->err : curl_easy_strerror(r->cc));
+    else if (r->cc == CURLE_COULDNT_CONNECT || r->cc == CURLE_COULDNT_RESOLVE_HOST || r->cc == CURLE_COULDNT_RESOLVE_PROXY)
+        snprintf(buf, n, "cannot reach %s: %s", e->endpoint, r->err[0] ? r->err : curl_easy_strerror(r->cc));
+    else snprintf(buf, n, "transfer failed: %s", r->err[0] ? r->err : curl_easy_strerror(r->cc));
 }
 
 static void http_report(const hf_env *e, const char *what, const http_result *r) {
@@ -413,11 +439,12 @@ static bool fetch_tree(const hf_env *e, const hf_spec *s, hf_files *out, http_re
     char *url = str_printf("%s/api/models/%s/%s/tree/" HF_REVISION "?recursive=true", e->endpoint, s->owner, s->name);
     membuf body = {0};
     struct curl_slist *h;
-    CURL *c = http_open(e, url, &h, r);
+    progress pg = {0};
+    CURL *c = http_open(e, url, &h, r, &pg);
     if (c) {
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, mem_write);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-        http_perform(c, h, r);
+        http_perform(c, h, r, &pg);
     }
     bool ok = r->cc == CURLE_OK;
     if (ok && !(body.p && parse_tree(body.p, out))) {
@@ -672,14 +699,6 @@ static void scan_cache(const hf_env *e, const hf_spec *s, hf_files *out) {
 
 /* ---- download ---- */
 
-typedef struct {
-    bool tty;
-    uint64_t offset, total; /* bytes already in the .part before this attempt; the file's size */
-    double t0, last_ms;
-    int decile;
-    bool drawn;
-} progress;
-
 static void fmt_eta(double s, char *buf, size_t n) {
     if (!(s >= 0) || s > 360000) snprintf(buf, n, "--:--");
     else if (s >= 3600) snprintf(buf, n, "%d:%02d:%02d", (int)s / 3600, (int)s / 60 % 60, (int)s % 60);
@@ -689,6 +708,14 @@ static void fmt_eta(double s, char *buf, size_t n) {
 static int on_progress(void *u, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
     progress *p = u;
     const double now = cli_now_ms(), secs = (now - p->t0) / 1e3;
+    if (dlnow != p->last_now) {
+        p->last_now = dlnow;
+        p->last_data_ms = now;
+    } else if (now - p->last_data_ms > p->timeout_ms) {
+        p->stalled = true;
+        return 1;
+    }
+    if (!p->show) return 0;
     const uint64_t done = p->offset + (uint64_t)dlnow;
     const double rate = secs > 0 ? dlnow / secs : 0; /* bytes/s in this attempt */
     if (p->tty) {
@@ -721,18 +748,14 @@ static enum xfer transfer(const hf_env *e, const char *url, const char *part, pr
     }
     if (!file_size(part, &pg->offset)) pg->offset = 0;
     struct curl_slist *h;
-    CURL *c = http_open(e, url, &h, r);
+    CURL *c = http_open(e, url, &h, r, pg);
     if (!c) {
         fclose(fp);
         return XFER_FAIL;
     }
     curl_easy_setopt(c, CURLOPT_WRITEDATA, fp);
     if (pg->offset) curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)pg->offset);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, pg);
-    pg->t0 = cli_now_ms();
-    http_perform(c, h, r);
+    http_perform(c, h, r, pg);
     const bool closed = fclose(fp) == 0;
     if (pg->drawn) fputc('\n', stderr);
     pg->drawn = false;
@@ -750,7 +773,7 @@ static bool download(const hf_env *e, const char *url, const char *part, const h
     char sz[32];
     fmt_size(f->size, sz, sizeof sz);
     fprintf(stderr, "rotkv: downloading %s (%s)\n", label, sz);
-    progress pg = {.tty = e->tty, .total = f->size, .decile = 0};
+    progress pg = {.show = true, .tty = e->tty, .total = f->size};
     const double t0 = cli_now_ms();
     for (int attempt = 1;; attempt++) {
         uint64_t have = 0;
