@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rotkv.h"
@@ -15,25 +14,6 @@
 static const char *bin(void) {
     const char *b = getenv("ROTKV_BIN");
     return b && *b ? b : "build/rotkv";
-}
-
-/* Runs a shell command, returns its exit status; stdout (and stderr if
- * merge) captured into a malloc'd string. */
-static int run_cmd(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
 /* `rotkv run --temp 0 -n 32` on the prompt prints the detokenization of
@@ -68,7 +48,7 @@ static void t_run_greedy_matches_llama(void **state) {
     rotkv_model_free(m);
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "%s run -m %s -f %s --temp 0 -n 32 -t 2 2>/dev/null", bin(), model, prompt);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     size_t el = strlen(expect);
     /* the program ends its output with a newline */
     if (strncmp(out, expect, el) != 0 || strcmp(out + el, "\n") != 0)
@@ -88,7 +68,7 @@ static void check_ppl(const char *name, int ctx, double ref) {
     SKIP_WITHOUT_SHARED(model, rel);
     test_shared_path("golden/heldout.txt", text, sizeof text);
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c %d -t 2 2>/dev/null", bin(), model, text, ctx);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     double ppl = ppl_of(out);
     print_message("[ PPL      ] %s -c %d: rotkv %.4f, llama.cpp %.4f (%.3f%%)\n", name, ctx, ppl, ref,
                   100 * (ppl / ref - 1));
@@ -119,11 +99,11 @@ static void t_kld_self_zero_and_mismatch_refused(void **state) {
     close(fd);
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 --kl-divergence-base %s 2>&1", bin(),
              model, text, base);
-    assert_int_equal(run_cmd(cmd, NULL), 0);
+    assert_int_equal(test_run_cmd(cmd, NULL), 0);
     /* the same run against its own base: exactly 0, 100% same top */
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 --kl-divergence-base %s --kl-divergence 2>&1",
              bin(), model, text, base);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_true(stat_of(out, "Mean    KLD") == 0.0);
     assert_true(stat_of(out, "Maximum KLD") == 0.0);
     assert_true(stat_of(out, "Same top p") == 100.0);
@@ -131,7 +111,7 @@ static void t_kld_self_zero_and_mismatch_refused(void **state) {
     /* f32 cache vs the f16 base: tiny and positive */
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 -ctk f32 -ctv f32 --kl-divergence-base %s --kl-divergence 2>&1",
              bin(), model, text, base);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     double kld = stat_of(out, "Mean    KLD");
     print_message("[ KLD      ] student-h64-F32 f32 cache vs f16 base: mean KLD %.8f\n", kld);
     assert_true(kld > 0 && kld < 1e-4);
@@ -139,7 +119,7 @@ static void t_kld_self_zero_and_mismatch_refused(void **state) {
     /* a base from another model is refused */
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 --kl-divergence-base %s --kl-divergence 2>&1",
              bin(), other, text, base);
-    assert_int_not_equal(run_cmd(cmd, &out), 0);
+    assert_int_not_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "another model"));
     free(out);
     unlink(base);
@@ -150,19 +130,19 @@ static void t_bad_input_errors(void **state) {
     (void)state;
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "%s run -m /nonexistent/model.gguf -p hi 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "cannot open"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s run -m x.gguf -p hi -n notanumber 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     assert_non_null(strstr(out, "expects an integer"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s run -m x.gguf -p hi --bogus 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     assert_non_null(strstr(out, "unknown option"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     free(out);
     /* a file that is not GGUF */
     char path[] = "/tmp/rotkv-notgguf-XXXXXX";
@@ -171,24 +151,24 @@ static void t_bad_input_errors(void **state) {
     assert_int_equal(write(fd, "this is not a model, just some text.....", 40), 40);
     close(fd);
     snprintf(cmd, sizeof cmd, "%s info -m %s 2>&1", bin(), path);
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "bad magic"));
     free(out);
     unlink(path);
     char model[512];
     SKIP_WITHOUT_SHARED(model, "models/tinystories-656k-f32.gguf");
     snprintf(cmd, sizeof cmd, "%s run -m %s -p hi -ctk q9_9 2>&1", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     assert_non_null(strstr(out, "unknown KV cache type"));
     free(out);
     /* a context smaller than the prompt: clear error */
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'Once upon a time there was a dog' -c 4 2>&1", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "context"));
     free(out);
     /* generation that fills the context stops with a message */
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'Once upon a time' -c 16 -n 100 --temp 0 2>&1", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "context full"));
     free(out);
 }
@@ -198,12 +178,12 @@ static void t_tokenize_and_info(void **state) {
     char model[512], cmd[2048], *out;
     SKIP_WITHOUT_SHARED(model, "models/vocab-llama3.gguf");
     snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello world' --no-bos", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_string_equal(out, "9906 1917\n"); /* from golden/tok-vocab-llama3.txt */
     free(out);
     test_shared_path("models/syn-qwen3-h128-Q4_K_M.gguf", model, sizeof model);
     snprintf(cmd, sizeof cmd, "%s info -m %s", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "qwen3"));
     assert_non_null(strstr(out, "q4_K"));
     assert_non_null(strstr(out, "bytes/token"));
