@@ -22,6 +22,7 @@ Repositories, with generated (deterministic random) content:
     test/slow      sends 1000 bytes, then stalls for 60 s
     test/redirect  resolve answers 302 to http://127.0.0.2:PORT/_cdn/...
     test/split     Big-Q4_K_M-0000k-of-00003.gguf, k = 1..3
+    test/paged     5 files, listed 2 per page (Link: <...&cursor=N>; rel="next")
     test/tiny      the --tiny file (a real model), if given
 Anything else is 404. Every request is appended to --log as one line
 "REQ host path range=... auth=...", after "MANIFEST repo/path sha256 size"
@@ -90,6 +91,9 @@ def build_repos(tiny):
     r["test/slow"].add("Slow-Q4_K_M.gguf", blob(260, 256000))
     r["test/redirect"] = Repo("redirect")
     r["test/redirect"].add("Redirect-Q4_K_M.gguf", blob(270, 256000))
+    pg = r["test/paged"] = Repo("paged")
+    for i, q in enumerate(["Q2_K", "Q4_K_M", "Q6_K", "Q8_0", "F16"]):
+        pg.add("Paged-%s.gguf" % q, blob(290 + i, 20000))
     sp = r["test/split"] = Repo()
     for k in range(1, 4):
         sp.add("Big-Q4_K_M-%05d-of-00003.gguf" % k, blob(280 + k, 100000))
@@ -147,14 +151,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                                        self.headers.get("Authorization", "none")))
         parts = path.strip("/").split("/")
         if len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4:6] == ["tree", "main"]:
-            return self.tree("/".join(parts[2:4]))
+            return self.tree("/".join(parts[2:4]), urllib.parse.parse_qs(url.query))
         if len(parts) >= 4 and parts[0] == "_cdn":
             return self.serve("/".join(parts[1:3]), "/".join(parts[3:]), cdn=True)
         if len(parts) >= 5 and parts[2:4] == ["resolve", "main"]:
             return self.serve("/".join(parts[:2]), "/".join(parts[4:]))
         self.error(404, "not found")
 
-    def tree(self, name):
+    def tree(self, name, query):
         repo = self.hub.repos.get(name)
         if repo is None:
             return self.error(404, "Repository not found")
@@ -169,7 +173,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 e["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
             out.append(e)
         out += [{"type": "directory", "path": d, "size": 0, "oid": "0" * 40} for d in sorted(dirs)]
-        self.reply(200, json.dumps(out).encode())
+        headers = []
+        if repo.behaviour == "paged":
+            at = int(query.get("cursor", ["0"])[0])
+            if at + 2 < len(out):
+                headers.append(("Link", '<http://127.0.0.1:%d/api/models/%s/tree/main?recursive=true&cursor=%d>; '
+                                        'rel="next"' % (self.hub.port, name, at + 2)))
+            out = out[at:at + 2]
+        self.reply(200, json.dumps(out).encode(), headers=headers)
 
     def serve(self, name, path, cdn=False):
         repo = self.hub.repos.get(name)

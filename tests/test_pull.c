@@ -214,6 +214,9 @@ static void t_select_by_tag(void **state) {
     expect_run(1, "names 2 models", "pull test/ambig");
     expect_run(1, "B-F16.gguf", "pull test/ambig");
     expect_run(0, "/test/ambig/B-F16.gguf\n", "pull test/ambig:B-F16.gguf");
+    /* a file list in pages: F16 is on the last */
+    expect_run(0, "/test/paged/Paged-F16.gguf\n", "pull test/paged:F16");
+    assert_int_equal(log_count("/api/models/test/paged/tree/main", NULL), 3);
 }
 
 static void t_resume_cut_transfer(void **state) {
@@ -223,6 +226,17 @@ static void t_resume_cut_transfer(void **state) {
     assert_true(log_count("/test/cut/resolve/main/Cut-Q4_K_M.gguf", "range=bytes=524288-") >= 1);
     expect_published_sha("test/cut/Cut-Q4_K_M.gguf");
     assert_false(in_cache("test/cut/Cut-Q4_K_M.gguf.part"));
+    /* a leftover .part of another version: resumed, mismatched, downloaded again */
+    char part[256];
+    snprintf(part, sizeof part, "%s/test/multi/Model-Q8_0.gguf.part", M.cache);
+    assert_int_equal(system("mkdir -p \"$ROTKV_CACHE/test/multi\""), 0);
+    FILE *fp = fopen(part, "wb");
+    assert_non_null(fp);
+    for (int i = 0; i < 100000; i++) fputc(i * 7, fp);
+    fclose(fp);
+    expect_run(0, "downloading it again from the start", "pull test/multi:Q8_0");
+    expect_published_sha("test/multi/Model-Q8_0.gguf");
+    assert_false(in_cache("test/multi/Model-Q8_0.gguf.part"));
     /* a server that ignores Range: restarted from byte 0 */
     expect_run(0, "did not resume", "pull test/norange");
     expect_published_sha("test/norange/Norange-Q4_K_M.gguf");

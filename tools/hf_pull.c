@@ -80,15 +80,25 @@ static void hf_err(const char *fmt, ...) {
     va_end(ap);
 }
 
+/* Allocation failure ends the program with a message (the caller cannot do better). */
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fputs("rotkv: error: out of memory\n", stderr);
+        exit(1);
+    }
+    return q;
+}
+
 static char *str_printf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     const int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (!s) {
-        fputs("rotkv: error: out of memory\n", stderr);
-        exit(1);
+    char *s = xrealloc(NULL, n >= 0 ? (size_t)n + 1 : 1);
+    if (n < 0) {
+        *s = 0;
+        return s;
     }
     va_start(ap, fmt);
     vsnprintf(s, (size_t)n + 1, fmt, ap);
@@ -213,8 +223,7 @@ static bool safe_rel_path(const char *p) {
 
 /* path with everything but unreserved characters and '/' percent-encoded (malloc'd) */
 static char *url_path(const char *p) {
-    char *out = malloc(3 * strlen(p) + 1), *o = out;
-    if (!out) return str_printf("%s", p);
+    char *out = xrealloc(NULL, 3 * strlen(p) + 1), *o = out;
     for (; *p; p++) {
         const unsigned char c = (unsigned char)*p;
         if (isalnum(c) || strchr("-._~/", c)) *o++ = (char)c;
@@ -396,12 +405,7 @@ static void copy_hex(char *dst, const char *src) {
 static void files_add(hf_files *f, const char *path, uint64_t size, const char *sha256, const char *oid) {
     if (f->n == f->cap) {
         f->cap = f->cap ? 2 * f->cap : 16;
-        hf_file *v = realloc(f->v, f->cap * sizeof *v);
-        if (!v) {
-            fputs("rotkv: error: out of memory\n", stderr);
-            exit(1);
-        }
-        f->v = v;
+        f->v = xrealloc(f->v, f->cap * sizeof *f->v);
     }
     hf_file *x = &f->v[f->n++];
     x->path = str_printf("%s", path);
@@ -435,26 +439,73 @@ static bool parse_tree(const char *json, hf_files *out) {
     return true;
 }
 
-static bool fetch_tree(const hf_env *e, const hf_spec *s, hf_files *out, http_result *r) {
-    char *url = str_printf("%s/api/models/%s/%s/tree/" HF_REVISION "?recursive=true", e->endpoint, s->owner, s->name);
+/* A "Link: <URL>; rel="next"" header (the Hub's pagination): *next = URL. */
+static size_t on_header(char *d, size_t sz, size_t nm, void *u) {
+    char **next = u;
+    const size_t k = sz * nm;
+    if (k < 5 || strncasecmp(d, "link:", 5)) return k;
+    char *line = xrealloc(NULL, k + 1);
+    memcpy(line, d, k);
+    line[k] = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(line + 5, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *lt = strchr(item, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+        if (gt && (strstr(gt, "rel=\"next\"") || strstr(gt, "rel=next"))) {
+            free(*next);
+            *next = str_printf("%.*s", (int)(gt - lt - 1), lt + 1);
+        }
+    }
+    free(line);
+    return k;
+}
+
+/* One page of the file list into out; *next: the next page's URL, or NULL. */
+static bool fetch_tree_page(const hf_env *e, const char *url, hf_files *out, char **next, http_result *r) {
     membuf body = {0};
     struct curl_slist *h;
     progress pg = {0};
+    *next = NULL;
     CURL *c = http_open(e, url, &h, r, &pg);
     if (c) {
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, mem_write);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, next);
         http_perform(c, h, r, &pg);
     }
-    bool ok = r->cc == CURLE_OK;
-    if (ok && !(body.p && parse_tree(body.p, out))) {
-        hf_err("%s/%s: the file list from %s is not a JSON array", s->owner, s->name, e->endpoint);
-        r->cc = CURLE_WEIRD_SERVER_REPLY;
+    const bool ok = r->cc == CURLE_OK && body.p && parse_tree(body.p, out);
+    if (r->cc == CURLE_OK && !ok) {
+        r->cc = CURLE_WEIRD_SERVER_REPLY; /* reported by the caller */
         r->status = 0;
-        ok = false;
     }
     free(body.p);
+    if (!ok) {
+        free(*next);
+        *next = NULL;
+    }
+    return ok;
+}
+
+static bool fetch_tree(const hf_env *e, const hf_spec *s, hf_files *out, http_result *r) {
+    char *url = str_printf("%s/api/models/%s/%s/tree/" HF_REVISION "?recursive=true", e->endpoint, s->owner, s->name);
+    const size_t prefix = strlen(e->endpoint);
+    bool ok = true;
+    for (int page = 0; url && ok; page++) {
+        char *next = NULL;
+        /* the token goes with every page: only to the endpoint */
+        if (page == 10000 || strncmp(url, e->endpoint, prefix) || url[prefix] != '/') {
+            r->cc = CURLE_WEIRD_SERVER_REPLY;
+            ok = false;
+            break;
+        }
+        ok = fetch_tree_page(e, url, out, &next, r);
+        free(url);
+        url = next;
+    }
     free(url);
+    if (r->cc == CURLE_WEIRD_SERVER_REPLY)
+        hf_err("%s/%s: the file list from %s is not a JSON array (or pages beyond it)", s->owner, s->name,
+               e->endpoint);
     return ok;
 }
 
@@ -553,8 +604,7 @@ static bool select_model(const hf_files *f, const hf_spec *s, const char *repo, 
         hf_err("%s has no .gguf files", repo);
         return false;
     }
-    bool *mark = calloc(f->n, sizeof *mark);
-    if (!mark) return false;
+    bool *mark = xrealloc(NULL, f->n * sizeof *mark);
     const size_t models = mark_candidates(f, s->sel, mark, rep);
     if (models == 0) {
         if (s->sel && ends_with_ci(s->sel, ".gguf")) hf_err("%s has no file %s; its GGUF files:", repo, s->sel);
@@ -574,8 +624,7 @@ static bool select_model(const hf_files *f, const hf_spec *s, const char *repo, 
 static size_t *model_parts(const hf_files *f, size_t rep, const char *repo, size_t *n_out) {
     int count = hf_split_count(f->v[rep].path);
     const size_t n = count ? (size_t)count : 1;
-    size_t *idx = malloc(n * sizeof *idx);
-    if (!idx) return NULL;
+    size_t *idx = xrealloc(NULL, n * sizeof *idx);
     idx[0] = rep;
     for (int k = 1; count && k <= count; k++) {
         bool found = false;
@@ -606,11 +655,9 @@ static bool sidecar_read(const char *local, hf_file *f) {
     free(p);
     if (fp) {
         enum { MAX = 1 << 16 };
-        text = calloc(MAX + 1, 1);
-        if (text && fread(text, 1, MAX, fp) == 0) {
-            free(text);
-            text = NULL;
-        }
+        text = xrealloc(NULL, MAX + 1);
+        const size_t n = fread(text, 1, MAX, fp);
+        text[n] = 0;
         fclose(fp);
     }
     cJSON *j = text ? cJSON_Parse(text) : NULL;
@@ -768,8 +815,10 @@ static enum xfer transfer(const hf_env *e, const char *url, const char *part, pr
     return http_unreachable(r) ? XFER_RETRY : XFER_FAIL;
 }
 
-/* Brings part to the file's full size, resuming and retrying. */
-static bool download(const hf_env *e, const char *url, const char *part, const hf_file *f, const char *label) {
+/* Brings part to the file's full size, resuming and retrying; *resumed: some
+ * bytes were there before (a leftover .part, or an interrupted attempt). */
+static bool download(const hf_env *e, const char *url, const char *part, const hf_file *f, const char *label,
+                     bool *resumed) {
     char sz[32];
     fmt_size(f->size, sz, sizeof sz);
     fprintf(stderr, "rotkv: downloading %s (%s)\n", label, sz);
@@ -781,6 +830,7 @@ static bool download(const hf_env *e, const char *url, const char *part, const h
             if (truncate(part, 0)) unlink(part);
             have = 0;
         }
+        *resumed |= have > 0;
         if (have == f->size && have > 0) break;
         http_result r;
         const enum xfer x = transfer(e, url, part, &pg, &r);
@@ -818,31 +868,53 @@ static bool download(const hf_env *e, const char *url, const char *part, const h
     return true;
 }
 
-/* Verifies the complete part against the Hub's SHA-256 and moves it to local. */
-static bool install(const char *part, const char *local, const hf_file *f, const char *repo, const char *label) {
+enum install { INSTALL_OK, INSTALL_FAIL, INSTALL_AGAIN };
+
+/* Verifies the complete part against the Hub's SHA-256 and moves it to local.
+ * A mismatch deletes the part; with again, it is only a note (the caller
+ * downloads once more: a resumed part may be left over from another version). */
+static enum install install(const char *part, const char *local, const hf_file *f, const char *repo, const char *label,
+                            bool again) {
     hf_file rec = *f;
     if (!sha256_file(part, rec.sha256)) {
         hf_err("cannot read %s: %s", part, strerror(errno));
-        return false;
+        return INSTALL_FAIL;
     }
     if (f->sha256[0] && strcmp(rec.sha256, f->sha256)) {
         unlink(part);
+        if (again) {
+            fprintf(stderr, "rotkv: %s: the resumed download does not match its SHA-256 (a partial file of another "
+                            "version?); downloading it again from the start\n", label);
+            return INSTALL_AGAIN;
+        }
         hf_err("SHA-256 mismatch for %s: expected %s, got %s (the download was deleted)", label, f->sha256,
                rec.sha256);
-        return false;
+        return INSTALL_FAIL;
     }
     if (!f->sha256[0])
         fprintf(stderr, "rotkv: note: the Hub publishes no SHA-256 for %s (not an LFS file): only its size was checked\n",
                 label);
     if (!fsync_path(part, O_RDONLY) || rename(part, local)) {
         hf_err("cannot move %s to %s: %s", part, local, strerror(errno));
-        return false;
+        return INSTALL_FAIL;
     }
     char *dir = str_printf("%s", local);
     *strrchr(dir, '/') = 0;
     fsync_path(dir, O_RDONLY | O_DIRECTORY); /* best effort: the rename reaches the disk */
     free(dir);
-    return sidecar_write(local, &rec, repo);
+    return sidecar_write(local, &rec, repo) ? INSTALL_OK : INSTALL_FAIL;
+}
+
+/* Downloads f to part and installs it at local (at most twice: see install). */
+static bool fetch_file(const hf_env *e, const char *url, const char *part, const char *local, const hf_file *f,
+                       const char *repo, const char *label) {
+    for (int pass = 0; pass < 2; pass++) {
+        bool resumed = false;
+        if (!download(e, url, part, f, label, &resumed)) return false;
+        const enum install r = install(part, local, f, repo, label, resumed && pass == 0);
+        if (r != INSTALL_AGAIN) return r == INSTALL_OK;
+    }
+    return false;
 }
 
 /* The local path of one file (malloc'd), downloading it unless the cache holds that version. */
@@ -857,7 +929,7 @@ static char *ensure_file(const hf_env *e, const hf_spec *s, const hf_file *f, bo
         char *dir = str_printf("%s", local), *part = str_printf("%s.part", local);
         char *rel = url_path(f->path), *url = str_printf("%s/%s/resolve/" HF_REVISION "/%s", e->endpoint, repo, rel);
         *strrchr(dir, '/') = 0;
-        ok = mkdirs(dir) && download(e, url, part, f, label) && install(part, local, f, repo, label);
+        ok = mkdirs(dir) && fetch_file(e, url, part, local, f, repo, label);
         free(dir);
         free(part);
         free(rel);
