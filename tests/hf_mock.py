@@ -24,6 +24,7 @@ Repositories, with generated (deterministic random) content:
     test/split     Big-Q4_K_M-0000k-of-00003.gguf, k = 1..3
     test/paged     5 files, listed 2 per page (Link: <...&cursor=N>; rel="next")
     test/tiny      the --tiny file (a real model), if given
+    test/badjson   the file list is an HTML page
 Anything else is 404. Every request is appended to --log as one line
 "REQ host path range=... auth=...", after "MANIFEST repo/path sha256 size"
 lines for every published file. With --watch-stdin the server exits when its
@@ -159,6 +160,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.error(404, "not found")
 
     def tree(self, name, query):
+        if name == "test/badjson":
+            return self.reply(200, b"<html>a captive portal</html>", "text/html")
         repo = self.hub.repos.get(name)
         if repo is None:
             return self.error(404, "Repository not found")

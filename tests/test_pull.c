@@ -256,6 +256,7 @@ static void t_not_found_and_bad_spec(void **state) {
     NEED_MOCK();
     expect_run(1, "repository or file not found: test/nope", "pull test/nope");
     expect_run(1, "has no file Missing.gguf", "pull test/multi:Missing.gguf");
+    expect_run(1, "its file list is not a JSON array", "pull test/badjson");
     expect_run(2, "OWNER/NAME", "pull not-a-repo");
     expect_run(2, "usage", "pull");
     expect_run(0, "HF_TOKEN", "pull --help");

@@ -279,6 +279,7 @@ typedef struct {
     bool show, tty;
     double timeout_ms;
     uint64_t offset, total; /* bytes already in the .part before this attempt; the file's size */
+    uint64_t last_done;     /* shown on the terminal line */
     double t0, last_ms, last_data_ms;
     curl_off_t last_now;
     int decile;
@@ -340,6 +341,7 @@ static bool http_unreachable(const http_result *r) {
 /* Why a transfer failed for a reason other than a 4xx answer. */
 static void http_describe(const hf_env *e, const http_result *r, char *buf, size_t n) {
     if (r->cc == CURLE_HTTP_RETURNED_ERROR) snprintf(buf, n, "HTTP %ld from %s", r->status, e->endpoint);
+    else if (r->cc == CURLE_WEIRD_SERVER_REPLY) snprintf(buf, n, "%s: %s", e->endpoint, r->err);
     else if (r->cc == CURLE_OPERATION_TIMEDOUT)
         snprintf(buf, n, "timed out: no data for %ld s (ROTKV_HTTP_TIMEOUT) from %s", e->timeout_s, e->endpoint);
     else if (r->cc == CURLE_COULDNT_CONNECT || r->cc == CURLE_COULDNT_RESOLVE_HOST || r->cc == CURLE_COULDNT_RESOLVE_PROXY)
@@ -475,8 +477,8 @@ static bool fetch_tree_page(const hf_env *e, const char *url, hf_files *out, cha
     }
     const bool ok = r->cc == CURLE_OK && body.p && parse_tree(body.p, out);
     if (r->cc == CURLE_OK && !ok) {
-        r->cc = CURLE_WEIRD_SERVER_REPLY; /* reported by the caller */
-        r->status = 0;
+        r->cc = CURLE_WEIRD_SERVER_REPLY; /* as if unreachable: a portal's page, a broken proxy */
+        snprintf(r->err, sizeof r->err, "its file list is not a JSON array");
     }
     free(body.p);
     if (!ok) {
@@ -495,6 +497,7 @@ static bool fetch_tree(const hf_env *e, const hf_spec *s, hf_files *out, http_re
         /* the token goes with every page: only to the endpoint */
         if (page == 10000 || strncmp(url, e->endpoint, prefix) || url[prefix] != '/') {
             r->cc = CURLE_WEIRD_SERVER_REPLY;
+            snprintf(r->err, sizeof r->err, "its file list continues outside %s (or without end)", e->endpoint);
             ok = false;
             break;
         }
@@ -503,9 +506,6 @@ static bool fetch_tree(const hf_env *e, const hf_spec *s, hf_files *out, http_re
         url = next;
     }
     free(url);
-    if (r->cc == CURLE_WEIRD_SERVER_REPLY)
-        hf_err("%s/%s: the file list from %s is not a JSON array (or pages beyond it)", s->owner, s->name,
-               e->endpoint);
     return ok;
 }
 
@@ -766,8 +766,9 @@ static int on_progress(void *u, curl_off_t dltotal, curl_off_t dlnow, curl_off_t
     const uint64_t done = p->offset + (uint64_t)dlnow;
     const double rate = secs > 0 ? dlnow / secs : 0; /* bytes/s in this attempt */
     if (p->tty) {
-        if (now - p->last_ms < 100 && done < p->total) return 0;
+        if (now - p->last_ms < 100 && (done < p->total || done == p->last_done)) return 0;
         p->last_ms = now;
+        p->last_done = done;
         char eta[32];
         fmt_eta(rate > 0 ? (p->total - done) / rate : -1, eta, sizeof eta);
         fprintf(stderr, "\rrotkv:   %.1f / %.1f MiB  %.2f MB/s  ETA %s   ", done / 1048576.0, p->total / 1048576.0,
@@ -786,8 +787,10 @@ static int on_progress(void *u, curl_off_t dltotal, curl_off_t dlnow, curl_off_t
 
 enum xfer { XFER_OK, XFER_RETRY, XFER_RESTART, XFER_FAIL };
 
-/* One attempt: appends to part from its current size (a Range request when > 0). */
+/* One attempt: appends to part from its current size (a Range request when > 0).
+ * Reports local errors itself; an HTTP error answer is left in *r. */
 static enum xfer transfer(const hf_env *e, const char *url, const char *part, progress *pg, http_result *r) {
+    memset(r, 0, sizeof *r);
     FILE *fp = fopen(part, "ab");
     if (!fp) {
         hf_err("cannot write %s: %s", part, strerror(errno));
@@ -797,6 +800,7 @@ static enum xfer transfer(const hf_env *e, const char *url, const char *part, pr
     struct curl_slist *h;
     CURL *c = http_open(e, url, &h, r, pg);
     if (!c) {
+        hf_err("cannot start a transfer (libcurl)");
         fclose(fp);
         return XFER_FAIL;
     }
@@ -836,7 +840,7 @@ static bool download(const hf_env *e, const char *url, const char *part, const h
         const enum xfer x = transfer(e, url, part, &pg, &r);
         char why[CURL_ERROR_SIZE + 200];
         if (x == XFER_FAIL) {
-            if (r.cc != CURLE_OK) http_report(e, label, &r);
+            if (r.cc == CURLE_HTTP_RETURNED_ERROR) http_report(e, label, &r);
             return false;
         }
         if (x == XFER_RESTART) {
@@ -950,11 +954,12 @@ static bool list_files(const hf_env *e, const hf_spec *s, const char *repo, hf_f
     *offline = false;
     if (fetch_tree(e, s, files, &r)) return true;
     if (!http_unreachable(&r)) {
-        if (r.cc != CURLE_WEIRD_SERVER_REPLY) http_report(e, repo, &r);
+        http_report(e, repo, &r);
         return false;
     }
     char why[CURL_ERROR_SIZE + 200];
     http_describe(e, &r, why, sizeof why);
+    files_free(files); /* pages read before the failure */
     scan_cache(e, s, files);
     if (files->n == 0) {
         hf_err("%s: %s; and the cache (%s) holds nothing of it", repo, why, e->cache);

@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "hf_pull.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
