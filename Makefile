@@ -14,6 +14,9 @@ LDLIBS  += $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8) -
 CFLAGS  += $(shell pkg-config --cflags libmicrohttpd libcjson 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs libmicrohttpd libcjson 2>/dev/null || echo -lmicrohttpd -lcjson)
 TEST_LDLIBS = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+# rotkv pull / -hf: libcurl (HTTP) and libcrypto (SHA-256), for the rotkv binary only
+TOOL_CFLAGS = $(shell pkg-config --cflags libcurl libcrypto 2>/dev/null)
+TOOL_LDLIBS = $(shell pkg-config --libs libcurl libcrypto 2>/dev/null || echo -lcurl -lcrypto)
 
 LIB_SRC   := $(sort $(wildcard src/*.c src/arch/*/*.c))
 TOOL_SRC  := $(sort $(wildcard tools/*.c))
@@ -38,7 +41,8 @@ $(BUILD)/librotkv.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/rotkv: $(TOOL_OBJ) $(BUILD)/gen/calibration_text.o $(BUILD)/librotkv.a
-	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $^ $(TOOL_LDLIBS) $(LDLIBS) -o $@
+$(BUILD)/tools/hf_pull.o: CFLAGS += $(TOOL_CFLAGS)
 
 # the default calibration text of `rotkv calibrate`, compiled into the binary
 $(BUILD)/gen/calibration_text.c: data/calibration.txt

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rotkv.h"
@@ -15,25 +14,6 @@
 static const char *bin(void) {
     const char *b = getenv("ROTKV_BIN");
     return b && *b ? b : "build/rotkv";
-}
-
-/* Runs a shell command, returns its exit status; stdout (and stderr if
- * merge) captured into a malloc'd string. */
-static int run_cmd(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
 /* `rotkv run --temp 0 -n 32` on the prompt prints the detokenization of
@@ -68,7 +48,7 @@ static void t_run_greedy_matches_llama(void **state) {
     rotkv_model_free(m);
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "%s run -m %s -f %s --temp 0 -n 32 -t 2 2>/dev/null", bin(), model, prompt);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     size_t el = strlen(expect);
     /* the program ends its output with a newline */
     if (strncmp(out, expect, el) != 0 || strcmp(out + el, "\n") != 0)
@@ -88,7 +68,7 @@ static void check_ppl(const char *name, int ctx, double ref) {
     SKIP_WITHOUT_SHARED(model, rel);
     test_shared_path("golden/heldout.txt", text, sizeof text);
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c %d -t 2 2>/dev/null", bin(), model, text, ctx);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     double ppl = ppl_of(out);
     print_message("[ PPL      ] %s -c %d: rotkv %.4f, llama.cpp %.4f (%.3f%%)\n", name, ctx, ppl, ref,
                   100 * (ppl / ref - 1));
@@ -119,11 +99,11 @@ static void t_kld_self_zero_and_mismatch_refused(void **state) {
     close(fd);
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 --kl-divergence-base %s 2>&1", bin(),
              model, text, base);
-    assert_int_equal(run_cmd(cmd, NULL), 0);
+    assert_int_equal(test_run_cmd(cmd, NULL), 0);
     /* the same run against its own base: exactly 0, 100% same top */
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 --kl-divergence-base %s --kl-divergence 2>&1",
              bin(), model, text, base);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_true(stat_of(out, "Mean    KLD") == 0.0);
     assert_true(stat_of(out, "Maximum KLD") == 0.0);
     assert_true(stat_of(out, "Same top p") == 100.0);
@@ -131,7 +111,7 @@ static void t_kld_self_zero_and_mismatch_refused(void **state) {
     /* f32 cache vs the f16 base: tiny and positive */
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 -ctk f32 -ctv f32 --kl-divergence-base %s --kl-divergence 2>&1",
              bin(), model, text, base);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     double kld = stat_of(out, "Mean    KLD");
     print_message("[ KLD      ] student-h64-F32 f32 cache vs f16 base: mean KLD %.8f\n", kld);
     assert_true(kld > 0 && kld < 1e-4);
@@ -139,7 +119,7 @@ static void t_kld_self_zero_and_mismatch_refused(void **state) {
     /* a base from another model is refused */
     snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 256 --chunks 6 -t 2 --kl-divergence-base %s --kl-divergence 2>&1",
              bin(), other, text, base);
-    assert_int_not_equal(run_cmd(cmd, &out), 0);
+    assert_int_not_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "another model"));
     free(out);
     unlink(base);
@@ -150,19 +130,19 @@ static void t_bad_input_errors(void **state) {
     (void)state;
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "%s run -m /nonexistent/model.gguf -p hi 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "cannot open"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s run -m x.gguf -p hi -n notanumber 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     assert_non_null(strstr(out, "expects an integer"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s run -m x.gguf -p hi --bogus 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     assert_non_null(strstr(out, "unknown option"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     free(out);
     /* a file that is not GGUF */
     char path[] = "/tmp/rotkv-notgguf-XXXXXX";
@@ -171,24 +151,24 @@ static void t_bad_input_errors(void **state) {
     assert_int_equal(write(fd, "this is not a model, just some text.....", 40), 40);
     close(fd);
     snprintf(cmd, sizeof cmd, "%s info -m %s 2>&1", bin(), path);
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "bad magic"));
     free(out);
     unlink(path);
     char model[512];
     SKIP_WITHOUT_SHARED(model, "models/tinystories-656k-f32.gguf");
     snprintf(cmd, sizeof cmd, "%s run -m %s -p hi -ctk q9_9 2>&1", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     assert_non_null(strstr(out, "unknown KV cache type"));
     free(out);
     /* a context smaller than the prompt: clear error */
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'Once upon a time there was a dog' -c 4 2>&1", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "context"));
     free(out);
     /* generation that fills the context stops with a message */
     snprintf(cmd, sizeof cmd, "%s run -m %s -p 'Once upon a time' -c 16 -n 100 --temp 0 2>&1", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "context full"));
     free(out);
 }
@@ -198,12 +178,12 @@ static void t_tokenize_and_info(void **state) {
     char model[512], cmd[2048], *out;
     SKIP_WITHOUT_SHARED(model, "models/vocab-llama3.gguf");
     snprintf(cmd, sizeof cmd, "%s tokenize -m %s -p 'Hello world' --no-bos", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_string_equal(out, "9906 1917\n"); /* from golden/tok-vocab-llama3.txt */
     free(out);
     test_shared_path("models/syn-qwen3-h128-Q4_K_M.gguf", model, sizeof model);
     snprintf(cmd, sizeof cmd, "%s info -m %s", bin(), model);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "qwen3"));
     assert_non_null(strstr(out, "q4_K"));
     assert_non_null(strstr(out, "bytes/token"));
@@ -215,7 +195,7 @@ static void t_shipped_model_default(void **state) {
     (void)state;
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "%s run -p 'Once upon a time' -n 24 --temp 0 -t 2 2>&1", bin());
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "ships with rotkv"));
     assert_non_null(strstr(out, "tinystories-656k-q8_0.gguf"));
     assert_non_null(strstr(out, "generation 24 tokens"));
@@ -248,7 +228,7 @@ static void t_quantize_and_shipped_ppl(void **state) {
     char q8[600];
     snprintf(q8, sizeof q8, "%s/q8.gguf", dir);
     snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s --type q8_0 2>&1", bin(), f32, q8);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "15 of 20 tensors as Q8_0"));
     free(out);
     file_eq(q8, shipped);
@@ -256,7 +236,7 @@ static void t_quantize_and_shipped_ppl(void **state) {
     const char *models[2] = {f32, shipped};
     for (int i = 0; i < 2; i++) {
         snprintf(cmd, sizeof cmd, "%s perplexity -m %s -f %s -c 128 -t 2 2>/dev/null", bin(), models[i], text);
-        assert_int_equal(run_cmd(cmd, &out), 0);
+        assert_int_equal(test_run_cmd(cmd, &out), 0);
         ppl[i] = ppl_of(out);
         free(out);
     }
@@ -264,20 +244,20 @@ static void t_quantize_and_shipped_ppl(void **state) {
     assert_true(ppl[0] > 0 && fabs(ppl[1] / ppl[0] - 1) < 0.01);
     /* failures leave what was at the output path */
     snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s --type q3_zz 2>&1", bin(), f32, q8);
-    assert_int_equal(run_cmd(cmd, &out), 2);
+    assert_int_equal(test_run_cmd(cmd, &out), 2);
     assert_non_null(strstr(out, "unknown type"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s --type q4_0 2>&1", bin(), text, q8);
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "bad magic"));
     free(out);
     snprintf(cmd, sizeof cmd, "%s quantize -m %s -o %s/no/such/dir/x.gguf --type q4_0 2>&1", bin(), f32, dir);
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "cannot write"));
     free(out);
     file_eq(q8, shipped);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(run_cmd(cmd, NULL), 0);
+    assert_int_equal(test_run_cmd(cmd, NULL), 0);
 }
 
 /* Long jobs draw a progress line on a terminal (a pty from script(1)) and
@@ -285,19 +265,19 @@ static void t_quantize_and_shipped_ppl(void **state) {
 static void t_progress_only_on_a_terminal(void **state) {
     (void)state;
     char cmd[4096], *out;
-    if (run_cmd("command -v script >/dev/null 2>&1", NULL) != 0) {
+    if (test_run_cmd("command -v script >/dev/null 2>&1", NULL) != 0) {
         print_message("[ SKIP     ] script(1) not found (util-linux)\n");
         skip();
     }
     const char *bench = "bench -m models/tinystories-656k-q8_0.gguf -p 8 -n 2 -d 1024 -r 1 -t 2";
     snprintf(cmd, sizeof cmd, "ROTKV_PROGRESS_DELAY_MS=0 script -qec '%s %s' /dev/null 2>&1", bin(), bench);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "rotkv: loading the model ["));
     assert_non_null(strstr(out, "rotkv: filling the cache to depth 1024 ["));
     assert_non_null(strstr(out, "1024/1024 tokens"));
     free(out);
     snprintf(cmd, sizeof cmd, "ROTKV_PROGRESS_DELAY_MS=0 %s %s 2>&1 >/dev/null", bin(), bench);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_null(strchr(out, '\r'));
     assert_null(strstr(out, "filling the cache to depth 1024 ["));
     free(out);
@@ -306,7 +286,7 @@ static void t_progress_only_on_a_terminal(void **state) {
     snprintf(cmd, sizeof cmd,
              "ROTKV_PROGRESS_DELAY_MS=0 script -qec '%s perplexity -m models/tinystories-656k-q8_0.gguf -f %s -c 128 "
              "--chunks 8 -t 2 >/dev/null' /dev/null 2>&1", bin(), text);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "rotkv: perplexity ["));
     assert_non_null(strstr(out, "8/8 chunks"));
     free(out);

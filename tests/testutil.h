@@ -15,6 +15,9 @@ const char *test_shared_dir(void);
 const char *test_shared_path(const char *rel, char *buf, size_t len);
 /* Reads a whole file; NULL if unreadable. Caller frees. */
 char *test_read_file(const char *path, size_t *len);
+/* Runs a shell command (popen) and returns its exit status (128 + signal if
+ * killed); its stdout into *out (malloc'd) unless out is NULL. */
+int test_run_cmd(const char *cmd, char **out);
 /* Deterministic pseudo-random numbers for tests. */
 uint64_t test_rand_u64(uint64_t *state);
 float test_rand_normal(uint64_t *state);

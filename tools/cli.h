@@ -10,6 +10,7 @@
 
 typedef struct {
     const char *model;
+    const char *hf_repo;     /* -hf OWNER/NAME[:QUANT] (tools/hf_pull.h) */
     const char *prompt;      /* -p */
     const char *file;        /* -f */
     int n_predict;           /* -n */
@@ -68,8 +69,11 @@ char *cli_read_text(const cli_opts *o, size_t *len);
 const char *cli_shipped_model(void);
 /* run, chat and serve without -m: use the shipped model (and say so on stderr). */
 bool cli_default_model(cli_opts *o);
-/* Loads the model, printing the error and returning NULL on failure. */
+/* Loads the model (-m, or -hf: downloaded into the cache if needed), printing
+ * the error and returning NULL on failure. */
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms);
+/* The model file: -m, or after cli_load_model the cached file of -hf (NULL before). */
+const char *cli_model_path(const cli_opts *o);
 /* Parses a KV cache type name; -1 and a message if unknown. */
 int cli_kv_type(const char *name);
 /* Same, accepting the lab codecs too (kv-eval). */
@@ -136,5 +140,6 @@ int cmd_kv_eval(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_pull(int argc, char **argv); /* hf_pull.c */
 
 #endif

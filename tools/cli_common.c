@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "hf_pull.h"
 
 double cli_now_ms(void) {
     struct timespec ts;
@@ -73,6 +74,11 @@ static bool parse_float(const char *flag, const char *s, float *out) {
     return true;
 }
 
+static bool one_model_source(const cli_opts *o) {
+    if (o->model && o->hf_repo) fprintf(stderr, "rotkv: error: give -m or -hf, not both\n");
+    return !(o->model && o->hf_repo);
+}
+
 bool cli_parse(int argc, char **argv, cli_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = -1;
@@ -98,6 +104,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
 #define IS(s) (!strcmp(a, s))
         int iv;
         if (IS("-m") || IS("--model")) { NEED_VALUE(); o->model = v; }
+        else if (IS("-hf") || IS("--hf-repo")) { NEED_VALUE(); o->hf_repo = v; }
         else if (IS("-p") || IS("--prompt")) { NEED_VALUE(); o->prompt = v; }
         else if (IS("-f") || IS("--file")) { NEED_VALUE(); o->file = v; }
         else if (IS("-n") || IS("--n-predict")) { NEED_VALUE(); if (!parse_int(a, v, &o->n_predict)) return false; }
@@ -202,6 +209,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
 #undef IS
 #undef NEED_VALUE
     }
+    if (!one_model_source(o)) return false;
     if (o->n_ctx < 0 || o->n_batch <= 0 || o->n_threads < 0 || o->top_n < 0 || o->n_chunks < 0) {
         fprintf(stderr, "rotkv: -c, -b, -t, -k and --chunks must not be negative (and -b > 0)\n");
         return false;
@@ -281,7 +289,7 @@ const char *cli_shipped_model(void) {
 }
 
 bool cli_default_model(cli_opts *o) {
-    if (o->model) return true;
+    if (o->model || o->hf_repo) return true;
     const char *p = cli_shipped_model();
     if (!p) return true; /* cli_load_model says what is missing */
     o->model = p;
@@ -293,11 +301,34 @@ static void load_progress(double fraction, void *user) {
     cli_progress_update(user, fraction, 1, "%");
 }
 
+/* The cached file -hf resolved to (one per process), freed at exit. */
+static char *hf_model_file;
+
+static void hf_model_file_free(void) { free(hf_model_file); }
+
+const char *cli_model_path(const cli_opts *o) { return o->model ? o->model : o->hf_repo ? hf_model_file : NULL; }
+
+/* Resolves -hf into hf_model_file; false with a message, also for a split model. */
+static bool resolve_hf(const char *spec) {
+    if (!hf_model_file) {
+        hf_model_file = hf_resolve_model(spec);
+        if (!hf_model_file) return false;
+        atexit(hf_model_file_free);
+    }
+    const int parts = hf_split_count(hf_model_file);
+    if (parts)
+        fprintf(stderr, "rotkv: error: this model is split into %d parts; merge them with llama-gguf-split --merge %s "
+                        "MERGED.gguf and load that with -m\n", parts, hf_model_file);
+    return !parts;
+}
+
 rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms) {
-    if (!o->model) {
-        fprintf(stderr, "rotkv: no model: give -m MODEL.gguf\n");
+    if (!one_model_source(o)) return NULL;
+    if (!o->model && !o->hf_repo) {
+        fprintf(stderr, "rotkv: no model: give -m MODEL.gguf or -hf OWNER/NAME[:QUANT]\n");
         return NULL;
     }
+    if (o->hf_repo && !resolve_hf(o->hf_repo)) return NULL;
     double t0 = cli_now_ms();
     rotkv_model_params mp = rotkv_model_default_params();
     mp.vocab_only = vocab_only;
@@ -307,7 +338,7 @@ rotkv_model *cli_load_model(const cli_opts *o, bool vocab_only, double *load_ms)
     mp.progress_user = &prog;
     rotkv_model *m = NULL;
     rotkv_error err = {0};
-    const rotkv_status st = rotkv_model_load(o->model, &mp, &m, &err);
+    const rotkv_status st = rotkv_model_load(cli_model_path(o), &mp, &m, &err);
     cli_progress_end(&prog);
     if (st != ROTKV_OK) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
@@ -485,7 +516,7 @@ bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params
     rotkv_model_info mi;
     rotkv_model_get_info(m, &mi);
     const int n_layer = (int)mi.n_layer;
-    if (!o->calib && !cli_kv_calib_load(o->kv_calib, o->no_kv_calib, o->model, m, &o->calib)) return false;
+    if (!o->calib && !cli_kv_calib_load(o->kv_calib, o->no_kv_calib, cli_model_path(o), m, &o->calib)) return false;
     cp->kv_calib = o->calib;
     if (!o->kv_override && !(o->kv_bits > 0)) return true;
     if (n_layer > 1024) {
@@ -494,11 +525,12 @@ bool cli_layer_overrides(cli_opts *o, const rotkv_model *m, rotkv_context_params
     }
     if (o->kv_bits > 0) {
         if (!o->calib || !rotkv_kv_calib_has_sensitivity(o->calib)) {
-            char *p = cli_kv_calib_path(o->model ? o->model : "MODEL");
+            const char *model = cli_model_path(o) ? cli_model_path(o) : "MODEL";
+            char *p = cli_kv_calib_path(model);
             fprintf(stderr,
                     "rotkv: a KV bit budget (%g bits/value) needs a calibration of this model with a sensitivity table: "
                     "run rotkv calibrate -m %s (writes %s), or pass --kv-calib FILE\n",
-                    o->kv_bits, o->model ? o->model : "MODEL", p ? p : "MODEL.kvcal");
+                    o->kv_bits, model, p ? p : "MODEL.kvcal");
             free(p);
             return false;
         }

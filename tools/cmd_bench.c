@@ -150,14 +150,14 @@ static double achieved_gbps(const rotkv_model_info *mi, const bench_row *r) {
 int cmd_bench(int argc, char **argv) {
     char def_p[] = "512", def_n[] = "128", def_d[] = "0", def_t[16], def_k[] = "f16", def_v[] = "f16";
     char *ap = def_p, *an = def_n, *ad = def_d, *at = NULL, *ak = def_k, *av = def_v;
-    const char *model = NULL, *fmt = "md", *kv_calib = NULL;
+    const char *model = NULL, *hf = NULL, *fmt = "md", *kv_calib = NULL;
     bool no_kv_calib = false;
     int reps = 5, n_batch = 512;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: rotkv bench -m MODEL [-p 512] [-n 128] [-d 0,4096] [-t N] [-ctk T[,T..]] [-ctv T[,T..]]\n"
+            printf("usage: rotkv bench (-m MODEL | -hf OWNER/NAME[:QUANT]) [-p 512] [-n 128] [-d 0,4096] [-t N] [-ctk T[,T..]] [-ctv T[,T..]]\n"
                    "                   [-r 5] [-b 512] [-o md|json|csv] [--kv-calib FILE | --no-kv-calib]\n"
                    "  every flag but -m takes a comma list; one row per combination and test\n"
                    "  -ctk autoB allocates B bits/value over the layers from the model's KV calibration (K and V)\n");
@@ -172,6 +172,7 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
         if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "-hf") || !strcmp(a, "--hf-repo")) hf = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) ap = v;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) an = v;
         else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) ad = v;
@@ -224,8 +225,10 @@ int cmd_bench(int argc, char **argv) {
     cli_opts o;
     memset(&o, 0, sizeof o);
     o.model = model;
+    o.hf_repo = hf;
     rotkv_model *m = cli_load_model(&o, false, NULL);
     if (!m) return 1;
+    model = cli_model_path(&o);
     rotkv_model_info mi;
     rotkv_model_get_info(m, &mi);
     rotkv_kv_calib *cal = NULL;

@@ -122,7 +122,7 @@ static void usage(void) {
 }
 
 int cmd_calibrate(int argc, char **argv) {
-    const char *model = NULL, *file = NULL, *out = NULL;
+    const char *model = NULL, *hf = NULL, *file = NULL, *out = NULL;
     const char *types_arg = "q8_0,q5_0,iq4_nl,kt6,kt5,kt4,kt3.5,kt3,kt2.5,kt2", *check_arg = "2.5,3,3.5,4";
     int n_ctx = 256, n_chunks = 16, n_sens = 1, n_threads = 0;
     for (int i = 0; i < argc; i++) {
@@ -139,6 +139,7 @@ int cmd_calibrate(int argc, char **argv) {
         int *iv = !strcmp(a, "-c") ? &n_ctx : !strcmp(a, "--chunks") ? &n_chunks : !strcmp(a, "--sens-chunks") ? &n_sens
                 : !strcmp(a, "-t") ? &n_threads : NULL;
         if (!strcmp(a, "-m")) model = v;
+        else if (!strcmp(a, "-hf") || !strcmp(a, "--hf-repo")) hf = v;
         else if (!strcmp(a, "-f")) file = v;
         else if (!strcmp(a, "-o")) out = v;
         else if (!strcmp(a, "--types")) types_arg = v;
@@ -157,8 +158,8 @@ int cmd_calibrate(int argc, char **argv) {
         }
         i++;
     }
-    if (!model) {
-        fprintf(stderr, "rotkv calibrate: -m MODEL is required\n");
+    if (!model && !hf) {
+        fprintf(stderr, "rotkv calibrate: -m MODEL (or -hf OWNER/NAME[:QUANT]) is required\n");
         return 2;
     }
     if (n_ctx < 16 || n_chunks < 1 || n_sens < 1) {
@@ -216,11 +217,13 @@ int cmd_calibrate(int argc, char **argv) {
     cli_opts lo;
     memset(&lo, 0, sizeof lo);
     lo.model = model;
+    lo.hf_repo = hf;
     rotkv_model *m = cli_load_model(&lo, false, NULL);
     if (!m) {
         free(text);
         return 1;
     }
+    model = cli_model_path(&lo);
     rotkv_model_info mi;
     rotkv_model_get_info(m, &mi);
     int rc = 1;

@@ -137,7 +137,7 @@ int cmd_chat(int argc, char **argv) {
         return 2;
     }
     srv_params sp = {.n_parallel = 1, .kv_budget_bytes = o.kv_budget, .queue_max = 1, .timeout_s = 1e9,
-                     .model_path = o.model};
+                     .model_path = cli_model_path(&o)};
     char err[512];
     srv_engine *e = srv_engine_start(m, &cp, &sp, err, sizeof err);
     if (!e) {

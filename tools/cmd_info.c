@@ -16,7 +16,7 @@ int cmd_info(int argc, char **argv) {
     if (!cli_parse(argc, argv, &o)) return 2;
     rotkv_model *m = cli_load_model(&o, false, NULL);
     if (!m) return 1;
-    printf("model:           %s\n", o.model);
+    printf("model:           %s\n", cli_model_path(&o));
     rotkv_model_describe(m, stdout);
     /* the chosen cache configuration (a context without any cached token costs no pages) */
     rotkv_context_params cp;

@@ -75,7 +75,7 @@ int cmd_logits(int argc, char **argv) {
         fprintf(stderr, "rotkv: error: %s\n", err.msg);
         goto done;
     }
-    printf("# model=%s n_vocab=%d n_tokens=%d type_k=%s type_v=%s fa=1\n", o.model, V, n, o.type_k, o.type_v);
+    printf("# model=%s n_vocab=%d n_tokens=%d type_k=%s type_v=%s fa=1\n", cli_model_path(&o), V, n, o.type_k, o.type_v);
     printf("tokens:");
     for (int32_t i = 0; i < n; i++) printf(" %d", toks[i]);
     printf("\n");

@@ -74,7 +74,7 @@ int cmd_serve(int argc, char **argv) {
                      .kv_budget_bytes = o.kv_budget,
                      .queue_max = o.queue_max ? o.queue_max : 64,
                      .timeout_s = o.timeout_s > 0 ? o.timeout_s : 600,
-                     .model_path = o.model,
+                     .model_path = cli_model_path(&o),
                      .slot_save_path = o.slot_save_path};
     char err[512];
     srv_engine *e = srv_engine_start(m, &cp, &sp, err, sizeof err);
@@ -85,11 +85,11 @@ int cmd_serve(int argc, char **argv) {
         rotkv_model_free(m);
         return 1;
     }
-    const char *base = strrchr(o.model, '/');
+    const char *model = cli_model_path(&o), *base = strrchr(model, '/');
     http_opts ho = {.host = o.host ? o.host : "127.0.0.1",
                     .port = o.port,
                     .api_key = o.api_key,
-                    .model_id = o.alias ? o.alias : base ? base + 1 : o.model,
+                    .model_id = o.alias ? o.alias : base ? base + 1 : model,
                     .max_body = o.max_body ? (size_t)o.max_body : (size_t)1 << 20,
                     .max_tokens_limit = o.max_tokens_limit ? o.max_tokens_limit : (int)srv_n_ctx(e),
                     .default_max_tokens = o.n_predict,

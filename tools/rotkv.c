@@ -30,6 +30,8 @@ static void usage(FILE *fp) {
             "  quantize    convert weights:      rotkv quantize -m IN.gguf -o OUT.gguf --type Q8_0|Q4_0|F16|...\n"
             "  kv-eval     KV type distortion vs bits: rotkv kv-eval [-ctk T,..|all] [--vectors N] [-m MODEL -f TEXT [-c CTX]]\n"
             "                                    [--chart FILE.svg|.png] [-o md|csv]\n"
+            "  pull        download a GGUF from the Hugging Face Hub: rotkv pull OWNER/NAME[:QUANT|:FILE.gguf] | --list\n"
+            "\nevery -m MODEL above can be -hf OWNER/NAME[:QUANT] (downloaded into the cache; see rotkv pull --help).\n"
             "\nrun 'rotkv <command> --help' for details.\n",
             ROTKV_VERSION);
 }
@@ -51,7 +53,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}, {"bench", cmd_bench}, {"serve", cmd_serve}, {"chat", cmd_chat}, {"synth", cmd_synth}
-                , {"kv-eval", cmd_kv_eval}, {"calibrate", cmd_calibrate}, {"quantize", cmd_quantize}
+                , {"kv-eval", cmd_kv_eval}, {"calibrate", cmd_calibrate}, {"quantize", cmd_quantize}, {"pull", cmd_pull}
                 };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
