@@ -19,8 +19,9 @@ a message and exits 0. Run by hand; see docs/correctness.md.
 The line format is bytes: every byte of a string goes into the file as it is,
 except '\\n', '\\t' and '\\\\', which are written as the escapes both sides
 decode. llama-tok reads lines with fgets and measures them with strlen, so the
-strings never contain NUL and stay well under its 64 KiB line buffer and 16384
-tokens.
+strings never contain NUL (it would end the line early) and are cut at 12000
+bytes, under its 64 KiB line buffer (escapes at most double a line) and its
+16384 tokens.
 """
 import argparse
 import os
@@ -220,6 +221,21 @@ def g_contractions(r):
     return "".join(out)
 
 
+def g_codepoints(r):
+    """Any code points (assigned or not, every plane, no surrogates) around
+    letters, digits and spaces: the Unicode category tables of both sides."""
+    out = []
+    for _ in range(r.randint(1, 16)):
+        x = r.random()
+        if x < 0.4: c = r.randint(0x80, 0x2FFFF)
+        elif x < 0.5: c = r.randint(0x30000, 0x10FFFF)
+        elif x < 0.7: c = r.choice([0x20, 0x20, 0x41, 0x61, 0x31, 0x27, 0x2C])
+        else: c = r.randint(0x80, 0x1FFF)
+        if 0xD800 <= c <= 0xDFFF: c = 0x20
+        out.append(chr(c))
+    return "".join(out)
+
+
 def g_mixed(r):
     gens = [g for name, g in CATEGORIES if name != "mixed"]
     parts = [r.choice(gens)(r) for _ in range(r.randint(2, 4))]
@@ -237,7 +253,8 @@ CATEGORIES = [
     ("arabic", script_gen(ARABIC, (" ", "", "\u060c ", "\n"))), ("devanagari", script_gen(DEVANAGARI, (" ", "", "\u0964 "))),
     ("thai", script_gen(THAI, ("", "", " "))), ("hangul", script_gen(HANGUL)), ("combining", g_combining),
     ("emoji", g_emoji), ("control", g_control), ("invalid-utf8", g_invalid), ("whitespace", g_whitespace),
-    ("digits", g_digits), ("special", g_special), ("contractions", g_contractions), ("mixed", g_mixed),
+    ("digits", g_digits), ("special", g_special), ("contractions", g_contractions), ("codepoints", g_codepoints),
+    ("mixed", g_mixed),
     ("long", g_long),
 ]
 
@@ -255,7 +272,7 @@ def generate(n, seed):
         name, g = CATEGORIES[i % len(CATEGORIES)]
         s = g(r)
         b = s if isinstance(s, bytes) else s.encode("utf-8")
-        out.append((name, b.replace(b"\0", b"\x01")[:20000]))
+        out.append((name, b.replace(b"\0", b"\x01")[:12000]))
     return out
 
 
@@ -326,9 +343,21 @@ def parse_blocks(out):
     return blocks
 
 
-def run_peer(peer, vocab_in_chroot, lines, workdir_host, workdir_chroot):
-    """llama-tok on every line; crashes are caught and the run resumes after
-    the line that crashed. Returns {0: [...], 1: [...]} with "CRASH" entries."""
+def run_peer(peer, vocab_in_chroot, lines, workdir_host, workdir_chroot, chunk=256):
+    """llama-tok on every line, chunk lines per run; crashes are caught and the
+    run resumes after the line that crashed. Returns ({0: [...], 1: [...]} with
+    "CRASH" entries, the distinct crash messages)."""
+    res = {0: [], 1: []}
+    msgs = []
+    for k in range(0, len(lines), chunk):
+        r, m = run_peer_chunk(peer, vocab_in_chroot, lines[k:k + chunk], workdir_host, workdir_chroot)
+        res[0] += r[0]
+        res[1] += r[1]
+        msgs += [x for x in m if x not in msgs]
+    return res, msgs
+
+
+def run_peer_chunk(peer, vocab_in_chroot, lines, workdir_host, workdir_chroot):
     res = {0: [None] * len(lines), 1: [None] * len(lines)}
     todo0, todo1 = list(range(len(lines))), []   # lines needing both blocks / only block 1
     stderr_seen = {}
@@ -372,7 +401,10 @@ def run_rotkv(rotkv, vocab, path):
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if p.returncode != 0:
             raise RuntimeError("rotkv failed (rc %d): %s" % (p.returncode, p.stderr.decode(errors="replace")[-500:]))
-        res[special] = parse_blocks(p.stdout)[special]
+        blocks = parse_blocks(p.stdout)
+        if special not in blocks or len(blocks[special]) != sum(1 for _ in open(path, "rb")):
+            raise RuntimeError("rotkv tokenize --lines: no parse_special=%d block for every line" % special)
+        res[special] = blocks[special]
     return res
 
 
