@@ -59,9 +59,10 @@ def temps(dest):
 
 def kill_loop(name, n, rnd, dest, old, new, start, window):
     """start() launches the writer (a Popen, or None after a failure); it is killed
-    after a random delay: half the time anywhere in [0, 1.1 window), half the time
-    near its end, where the save is (window = how long a full run took).
-    Returns the outcome counts."""
+    after a random delay: a third of the time anywhere in [0, 1.1 window), a third
+    near its end, where the save is (window = how long a full run took), and a
+    third right inside the save: once its temporary DEST.tmp.PID appears (polled),
+    after 0-2 ms. Returns the outcome counts."""
     got = {"old": 0, "new": 0, "temp left": 0}
     for i in range(n):
         with open(dest, "wb") as f:   # the older valid file (a leftover temporary stays)
@@ -69,7 +70,14 @@ def kill_loop(name, n, rnd, dest, old, new, start, window):
         p = start()
         if not check(p is not None, "%s #%d: the writer did not start" % (name, i)):
             break
-        time.sleep(rnd.uniform(0, 1.1 * window) if rnd.random() < 0.5 else rnd.uniform(0.8 * window, 1.1 * window))
+        how = rnd.randrange(3)
+        if how == 0: time.sleep(rnd.uniform(0, 1.1 * window))
+        elif how == 1: time.sleep(rnd.uniform(0.8 * window, 1.1 * window))
+        else:
+            mine = "%s.tmp.%d" % (dest, p.pid)
+            t_end = time.time() + 30
+            while not os.path.exists(mine) and p.poll() is None and time.time() < t_end: pass
+            time.sleep(rnd.uniform(0, 0.002))
         p.send_signal(signal.SIGKILL)
         p.wait()
         data = read(dest)
