@@ -27,6 +27,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -473,6 +474,7 @@ def main():
     if not os.path.exists(a.rotkv):
         print("tokdiff: %s not built (make)" % a.rotkv, file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still remove the work directory
     work_chroot = "/x/tokdiff-%d" % os.getpid()
     work_host = a.peer + work_chroot
     os.makedirs(a.out, exist_ok=True)
