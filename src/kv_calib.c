@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "hash.h"
 #include "kv_cache.h"
 #include "model.h"
@@ -317,17 +318,11 @@ static void put_vec(writer *w, const double *x, int hd) {
 
 rotkv_status rotkv_kv_calib_save(const rotkv_kv_calib *c, const char *path, rotkv_error *err) {
     if (!c->finished) return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "KV calibration not finished");
-    const size_t n = strlen(path);
-    char *tmp = malloc(n + 32);
-    if (!tmp) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
-    snprintf(tmp, n + 32, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        rotkv_status st = rotkv_set_error(err, ROTKV_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    writer w = {f, FNV1A_SEED, true};
+    atomic_file af;
+    if (!atomic_file_open(&af, path))
+        return rotkv_set_error(err, errno == ENOMEM ? ROTKV_ERR_OOM : ROTKV_ERR_IO, "cannot write %s.tmp.%ld: %s",
+                               path, (long)getpid(), strerror(errno));
+    writer w = {af.fp, FNV1A_SEED, true};
     put(&w, MAGIC, 8);
     put_u32(&w, KV_CALIB_VERSION);
     put_u64(&w, c->model_id);
@@ -355,15 +350,8 @@ rotkv_status rotkv_kv_calib_save(const rotkv_kv_calib *c, const char *path, rotk
         }
     const uint64_t sum = w.hash;
     put_u64(&w, sum);
-    bool ok = w.ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        rotkv_status st = rotkv_set_error(err, ROTKV_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
+    if (!atomic_file_commit(&af, w.ok))
+        return rotkv_set_error(err, ROTKV_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     return ROTKV_OK;
 }
 

@@ -190,6 +190,32 @@ static void t_tokenize_and_info(void **state) {
     free(out);
 }
 
+/* tokenize --lines prints exactly what llama-tok printed for the golden files:
+ * its two blocks (parse_special off, then on) are byte for byte
+ * ../shared/golden/tok-<vocab>.txt for the BPE vocabs (tests/tokdiff.py relies
+ * on the format). */
+static void t_tokenize_lines_format(void **state) {
+    (void)state;
+    char lines[512], model[512], gold[512], rel[128], cmd[4096], *out;
+    SKIP_WITHOUT_SHARED(lines, "golden/tokenizer-lines.txt");
+    static const char *const vocabs[] = {"vocab-llama3", "vocab-qwen3"};
+    for (int v = 0; v < 2; v++) {
+        snprintf(rel, sizeof rel, "models/%s.gguf", vocabs[v]);
+        test_shared_path(rel, model, sizeof model);
+        snprintf(rel, sizeof rel, "golden/tok-%s.txt", vocabs[v]);
+        test_shared_path(rel, gold, sizeof gold);
+        snprintf(cmd, sizeof cmd, "%s tokenize -m %s -f %s --no-bos --lines && %s tokenize -m %s -f %s --no-bos --lines --parse-special",
+                 bin(), model, lines, bin(), model, lines);
+        assert_int_equal(run_cmd(cmd, &out), 0);
+        size_t n;
+        char *expect = test_read_file(gold, &n);
+        assert_non_null(expect);
+        if (strlen(out) != n || memcmp(out, expect, n) != 0) fail_msg("tokenize --lines differs from %s", gold);
+        free(expect);
+        free(out);
+    }
+}
+
 /* Without -m, run uses the model in the repository's models/ and says so. */
 static void t_shipped_model_default(void **state) {
     (void)state;
@@ -300,6 +326,7 @@ int main(void) {
         cmocka_unit_test(t_kld_self_zero_and_mismatch_refused),
         cmocka_unit_test(t_bad_input_errors),
         cmocka_unit_test(t_tokenize_and_info),
+        cmocka_unit_test(t_tokenize_lines_format),
         cmocka_unit_test(t_shipped_model_default),
         cmocka_unit_test(t_quantize_and_shipped_ppl),
         cmocka_unit_test(t_progress_only_on_a_terminal),

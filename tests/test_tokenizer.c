@@ -831,6 +831,34 @@ static void test_spm_unknown_fused(void **state) {
     synth_close(&s);
 }
 
+/* Inputs from tests/tokdiff.py on which llama.cpp (build 11669) aborts with
+ * tinystories-656k (std::out_of_range from its SPM byte fallback: the vocab
+ * has no <0xNN> tokens; docs/correctness.md). rotkv must not crash; the ids are
+ * rotkv's own (a run of characters without a token is one <unk>, id 0), in
+ * both parse_special modes. */
+static void test_peer_crash_inputs(void **state) {
+    (void)state;
+    const tokenizer *tok = get_vocab(V_TINY);
+    static const struct {
+        const char *text;
+        int32_t n, ids[8];
+    } cases[] = {
+        {"a#b", 3, {85, 0, 54}},
+        {"\xe6\x97\xa5\xe6\x9c\xac", 2, {80, 0}},     /* CJK */
+        {"\xff\xfe x", 3, {80, 0, 76}},                  /* invalid UTF-8 */
+        {"a##b", 3, {85, 0, 54}},
+        {"a#\xc3\xa9\xe6\x97\xa5" "b", 3, {85, 0, 54}},     /* a mixed run */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int special = 0; special <= 1; special++) {
+            int32_t n;
+            int32_t *ids = encode(tok, cases[i].text, strlen(cases[i].text), false, special, &n);
+            assert_int_equal(n, cases[i].n);
+            assert_memory_equal(ids, cases[i].ids, sizeof(int32_t) * (size_t)n);
+            free(ids);
+        }
+}
+
 static void expect_load_error(gbuf *g, const char *what1, const char *what2) {
     synth s;
     synth_open(&s, g);
@@ -931,6 +959,7 @@ int main(void) {
         cmocka_unit_test(test_large_input),
         cmocka_unit_test(test_spm_byte_fallback),
         cmocka_unit_test(test_spm_unknown_fused),
+        cmocka_unit_test(test_peer_crash_inputs),
         cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, free_vocabs);

@@ -35,6 +35,7 @@ typedef struct {
     double kv_predicted_kld;   /* the allocation's summed sensitivity */
     rotkv_kv_type layer_k[1024], layer_v[1024];
     bool no_bos, parse_special, show_pieces;
+    bool tok_lines;          /* tokenize --lines: each line on its own (llama-tok's format) */
     const char *kld_base;    /* --kl-divergence-base */
     bool kld;                /* --kl-divergence */
     rotkv_sampler_params sp;

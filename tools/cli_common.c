@@ -194,6 +194,7 @@ bool cli_parse(int argc, char **argv, cli_opts *o) {
         else if (IS("--no-bos")) o->no_bos = true;
         else if (IS("--parse-special")) o->parse_special = true;
         else if (IS("--pieces")) o->show_pieces = true;
+        else if (IS("--lines")) o->tok_lines = true;
         else if (IS("--kl-divergence-base")) { NEED_VALUE(); o->kld_base = v; }
         else if (IS("--kl-divergence")) o->kld = true;
         else if (IS("-r") || IS("--repetitions")) { NEED_VALUE(); if (!parse_int(a, v, &o->reps)) return false; }

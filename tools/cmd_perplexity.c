@@ -24,12 +24,14 @@
  * hashes the token ids and n_ctx. A mismatch is refused.
  * Both the base and the new distributions pass through the same u16 codec
  * before comparison, so a run compared with its own base gives exactly 0. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "hash.h"
 
@@ -187,6 +189,7 @@ int cmd_perplexity(int argc, char **argv) {
     if (open_rc) return open_rc;
     int rc = 1;
     FILE *kf = NULL;
+    atomic_file kw = {0}; /* the base file being written: replaced only when complete */
     rotkv_context *ctx = NULL;
     int8_t *want = NULL;
     uint16_t *q = NULL, *bq = NULL;
@@ -209,7 +212,8 @@ int cmd_perplexity(int argc, char **argv) {
     H.text_id = fnv1a(fnv1a(FNV1A_SEED, toks, sizeof(rotkv_token) * (size_t)n_chunks * n_ctx), &n_ctx,
                       sizeof n_ctx);
     if (o.kld_base) {
-        kf = fopen(o.kld_base, o.kld ? "rb" : "wb");
+        if (o.kld) kf = fopen(o.kld_base, "rb");
+        else if (atomic_file_open(&kw, o.kld_base)) kf = kw.fp;
         if (!kf) {
             fprintf(stderr, "rotkv: cannot open '%s' for %s\n", o.kld_base, o.kld ? "reading" : "writing");
             goto done;
@@ -344,7 +348,14 @@ int cmd_perplexity(int argc, char **argv) {
     if (o.kld) print_kld_stats(&S);
     rc = 0;
 done:
-    if (kf && fclose(kf) != 0 && rc == 0) {
+    if (kf && !o.kld) {
+        if (rc == 0 && !atomic_file_commit(&kw, true)) {
+            fprintf(stderr, "rotkv: cannot write '%s': %s\n", o.kld_base, strerror(errno));
+            rc = 1;
+        } else if (rc != 0) {
+            atomic_file_abort(&kw);
+        }
+    } else if (kf && fclose(kf) != 0 && rc == 0) {
         fprintf(stderr, "rotkv: error closing '%s'\n", o.kld_base);
         rc = 1;
     }

@@ -1,5 +1,6 @@
 /* gguf_write.c — see gguf_write.h. */
 #include "gguf_write.h"
+#include "atomic_file.h"
 #include "quant.h"
 
 #include <errno.h>
@@ -11,53 +12,29 @@
 bool ggw_open(ggw *w, const char *dest, uint32_t align) {
     memset(w, 0, sizeof *w);
     w->align = align ? align : 32;
-    const size_t n = strlen(dest) + 32;
-    w->dest = strdup(dest);
-    w->tmp = malloc(n);
-    if (!w->dest || !w->tmp) {
-        fprintf(stderr, "rotkv: out of memory\n");
-        ggw_abort(w);
+    if (!atomic_file_open(&w->af, dest)) {
+        fprintf(stderr, "rotkv: cannot write %s.tmp.%ld: %s\n", dest, (long)getpid(), strerror(errno));
         return false;
     }
-    snprintf(w->tmp, n, "%s.tmp.%ld", dest, (long)getpid());
-    w->fp = fopen(w->tmp, "wb");
-    if (!w->fp) {
-        fprintf(stderr, "rotkv: cannot write %s: %s\n", w->tmp, strerror(errno));
-        ggw_abort(w);
-        return false;
-    }
+    w->fp = w->af.fp;
     w->ok = true;
     return true;
 }
 
-static void ggw_free(ggw *w) {
-    free(w->dest);
-    free(w->tmp);
-    w->dest = w->tmp = NULL;
+void ggw_abort(ggw *w) {
+    if (w->fp) atomic_file_abort(&w->af);
     w->fp = NULL;
     w->ok = false;
 }
 
-void ggw_abort(ggw *w) {
-    if (w->fp) fclose(w->fp);
-    if (w->tmp) remove(w->tmp);
-    ggw_free(w);
-}
-
 bool ggw_commit(ggw *w) {
     if (!w->fp) return false;
-    bool ok = w->ok && fflush(w->fp) == 0 && fsync(fileno(w->fp)) == 0;
-    const int err = ok ? 0 : errno;
-    ok = fclose(w->fp) == 0 && ok;
+    char *dest = strdup(w->af.dest);
+    bool ok = atomic_file_commit(&w->af, w->ok);
+    if (!ok) fprintf(stderr, "rotkv: failed writing %s: %s\n", dest ? dest : "the output", strerror(errno));
+    free(dest);
     w->fp = NULL;
-    if (ok && rename(w->tmp, w->dest) != 0) {
-        fprintf(stderr, "rotkv: cannot rename %s to %s: %s\n", w->tmp, w->dest, strerror(errno));
-        ok = false;
-    } else if (!ok) {
-        fprintf(stderr, "rotkv: failed writing %s: %s\n", w->tmp, strerror(err ? err : EIO));
-    }
-    if (!ok) remove(w->tmp);
-    ggw_free(w);
+    w->ok = false;
     return ok;
 }
 

@@ -1,9 +1,9 @@
 /* gguf_write.h — writing GGUF files (rotkv synth, rotkv quantize).
  *
  * A file is written under a temporary name beside the destination
- * (DEST.tmp.PID), flushed to disk and renamed into place by ggw_commit, so a
- * failed or interrupted write never leaves a torn file under DEST and never
- * destroys a file that was there. Numbers are written little-endian, as GGUF
+ * (DEST.tmp.PID, src/atomic_file.h), flushed to disk and renamed into place by
+ * ggw_commit, so a failed or interrupted write never leaves a torn file under
+ * DEST and never destroys a file that was there. Numbers are written little-endian, as GGUF
  * stores them. Errors are sticky: after the first failed write every later
  * call is a no-op and ggw_commit reports the failure. */
 #ifndef ROTKV_GGUF_WRITE_H
@@ -13,11 +13,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "atomic_file.h"
 #include "gguf.h"
 
 typedef struct {
-    FILE *fp;
-    char *dest, *tmp;
+    atomic_file af;
+    FILE *fp;       /* af.fp while open */
     uint64_t pos;   /* bytes written so far */
     uint32_t align; /* data alignment (general.alignment; 32 by default) */
     bool ok;

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "hash.h"
 #include "server.h"
 
@@ -273,9 +274,12 @@ static void cancel_slot(srv_engine *e, slot *s) {
 
 #define SLOT_MAGIC "RKVSLOT1"
 
+/* Slot file names: no paths, no dot files, and never the name of a
+ * temporary a save was writing (atomic_file.h), so a save that was killed
+ * midway can never be restored. */
 static bool valid_filename(const char *f) {
     size_t n = strlen(f);
-    if (n == 0 || n > 128 || f[0] == '.') return false;
+    if (n == 0 || n > 128 || f[0] == '.' || atomic_file_is_temp(f)) return false;
     for (size_t i = 0; i < n; i++) {
         char c = f[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
@@ -296,9 +300,8 @@ typedef struct {
 static void slot_save(srv_engine *e, srv_request *r) {
     double t0 = srv_now_ms();
     slot *s = &e->slots[r->slot_id];
-    char path[4200], tmp[4300];
+    char path[4200];
     snprintf(path, sizeof path, "%s/%s", e->p.slot_save_path, r->filename);
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
     slot_file_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, SLOT_MAGIC, 8);
@@ -311,15 +314,18 @@ static void slot_save(srv_engine *e, srv_request *r) {
     snprintf(h.model_name, sizeof h.model_name, "%s", info.name);
     uint64_t sum = fnv1a(FNV1A_SEED, &h, sizeof h);
     sum = fnv1a(sum, s->cache, (size_t)s->n_cache * sizeof(rotkv_token));
-    FILE *fp = fopen(tmp, "wb");
-    bool ok = fp && fwrite(&h, sizeof h, 1, fp) == 1 &&
-              fwrite(s->cache, sizeof(rotkv_token), (size_t)s->n_cache, fp) == (size_t)s->n_cache &&
-              fwrite(&sum, sizeof sum, 1, fp) == 1;
-    if (fp && fclose(fp) != 0) ok = false;
+    atomic_file af;
+    bool ok = atomic_file_open(&af, path);
+    if (ok) {
+        ok = fwrite(&h, sizeof h, 1, af.fp) == 1 &&
+             fwrite(s->cache, sizeof(rotkv_token), (size_t)s->n_cache, af.fp) == (size_t)s->n_cache &&
+             fwrite(&sum, sizeof sum, 1, af.fp) == 1;
+        ok = atomic_file_commit(&af, ok);
+    }
+    const int err = errno;
     pthread_mutex_lock(&r->mu);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        req_fail_locked(r, 500, "server_error", "cannot write slot file '%s': %s", r->filename, strerror(errno));
+    if (!ok) {
+        req_fail_locked(r, 500, "server_error", "cannot write slot file '%s': %s", r->filename, strerror(err));
     } else {
         r->n_io_tokens = s->n_cache;
         r->n_io_bytes = (long)(sizeof h + (size_t)s->n_cache * sizeof(rotkv_token) + sizeof sum);
@@ -858,7 +864,7 @@ int srv_submit(srv_engine *e, srv_request *r) {
             }
             if (!r->filename || !valid_filename(r->filename)) {
                 snprintf(r->error, sizeof r->error,
-                         "invalid filename: use letters, digits, '.', '_' and '-' only (no paths, not starting with '.')");
+                         "invalid filename: use letters, digits, '.', '_' and '-' only (no paths, not starting with '.', not ending in '.tmp.DIGITS')");
                 return 400;
             }
         }
