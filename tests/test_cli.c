@@ -206,7 +206,7 @@ static void t_tokenize_lines_format(void **state) {
         test_shared_path(rel, gold, sizeof gold);
         snprintf(cmd, sizeof cmd, "%s tokenize -m %s -f %s --no-bos --lines && %s tokenize -m %s -f %s --no-bos --lines --parse-special",
                  bin(), model, lines, bin(), model, lines);
-        assert_int_equal(run_cmd(cmd, &out), 0);
+        assert_int_equal(test_run_cmd(cmd, &out), 0);
         size_t n;
         char *expect = test_read_file(gold, &n);
         assert_non_null(expect);
