@@ -12,6 +12,7 @@
 #   PEER_TYPES  llama.cpp cache types, "" to skip it [f16,q8_0]
 #   PEER_DEPTHS llama.cpp depths [0,4096,16384]
 #   PEER_ROOT   chroot holding llama.cpp (../shared/peer) [/opt/peer]
+#   PEER_REPS   llama-bench repetitions [REPS] (it refills the cache for each one)
 # rotkv fills each type's cache once to the deepest depth (rotkv bench extends
 # one fill from depth to depth); llama-bench fills every depth from scratch.
 # Each depth's timed tokens attend over a cache the model filled itself.
@@ -30,6 +31,7 @@ DEPTHS=${DEPTHS:-0,4096,16384,32768}
 PEER_TYPES=${PEER_TYPES-f16,q8_0}
 PEER_DEPTHS=${PEER_DEPTHS:-0,4096,16384}
 PEER_ROOT=${PEER_ROOT:-/opt/peer}
+PEER_REPS=${PEER_REPS:-$REPS}
 tmp=$(mktemp -d)
 linked=""
 cleanup() {
@@ -59,14 +61,14 @@ if [ -n "$PEER_TYPES" ]; then
     for t in $(echo "$PEER_TYPES" | tr ',' ' '); do
         echo "depth-chart: llama.cpp $t at $PEER_DEPTHS" >&2
         chroot "$PEER_ROOT" llama-bench -m "/x/$name" -t "$THREADS" -p "$NP" -n "$NG" -d "$PEER_DEPTHS" \
-            -ctk "$t" -ctv "$t" -fa on -r "$REPS" -o json >"$tmp/peer.$t.json" 2>"$tmp/peer.$t.err" || {
+            -ctk "$t" -ctv "$t" -fa on -r "$PEER_REPS" -o json >"$tmp/peer.$t.json" 2>"$tmp/peer.$t.err" || {
             echo "depth-chart: llama-bench failed:" >&2; tail -3 "$tmp/peer.$t.err" >&2; exit 1; }
     done
     backend=$(sed -n 's/.*loaded CPU backend from //p' "$tmp"/peer.*.err | head -1)
 fi
-python3 - "$tmp" "$out" "$cpu" "$flags" "$backend" "$THREADS" "$NG" "$NP" "$REPS" <<'EOF'
+python3 - "$tmp" "$out" "$cpu" "$flags" "$backend" "$THREADS" "$NG" "$NP" "$REPS" "$PEER_REPS" <<'EOF'
 import glob, json, os, sys
-tmp, out, cpu, flags, backend, threads, ng, np_, reps = sys.argv[1:10]
+tmp, out, cpu, flags, backend, threads, ng, np_, reps, peer_reps = sys.argv[1:11]
 rows = []
 for path in sorted(glob.glob(os.path.join(tmp, "*.json"))):
     engine, kind = os.path.basename(path).split(".", 1)
@@ -84,8 +86,8 @@ depths = sorted({r[3] for r in rows})
 series = sorted({(r[0], r[1]) for r in rows}, key=lambda s: (s[0] != "rotkv", s[1]))
 with open(out + ".md", "w") as f:
     f.write("CPU: %s; flags: %s; %s threads; llama.cpp backend `%s`, flash attention on; "
-            "tg%s and pp%s, mean of %s runs each.\n\n" % (cpu, flags.strip(), threads,
-            os.path.basename(backend) or "not run", ng, np_, reps))
+            "tg%s and pp%s, mean of %s runs each (llama.cpp: %s).\n\n" % (cpu, flags.strip(), threads,
+            os.path.basename(backend) or "not run", ng, np_, reps, peer_reps))
     for test in ("tg", "pp"):
         f.write("| %s tok/s | %s |\n|---|%s\n" % (test + (ng if test == "tg" else np_),
                 " | ".join("d%d" % d for d in depths), "---|" * len(depths)))
