@@ -512,6 +512,16 @@ rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data,
             st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: non-finite moments", path);
             goto out;
         }
+    for (size_t i = 0; i < (size_t)n_layer * nkv * hd; i++)
+        if (!isfinite(c->k_mean[i]) || !isfinite(c->v_mean[i])) {
+            st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: non-finite means", path);
+            goto out;
+        }
+    for (size_t i = 0; i < (size_t)n_types * n_layer * 2; i++) /* NaN: never measured; a KLD is >= 0 */
+        if (isinf(c->sens[i]) || c->sens[i] < -1e-6) {
+            st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: bad entry %g in the sensitivity table", path, c->sens[i]);
+            goto out;
+        }
 out:
     if (st != ROTKV_OK) rotkv_kv_calib_free(c);
     else *out = c;

@@ -100,6 +100,24 @@ static void t_file_roundtrip_and_damage(void **state) {
         assert_true(back->v_cov[i] == (double)(float)cal->v_cov[i]);
     }
     rotkv_kv_calib_free(back);
+    /* an infinite or negative sensitivity, or a non-finite mean, saved with a valid checksum: refused */
+    char odd[64];
+    snprintf(odd, sizeof odd, "%s.odd", path);
+    const size_t at = ((size_t)0 * cal->n_layer + 1) * 2 + 1;
+    const double keep = cal->sens[at];
+    const double bad_sens[] = {INFINITY, -0.5};
+    for (int i = 0; i < 2; i++) {
+        cal->sens[at] = bad_sens[i];
+        assert_int_equal(rotkv_kv_calib_save(cal, odd, NULL), ROTKV_OK);
+        expect_load_error(m, odd, ROTKV_ERR_FORMAT, "sensitivity table");
+    }
+    cal->sens[at] = keep;
+    const double keep_mean = cal->k_mean[3];
+    cal->k_mean[3] = NAN;
+    assert_int_equal(rotkv_kv_calib_save(cal, odd, NULL), ROTKV_OK);
+    expect_load_error(m, odd, ROTKV_ERR_FORMAT, "non-finite means");
+    cal->k_mean[3] = keep_mean;
+    unlink(odd);
 
     size_t len = 0;
     unsigned char *bytes = (unsigned char *)test_read_file(path, &len);
