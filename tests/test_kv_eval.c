@@ -23,26 +23,6 @@ static const char *bin(void) {
     return b && *b ? b : "build/rotkv";
 }
 
-/* Runs a shell command; its stdout into a malloc'd string; returns the exit status. */
-static int run_cmd(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0, r;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (n + 1 >= cap) {
-            buf = realloc(buf, cap *= 2);
-            assert_non_null(buf);
-        }
-    }
-    buf[n] = 0;
-    const int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
 
 #define MAX_ROWS 64
 #define MAX_CELLS 16
@@ -100,7 +80,7 @@ static int setup_all(void **state) {
     (void)state;
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s kv-eval --vectors 300 --time-ms 2 2>/dev/null", bin());
-    all_md_rc = run_cmd(cmd, &all_md);
+    all_md_rc = test_run_cmd(cmd, &all_md);
     return 0;
 }
 
@@ -171,7 +151,7 @@ static void t_csv_and_selection(void **state) {
     (void)state;
     char cmd[1024], *out;
     snprintf(cmd, sizeof cmd, "%s kv-eval -ctk tq3,q4_0,kt3 --vectors 200 --time-ms 2 -o csv 2>/dev/null", bin());
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     int lloyd = 0, rows = 0;
     bool header = false;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
@@ -211,7 +191,7 @@ static void t_chart(void **state) {
         char path[512], cmd[1024];
         snprintf(path, sizeof path, "%s/chart.%s", dir, ext[k]);
         snprintf(cmd, sizeof cmd, "%s kv-eval --vectors 200 --time-ms 2 --chart %s >/dev/null 2>&1", bin(), path);
-        assert_int_equal(run_cmd(cmd, NULL), 0);
+        assert_int_equal(test_run_cmd(cmd, NULL), 0);
         struct stat sb;
         if (k == 1 && stat(path, &sb) != 0) snprintf(path, sizeof path, "%s/chart.svg", dir); /* no pngcairo */
         size_t len = 0;
@@ -241,7 +221,7 @@ static void t_chart_script_matches_bench(void **state) {
     (void)state;
     char cmd[1024], *out;
     snprintf(cmd, sizeof cmd, "%s kv-eval --chart-script", bin());
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     char *file = test_read_file("bench/kv-eval-chart.gp", NULL);
     assert_non_null(file);
     assert_string_equal(out, file);
@@ -256,7 +236,7 @@ static void t_chart_without_gnuplot(void **state) {
     snprintf(cmd, sizeof cmd,
              "ROTKV_GNUPLOT=/nonexistent/gnuplot %s kv-eval -ctk q8_0 --vectors 100 --time-ms 2 --chart /tmp/rotkv-none.svg 2>&1",
              bin());
-    assert_int_equal(run_cmd(cmd, &out), 1);
+    assert_int_equal(test_run_cmd(cmd, &out), 1);
     assert_non_null(strstr(out, "| q8_0 |"));
     assert_non_null(strstr(out, "not found: no chart drawn"));
     free(out);
@@ -271,7 +251,7 @@ static void t_real_data(void **state) {
     char cmd[2048], *out;
     snprintf(cmd, sizeof cmd, "%s kv-eval -ctk f16,q4_0,tq3,kt3 --vectors 100 --time-ms 2 -m %s -f %s -t 2 2>/dev/null", bin(),
              model, text);
-    assert_int_equal(run_cmd(cmd, &out), 0);
+    assert_int_equal(test_run_cmd(cmd, &out), 0);
     assert_non_null(strstr(out, "fitted on the first"));
     md_table t;
     assert_true(md_table_after(out, "## Real K and V vectors", &t));
@@ -298,7 +278,7 @@ static void t_bad_arguments(void **state) {
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "%s kv-eval %s >/dev/null 2>&1", bin(), args[i]);
-        const int rc = run_cmd(cmd, NULL);
+        const int rc = test_run_cmd(cmd, NULL);
         if (rc != 2) fail_msg("'kv-eval %s' exited with %d, not 2", args[i], rc);
     }
 }

@@ -135,48 +135,22 @@ static KVT512 void kvt_levels_rows_avx512(const kvt_head *h, const uint8_t *cons
 
 #define KVTVBMI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
 
-/* The VBMI row's levels_rows: whole blocks of 64 coordinates through the
- * byte-permute decode (kvt_group64, kv_transform_plan.h), the rest of the
- * head (head_dim % 64) through the groups of 16. The same floats: the
- * bfloat16 bytes of the same table entries. */
-static KVTVBMI void kvt_levels_rows_vbmi(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y,
-                                        float *s) {
-    const kvt_plan *p = kvt_plan_of(h);
-    const kvt_group64 *G = kvt_groups64_of(p);
-    const int hd = h->hd, nb = (int)p->n_groups64;
-    for (int r = 0; r < n; r++) s[r] = kvt_scale_of(rows[r] + ofs);
-    const __m512i hi0 = _mm512_loadu_si512((const void *)kvt_cat_bf16_hi), hi1 = _mm512_loadu_si512((const void *)(kvt_cat_bf16_hi + 64));
-    const __m512i lo0 = _mm512_loadu_si512((const void *)kvt_cat_bf16_lo), lo1 = _mm512_loadu_si512((const void *)(kvt_cat_bf16_lo + 64));
-    const __m512i zero = _mm512_setzero_si512();
-    for (int b = 0; b < nb; b++) {
-        const __m512i gather = _mm512_load_si512((const void *)G[b].gather);
-        const __m512i shift = _mm512_load_si512((const void *)G[b].shift);
-        const __m512i mask = _mm512_load_si512((const void *)G[b].mask);
-        const __mmask64 lm = (__mmask64)G[b].load_mask;
-        const size_t fo = ofs + 1 + G[b].load_at;
-        float *o = y + 64 * (size_t)b;
-        for (int r = 0; r < n; r++, o += hd) {
-            const __m512i raw = _mm512_maskz_loadu_epi8(lm, rows[r] + fo);
-            const __m512i win = _mm512_permutexvar_epi8(gather, raw);
-            const __m512i f = _mm512_and_si512(_mm512_multishift_epi64_epi8(shift, win), mask);
-            const __m512i idx = _mm512_add_epi8(f, mask);
-            const __m512i bh = _mm512_permutex2var_epi8(hi0, idx, hi1), bl = _mm512_permutex2var_epi8(lo0, idx, lo1);
-            const __m512i w0 = _mm512_unpacklo_epi8(bl, bh), w1 = _mm512_unpackhi_epi8(bl, bh);
-            _mm512_storeu_si512((void *)o, _mm512_unpacklo_epi16(zero, w0));
-            _mm512_storeu_si512((void *)(o + 16), _mm512_unpackhi_epi16(zero, w0));
-            _mm512_storeu_si512((void *)(o + 32), _mm512_unpacklo_epi16(zero, w1));
-            _mm512_storeu_si512((void *)(o + 48), _mm512_unpackhi_epi16(zero, w1));
-        }
-    }
-    if (64 * nb < hd) levels_rows_g16(h, rows, ofs, n, y, 4 * nb);
-}
-
 /* The 64 levels of block G of the row at f (its index field) as 4 vectors. */
 #define KVTVBMI_AI static inline __attribute__((always_inline)) KVTVBMI
 typedef struct {
     __m512i gather, shift, mask, hi0, hi1, lo0, lo1;
     __mmask64 lm;
 } g64_regs;
+
+KVTVBMI_AI g64_regs g64_load(const kvt_group64 *G) {
+    const g64_regs R = {_mm512_load_si512((const void *)G->gather), _mm512_load_si512((const void *)G->shift),
+                        _mm512_load_si512((const void *)G->mask),
+                        _mm512_loadu_si512((const void *)kvt_cat_bf16_hi),
+                        _mm512_loadu_si512((const void *)(kvt_cat_bf16_hi + 64)),
+                        _mm512_loadu_si512((const void *)kvt_cat_bf16_lo),
+                        _mm512_loadu_si512((const void *)(kvt_cat_bf16_lo + 64)), (__mmask64)G->load_mask};
+    return R;
+}
 
 KVTVBMI_AI void g64_levels(const g64_regs *R, const uint8_t *f, __m512 out[4]) {
     const __m512i raw = _mm512_maskz_loadu_epi8(R->lm, f);
@@ -188,6 +162,29 @@ KVTVBMI_AI void g64_levels(const g64_regs *R, const uint8_t *f, __m512 out[4]) {
     out[1] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w0));
     out[2] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, w1));
     out[3] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w1));
+}
+
+/* The VBMI row's levels_rows: whole blocks of 64 coordinates through the
+ * byte-permute decode (kvt_group64, kv_transform_plan.h), the rest of the
+ * head (head_dim % 64) through the groups of 16. The same floats: the
+ * bfloat16 bytes of the same table entries. */
+static KVTVBMI void kvt_levels_rows_vbmi(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y,
+                                        float *s) {
+    const kvt_plan *p = kvt_plan_of(h);
+    const kvt_group64 *G = kvt_groups64_of(p);
+    const int hd = h->hd, nb = (int)p->n_groups64;
+    for (int r = 0; r < n; r++) s[r] = kvt_scale_of(rows[r] + ofs);
+    for (int b = 0; b < nb; b++) {
+        const g64_regs R = g64_load(&G[b]);
+        const size_t fo = ofs + 1 + G[b].load_at;
+        float *o = y + 64 * (size_t)b;
+        for (int r = 0; r < n; r++, o += hd) {
+            __m512 v[4];
+            g64_levels(&R, rows[r] + fo, v);
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + 16 * c, v[c]);
+        }
+    }
+    if (64 * nb < hd) levels_rows_g16(h, rows, ofs, n, y, 4 * nb);
 }
 
 /* NG heads' sums of one block of 64 columns in registers over the rows. */
@@ -236,11 +233,7 @@ static KVTVBMI void kvt_accum_rows_vbmi(const kvt_head *h, const uint8_t *const 
                                                         _mm512_maskz_loadu_ps(mk, s + r)));
                 }
             for (int b = 0; b < (int)p->n_groups64; b++) {
-                const g64_regs R = {_mm512_load_si512((const void *)G[b].gather), _mm512_load_si512((const void *)G[b].shift),
-                                    _mm512_load_si512((const void *)G[b].mask),
-                                    _mm512_loadu_si512((const void *)kvt_cat_bf16_hi), _mm512_loadu_si512((const void *)(kvt_cat_bf16_hi + 64)),
-                                    _mm512_loadu_si512((const void *)kvt_cat_bf16_lo), _mm512_loadu_si512((const void *)(kvt_cat_bf16_lo + 64)),
-                                    (__mmask64)G[b].load_mask};
+                const g64_regs R = g64_load(&G[b]);
                 const size_t fo = ofs + 1 + G[b].load_at;
                 float *acc = acc_y + (size_t)g0 * hd + 64 * b;
                 if (k == 4) accum_rows_4(&R, rows + r0, fo, m, ws, CHUNK, hd, acc);
