@@ -82,7 +82,7 @@ static bool rd_str(cursor *c, gguf_str *s, const char *what) {
     return true;
 }
 
-static size_t scalar_size(uint32_t type) {
+size_t gguf_scalar_size(uint32_t type) {
     switch (type) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
     case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
@@ -117,7 +117,7 @@ static bool skip_value(cursor *c, uint32_t type, const char *key, int depth) {
             return fail(c, at, "key '%s': arrays nested deeper than %d", key, GGUF_MAX_ARRAY_DEPTH);
         if (!rd_u32(c, &et, key) || !rd_u64(c, &n, key)) return false;
         if (et >= GGUF_TYPE_COUNT) return fail(c, at, "key '%s': invalid array element type %u", key, et);
-        size_t es = scalar_size(et);
+        size_t es = gguf_scalar_size(et);
         if (es) {
             if (n > (c->size - c->pos) / es)
                 return fail(c, at, "key '%s': array of %llu %s elements exceeds the file size", key,
@@ -133,7 +133,7 @@ static bool skip_value(cursor *c, uint32_t type, const char *key, int depth) {
             if (!skip_value(c, et, key, depth + 1)) return false;
         return true;
     }
-    size_t sz = scalar_size(type);
+    size_t sz = gguf_scalar_size(type);
     if (!sz) return fail(c, c->pos, "key '%s': invalid value type %u", key, type);
     if (!need(c, sz, key)) return false;
     c->pos += sz;
@@ -426,7 +426,7 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
 static bool num_at(uint32_t type, const uint8_t *p, double *out) {
     union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
             float f32; uint64_t u64; int64_t i64; double f64; } v;
-    size_t sz = scalar_size(type);
+    size_t sz = gguf_scalar_size(type);
     if (!sz || type == GGUF_TYPE_BOOL) return false;
     memcpy(&v, p, sz);
     switch (type) {
@@ -509,7 +509,7 @@ bool gguf_get_arr_str(const gguf_file *f, const char *key, const gguf_str **strs
 
 bool gguf_arr_get_num(const gguf_kv *kv, uint64_t i, double *out) {
     if (!kv || kv->type != GGUF_TYPE_ARRAY || i >= kv->arr_n) return false;
-    size_t sz = scalar_size(kv->arr_type);
+    size_t sz = gguf_scalar_size(kv->arr_type);
     if (!sz) return false;
     if (kv->arr_type == GGUF_TYPE_BOOL) {
         *out = kv->data[i] != 0;

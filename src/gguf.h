@@ -80,6 +80,8 @@ gguf_file *gguf_open_buffer(const void *buf, size_t size, char *err, size_t errl
 void gguf_close(gguf_file *f);
 
 const char *gguf_type_name(uint32_t type);
+/* Bytes of one value of a scalar metadata type; 0 for strings, arrays and unknown types. */
+size_t gguf_scalar_size(uint32_t type);
 
 /* Lookups by key. Return NULL / false when the key is absent or has a type
  * that cannot be converted. Integer getters accept any integer type whose

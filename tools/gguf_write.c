@@ -98,16 +98,6 @@ void ggw_kv_str(ggw *w, const char *key, const char *v) {
     ggw_str(w, v, strlen(v));
 }
 
-static size_t scalar_size(uint32_t t) {
-    switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 bool ggw_copy_kv(ggw *w, const gguf_kv *kv) {
     ggw_str(w, kv->key.ptr, kv->key.len);
     ggw_u32(w, kv->type);
@@ -119,12 +109,12 @@ bool ggw_copy_kv(ggw *w, const gguf_kv *kv) {
         if (kv->arr_type == GGUF_TYPE_STRING) {
             for (uint64_t i = 0; i < kv->arr_n; i++) ggw_str(w, kv->strs[i].ptr, kv->strs[i].len);
         } else {
-            const size_t es = scalar_size(kv->arr_type);
+            const size_t es = gguf_scalar_size(kv->arr_type);
             if (!es) return w->ok = false;
             ggw_raw(w, kv->data, es * kv->arr_n);
         }
     } else {
-        const size_t es = scalar_size(kv->type);
+        const size_t es = gguf_scalar_size(kv->type);
         if (!es) return w->ok = false;
         ggw_raw(w, kv->data, es);
     }
