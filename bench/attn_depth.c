@@ -10,6 +10,9 @@
  *       build/librotkv.a -lpcre2-8 -lm -lpthread -o build/attn_depth
  *   build/attn_depth [-d DEPTH] [-t THREADS] [-r REPS] [-H N_HEAD,N_HEAD_KV,HEAD_DIM] TYPE [TYPE..]
  *
+ * -L LAYERS: that many layers, each attended once per repetition (as a token
+ * does), so that the cache is as large as a model's and comes from DRAM.
+ *
  * Prints, per type, ns per (position, KV head) for K and V together on the
  * threads given, and what that costs per generated token at 16 layers. The
  * numbers are for comparing kernels side by side in one run; the
@@ -40,18 +43,19 @@ static float randn(void) {
 }
 
 int main(int argc, char **argv) {
-    int depth = 16384, nth = 1, reps = 20, n_head = 32, n_head_kv = 8, hd = 64, a = 1;
+    int depth = 16384, nth = 1, reps = 20, n_head = 32, n_head_kv = 8, hd = 64, n_layer = 1, a = 1;
     for (; a < argc && argv[a][0] == '-'; a += 2) {
         if (a + 1 >= argc) break;
         if (!strcmp(argv[a], "-d")) depth = atoi(argv[a + 1]);
         else if (!strcmp(argv[a], "-t")) nth = atoi(argv[a + 1]);
         else if (!strcmp(argv[a], "-r")) reps = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "-L")) n_layer = atoi(argv[a + 1]);
         else if (!strcmp(argv[a], "-H")) {
             if (sscanf(argv[a + 1], "%d,%d,%d", &n_head, &n_head_kv, &hd) != 3) break;
         } else break;
     }
-    if (a >= argc || depth < 1 || nth < 1 || reps < 1 || n_head_kv < 1 || n_head % n_head_kv || hd < 1) {
-        fprintf(stderr, "usage: attn_depth [-d DEPTH] [-t THREADS] [-r REPS] [-H N_HEAD,N_HEAD_KV,HEAD_DIM] TYPE..\n");
+    if (a >= argc || depth < 1 || nth < 1 || reps < 1 || n_layer < 1 || n_head_kv < 1 || n_head % n_head_kv || hd < 1) {
+        fprintf(stderr, "usage: attn_depth [-d DEPTH] [-t THREADS] [-r REPS] [-L LAYERS] [-H N_HEAD,N_HEAD_KV,HEAD_DIM] TYPE..\n");
         return 2;
     }
     const int row = n_head_kv * hd;
@@ -72,7 +76,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "attn_depth: unknown type %s\n", argv[a]);
             return 2;
         }
-        kv_cache_params p = {1, (uint32_t)n_head_kv, (uint32_t)hd, (uint32_t)depth, 1, (rotkv_kv_type)ty,
+        kv_cache_params p = {(uint32_t)n_layer, (uint32_t)n_head_kv, (uint32_t)hd, (uint32_t)depth, 1, (rotkv_kv_type)ty,
                              (rotkv_kv_type)ty, NULL, NULL, 0, 0, 0, false};
         rotkv_error err;
         kv_cache *kv = kv_cache_create(&p, &err);
@@ -81,24 +85,32 @@ int main(int argc, char **argv) {
             return 1;
         }
         const int ncal = depth < 1024 ? depth : 1024;
-        if (kv_cache_needs_calibration(kv, 0) &&
-            kv_cache_calibrate(kv, 0, K, ncal, V, ncal, Q, ncal, n_head, NULL, &err) != ROTKV_OK) {
-            fprintf(stderr, "attn_depth: %s: %s\n", argv[a], err.msg);
-            return 1;
+        for (int L = 0; L < n_layer; L++) {
+            if (kv_cache_needs_calibration(kv, (uint32_t)L) &&
+                kv_cache_calibrate(kv, (uint32_t)L, K, ncal, V, ncal, Q, ncal, n_head, NULL, &err) != ROTKV_OK) {
+                fprintf(stderr, "attn_depth: %s: %s\n", argv[a], err.msg);
+                return 1;
+            }
+            for (int t = 0; t < depth; t++)
+                kv_cache_store(kv, 0, (uint32_t)L, (uint32_t)t, K + (size_t)t * row, V + (size_t)t * row);
         }
-        for (int t = 0; t < depth; t++)
-            kv_cache_store(kv, 0, 0, (uint32_t)t, K + (size_t)t * row, V + (size_t)t * row);
         int32_t seq = 0, pos = depth - 1;
         float *O = malloc(sizeof(float) * (size_t)n_head * hd);
         float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd) * (size_t)nth);
         attention_args args = {kv, 0, 1, &seq, &pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd),
                                Q + (size_t)pos * n_head * hd, O, scr, 0};
-        attention_batch(tp, &args); /* warm-up */
+        for (int L = 0; L < n_layer; L++) { /* warm-up */
+            args.layer = (uint32_t)L;
+            attention_batch(tp, &args);
+        }
         double best = 1e30, sum = 0;
         for (int r = 0; r < reps; r++) {
             const double t0 = now();
-            attention_batch(tp, &args);
-            const double dt = now() - t0;
+            for (int L = 0; L < n_layer; L++) { /* every layer once, as a token does */
+                args.layer = (uint32_t)L;
+                attention_batch(tp, &args);
+            }
+            const double dt = (now() - t0) / n_layer;
             sum += dt;
             if (dt < best) best = dt;
         }

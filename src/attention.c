@@ -57,13 +57,6 @@ static int tile_tokens(int n_group) {
     return n;
 }
 
-size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
-    const size_t g = (size_t)(n_head / n_head_kv), hd = (size_t)head_dim;
-    const size_t nq = g * (size_t)tile_tokens((int)g);
-    /* the queries, acc, kt* query and y-space accumulators, a decoded row,
-     * the decoded tile, the block's scores/weights */
-    return 4 * nq * hd + (size_t)n_head_kv * hd + ATT_TILE_ROWS * hd + nq * SROW;
-}
 
 /* ------------------------------------------------------------------ tile kernels */
 
@@ -269,8 +262,6 @@ static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, con
         const int lim = it->nkv[j / it->n_group] - b0;
         for (int r = lim < 0 ? 0 : lim; r < nr; r++) it->S[j * SROW + r] = -INFINITY;
     }
-    bool all_codec = true;
-    for (int r = 0; r < nr; r++) all_codec &= codec[r];
     for (int g = 0; g < ng; g++) {
         float *s = it->S + g * SROW;
         const float mx = it->max(s, nr, it->m[g]);
@@ -288,11 +279,12 @@ static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, con
         const float sum = it->exp(s, nr, it->m[g]);
         it->l[g] += sum;
         if (it->need_wcodec) {
-            float wc = 0.0f; /* weight of the codec rows: carried by mu_v, or by the kt V sum */
-            if (all_codec) wc = sum;
-            else
-                for (int r = 0; r < nr; r++)
-                    if (codec[r]) wc += s[r];
+            /* weight of the codec rows, carried by mu_v or by the kt V sum:
+             * summed in one order whatever the mix of rows (and so whatever
+             * else is in the batch: the block may end at another token's position) */
+            float wc = 0.0f;
+            for (int r = 0; r < nr; r++)
+                if (codec[r]) wc += s[r];
             if (it->view[1][1].kt) it->wkt[g] += wc;
             else it->wmu[g] += wc;
         }
@@ -312,46 +304,56 @@ typedef struct {
 
 static size_t partial_floats(int hd) { return 2 + (size_t)hd; }
 
-/* Tokens [t0, t0 + nt) (one sequence) and KV head hk, over positions [p0, p1)
- * (cut at multiples of ATT_BLOCK; p1 past the end: to the end). part NULL:
- * the normalized outputs into a->O; else each query's partial at
- * part + j * partial_floats(hd). */
-static void attention_item(const attention_args *a, int t0, int nt, int hk, float *scratch, int32_t p0, int32_t p1,
-                           float *part) {
+/* Heads per work unit at most: a unit visits each block of rows once for all
+ * its KV heads, so the bytes of a row are read together, in order, instead of
+ * each head striding over the whole cache on its own. */
+#define ATT_HEAD_GROUP 8
+
+/* Scratch of one head of a unit: the queries, acc, kt* query and y-space accumulators. */
+static size_t head_floats(int nq, int hd) { return 4 * (size_t)nq * (size_t)hd; }
+
+size_t attention_scratch_floats(int n_head, int n_head_kv, int head_dim) {
+    const size_t g = (size_t)(n_head / n_head_kv), hd = (size_t)head_dim;
+    const size_t nq = g * (size_t)tile_tokens((int)g);
+    const size_t heads = n_head_kv < ATT_HEAD_GROUP ? (size_t)n_head_kv : ATT_HEAD_GROUP;
+    /* per head of a unit: head_floats; shared by them: a decoded row, the
+     * decoded tile, the block's scores/weights */
+    return heads * head_floats((int)nq, head_dim) + (size_t)n_head_kv * hd + ATT_TILE_ROWS * hd + nq * SROW;
+}
+
+/* Sets up the item of tokens [t0, t0 + nt) (one sequence) and KV head hk:
+ * its own scratch in own (head_floats), the shared tile, row and scores. */
+static void item_init(item *it, const attention_args *a, int t0, int nt, int hk, float *own, float *rowtmp,
+                      float *tile, float *S) {
     const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv, ng = nt * n_group;
     const kv_cache *kv = a->kv;
     const uint32_t seq = (uint32_t)a->seq[t0], layer = a->layer;
     const kv_layout *lk = kv_cache_layout_k(kv, layer), *lv = kv_cache_layout_v(kv, layer);
-    item it_s, *it = &it_s;
     it->a = a;
     it->hd = hd;
     it->ng = ng;
     it->n_group = n_group;
-    it->q = scratch;
-    int32_t n_kv = 0;
+    it->q = own;
     for (int j = 0; j < nt; j++) {
         it->nkv[j] = a->pos[t0 + j] + 1;
-        if (it->nkv[j] > n_kv) n_kv = it->nkv[j];
         memcpy(it->q + (size_t)j * n_group * hd, a->Q + (size_t)(t0 + j) * a->n_head * hd + (size_t)hk * n_group * hd,
                sizeof(float) * (size_t)n_group * hd);
     }
     it->acc = it->q + (size_t)ng * hd;
     it->qy = it->acc + (size_t)ng * hd;
     it->accy = it->qy + (size_t)ng * hd;
-    it->rowtmp = it->accy + (size_t)ng * hd;
-    it->tile = it->rowtmp + (size_t)a->n_head_kv * hd;
-    it->S = it->tile + (size_t)ATT_TILE_ROWS * hd;
-    /* rows and slots the 8- and 16-row kernels touch past a run hold zeros, not garbage */
-    memset(it->tile, 0, sizeof(float) * ((size_t)ATT_TILE_ROWS * hd + (size_t)ng * SROW));
+    it->rowtmp = rowtmp;
+    it->tile = tile;
+    it->S = S;
     memset(it->rs, 0, sizeof it->rs);
     it->view[0][1] = head_view_make(lk, hk, hd);
     it->view[1][1] = head_view_make(lv, hk, hd);
     it->have_f16 = false;
     /* the vector tile kernels need head_dim % tile_cols == 0; otherwise a lower level's */
-    const attn_kernels *K = g_attn, *tile = K;
-    for (int i = 0; hd % tile->tile_cols; i++) tile = g_tile_rows[i + 1];
-    it->scores = tile->scores;
-    it->accum = tile->accum;
+    const attn_kernels *K = g_attn, *tk = K;
+    for (int i = 0; hd % tk->tile_cols; i++) tk = g_tile_rows[i + 1];
+    it->scores = tk->scores;
+    it->accum = tk->accum;
     it->exp = K->exp;
     it->max = K->max;
     /* one query head per KV head: nothing to share, the fused kernels directly
@@ -376,6 +378,58 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
     }
     memset(it->acc, 0, sizeof(float) * (size_t)ng * hd);
     if (it->view[1][1].kt) memset(it->accy, 0, sizeof(float) * (size_t)ng * hd);
+}
+
+/* The item's result: part NULL, the normalized outputs into a->O (tokens
+ * from t0); else each query's partial at part + j * partial_floats(hd). */
+static void item_finish(item *it, int t0, int hk, float *part) {
+    const attention_args *a = it->a;
+    const int hd = it->hd, ng = it->ng, n_group = it->n_group;
+    const kvt_head *kt_v = it->view[1][1].kt;
+    if (kt_v) /* bring the kt V rows' y-space sum back into the value space */
+        for (int g = 0; g < ng; g++) {
+            float *ay = it->accy + (size_t)g * hd;
+            if (!it->per_head)
+                for (int i = 0; i < hd; i++) ay[i] *= kt_v->sigma[i];
+            kvt_finish(kt_v, ay, it->wkt[g], it->acc + (size_t)g * hd);
+        }
+    for (int g = 0; g < ng; g++) {
+        const float *acc = it->acc + (size_t)g * hd;
+        if (part) {
+            att_partial *P = (att_partial *)(void *)(part + (size_t)g * partial_floats(hd));
+            P->m = it->m[g];
+            P->l = it->l[g];
+            for (int i = 0; i < hd; i++) P->acc[i] = acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f);
+            continue;
+        }
+        float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
+        const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
+        for (int i = 0; i < hd; i++) out[i] = (acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
+    }
+}
+
+/* Tokens [t0, t0 + nt) (one sequence) and KV heads [hk0, hk1), over
+ * positions [p0, p1) (cut at multiples of ATT_BLOCK; p1 past the end: to the
+ * end). Each block's rows are found once and visited for every head in turn.
+ * part NULL: the normalized outputs into a->O; else head hk's partials at
+ * part(hk) = part + (hk - hk0) * part_stride. */
+static void attention_unit(const attention_args *a, int t0, int nt, int hk0, int hk1, float *scratch, int32_t p0,
+                           int32_t p1, float *part, size_t part_stride) {
+    const int hd = a->head_dim, n_group = a->n_head / a->n_head_kv, ng = nt * n_group, nh = hk1 - hk0;
+    const kv_cache *kv = a->kv;
+    const uint32_t seq = (uint32_t)a->seq[t0], layer = a->layer;
+    const kv_layout *lk = kv_cache_layout_k(kv, layer), *lv = kv_cache_layout_v(kv, layer);
+    item items[ATT_HEAD_GROUP];
+    float *rowtmp = scratch + (size_t)nh * head_floats(ng, hd);
+    float *tile = rowtmp + (size_t)a->n_head_kv * hd;
+    float *S = tile + (size_t)ATT_TILE_ROWS * hd;
+    /* rows and slots the 8- and 16-row kernels touch past a run hold zeros, not garbage */
+    memset(tile, 0, sizeof(float) * ((size_t)ATT_TILE_ROWS * hd + (size_t)ng * SROW));
+    int32_t n_kv = 0;
+    for (int j = 0; j < nt; j++)
+        if (a->pos[t0 + j] + 1 > n_kv) n_kv = a->pos[t0 + j] + 1;
+    for (int h = 0; h < nh; h++)
+        item_init(&items[h], a, t0, nt, hk0 + h, scratch + (size_t)h * head_floats(ng, hd), rowtmp, tile, S);
 
     const uint8_t *krows[ATT_BLOCK], *vrows[ATT_BLOCK];
     bool codec[ATT_BLOCK];
@@ -394,6 +448,14 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
         if (l1 == lk) break;
         s0++;
     }
+    /* the bytes of a row the unit's heads read: one run [pk0, pk1) of each K
+     * row (and of each V row), whole rows when a codec block spans heads */
+    const head_view *k_first = &items[0].view[0][1], *k_last = &items[nh - 1].view[0][1];
+    const head_view *v_first = &items[0].view[1][1], *v_last = &items[nh - 1].view[1][1];
+    const size_t pk0 = k_first->fused ? k_first->ofs_bytes : 0;
+    const size_t pk1 = k_last->fused ? k_last->ofs_bytes + k_last->seg_bytes : lk->row_bytes;
+    const size_t pv0 = v_first->fused ? v_first->ofs_bytes : 0;
+    const size_t pv1 = v_last->fused ? v_last->ofs_bytes + v_last->seg_bytes : lv->row_bytes;
     /* a verified run of codec rows [run0, run1) at run_k/run_v: contiguous
      * within one page, its first and last rows looked up */
     int32_t run0 = 0, run1 = 0;
@@ -426,13 +488,22 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
                 codec[r] = true;
             }
 #if ATT_PREFETCH
-            /* the next block's slices of this run, while this one computes */
-            if (it->view[0][1].seg_bytes + 1 > (size_t)ATT_PREFETCH_MIN_BYTES) { /* ">=" without -Wtype-limits at 0 */
-                for (int r = nr; r < 2 * nr && b0 + r < run1; r++) {
-                    const uint8_t *kp = k0 + (size_t)r * kstride + it->view[0][1].ofs_bytes;
-                    const uint8_t *vp = v0 + (size_t)r * vstride + it->view[1][1].ofs_bytes;
-                    for (size_t o = 0; o < it->view[0][1].seg_bytes; o += 64) __builtin_prefetch(kp + o);
-                    for (size_t o = 0; o < it->view[1][1].seg_bytes; o += 64) __builtin_prefetch(vp + o);
+            /* the next block's bytes of this run, while this one computes:
+             * with all the row's heads in the unit, one contiguous range */
+            if (pk1 - pk0 + 1 > (size_t)ATT_PREFETCH_MIN_BYTES) { /* ">=" without -Wtype-limits at 0 */
+                const int32_t nn = b0 + 2 * nr <= run1 ? nr : run1 - b0 - nr;
+                if (nn > 0) {
+                    if (pk1 - pk0 == kstride) {
+                        const uint8_t *kp = k0 + (size_t)nr * kstride, *vp = v0 + (size_t)nr * vstride;
+                        for (size_t o = 0; o < (size_t)nn * kstride; o += 64) __builtin_prefetch(kp + o);
+                        for (size_t o = 0; o < (size_t)nn * vstride; o += 64) __builtin_prefetch(vp + o);
+                    } else {
+                        for (int r = nr; r < nr + nn; r++) {
+                            const uint8_t *kp = k0 + (size_t)r * kstride, *vp = v0 + (size_t)r * vstride;
+                            for (size_t o = pk0; o < pk1; o += 64) __builtin_prefetch(kp + o);
+                            for (size_t o = pv0; o < pv1; o += 64) __builtin_prefetch(vp + o);
+                        }
+                    }
                 }
             }
 #endif
@@ -442,36 +513,18 @@ static void attention_item(const attention_args *a, int t0, int nt, int hk, floa
                 krows[r] = kv_cache_k_at(kv, seq, layer, (uint32_t)(b0 + r), &l1);
                 vrows[r] = kv_cache_v_at(kv, seq, layer, (uint32_t)(b0 + r), &l2);
                 codec[r] = l1 == lk;
-                if (!codec[r] && !it->have_f16) {
-                    it->view[0][0] = it->view[1][0] = head_view_make(l1, hk, hd);
-                    it->view[0][0].kt = it->view[1][0].kt = NULL;
-                    it->have_f16 = true;
-                }
+                if (!codec[r] && !items[0].have_f16)
+                    for (int h = 0; h < nh; h++) {
+                        item *it = &items[h];
+                        it->view[0][0] = it->view[1][0] = head_view_make(l1, hk0 + h, hd);
+                        it->view[0][0].kt = it->view[1][0].kt = NULL;
+                        it->have_f16 = true;
+                    }
             }
         }
-        run_block(it, b0, nr, krows, vrows, codec);
+        for (int h = 0; h < nh; h++) run_block(&items[h], b0, nr, krows, vrows, codec);
     }
-    const kvt_head *kt_v = it->view[1][1].kt;
-    if (kt_v) /* bring the kt V rows' y-space sum back into the value space */
-        for (int g = 0; g < ng; g++) {
-            float *ay = it->accy + (size_t)g * hd;
-            if (!it->per_head)
-                for (int i = 0; i < hd; i++) ay[i] *= kt_v->sigma[i];
-            kvt_finish(kt_v, ay, it->wkt[g], it->acc + (size_t)g * hd);
-        }
-    for (int g = 0; g < ng; g++) {
-        const float *acc = it->acc + (size_t)g * hd;
-        if (part) {
-            att_partial *P = (att_partial *)(void *)(part + (size_t)g * partial_floats(hd));
-            P->m = it->m[g];
-            P->l = it->l[g];
-            for (int i = 0; i < hd; i++) P->acc[i] = acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f);
-            continue;
-        }
-        float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
-        const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
-        for (int i = 0; i < hd; i++) out[i] = (acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
-    }
+    for (int h = 0; h < nh; h++) item_finish(&items[h], t0, hk0 + h, part ? part + (size_t)h * part_stride : NULL);
 }
 
 typedef struct {
@@ -480,23 +533,28 @@ typedef struct {
     const int *t0;  /* (n_tiles + 1,) first token of each tile; NULL: one token per tile */
     int n_split;    /* splits per item */
     int32_t span;   /* positions per split (a multiple of ATT_BLOCK) */
-    float *part;    /* n_split > 1: (item, split, query) partials */
+    int group;      /* KV heads per unit */
+    float *part;    /* n_split > 1: (item, split, query) partials, item = tile * n_head_kv + KV head */
     int max_q;      /* queries per item at most */
 } attention_work;
 
+/* Units: (tile, group of KV heads, split), the split fastest, dealt out in turn. */
 static void attention_worker(void *arg, int ith, int nth) {
     const attention_work *w = arg;
     const attention_args *a = w->a;
-    const int n_items = w->n_tiles * a->n_head_kv, n_units = n_items * w->n_split;
-    const size_t pf = partial_floats(a->head_dim) * (size_t)w->max_q;
+    const int n_groups = (a->n_head_kv + w->group - 1) / w->group;
+    const int n_units = w->n_tiles * n_groups * w->n_split;
+    const size_t stride = partial_floats(a->head_dim) * (size_t)w->max_q; /* one (item, split) */
     float *scratch = a->scratch + (size_t)ith * attention_scratch_floats(a->n_head, a->n_head_kv, a->head_dim);
     for (int u = ith; u < n_units; u += nth) {
-        const int it = u / w->n_split, sp = u % w->n_split, tile = it / a->n_head_kv;
+        const int sp = u % w->n_split, grp = u / w->n_split % n_groups, tile = u / w->n_split / n_groups;
         const int t0 = w->t0 ? w->t0[tile] : tile, nt = w->t0 ? w->t0[tile + 1] - t0 : 1;
-        if (w->n_split == 1) attention_item(a, t0, nt, it % a->n_head_kv, scratch, 0, INT32_MAX, NULL);
+        const int hk0 = grp * w->group, hk1 = hk0 + w->group < a->n_head_kv ? hk0 + w->group : a->n_head_kv;
+        if (w->n_split == 1) attention_unit(a, t0, nt, hk0, hk1, scratch, 0, INT32_MAX, NULL, 0);
         else
-            attention_item(a, t0, nt, it % a->n_head_kv, scratch, sp * w->span, (sp + 1) * w->span,
-                           w->part + (size_t)u * pf);
+            attention_unit(a, t0, nt, hk0, hk1, scratch, sp * w->span, (sp + 1) * w->span,
+                           w->part + ((size_t)(tile * a->n_head_kv + hk0) * w->n_split + sp) * stride,
+                           (size_t)w->n_split * stride);
     }
 }
 
@@ -534,17 +592,24 @@ static void merge_worker(void *arg, int ith, int nth) {
     for (int it = ith; it < w->n_tiles * w->a->n_head_kv; it += nth) merge_splits(w, it);
 }
 
-/* Splits worth it: a split of fewer positions than this costs more in its
- * per-item set-up (query transforms, the merge) than it spreads. */
-#ifndef ATT_SPLIT_MIN
-#define ATT_SPLIT_MIN 1024
+/* Flash-decoding: in a batch of at most ATT_SPLIT_ITEMS (tile, KV head)
+ * items over more than ATT_SPAN positions, each item's positions are cut at
+ * the multiples of ATT_SPAN and the runs merged exactly at the end. Where the
+ * cuts are depends on the positions only, never on the threads (which only
+ * change how the units are dealt out), so the results are the same with any
+ * number of threads. */
+#ifndef ATT_SPAN
+#define ATT_SPAN 1024 /* a multiple of ATT_BLOCK and of KV_PAGE_TOKENS */
+#endif
+#ifndef ATT_SPLIT_ITEMS
+#define ATT_SPLIT_ITEMS 64
 #endif
 
 void attention_batch(threadpool *tp, attention_args *a) {
     pthread_once(&kern_once, kern_select);
     /* tiles: runs of up to tile_tokens() consecutive tokens of one sequence */
     const int per = tile_tokens(a->n_head / a->n_head_kv);
-    attention_work w = {a, a->n_tok, NULL, 1, 0, NULL, a->n_head / a->n_head_kv};
+    attention_work w = {a, a->n_tok, NULL, 1, 0, 1, NULL, a->n_head / a->n_head_kv};
     int *t0 = per > 1 && a->n_tok > 1 ? malloc(sizeof(int) * ((size_t)a->n_tok + 1)) : NULL;
     if (t0) {
         int n = 0;
@@ -555,32 +620,28 @@ void attention_batch(threadpool *tp, attention_args *a) {
         w.t0 = t0;
         w.max_q *= per;
     }
-    /* flash-decoding: fewer items than threads (or an uneven share of a few
-     * items), over a long cache: each item's positions in n_split runs */
     int32_t max_kv = 0;
     for (int t = 0; t < a->n_tok; t++) max_kv = a->pos[t] + 1 > max_kv ? a->pos[t] + 1 : max_kv;
     const int nth = tp ? threadpool_size(tp) : 1, n_items = w.n_tiles * a->n_head_kv;
     int n_split = a->n_split;
-    if (n_split <= 0) {
-        n_split = 1;
-        if (nth > 1 && n_items % nth && n_items < 4 * nth) {
-            /* the fewest splits that deal the units out evenly enough (within 1/8) */
-            for (n_split = 2; n_split < 64; n_split++) {
-                const int units = n_items * n_split;
-                if (units % nth == 0 || units >= 8 * nth) break;
-            }
-            while (n_split > 1 && max_kv / n_split < ATT_SPLIT_MIN) n_split--;
-        }
-    }
-    const int32_t blocks = (max_kv + ATT_BLOCK - 1) / ATT_BLOCK;
-    if (n_split > blocks) n_split = blocks > 0 ? blocks : 1;
-    if (n_split > 1) {
+    if (n_split <= 0) { /* splits at fixed positions, multiples of ATT_SPAN */
+        n_split = n_items <= ATT_SPLIT_ITEMS && max_kv > ATT_SPAN ? (max_kv + ATT_SPAN - 1) / ATT_SPAN : 1;
+        w.span = ATT_SPAN;
+    } else { /* exactly n_split runs of whole blocks (tests) */
+        const int32_t blocks = (max_kv + ATT_BLOCK - 1) / ATT_BLOCK;
+        if (n_split > blocks) n_split = blocks > 0 ? blocks : 1;
         w.span = (blocks + n_split - 1) / n_split * ATT_BLOCK;
         n_split = (max_kv + w.span - 1) / w.span; /* no empty trailing split */
+    }
+    if (n_split > 1) {
         w.part = malloc(sizeof(float) * partial_floats(a->head_dim) * (size_t)w.max_q * (size_t)n_items * n_split);
         if (!w.part) n_split = 1; /* out of memory: the unsplit path needs nothing more */
     }
     w.n_split = n_split > 1 ? n_split : 1;
+    /* as many heads per unit as still leaves two units per thread */
+    w.group = a->n_head_kv < ATT_HEAD_GROUP ? a->n_head_kv : ATT_HEAD_GROUP;
+    while (w.group > 1 && w.n_tiles * ((a->n_head_kv + w.group - 1) / w.group) * w.n_split < 2 * nth)
+        w.group = (w.group + 1) / 2;
     threadpool_run(tp, attention_worker, &w);
     if (w.n_split > 1) threadpool_run(tp, merge_worker, &w);
     free(w.part);

@@ -25,6 +25,7 @@
 #include "kv_transform.h"
 #include "rotkv.h"
 #include "testutil.h"
+#include "threadpool.h"
 
 /* Not in the headers: kv_transform.c's bit-by-bit references. */
 float kvt_dot_ref(const kvt_head *h, const uint8_t *src, const float *qy);
@@ -418,6 +419,21 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
     float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd));
     attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr, 0};
     attention_batch(NULL, &a);
+    /* with 2 and 3 threads (other groups of KV heads per work unit, units
+     * dealt out differently): bit-identical to one thread */
+    for (int nth = 2; nth <= 3; nth++) {
+        threadpool *tp = threadpool_create(nth);
+        float *scr_n = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd) * (size_t)nth);
+        attention_args an = a;
+        an.O = O2;
+        an.scratch = scr_n;
+        attention_batch(tp, &an);
+        if (memcmp(O1, O2, sizeof(float) * (size_t)nq * n_head * hd))
+            fail_msg("%s heads %d/%d hd %d, %d tokens: %d threads differ from one", rotkv_kv_type_name(type), n_head,
+                     n_head_kv, hd, n_tok, nth);
+        free(scr_n);
+        threadpool_free(tp);
+    }
     a.O = O2;
     attention_reference(&a);
     for (int i = 0; i < nq * n_head * hd; i++)
@@ -484,6 +500,13 @@ static void t_attention_long(void **state) {
         /* 8 KV heads of 64: for tq3 and kt3.5 a page is a whole number of 4 KiB
          * pages, so the last row ends where the mapping does (no over-read) */
         check_attention(ty, 16, 8, 64, 260, 0, 0, false, &rng);
+    }
+    /* past 2 * 1024 positions: a single-sequence batch is split at fixed
+     * positions (flash-decoding) by itself, every KV head of a unit at once */
+    const char *long_types[] = {"f16", "q8_0", "q4_0", "kt3.5", "kt2"};
+    for (size_t i = 0; i < sizeof long_types / sizeof *long_types; i++) {
+        check_attention(rotkv_kv_type_from_name(long_types[i]), 16, 4, 64, 2300, 4, 32, true, &rng);
+        check_attention(rotkv_kv_type_from_name(long_types[i]), 8, 8, 32, 2100, 0, 0, false, &rng);
     }
     /* head_dim 16 (tile kernels with 16 columns; ggml blocks spanning heads),
      * head_dim 20 (not a multiple of 8: the scalar tile kernels) */
