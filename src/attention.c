@@ -262,6 +262,8 @@ static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, con
         const int lim = it->nkv[j / it->n_group] - b0;
         for (int r = lim < 0 ? 0 : lim; r < nr; r++) it->S[j * SROW + r] = -INFINITY;
     }
+    bool all_codec = true;
+    for (int r = 0; r < nr; r++) all_codec &= codec[r];
     for (int g = 0; g < ng; g++) {
         float *s = it->S + g * SROW;
         const float mx = it->max(s, nr, it->m[g]);
@@ -280,11 +282,15 @@ static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, con
         it->l[g] += sum;
         if (it->need_wcodec) {
             /* weight of the codec rows, carried by mu_v or by the kt V sum:
-             * summed in one order whatever the mix of rows (and so whatever
-             * else is in the batch: the block may end at another token's position) */
-            float wc = 0.0f;
-            for (int r = 0; r < nr; r++)
-                if (codec[r]) wc += s[r];
+             * the block's sum less that of its f16 rows. Rows past the token
+             * weigh exactly 0, so it is the same whatever else is in the batch
+             * (the block may end at another token's position, after f16
+             * window rows this token does not see) */
+            float wf = 0.0f;
+            if (!all_codec)
+                for (int r = 0; r < nr; r++)
+                    if (!codec[r]) wf += s[r];
+            const float wc = sum - wf;
             if (it->view[1][1].kt) it->wkt[g] += wc;
             else it->wmu[g] += wc;
         }
