@@ -12,6 +12,7 @@
 #include "kv_calib.h"
 #include "cpu.h"
 #include "model.h"
+#include "moe.h"
 #include "ops.h"
 #include "quant.h"
 #include "rotation.h"
@@ -70,6 +71,9 @@ void rotkv_model_get_info(const rotkv_model *m, rotkv_model_info *info) {
     info->repacked_bytes = m->repacked_bytes;
     snprintf(info->isa, sizeof info->isa, "%s", cpu_isa_name(cpu_isa_active()));
     snprintf(info->name, sizeof info->name, "%s", m->name);
+    info->n_expert = hp->n_expert;
+    info->n_expert_used = hp->n_expert_used;
+    info->n_ff_exp = hp->n_ff_exp;
 }
 
 const char *rotkv_kernel_isa(void) { return cpu_isa_name(cpu_isa_active()); }
@@ -95,7 +99,16 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
             hp->n_head / hp->n_head_kv);
     fprintf(fp, "head_dim:        %u (rope dims %u, %s)\n", hp->head_dim_k, hp->n_rot,
             hp->rope == ROPE_NEOX ? "neox" : "normal");
-    fprintf(fp, "n_ff:            %u\n", hp->n_ff);
+    if (hp->n_expert) {
+        fprintf(fp, "n_ff:            %u%s\n", hp->n_ff, hp->arch == ARCH_QWEN3MOE ? " (dense; unused: every layer is MoE)" : "");
+        fprintf(fp, "experts:         %u per layer, %u used per token (expert n_ff %u, softmax router, top-%u weights %s)\n",
+                hp->n_expert, hp->n_expert_used, hp->n_ff_exp, hp->n_expert_used,
+                hp->expert_weights_norm ? "renormalized" : "as they are");
+        fprintf(fp, "active weights:  %.2f MiB of matrices read per token (routed experts only)\n",
+                m->matmul_bytes / 1048576.0);
+    } else {
+        fprintf(fp, "n_ff:            %u\n", hp->n_ff);
+    }
     fprintf(fp, "rope_freq_base:  %g%s%s\n", hp->rope_freq_base, m->rope_factors ? " (llama3 freq factors)" : "",
             hp->rope_freq_scale != 1.0f ? " (linear scaling)" : "");
     fprintf(fp, "rms_norm_eps:    %g\n", hp->norm_eps);
@@ -193,6 +206,7 @@ struct rotkv_context {
     float *tmp;     /* (n_embd) */
     float *center;  /* (2 * n_head_kv * hd) mean K and V rows of a sequence's first batch */
     float *gate, *up; /* (n_ff) */
+    moe_scratch moe;  /* MoE layers' routing and expert buffers (empty for a dense model) */
     float *mm_scratch;   /* nth * max row length */
     float *att_scratch;  /* nth * group * hd */
     int32_t *tok_seq, *tok_pos; /* (n_batch) */
@@ -240,6 +254,7 @@ void rotkv_context_free(rotkv_context *c) {
     free(c->center);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
     free(c->gate); free(c->up); free(c->mm_scratch); free(c->att_scratch);
+    moe_scratch_free(&c->moe);
     free(c->tok_seq); free(c->tok_pos); free(c->logits); free(c->logits_row);
     free(c);
 }
@@ -333,6 +348,7 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     const size_t Kd = (size_t)hp->n_head_kv * hp->head_dim_k, F = hp->n_ff;
     size_t maxrow = E > F ? E : F;
     if (Qd > maxrow) maxrow = Qd;
+    if (hp->n_ff_exp > maxrow) maxrow = hp->n_ff_exp;
     const int nth = threadpool_size(c->tp);
     c->seq_len = calloc(p.n_seq_max, sizeof *c->seq_len);
     c->x = alloc_f(B * E);
@@ -348,7 +364,7 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->tok_seq = malloc(B * sizeof(int32_t));
     c->tok_pos = malloc(B * sizeof(int32_t));
     if (!c->tp || !c->seq_len || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->tmp || !c->gate || !c->up ||
-        !c->mm_scratch || !c->att_scratch || !c->tok_seq || !c->tok_pos) {
+        !c->mm_scratch || !c->att_scratch || !c->tok_seq || !c->tok_pos || !moe_scratch_init(&c->moe, hp, (int)B)) {
         rotkv_context_free(c);
         return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory allocating activations for n_batch=%u", p.n_batch);
     }
@@ -629,10 +645,14 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         timed_matmul(c, &L->wo, c->xb, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, hp->norm_eps);
-        timed_matmul(c, &L->w_gate, c->xb, n, c->gate);
-        timed_matmul(c, &L->w_up, c->xb, n, c->up);
-        swiglu(c->gate, c->up, n * F);
-        timed_matmul(c, &L->w_down, c->gate, n, c->tmp);
+        if (L->ffn_gate_inp.data) { /* mixture of experts: only the routed experts are read */
+            moe_ffn(c->tp, hp, L, c->xb, n, c->tmp, &c->moe, c->mm_scratch, &c->perf.t_matmul_ms);
+        } else {
+            timed_matmul(c, &L->w_gate, c->xb, n, c->gate);
+            timed_matmul(c, &L->w_up, c->xb, n, c->up);
+            swiglu(c->gate, c->up, n * F);
+            timed_matmul(c, &L->w_down, c->gate, n, c->tmp);
+        }
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
     }
     return ROTKV_OK;

@@ -1,6 +1,6 @@
 /* model.h — hyperparameters and weights of a llama-shaped transformer
- * (llama, mistral, qwen2, qwen3), read from a GGUF file and checked against
- * each other before use. */
+ * (llama, mistral, qwen2, qwen3, phi3, and the mixture-of-experts qwen3moe and
+ * llama/Mixtral), read from a GGUF file and checked against each other before use. */
 #ifndef ROTKV_MODEL_H
 #define ROTKV_MODEL_H
 
@@ -12,7 +12,7 @@
 #include "rotkv.h"
 #include "tokenizer.h"
 
-typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3 } model_arch;
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE } model_arch;
 
 /* RoPE pairing: NORM rotates (x[2i], x[2i+1]) (llama, after the converter's
  * permutation); NEOX rotates (x[i], x[i + n_rot/2]) (qwen2/qwen3). */
@@ -29,6 +29,10 @@ typedef struct {
     float rope_freq_scale;           /* 1 / linear scaling factor */
     rope_style rope;
     float norm_eps;
+    /* mixture of experts (qwen3moe; llama as Mixtral writes it): 0 experts = dense FFN */
+    uint32_t n_expert, n_expert_used; /* <arch>.expert_count, <arch>.expert_used_count */
+    uint32_t n_ff_exp;                /* one expert's FFN width */
+    bool expert_weights_norm;         /* the top-k router weights are renormalized to sum 1 */
 } model_hparams;
 
 /* A 2-D weight matrix in its file type: rows of ne0 values, ne1 rows. */
@@ -50,7 +54,12 @@ typedef struct {
     float *bq, *bk, *bv;         /* qwen2 biases, or NULL */
     float *q_norm, *k_norm;      /* qwen3 per-head RMSNorm weights (head_dim_k,), or NULL */
     float *ffn_norm;             /* (n_embd,) */
-    weight w_gate, w_up, w_down; /* (n_embd -> n_ff) x2, (n_ff -> n_embd) */
+    weight w_gate, w_up, w_down; /* (n_embd -> n_ff) x2, (n_ff -> n_embd); unused in an MoE layer */
+    /* MoE layer: the router and each expert's matrices (n_expert each), as views
+     * into the 3-D tensors ffn_{gate,up,down}_exps. */
+    weight ffn_gate_inp;         /* (n_embd -> n_expert), data NULL for a dense FFN */
+    weight *gate_exps, *up_exps; /* (n_expert,) of (n_embd -> n_ff_exp) */
+    weight *down_exps;           /* (n_expert,) of (n_ff_exp -> n_embd) */
 } layer_weights;
 
 struct rotkv_model {
@@ -64,7 +73,8 @@ struct rotkv_model {
     float *rope_factors; /* (n_rot/2,) llama3 frequency divisors, or NULL */
     layer_weights *layers;
     uint64_t n_params, weight_bytes;
-    uint64_t matmul_bytes;   /* bytes of the matrices a token's forward pass reads */
+    uint64_t matmul_bytes;   /* bytes of the matrices a token's forward pass reads (MoE: the
+                                routed share of the experts, n_expert_used / n_expert) */
     uint64_t repacked_bytes; /* heap bytes of the repacked weights (their file pages are released) */
     void *repack_arena;      /* one buffer holding every repacked matrix (2 MiB pages where granted) */
     char name[128];

@@ -1,5 +1,8 @@
 /* test_golden.c — every GGUF with weights in ../shared/models against
- * llama.cpp's reference logits in ../shared/golden/<model>.logits.txt:
+ * llama.cpp's reference logits in ../shared/golden/<model>.logits.txt, and
+ * the small models of tests/models (phi3, qwen3moe, Mixtral-style llama MoE;
+ * made by scripts/make-test-models.sh, docs/models.md) against theirs beside
+ * them, which needs no ../shared:
  *  - same prompt tokens;
  *  - at every prompt position, max |Δlogit| over llama.cpp's top-20 and
  *    |Δlogsumexp| within the tolerance of the weight type;
@@ -149,13 +152,20 @@ static bool compare_row(const char *what, int idx, const golden_row *r, const fl
     return ok;
 }
 
-static void check_model(const char *name) {
+/* local: the model, its golden file and the prompt are in tests/models/ */
+static void check_model_in(const char *name, bool local) {
     char mpath[512], gpath[512], ppath[512], rel[300];
-    snprintf(rel, sizeof rel, "models/%s.gguf", name);
-    SKIP_WITHOUT_SHARED(mpath, rel);
-    snprintf(rel, sizeof rel, "golden/%s.logits.txt", name);
-    test_shared_path(rel, gpath, sizeof gpath);
-    test_shared_path("golden/prompt.txt", ppath, sizeof ppath);
+    if (local) {
+        snprintf(mpath, sizeof mpath, "tests/models/%s.gguf", name);
+        snprintf(gpath, sizeof gpath, "tests/models/%s.logits.txt", name);
+        snprintf(ppath, sizeof ppath, "tests/models/prompt.txt");
+    } else {
+        snprintf(rel, sizeof rel, "models/%s.gguf", name);
+        SKIP_WITHOUT_SHARED(mpath, rel);
+        snprintf(rel, sizeof rel, "golden/%s.logits.txt", name);
+        test_shared_path(rel, gpath, sizeof gpath);
+        test_shared_path("golden/prompt.txt", ppath, sizeof ppath);
+    }
 
     double tol_max = 0.25, tol_mean = 0.05; /* quantized weights */
     if (strstr(name, "F32") || strstr(name, "f32") || strstr(name, "F16")) tol_max = tol_mean = 0.02;
@@ -262,8 +272,12 @@ static void check_model(const char *name) {
     assert_true(ok);
 }
 
+static void check_model(const char *name) { check_model_in(name, false); }
+
 #define MODEL_TEST(fn, name) \
     static void fn(void **state) { (void)state; check_model(name); }
+#define LOCAL_MODEL_TEST(fn, name) \
+    static void fn(void **state) { (void)state; check_model_in(name, true); }
 
 MODEL_TEST(t_tinystories, "tinystories-656k-f32")
 MODEL_TEST(t_student_f32, "student-h64-F32")
@@ -294,6 +308,18 @@ MODEL_TEST(t_qwen3_q8_0, "syn-qwen3-h128-Q8_0")
 MODEL_TEST(t_qwen3_q6_k, "syn-qwen3-h128-Q6_K")
 MODEL_TEST(t_qwen3_q4_k_m, "syn-qwen3-h128-Q4_K_M")
 MODEL_TEST(t_qwen3_q4_0, "syn-qwen3-h128-Q4_0")
+LOCAL_MODEL_TEST(t_phi3_f32, "syn-phi3-F32")
+LOCAL_MODEL_TEST(t_phi3_f16, "syn-phi3-F16")
+LOCAL_MODEL_TEST(t_phi3_q8_0, "syn-phi3-Q8_0")
+LOCAL_MODEL_TEST(t_phi3_q4_0, "syn-phi3-Q4_0")
+LOCAL_MODEL_TEST(t_qwen3moe_f32, "syn-qwen3moe-F32")
+LOCAL_MODEL_TEST(t_qwen3moe_f16, "syn-qwen3moe-F16")
+LOCAL_MODEL_TEST(t_qwen3moe_q8_0, "syn-qwen3moe-Q8_0")
+LOCAL_MODEL_TEST(t_qwen3moe_q4_0, "syn-qwen3moe-Q4_0")
+LOCAL_MODEL_TEST(t_mixtral_f32, "syn-mixtral-F32")
+LOCAL_MODEL_TEST(t_mixtral_f16, "syn-mixtral-F16")
+LOCAL_MODEL_TEST(t_mixtral_q8_0, "syn-mixtral-Q8_0")
+LOCAL_MODEL_TEST(t_mixtral_q4_0, "syn-mixtral-Q4_0")
 
 /* Every golden file in the shared folder has a test above. */
 static void t_all_golden_files_covered(void **state) {
@@ -336,6 +362,10 @@ int main(void) {
         cmocka_unit_test(t_qwen2_q6_k), cmocka_unit_test(t_qwen2_q4_k_m), cmocka_unit_test(t_qwen2_q4_0),
         cmocka_unit_test(t_qwen3_f16), cmocka_unit_test(t_qwen3_q8_0), cmocka_unit_test(t_qwen3_q6_k),
         cmocka_unit_test(t_qwen3_q4_k_m), cmocka_unit_test(t_qwen3_q4_0),
+        cmocka_unit_test(t_phi3_f32), cmocka_unit_test(t_phi3_f16), cmocka_unit_test(t_phi3_q8_0),
+        cmocka_unit_test(t_phi3_q4_0), cmocka_unit_test(t_qwen3moe_f32), cmocka_unit_test(t_qwen3moe_f16),
+        cmocka_unit_test(t_qwen3moe_q8_0), cmocka_unit_test(t_qwen3moe_q4_0), cmocka_unit_test(t_mixtral_f32),
+        cmocka_unit_test(t_mixtral_f16), cmocka_unit_test(t_mixtral_q8_0), cmocka_unit_test(t_mixtral_q4_0),
     };
     return cmocka_run_group_tests_name("golden logits vs llama.cpp", tests, NULL, NULL);
 }

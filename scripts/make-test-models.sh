@@ -1,0 +1,42 @@
+#!/bin/sh
+# Makes the test models of the phi3, qwen3moe and Mixtral (llama MoE)
+# architectures in tests/models/ and their golden logits, with the reference
+# peer (../shared/peer: llama.cpp, transformers and llama.cpp's converter in a
+# chroot, see ../shared/peer/README.md). Run as root from the repository root:
+#     sh scripts/make-test-models.sh [PEER_ROOT]     (default /opt/peer)
+# Steps: scripts/make_test_models.py builds each tiny random HF model with
+# transformers and converts it with convert_hf_to_gguf.py to F32 and F16;
+# llama-quantize makes Q8_0 and Q4_0 from the F32 file; llama-logits.c (built in
+# the chroot, with -lm added to the command at its top) writes tests/models/<model>.logits.txt for tests/models/prompt.txt
+# in the format of ../shared/golden (32 greedy steps, f16 cache, flash attention).
+set -eu
+PEER=${1:-/opt/peer}
+SHARED=${ROTKV_SHARED:-../shared}
+[ -x "$PEER/usr/bin/llama-quantize" ] || { echo "no peer chroot at $PEER (sh $SHARED/peer/peer-setup.sh $PEER)" >&2; exit 1; }
+mountpoint -q "$PEER/proc" || mount -t proc proc "$PEER/proc"
+W=$PEER/x/rotkv-test-models
+rm -rf "$W" && mkdir -p "$W/tmpl" "$W/out"
+cp scripts/make_test_models.py "$SHARED/peer/llama-logits.c" tests/models/prompt.txt "$W/"
+cp "$SHARED/models/tinystories-656k-f32.gguf" "$W/vocab.gguf"
+cp tests/server/templates/phi3-mini.jinja tests/server/templates/mistral-v0.2.jinja "$W/tmpl/"
+# Qwen3's real template, from the shared Qwen3 vocab
+cp "$SHARED/models/vocab-qwen3.gguf" "$W/vocab-qwen3.gguf"
+chroot "$PEER" python3 -c "
+import gguf
+r = gguf.GGUFReader('/x/rotkv-test-models/vocab-qwen3.gguf')
+open('/x/rotkv-test-models/tmpl/qwen3.jinja', 'w').write(r.fields['tokenizer.chat_template'].contents())"
+chroot "$PEER" sh -c 'cd /x/rotkv-test-models && OMP_NUM_THREADS=2 python3 make_test_models.py vocab.gguf tmpl out >make.log 2>&1' ||
+    { tail -20 "$W/out/make.log" "$W/make.log" 2>/dev/null; exit 1; }
+chroot "$PEER" sh -c 'cd /x/rotkv-test-models && gcc -O2 -o llama-logits llama-logits.c -lllama -lggml -lggml-base -lm'
+for m in syn-phi3 syn-qwen3moe syn-mixtral; do
+    for q in Q8_0 Q4_0; do
+        chroot "$PEER" llama-quantize /x/rotkv-test-models/out/$m-F32.gguf /x/rotkv-test-models/out/$m-$q.gguf $q 2 \
+            >"$W/quantize-$m-$q.log" 2>&1 || { tail "$W/quantize-$m-$q.log"; exit 1; }
+    done
+    for t in F32 F16 Q8_0 Q4_0; do
+        chroot "$PEER" sh -c "cd /x/rotkv-test-models && ./llama-logits -m out/$m-$t.gguf -f prompt.txt -n 32 -t 2" \
+            >"$W/out/$m-$t.logits.txt" 2>"$W/logits-$m-$t.log" || { tail "$W/logits-$m-$t.log"; exit 1; }
+        cp "$W/out/$m-$t.gguf" "$W/out/$m-$t.logits.txt" tests/models/
+    done
+done
+ls -l tests/models/
