@@ -16,7 +16,9 @@
  *    expert_used_count > expert_count or 0, a missing or misshapen expert
  *    tensor, a 2-D expert tensor, a missing router, a shared expert, expert
  *    groups, experts on phi3, a misshapen fused attn_qkv / ffn_up, LongRoPE
- *    factors, an unknown architecture. */
+ *    factors, an unknown architecture;
+ *  - the test models in tests/models carry their family's real chat template
+ *    and rotkv recognises it (phi3, qwen3, mistral). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "chat_template.h"
 #include "gguf_writer.h"
 #include "model.h"
 #include "moe.h"
@@ -460,6 +463,32 @@ static void test_refused_variants(void **state) {
     refused(&(arch_opts){.arch = "phimoe"}, UNS, "unsupported architecture 'phimoe'");
 }
 
+static void test_models_chat_templates(void **state) {
+    (void)state;
+    const struct {
+        const char *file;
+        chat_family family;
+    } cases[] = {{"tests/models/syn-phi3-Q8_0.gguf", CHAT_PHI3},
+                 {"tests/models/syn-qwen3moe-Q8_0.gguf", CHAT_QWEN3},
+                 {"tests/models/syn-mixtral-Q8_0.gguf", CHAT_MISTRAL}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rotkv_model *m;
+        rotkv_error err;
+        rotkv_model_params mp = rotkv_model_default_params();
+        mp.vocab_only = true;
+        if (rotkv_model_load(cases[i].file, &mp, &m, &err) != ROTKV_OK) fail_msg("%s", err.msg);
+        chat_template t;
+        char warn[256] = "";
+        if (!chat_template_init_model(&t, m, -1, warn, sizeof warn)) fail_msg("%s: %s", cases[i].file, warn);
+        assert_true(t.recognised);
+        if (t.family != cases[i].family)
+            fail_msg("%s: family %s, expected %s", cases[i].file, chat_family_name(t.family),
+                     chat_family_name(cases[i].family));
+        chat_template_free(&t);
+        rotkv_model_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route),
@@ -467,6 +496,7 @@ int main(void) {
         cmocka_unit_test(test_decode_reads_only_routed_experts),
         cmocka_unit_test(test_archs_load_and_decode),
         cmocka_unit_test(test_refused_variants),
+        cmocka_unit_test(test_models_chat_templates),
     };
     return cmocka_run_group_tests_name("mixture of experts, phi3", tests, NULL, NULL);
 }
