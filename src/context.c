@@ -359,7 +359,8 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->tmp = alloc_f(B * E);
     c->gate = alloc_f(B * F);
     c->up = alloc_f(B * F);
-    c->mm_scratch = malloc(matmul_scratch_bytes(nth, (int64_t)maxrow, (int)B));
+    const int mm_tokens = hp->n_expert && moe_scratch_tokens(hp) > (int)B ? moe_scratch_tokens(hp) : (int)B;
+    c->mm_scratch = malloc(matmul_scratch_bytes(nth, (int64_t)maxrow, mm_tokens));
     c->att_scratch = alloc_f((size_t)nth * attention_scratch_floats((int)hp->n_head, (int)hp->n_head_kv, (int)hp->head_dim_k));
     c->tok_seq = malloc(B * sizeof(int32_t));
     c->tok_pos = malloc(B * sizeof(int32_t));
@@ -646,7 +647,8 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, hp->norm_eps);
         if (L->ffn_gate_inp.data) { /* mixture of experts: only the routed experts are read */
-            moe_ffn(c->tp, hp, L, c->xb, n, c->tmp, &c->moe, c->mm_scratch, &c->perf.t_matmul_ms);
+            if (!moe_ffn(c->tp, hp, L, c->xb, n, c->tmp, &c->moe, c->mm_scratch, &c->perf.t_matmul_ms))
+                return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory in the experts of layer %u", il);
         } else {
             timed_matmul(c, &L->w_gate, c->xb, n, c->gate);
             timed_matmul(c, &L->w_up, c->xb, n, c->up);

@@ -26,20 +26,23 @@ bool moe_scratch_init(moe_scratch *s, const model_hparams *hp, int n_batch) {
     s->rows = malloc(sizeof(int32_t) * B * K);
     s->row_w = malloc(sizeof(float) * B * K);
     s->x = malloc(sizeof(float) * B * E);
-    s->y = malloc(sizeof(float) * B * E);
-    s->gate = malloc(sizeof(float) * B * F);
-    s->up = malloc(sizeof(float) * B * F);
+    s->gate = malloc(sizeof(float) * B * K * F);
+    s->up = malloc(sizeof(float) * B * K * F);
+    s->y = malloc(sizeof(float) * B * K * E);
+    s->req = malloc(sizeof(matvec_req) * 2 * X);
     if (!s->probs || !s->sel || !s->sel_w || !s->start || !s->rows || !s->row_w || !s->x || !s->y || !s->gate ||
-        !s->up) {
+        !s->up || !s->req) {
         moe_scratch_free(s);
         return false;
     }
     return true;
 }
 
+int moe_scratch_tokens(const model_hparams *hp) { return 2 * (int)hp->n_expert; }
+
 void moe_scratch_free(moe_scratch *s) {
     free(s->probs); free(s->sel); free(s->sel_w); free(s->start); free(s->rows); free(s->row_w);
-    free(s->x); free(s->y); free(s->gate); free(s->up);
+    free(s->x); free(s->y); free(s->gate); free(s->up); free(s->req);
     memset(s, 0, sizeof *s);
 }
 
@@ -82,9 +85,51 @@ static void timed_matmul(threadpool *tp, const weight *w, const float *x, int n,
     *t_ms += now_ms() - t0;
 }
 
-void moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, const float *xb, int n, float *out,
+/* Each routed row r (rows grouped by expert) gets its expert's output in
+ * s->y + r * n_embd: experts with one token together (matmul_many), the others
+ * one batched matmul per projection. */
+static bool experts_forward(threadpool *tp, const model_hparams *hp, const layer_weights *L, const float *xb,
+                            moe_scratch *s, void *mm_scratch, double *t_matmul_ms) {
+    const int X = (int)hp->n_expert, E = (int)hp->n_embd, F = (int)hp->n_ff_exp;
+    int n1 = 0;
+    for (int e = 0; e < X; e++) {
+        const int r = s->start[e];
+        if (s->start[e + 1] - r != 1) continue;
+        const float *x = xb + (size_t)s->rows[r] * E;
+        s->req[n1++] = (matvec_req){&L->gate_exps[e], x, s->gate + (size_t)r * F};
+        s->req[n1++] = (matvec_req){&L->up_exps[e], x, s->up + (size_t)r * F};
+    }
+    if (n1) {
+        const double t0 = now_ms();
+        if (!matmul_many(tp, s->req, n1, mm_scratch)) return false;
+        for (int i = 0; i < n1; i += 2) swiglu(s->req[i].y, s->req[i + 1].y, F);
+        int nd = 0;
+        for (int i = 0; i < n1; i += 2) {
+            const int e = (int)(s->req[i].W - L->gate_exps), r = s->start[e];
+            s->req[nd++] = (matvec_req){&L->down_exps[e], s->gate + (size_t)r * F, s->y + (size_t)r * E};
+        }
+        if (!matmul_many(tp, s->req, nd, mm_scratch)) return false;
+        *t_matmul_ms += now_ms() - t0;
+        s->expert_matmuls += (uint64_t)nd;
+    }
+    for (int e = 0; e < X; e++) {
+        const int r0 = s->start[e], m = s->start[e + 1] - r0;
+        if (m <= 1) continue; /* none: the expert's matrices are not read; one: done above */
+        for (int i = 0; i < m; i++)
+            memcpy(s->x + (size_t)i * E, xb + (size_t)s->rows[r0 + i] * E, sizeof(float) * (size_t)E);
+        float *g = s->gate + (size_t)r0 * F, *u = s->up + (size_t)r0 * F;
+        timed_matmul(tp, &L->gate_exps[e], s->x, m, g, mm_scratch, t_matmul_ms);
+        timed_matmul(tp, &L->up_exps[e], s->x, m, u, mm_scratch, t_matmul_ms);
+        swiglu(g, u, m * F);
+        timed_matmul(tp, &L->down_exps[e], g, m, s->y + (size_t)r0 * E, mm_scratch, t_matmul_ms);
+        s->expert_matmuls++;
+    }
+    return true;
+}
+
+bool moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, const float *xb, int n, float *out,
              moe_scratch *s, void *mm_scratch, double *t_matmul_ms) {
-    const int X = (int)hp->n_expert, K = (int)hp->n_expert_used, E = (int)hp->n_embd, F = (int)hp->n_ff_exp;
+    const int X = (int)hp->n_expert, K = (int)hp->n_expert_used, E = (int)hp->n_embd;
     /* router: logits (n, X), then each token's top K and their weights */
     timed_matmul(tp, &L->ffn_gate_inp, xb, n, s->probs, mm_scratch, t_matmul_ms);
     for (int t = 0; t < n; t++)
@@ -104,22 +149,14 @@ void moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, co
         }
     for (int e = X; e > 0; e--) s->start[e] = s->start[e - 1];
     s->start[0] = 0;
+    if (!experts_forward(tp, hp, L, xb, s, mm_scratch, t_matmul_ms)) return false;
+    /* each token's weighted sum, in expert order */
     memset(out, 0, sizeof(float) * (size_t)n * E);
-    for (int e = 0; e < X; e++) {
-        const int r0 = s->start[e], m = s->start[e + 1] - r0;
-        if (m == 0) continue; /* no token chose this expert: its matrices are not read */
-        for (int i = 0; i < m; i++)
-            memcpy(s->x + (size_t)i * E, xb + (size_t)s->rows[r0 + i] * E, sizeof(float) * (size_t)E);
-        timed_matmul(tp, &L->gate_exps[e], s->x, m, s->gate, mm_scratch, t_matmul_ms);
-        timed_matmul(tp, &L->up_exps[e], s->x, m, s->up, mm_scratch, t_matmul_ms);
-        swiglu(s->gate, s->up, m * F);
-        timed_matmul(tp, &L->down_exps[e], s->gate, m, s->y, mm_scratch, t_matmul_ms);
-        for (int i = 0; i < m; i++) {
-            float *o = out + (size_t)s->rows[r0 + i] * E;
-            const float *y = s->y + (size_t)i * E, wi = s->row_w[r0 + i];
-            for (int d = 0; d < E; d++) o[d] += wi * y[d];
-        }
-        s->expert_rows += (uint64_t)m;
-        s->expert_matmuls++;
+    for (int r = 0; r < n * K; r++) {
+        float *o = out + (size_t)s->rows[r] * E;
+        const float *y = s->y + (size_t)r * E, w = s->row_w[r];
+        for (int d = 0; d < E; d++) o[d] += w * y[d];
     }
+    s->expert_rows += (uint64_t)n * K;
+    return true;
 }

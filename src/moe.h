@@ -6,7 +6,14 @@
  * n_expert_used experts' matrices and no others; a prompt batch is grouped by
  * expert, so each expert's matrices are multiplied once by all the tokens
  * routed to it (the ordinary batched matmul of ops.h, packed kernels
- * included), and experts no token chose are skipped. */
+ * included), and experts no token chose are skipped. Experts with a single
+ * token (all of them in decode) are run together: their gate and up products
+ * in one dispatch of the thread pool, their down products in another
+ * (matmul_many), instead of three dispatches per expert.
+ *
+ * Each token's output sums its experts' outputs in expert order whichever
+ * path computed them, so a token gives bit-identical output alone or in any
+ * batch, with any number of threads. */
 #ifndef ROTKV_MOE_H
 #define ROTKV_MOE_H
 
@@ -14,6 +21,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "ops.h"
 #include "threadpool.h"
 
 /* Working memory for batches of up to n_batch tokens; shapes per batch. */
@@ -24,8 +32,10 @@ typedef struct {
     int32_t *start;          /* (n_expert + 1) first row of each expert's group in rows/row_w */
     int32_t *rows;           /* (n_batch * n_expert_used) token of each routed row, grouped by expert */
     float *row_w;            /* (n_batch * n_expert_used) the row's weight */
-    float *x, *y;            /* (n_batch, n_embd) an expert's gathered inputs, its outputs */
-    float *gate, *up;        /* (n_batch, n_ff_exp) */
+    float *x;                /* (n_batch, n_embd) an expert's gathered inputs */
+    float *gate, *up;        /* (n_batch * n_expert_used, n_ff_exp) per routed row */
+    float *y;                /* (n_batch * n_expert_used, n_embd) per routed row: the expert's output */
+    matvec_req *req;         /* (2 * n_expert) requests of the single-token experts */
     uint64_t expert_rows;    /* routed (token, expert) pairs computed so far */
     uint64_t expert_matmuls; /* experts multiplied by (once per expert and batch) */
 } moe_scratch;
@@ -41,11 +51,16 @@ void moe_scratch_free(moe_scratch *s);
  * norm, w divided by its sum (clamped below at 2^-14, as llama.cpp does). */
 void moe_route(float *probs, int n_expert, int k, bool norm, int32_t *sel, float *w);
 
+/* Tokens of matmul scratch moe_ffn needs beyond the batch's: matmul_many's
+ * one activation row per request. */
+int moe_scratch_tokens(const model_hparams *hp);
+
 /* out (n, n_embd) = the MoE block of layer L on xb (n, n_embd), the
  * ffn-normed inputs. mm_scratch: matmul scratch for rows of up to
- * max(n_embd, n_ff_exp) values and n tokens. The time spent in matmuls is
- * added to *t_matmul_ms. */
-void moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, const float *xb, int n, float *out,
+ * max(n_embd, n_ff_exp) values and max(n, moe_scratch_tokens) tokens. The
+ * time spent in matmuls is added to *t_matmul_ms. False only when out of
+ * memory. */
+bool moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, const float *xb, int n, float *out,
              moe_scratch *s, void *mm_scratch, double *t_matmul_ms);
 
 #endif

@@ -4,6 +4,9 @@
  *
  *  - moe_route: softmax, top-k (ties to the lower id) and renormalized weights
  *    equal a double-precision reference on random logits;
+ *  - matmul_many (one dispatch for many one-token products) gives outputs
+ *    bit-identical to matmul's, for several weight types, repacked or not,
+ *    with 1 and 3 threads;
  *  - moe_ffn equals a naive double-precision MoE (every expert computed, the
  *    routed ones summed with their weights) for a batch of tokens; a token
  *    gives bit-identical output alone and in the batch, with 1 or 3 threads;
@@ -31,6 +34,8 @@
 #include "model.h"
 #include "moe.h"
 #include "ops.h"
+#include "quant.h"
+#include "quant_blocks.h"
 #include "rotkv.h"
 #include "testutil.h"
 #include "threadpool.h"
@@ -81,6 +86,89 @@ static void test_route(void **state) {
             }
         }
     }
+}
+
+/* ------------------------------------------------------- matmul_many */
+
+/* K-quant blocks (no quantizer in quant.c) of random codes with small,
+ * finite scales. */
+static void random_k_blocks(uint32_t type, uint8_t *dst, int nb, uint64_t *rng) {
+    const size_t bs = quant_row_size(type, QK_K);
+    for (size_t i = 0; i < (size_t)nb * bs; i++) dst[i] = (uint8_t)(test_rand_u64(rng) >> 56);
+    for (int b = 0; b < nb; b++) {
+        if (type == GGML_TYPE_Q4_K) {
+            block_q4_K *q = (block_q4_K *)(dst + (size_t)b * bs);
+            q->d = 0x2000 | (uint16_t)(test_rand_u64(rng) & 0x3ff); /* ~2^-7 */
+            q->dmin = 0x1c00 | (uint16_t)(test_rand_u64(rng) & 0x3ff);
+        } else {
+            block_q6_K *q = (block_q6_K *)(dst + (size_t)b * bs);
+            q->d = 0x2000 | (uint16_t)(test_rand_u64(rng) & 0x3ff);
+        }
+    }
+}
+
+static void test_matmul_many_equals_matmul(void **state) {
+    (void)state;
+    const uint32_t types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
+                              GGML_TYPE_IQ4_NL, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    enum { NR = 5, COLS = 512 };
+    const int64_t rows[NR] = {70, 8, 1, 129, 300};
+    uint64_t rng = 0x3a7;
+    int n_repacked = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const quant_traits *tr = quant_get_traits(types[ti]);
+        assert_non_null(tr);
+        weight w[NR];
+        void *data[NR];
+        float *x[NR], *y[NR], *ref[NR];
+        for (int i = 0; i < NR; i++) {
+            const size_t rb = quant_row_size(types[ti], COLS);
+            data[i] = malloc(rb * (size_t)rows[i]);
+            float row[COLS];
+            for (int64_t r = 0; r < rows[i]; r++) {
+                for (int c = 0; c < COLS; c++) row[c] = 0.1f * test_rand_normal(&rng);
+                uint8_t *dst = (uint8_t *)data[i] + (size_t)r * rb;
+                if (types[ti] == GGML_TYPE_F32) memcpy(dst, row, rb);
+                else if (tr->quantize_row) tr->quantize_row(row, dst, COLS);
+                else random_k_blocks(types[ti], dst, COLS / QK_K, &rng);
+            }
+            w[i] = (weight){.data = data[i], .type = types[ti], .ne0 = COLS, .ne1 = rows[i], .row_bytes = rb};
+            x[i] = malloc(sizeof(float) * COLS);
+            y[i] = malloc(sizeof(float) * (size_t)rows[i]);
+            ref[i] = malloc(sizeof(float) * (size_t)rows[i]);
+            for (int c = 0; c < COLS; c++) x[i][c] = test_rand_normal(&rng);
+        }
+        for (int repack = 0; repack < 2; repack++) {
+            uint64_t bytes = 0;
+            if (repack)
+                for (int i = 0; i < NR; i++) n_repacked += weight_repack(&w[i], &bytes); /* where the type has a layout */
+            for (int nth = 1; nth <= 3; nth += 2) {
+                threadpool *tp = threadpool_create(nth);
+                void *mm = malloc(matmul_scratch_bytes(nth, COLS, NR));
+                matvec_req req[NR];
+                for (int i = 0; i < NR; i++) {
+                    matmul(tp, &w[i], x[i], 1, ref[i], mm);
+                    req[i] = (matvec_req){&w[i], x[i], y[i]};
+                }
+                assert_true(matmul_many(tp, req, NR, mm));
+                for (int i = 0; i < NR; i++)
+                    if (memcmp(y[i], ref[i], sizeof(float) * (size_t)rows[i]))
+                        fail_msg("%s%s, %d threads: request %d differs from matmul", quant_type_name(types[ti]),
+                                 repack ? " repacked" : "", nth, i);
+                free(mm);
+                threadpool_free(tp);
+            }
+        }
+        for (int i = 0; i < NR; i++) {
+            free(w[i].repacked);
+            free(data[i]);
+            free(x[i]);
+            free(y[i]);
+            free(ref[i]);
+        }
+    }
+    print_message("[ INFO     ] matmul_many: %d matrices compared repacked at kernel level %s\n", n_repacked,
+                  rotkv_kernel_isa());
 }
 
 /* ------------------------------------------------ the block on its own */
@@ -173,13 +261,13 @@ static void test_moe_ffn_matches_reference(void **state) {
     float x[NT * E];
     for (int i = 0; i < NT * E; i++) x[i] = test_rand_normal(&rng);
     float out[NT * E], one[E];
-    void *mm = malloc(matmul_scratch_bytes(3, E, NT));
+    void *mm = malloc(matmul_scratch_bytes(3, E, NT > 2 * X ? NT : 2 * X));
     for (int nth = 1; nth <= 3; nth += 2) {
         threadpool *tp = threadpool_create(nth);
         moe_scratch s;
         assert_true(moe_scratch_init(&s, &ml.hp, NT));
         double t_ms = 0;
-        moe_ffn(tp, &ml.hp, &ml.L, x, NT, out, &s, mm, &t_ms);
+        assert_true(moe_ffn(tp, &ml.hp, &ml.L, x, NT, out, &s, mm, &t_ms));
         /* each chosen expert multiplied once for the whole batch */
         bool chosen[X] = {0};
         int n_chosen = 0;
@@ -200,7 +288,7 @@ static void test_moe_ffn_matches_reference(void **state) {
         assert_true(n_chosen > K); /* the batch really spreads over experts */
         /* alone = in the batch, bit for bit */
         for (int t = 0; t < NT; t++) {
-            moe_ffn(tp, &ml.hp, &ml.L, x + t * E, 1, one, &s, mm, &t_ms);
+            assert_true(moe_ffn(tp, &ml.hp, &ml.L, x + t * E, 1, one, &s, mm, &t_ms));
             assert_memory_equal(one, out + t * E, sizeof one);
         }
         moe_scratch_free(&s);
@@ -216,7 +304,7 @@ static void test_decode_reads_only_routed_experts(void **state) {
     make_layer(&ml, 0x1234);
     uint64_t rng = 7;
     threadpool *tp = threadpool_create(2);
-    void *mm = malloc(matmul_scratch_bytes(2, E, 1));
+    void *mm = malloc(matmul_scratch_bytes(2, E, moe_scratch_tokens(&ml.hp)));
     moe_scratch s;
     assert_true(moe_scratch_init(&s, &ml.hp, 1));
     for (int trial = 0; trial < 8; trial++) {
@@ -229,7 +317,7 @@ static void test_decode_reads_only_routed_experts(void **state) {
             if (e != sel[0] && e != sel[1]) assert_int_equal(mprotect(ml.mem[e], ml.bytes, PROT_NONE), 0);
         double t_ms = 0;
         const uint64_t before = s.expert_matmuls;
-        moe_ffn(tp, &ml.hp, &ml.L, x, 1, out, &s, mm, &t_ms); /* would fault on an unrouted expert */
+        assert_true(moe_ffn(tp, &ml.hp, &ml.L, x, 1, out, &s, mm, &t_ms)); /* would fault on an unrouted expert */
         assert_int_equal(s.expert_matmuls - before, K);
         for (int e = 0; e < X; e++) assert_int_equal(mprotect(ml.mem[e], ml.bytes, PROT_READ | PROT_WRITE), 0);
         for (int d = 0; d < E; d++) assert_true(fabs(out[d] - ref[d]) < 1e-4 * (1 + fabs(ref[d])));
@@ -492,6 +580,7 @@ static void test_models_chat_templates(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route),
+        cmocka_unit_test(test_matmul_many_equals_matmul),
         cmocka_unit_test(test_moe_ffn_matches_reference),
         cmocka_unit_test(test_decode_reads_only_routed_experts),
         cmocka_unit_test(test_archs_load_and_decode),
