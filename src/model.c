@@ -74,13 +74,6 @@ static bool get_f32(loader *L, const char *suffix, float *out, bool required, fl
     return true;
 }
 
-/* True if "<arch>.<suffix>" is in the file. */
-static bool has_key(const loader *L, const char *suffix) {
-    char key[128];
-    arch_key(L, suffix, key, sizeof key);
-    return gguf_find(L->f, key) != NULL;
-}
-
 /* Mixture-of-experts keys as llama.cpp's converter writes them. qwen3moe
  * always routes; llama routes when expert_count > 0 (Mixtral). Both take the
  * softmax over all experts, keep the top expert_used_count and renormalize
@@ -123,9 +116,9 @@ static bool read_moe_hparams(loader *L, model_hparams *hp) {
         return false;
     }
     if (!get_u32(L, "expert_shared_count", &v, false, 0)) return false;
-    if (v > 0 || has_key(L, "expert_shared_feed_forward_length")) {
-        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s: shared experts (expert_shared_count / "
-                        "expert_shared_feed_forward_length) are not part of this architecture", L->arch);
+    if (v > 0 || gguf_find_tensor(L->f, "blk.0.ffn_up_shexp.weight")) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s: shared experts (%s) are not part of this architecture",
+                        L->arch, v > 0 ? "expert_shared_count" : "tensor blk.0.ffn_up_shexp.weight");
         return false;
     }
     hp->expert_weights_norm = true;
@@ -326,7 +319,8 @@ static bool load_vector(loader *L, float **out, const char *name, int64_t n, boo
 
 /* An MoE layer: the router ffn_gate_inp and the experts' 3-D tensors
  * ffn_gate_exps / ffn_up_exps (or both fused in ffn_gate_up_exps) and
- * ffn_down_exps, each split into one matrix per expert. */
+ * ffn_down_exps, each split into one matrix per expert; or, as the first
+ * Mixtral conversions wrote them, one 2-D tensor per expert and projection. */
 static bool load_moe(loader *L, const model_hparams *hp, uint32_t il, layer_weights *lw) {
     char n[96];
     const int64_t E = hp->n_embd, F = hp->n_ff_exp;
@@ -342,6 +336,18 @@ static bool load_moe(loader *L, const model_hparams *hp, uint32_t il, layer_weig
     if (!load_weight(L, &lw->ffn_gate_inp, NAME("ffn_gate_inp.weight"), E, X, true)) return false;
     weight *gu[2] = {lw->gate_exps, lw->up_exps};
     const gguf_tensor *fused = gguf_find_tensor(L->f, NAME("ffn_gate_up_exps.weight"));
+    if (!fused && !gguf_find_tensor(L->f, NAME("ffn_gate_exps.weight")) && gguf_find_tensor(L->f, NAME("ffn_gate.0.weight"))) {
+        /* early Mixtral files: one 2-D tensor per expert, ffn_{gate,up,down}.<e> */
+        for (uint32_t e = 0; e < X; e++) {
+            snprintf(n, sizeof n, "blk.%u.ffn_gate.%u.weight", il, e);
+            if (!load_weight(L, &lw->gate_exps[e], n, E, F, true)) return false;
+            snprintf(n, sizeof n, "blk.%u.ffn_up.%u.weight", il, e);
+            if (!load_weight(L, &lw->up_exps[e], n, E, F, true)) return false;
+            snprintf(n, sizeof n, "blk.%u.ffn_down.%u.weight", il, e);
+            if (!load_weight(L, &lw->down_exps[e], n, F, E, true)) return false;
+        }
+        return true;
+    }
     if (fused) {
         if (!load_experts(L, n, E, F, X, 2, gu, true)) return false;
     } else if (!load_experts(L, NAME("ffn_gate_exps.weight"), E, F, X, 1, &gu[0], true) ||

@@ -19,7 +19,8 @@
  *    expert_used_count > expert_count or 0, a missing or misshapen expert
  *    tensor, a 2-D expert tensor, a missing router, a shared expert, expert
  *    groups, experts on phi3, a misshapen fused attn_qkv / ffn_up, LongRoPE
- *    factors, an unknown architecture;
+ *    factors, an unknown architecture; the early Mixtral layout (a 2-D tensor
+ *    per expert) gives the same logits as the 3-D tensors;
  *  - the test models in tests/models carry their family's real chat template
  *    and rotkv recognises it (phi3, qwen3, mistral). */
 #include <math.h>
@@ -350,6 +351,7 @@ typedef struct {
     const char *flat_tensor;   /* a 3-D tensor written as 2-D [ne0, ne1 * ne2] */
     const char *extra_key;     /* "<arch>.<suffix>" written as u32 2 */
     const char *extra_tensor;  /* a 1-D tensor of M_HD / 2 values added */
+    bool split_experts;        /* experts as 2-D ffn_{gate,up,down}.<e> tensors (early Mixtral files) */
 } arch_opts;
 
 static float g_data[1 << 16];
@@ -423,9 +425,21 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
         T("ffn_norm.weight", 1, M_EMBD, 1, 1);
         if (XE) {
             T("ffn_gate_inp.weight", 2, M_EMBD, XE, 1);
-            T("ffn_gate_exps.weight", 3, M_EMBD, M_FF, XE);
-            T("ffn_up_exps.weight", 3, M_EMBD, M_FF, XE);
-            T("ffn_down_exps.weight", 3, M_FF, M_EMBD, XE);
+            if (o->split_experts) {
+                for (uint64_t e = 0; e < XE; e++) {
+                    snprintf(n, sizeof n, "blk.%d.ffn_gate.%d.weight", l, (int)e);
+                    gb_tensor_f32(&g, n, 2, (uint64_t[]){M_EMBD, M_FF}, g_data + (size_t)M_EMBD * M_FF * e);
+                    snprintf(n, sizeof n, "blk.%d.ffn_up.%d.weight", l, (int)e);
+                    gb_tensor_f32(&g, n, 2, (uint64_t[]){M_EMBD, M_FF}, g_data + (size_t)M_EMBD * M_FF * e);
+                    snprintf(n, sizeof n, "blk.%d.ffn_down.%d.weight", l, (int)e);
+                    if (!o->omit_tensor || strcmp(n, o->omit_tensor))
+                        gb_tensor_f32(&g, n, 2, (uint64_t[]){M_FF, M_EMBD}, g_data + (size_t)M_EMBD * M_FF * e);
+                }
+            } else {
+                T("ffn_gate_exps.weight", 3, M_EMBD, M_FF, XE);
+                T("ffn_up_exps.weight", 3, M_EMBD, M_FF, XE);
+                T("ffn_down_exps.weight", 3, M_FF, M_EMBD, XE);
+            }
         } else if (phi3) {
             T("ffn_up.weight", 2, M_EMBD, 2 * M_FF, 1);
             T("ffn_down.weight", 2, M_FF, M_EMBD, 1);
@@ -521,6 +535,34 @@ static void refused(const arch_opts *o, rotkv_status code, const char *needle) {
         fail_msg("%s: status %d, message '%s'; expected status %d and '%s'", o->arch, st, err.msg, code, needle);
 }
 
+/* The early Mixtral layout (one 2-D tensor per expert) gives the same logits
+ * as the 3-D tensors holding the same values. */
+static void test_split_experts_equal_3d(void **state) {
+    (void)state;
+    fill_data();
+    float lg[2][M_VOCAB];
+    for (int split = 0; split < 2; split++) {
+        arch_opts o = {.arch = "llama", .n_expert = 4, .n_expert_used = 2, .split_experts = split};
+        rotkv_model *m;
+        rotkv_error err;
+        if (load_arch(&o, &m, &err) != ROTKV_OK) fail_msg("%s", err.msg);
+        rotkv_context *c;
+        rotkv_context_params cp = rotkv_context_default_params();
+        cp.n_ctx = 16;
+        if (rotkv_context_create(m, &cp, &c, &err) != ROTKV_OK) fail_msg("%s", err.msg);
+        rotkv_token toks[4] = {1, 9, 4, 15};
+        rotkv_batch b = {.n_tokens = 4, .token = toks};
+        if (rotkv_decode(c, &b, &err) != ROTKV_OK) fail_msg("%s", err.msg);
+        memcpy(lg[split], rotkv_get_logits(c, -1), sizeof lg[split]);
+        rotkv_context_free(c);
+        rotkv_model_free(m);
+    }
+    assert_memory_equal(lg[0], lg[1], sizeof lg[0]);
+    refused(&(arch_opts){.arch = "llama", .n_expert = 4, .n_expert_used = 2, .split_experts = true,
+                         .omit_tensor = "blk.1.ffn_down.3.weight"},
+            ROTKV_ERR_FORMAT, "'blk.1.ffn_down.3.weight' is missing");
+}
+
 static void test_refused_variants(void **state) {
     (void)state;
     fill_data();
@@ -541,6 +583,8 @@ static void test_refused_variants(void **state) {
             FMT, "expected [32, 32, 4]");
     refused(&(arch_opts){.arch = "qwen3moe", .n_expert = 4, .n_expert_used = 2, .extra_key = "qwen3moe.expert_shared_count"},
             UNS, "shared experts");
+    refused(&(arch_opts){.arch = "qwen3moe", .n_expert = 4, .n_expert_used = 2, .extra_tensor = "blk.0.ffn_up_shexp.weight"},
+            UNS, "shared experts (tensor blk.0.ffn_up_shexp.weight)");
     refused(&(arch_opts){.arch = "qwen3moe", .n_expert = 4, .n_expert_used = 2, .extra_key = "qwen3moe.expert_group_count"},
             UNS, "expert_group_count 2");
     refused(&(arch_opts){.arch = "phi3", .n_expert = 4, .n_expert_used = 2}, UNS, "phi3.expert_count is 4");
@@ -584,6 +628,7 @@ int main(void) {
         cmocka_unit_test(test_moe_ffn_matches_reference),
         cmocka_unit_test(test_decode_reads_only_routed_experts),
         cmocka_unit_test(test_archs_load_and_decode),
+        cmocka_unit_test(test_split_experts_equal_3d),
         cmocka_unit_test(test_refused_variants),
         cmocka_unit_test(test_models_chat_templates),
     };
