@@ -345,7 +345,8 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     }
     c->tp = threadpool_create(p.n_threads);
     const size_t B = p.n_batch, E = hp->n_embd, Qd = (size_t)hp->n_head * hp->head_dim_k;
-    const size_t Kd = (size_t)hp->n_head_kv * hp->head_dim_k, F = hp->n_ff;
+    /* an MoE model's layers are all MoE (the experts have their own buffers): no dense FFN width */
+    const size_t Kd = (size_t)hp->n_head_kv * hp->head_dim_k, F = hp->n_expert ? 1 : hp->n_ff;
     size_t maxrow = E > F ? E : F;
     if (Qd > maxrow) maxrow = Qd;
     if (hp->n_ff_exp > maxrow) maxrow = hp->n_ff_exp;
