@@ -28,15 +28,27 @@ open('/x/rotkv-test-models/tmpl/qwen3.jinja', 'w').write(r.fields['tokenizer.cha
 chroot "$PEER" sh -c 'cd /x/rotkv-test-models && OMP_NUM_THREADS=2 python3 make_test_models.py vocab.gguf tmpl out >make.log 2>&1' ||
     { tail -20 "$W/out/make.log" "$W/make.log" 2>/dev/null; exit 1; }
 chroot "$PEER" sh -c 'cd /x/rotkv-test-models && gcc -O2 -o llama-logits llama-logits.c -lllama -lggml -lggml-base -lm'
-for m in syn-phi3 syn-qwen3moe syn-mixtral; do
-    for q in Q8_0 Q4_0; do
-        chroot "$PEER" llama-quantize /x/rotkv-test-models/out/$m-F32.gguf /x/rotkv-test-models/out/$m-$q.gguf $q 2 \
-            >"$W/quantize-$m-$q.log" 2>&1 || { tail "$W/quantize-$m-$q.log"; exit 1; }
-    done
-    for t in F32 F16 Q8_0 Q4_0; do
-        chroot "$PEER" sh -c "cd /x/rotkv-test-models && ./llama-logits -m out/$m-$t.gguf -f prompt.txt -n 32 -t 2" \
-            >"$W/out/$m-$t.logits.txt" 2>"$W/logits-$m-$t.log" || { tail "$W/logits-$m-$t.log"; exit 1; }
-        cp "$W/out/$m-$t.gguf" "$W/out/$m-$t.logits.txt" tests/models/
-    done
+# golden logits: NAME TYPE [GOLDEN-SUFFIX LLAMA-LOGITS-OPTIONS]
+golden() {
+    chroot "$PEER" sh -c "cd /x/rotkv-test-models && ./llama-logits -m out/$1-$2.gguf -f prompt.txt -t 2 ${4:--n 32}" \
+        >"$W/out/$1-$2${3:-}.logits.txt" 2>"$W/logits-$1-$2${3:-}.log" || { tail "$W/logits-$1-$2${3:-}.log"; exit 1; }
+    cp "$W/out/$1-$2.gguf" "$W/out/$1-$2${3:-}.logits.txt" tests/models/
+}
+quantize() {
+    chroot "$PEER" llama-quantize /x/rotkv-test-models/out/$1-F32.gguf /x/rotkv-test-models/out/$1-$2.gguf $2 2 \
+        >"$W/quantize-$1-$2.log" 2>&1 || { tail "$W/quantize-$1-$2.log"; exit 1; }
+}
+for m in syn-phi3 syn-qwen3moe syn-mixtral; do  # (syn-phi3-longrope below)
+    quantize $m Q8_0
+    quantize $m Q4_0
+    for t in F32 F16 Q8_0 Q4_0; do golden $m $t; done
 done
+# LongRoPE (original context 256): llama.cpp rounds its context up to a multiple of 256
+# and takes the long factors above 256: the default context of 150 (110 prompt tokens +
+# 32 steps + 8) uses the short ones, -c 300 the long ones
+quantize syn-phi3-longrope Q8_0
+golden syn-phi3-longrope F32
+golden syn-phi3-longrope Q8_0
+golden syn-phi3-longrope F32 .ctx300 "-n 32 -c 300"
+golden syn-phi3-longrope Q8_0 .ctx300 "-n 32 -c 300"
 ls -l tests/models/

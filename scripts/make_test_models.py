@@ -52,6 +52,16 @@ def shapes():
                                                    num_experts_per_tok=2, rope_theta=1000000.0,
                                                    **common),
                         "mistral-v0.2.jinja"),
+        # Phi-3 with LongRoPE (as Phi-3.5-mini / Phi-3-mini-128k): trained context 1024 from an
+        # original 256, short and long frequency factors for the 6 rotated pairs; the converter
+        # writes rope_factors_short/long and rope.scaling.attn_factor sqrt(1 + ln 4 / ln 256)
+        "syn-phi3-longrope": (transformers.Phi3Config(
+            intermediate_size=128, partial_rotary_factor=0.75, original_max_position_embeddings=256,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                             "original_max_position_embeddings": 256,
+                             "long_factor": [1.0, 1.6, 2.5, 4.0, 6.0, 9.0],
+                             "short_factor": [1.0, 1.05, 1.1, 1.25, 1.4, 1.6]},
+            **{**common, "max_position_embeddings": 1024}), "phi3-mini.jinja"),
     }
 
 

@@ -111,6 +111,10 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
     }
     fprintf(fp, "rope_freq_base:  %g%s%s\n", hp->rope_freq_base, m->rope_factors ? " (llama3 freq factors)" : "",
             hp->rope_freq_scale != 1.0f ? " (linear scaling)" : "");
+    if (m->rope_factors_long)
+        fprintf(fp, "rope scaling:    LongRoPE: long factors for a context (rounded up to 256) above %u, else short; "
+                    "attn_factor %g\n",
+                hp->n_ctx_orig, hp->rope_attn_factor);
     fprintf(fp, "rms_norm_eps:    %g\n", hp->norm_eps);
     fprintf(fp, "output:          %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "separate");
     fprintf(fp, "kernels:         %s (CPU: %s%s)\n", cpu_isa_name(cpu_isa_active()), cpu_isa_name(cpu_isa_detect()),
@@ -196,6 +200,8 @@ struct rotkv_context {
     threadpool *tp;
     kv_cache *kv;
     rotation rot;          /* attn-rot matrix for one head */
+    const float *rope_factors; /* (n_rot/2,) RoPE frequency divisors for this context (llama3, LongRoPE), or NULL */
+    float rope_mscale;         /* rotated dims of q and k scaled by it (LongRoPE's attn_factor), else 1 */
     bool *rot_k, *rot_v;   /* (n_layer,) resolved from the params (AUTO -> quantized non-kt types) */
     int32_t *seq_len; /* (n_seq,) tokens cached per sequence */
     /* activations for up to n_batch tokens; shapes per token in comments */
@@ -284,6 +290,13 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     if (!c) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
     c->model = m;
     c->params = p;
+    /* LongRoPE: the long factors when the context outgrows the original one. llama.cpp
+     * decides on its cache size, n_ctx rounded up to a multiple of 256; so does rotkv,
+     * to give the same logits (a context of 100 on an original 64 takes the long ones). */
+    const uint32_t n_ctx_pad = (p.n_ctx + 255) / 256 * 256;
+    c->rope_factors = m->rope_factors_long ? (n_ctx_pad > hp->n_ctx_orig ? m->rope_factors_long : m->rope_factors_short)
+                                           : m->rope_factors;
+    c->rope_mscale = hp->rope_attn_factor;
     bool any_quantized = false;
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const kv_codec *ck = kv_codec_get(p.layer_types_k ? p.layer_types_k[l] : p.type_k);
@@ -415,7 +428,7 @@ rotkv_status rotkv_seq_shift(rotkv_context *c, int32_t seq, int32_t n_keep, int3
                 if (c->rot_k[l]) rotation_apply_inverse(&c->rot, kh);
                 /* RoPE angles add: rotating by -n_discard moves the key to p - n_discard */
                 rope_apply(kh, (int)hp->n_rot, -n_discard, hp->rope_freq_base, hp->rope_freq_scale,
-                           c->model->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
                 if (c->rot_k[l]) rotation_apply(&c->rot, kh);
             }
             kv_cache_store(c->kv, (uint32_t)seq, l, (uint32_t)(p - n_discard), k, v);
@@ -516,10 +529,10 @@ static void augment_rope(const rotkv_context *c, uint32_t il, int n, float *Ka, 
             const int32_t dq = (int32_t)((rs >> 33) % span);
             for (int h = 0; h < nkv; h++)
                 rope_apply(k + (size_t)h * hd, (int)hp->n_rot, dk, hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
             for (int h = 0; h < nh; h++)
                 rope_apply(q + (size_t)h * hd, (int)hp->n_rot, dq, hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
         }
 }
 
@@ -591,12 +604,16 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             for (int h = 0; h < nh; h++) {
                 if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->norm_eps);
                 rope_apply(q + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
+                if (c->rope_mscale != 1.0f) /* LongRoPE: the rotated dims' cos/sin carry attn_factor */
+                    for (uint32_t i = 0; i < hp->n_rot; i++) q[h * hd + i] *= c->rope_mscale;
             }
             for (int h = 0; h < nkv; h++) {
                 if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->norm_eps);
                 rope_apply(k + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
+                if (c->rope_mscale != 1.0f)
+                    for (uint32_t i = 0; i < hp->n_rot; i++) k[h * hd + i] *= c->rope_mscale;
             }
             /* attn-rot: q·k is unchanged by the orthonormal rotation; v's is undone on the output */
             if (c->rot_k[il]) {

@@ -195,6 +195,15 @@ static bool read_hparams(loader *L, model_hparams *hp) {
         return false;
     }
     if (!read_moe_hparams(L, hp)) return false;
+    if (!get_u32(L, "rope.scaling.original_context_length", &hp->n_ctx_orig, false, hp->n_ctx_train) ||
+        !get_f32(L, "rope.scaling.attn_factor", &hp->rope_attn_factor, false, 1.0f))
+        return false;
+    if (!(hp->rope_attn_factor > 0) || (hp->rope_attn_factor != 1.0f && hp->arch != ARCH_PHI3)) {
+        rotkv_set_error(L->err, hp->rope_attn_factor > 0 ? ROTKV_ERR_UNSUPPORTED : ROTKV_ERR_FORMAT,
+                        "%s.rope.scaling.attn_factor %g: supported for phi3 LongRoPE only, and must be positive",
+                        L->arch, hp->rope_attn_factor);
+        return false;
+    }
     hp->rope_freq_scale = 1.0f;
     char key[128];
     arch_key(L, "rope.scaling.type", key, sizeof key);
@@ -577,6 +586,29 @@ void model_embedding_row(const struct rotkv_model *m, int32_t token, float *out)
     tr->dequantize_row((const uint8_t *)w->data + (size_t)token * w->row_bytes, out, w->ne0);
 }
 
+/* Phi-3's LongRoPE (128k variants, Phi-3.5-mini): rope_factors_long and
+ * rope_factors_short, both or neither, positive frequency divisors. */
+static bool load_longrope(loader *L, struct rotkv_model *m) {
+    const model_hparams *hp = &m->hp;
+    const bool has_long = gguf_find_tensor(L->f, "rope_factors_long.weight") != NULL;
+    const bool has_short = gguf_find_tensor(L->f, "rope_factors_short.weight") != NULL;
+    if (!has_long && !has_short) return true;
+    if (hp->arch != ARCH_PHI3) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s: LongRoPE factors (rope_factors_long/short) are supported "
+                        "for phi3 only", hp->arch_name);
+        return false;
+    }
+    if (!load_vector(L, &m->rope_factors_long, "rope_factors_long.weight", hp->n_rot / 2, true) ||
+        !load_vector(L, &m->rope_factors_short, "rope_factors_short.weight", hp->n_rot / 2, true))
+        return false;
+    for (uint32_t i = 0; i < hp->n_rot / 2; i++)
+        if (!(m->rope_factors_long[i] > 0) || !(m->rope_factors_short[i] > 0)) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "LongRoPE factor %u is not positive", i);
+            return false;
+        }
+    return true;
+}
+
 void model_free(struct rotkv_model *m) {
     if (!m) return;
     free(m->repack_arena);
@@ -590,6 +622,8 @@ void model_free(struct rotkv_model *m) {
     free(m->layers);
     free(m->output_norm);
     free(m->rope_factors);
+    free(m->rope_factors_long);
+    free(m->rope_factors_short);
     tokenizer_free(m->tok);
     gguf_close(m->gguf);
     free(m);
@@ -643,9 +677,7 @@ rotkv_status model_load(const char *path, const rotkv_model_params *params, stru
              load_weight(&L, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false);
     }
     if (ok && !m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    if (ok && (gguf_find_tensor(m->gguf, "rope_factors_long.weight") || gguf_find_tensor(m->gguf, "rope_factors_short.weight")))
-        ok = rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "%s: LongRoPE frequency factors (rope_factors_long/short, "
-                             "Phi-3 128k) are not supported", arch) == ROTKV_OK;
+    if (ok) ok = load_longrope(&L, m);
     if (ok) ok = load_vector(&L, &m->rope_factors, "rope_freqs.weight", hp->n_rot / 2, false);
     if (ok && m->rope_factors)
         for (uint32_t i = 0; i < hp->n_rot / 2; i++)

@@ -27,6 +27,8 @@ typedef struct {
     uint32_t n_rot;                  /* rotated dims per head (<= head_dim_k) */
     float rope_freq_base;
     float rope_freq_scale;           /* 1 / linear scaling factor */
+    uint32_t n_ctx_orig;             /* rope.scaling.original_context_length (LongRoPE picks its factors by it) */
+    float rope_attn_factor;          /* rope.scaling.attn_factor: rotated dims of q and k scaled by it (LongRoPE) */
     rope_style rope;
     float norm_eps;
     /* mixture of experts (qwen3moe; llama as Mixtral writes it): 0 experts = dense FFN */
@@ -71,6 +73,9 @@ struct rotkv_model {
     weight output;     /* (n_embd -> n_vocab); tok_embd when tied */
     float *output_norm;/* (n_embd,) */
     float *rope_factors; /* (n_rot/2,) llama3 frequency divisors, or NULL */
+    /* (n_rot/2,) phi3 LongRoPE frequency divisors, or NULL: the long ones for a
+     * context longer than n_ctx_orig, else the short ones (as llama.cpp) */
+    float *rope_factors_long, *rope_factors_short;
     layer_weights *layers;
     uint64_t n_params, weight_bytes;
     uint64_t matmul_bytes;   /* bytes of the matrices a token's forward pass reads (MoE: the

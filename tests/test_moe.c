@@ -18,8 +18,8 @@
  *    variants are refused with a message naming the key or tensor:
  *    expert_used_count > expert_count or 0, a missing or misshapen expert
  *    tensor, a 2-D expert tensor, a missing router, a shared expert, expert
- *    groups, experts on phi3, a misshapen fused attn_qkv / ffn_up, LongRoPE
- *    factors, an unknown architecture; the early Mixtral layout (a 2-D tensor
+ *    groups, experts on phi3, a misshapen fused attn_qkv / ffn_up, half of
+ *    LongRoPE's factors or LongRoPE outside phi3, an unknown architecture; the early Mixtral layout (a 2-D tensor
  *    per expert) gives the same logits as the 3-D tensors;
  *  - the test models in tests/models carry their family's real chat template
  *    and rotkv recognises it (phi3, qwen3, mistral). */
@@ -591,7 +591,12 @@ static void test_refused_variants(void **state) {
     refused(&(arch_opts){.arch = "phi3", .bad_tensor = "blk.0.attn_qkv.weight"}, FMT, "'blk.0.attn_qkv.weight'");
     refused(&(arch_opts){.arch = "phi3", .omit_tensor = "blk.1.attn_qkv.weight"}, FMT, "'blk.1.attn_q.weight' is missing");
     refused(&(arch_opts){.arch = "phi3", .bad_tensor = "blk.1.ffn_up.weight"}, FMT, "'blk.1.ffn_up.weight'");
-    refused(&(arch_opts){.arch = "phi3", .extra_tensor = "rope_factors_long.weight"}, UNS, "LongRoPE");
+    refused(&(arch_opts){.arch = "phi3", .extra_tensor = "rope_factors_long.weight"}, FMT,
+            "'rope_factors_short.weight' is missing");
+    refused(&(arch_opts){.arch = "qwen3moe", .n_expert = 4, .n_expert_used = 2, .extra_tensor = "rope_factors_short.weight"},
+            UNS, "LongRoPE factors (rope_factors_long/short) are supported for phi3 only");
+    refused(&(arch_opts){.arch = "llama", .extra_key = "llama.rope.scaling.attn_factor"}, UNS,
+            "llama.rope.scaling.attn_factor 2: supported for phi3 LongRoPE only");
     refused(&(arch_opts){.arch = "phimoe"}, UNS, "unsupported architecture 'phimoe'");
 }
 
