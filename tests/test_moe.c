@@ -21,6 +21,8 @@
  *    groups, experts on phi3, a misshapen fused attn_qkv / ffn_up, half of
  *    LongRoPE's factors or LongRoPE outside phi3, an unknown architecture; the early Mixtral layout (a 2-D tensor
  *    per expert) gives the same logits as the 3-D tensors;
+ *  - every dimension (and the type) of every tensor of three real test files
+ *    corrupted in turn: each load is refused with a message, none crashes;
  *  - the test models in tests/models carry their family's real chat template
  *    and rotkv recognises it (phi3, qwen3, mistral). */
 #include <math.h>
@@ -600,6 +602,54 @@ static void test_refused_variants(void **state) {
     refused(&(arch_opts){.arch = "phimoe"}, UNS, "unsupported architecture 'phimoe'");
 }
 
+/* Every dimension of every tensor of the real qwen3moe and phi3 test files made
+ * one larger (and, separately, every tensor's type made unknown): each load
+ * fails with a message, none crashes or loads. */
+static void test_corrupted_shapes_refused(void **state) {
+    (void)state;
+    const char *files[] = {"tests/models/syn-qwen3moe-Q4_0.gguf", "tests/models/syn-phi3-Q8_0.gguf",
+                           "tests/models/syn-mixtral-Q8_0.gguf"};
+    int n_loads = 0;
+    for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
+        size_t len;
+        uint8_t *orig = (uint8_t *)test_read_file(files[fi], &len);
+        assert_non_null(orig);
+        char err[256];
+        gguf_file *g = gguf_open_buffer(orig, len, err, sizeof err);
+        assert_non_null(g);
+        uint8_t *buf = malloc(len);
+        char path[] = "/tmp/rotkv_test_moe_bad_XXXXXX";
+        const int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        for (uint64_t ti = 0; ti < g->n_tensors; ti++) {
+            const gguf_tensor *t = &g->tensors[ti];
+            const size_t ne_at = t->info_offset + 8 + t->name.len + 4; /* name (u64 length + bytes), n_dims */
+            for (uint32_t d = 0; d <= t->n_dims; d++) {
+                memcpy(buf, orig, len);
+                if (d < t->n_dims) gw_patch_u64(buf, ne_at + 8 * d, t->ne[d] + 1);
+                else gw_patch_u32(buf, ne_at + 8 * t->n_dims, 99); /* the type */
+                assert_true(gw_write_file(path, buf, len));
+                rotkv_model *m = NULL;
+                rotkv_error e = {0};
+                const rotkv_status st = rotkv_model_load(path, NULL, &m, &e);
+                char name[96];
+                if (st == ROTKV_OK)
+                    fail_msg("%s: tensor %s with %s changed loaded", files[fi], gguf_str_cpy(t->name, name, sizeof name),
+                             d < t->n_dims ? "a dimension" : "its type");
+                assert_null(m);
+                assert_true(e.msg[0] != 0);
+                n_loads++;
+            }
+        }
+        unlink(path);
+        free(buf);
+        gguf_close(g);
+        free(orig);
+    }
+    print_message("[ INFO     ] %d corrupted loads refused\n", n_loads);
+}
+
 static void test_models_chat_templates(void **state) {
     (void)state;
     const struct {
@@ -635,6 +685,7 @@ int main(void) {
         cmocka_unit_test(test_archs_load_and_decode),
         cmocka_unit_test(test_split_experts_equal_3d),
         cmocka_unit_test(test_refused_variants),
+        cmocka_unit_test(test_corrupted_shapes_refused),
         cmocka_unit_test(test_models_chat_templates),
     };
     return cmocka_run_group_tests_name("mixture of experts, phi3", tests, NULL, NULL);
