@@ -1,5 +1,5 @@
 #!/bin/sh
-# Makes the test models of the phi3, qwen3moe and Mixtral (llama MoE)
+# Makes the test models of the phi3, qwen3moe, qwen2moe and Mixtral (llama MoE)
 # architectures in tests/models/ and their golden logits, with the reference
 # peer (../shared/peer: llama.cpp, transformers and llama.cpp's converter in a
 # chroot, see ../shared/peer/README.md). Run as root from the repository root:
@@ -18,7 +18,8 @@ W=$PEER/x/rotkv-test-models
 rm -rf "$W" && mkdir -p "$W/tmpl" "$W/out"
 cp scripts/make_test_models.py "$SHARED/peer/llama-logits.c" tests/models/prompt.txt "$W/"
 cp "$SHARED/models/tinystories-656k-f32.gguf" "$W/vocab.gguf"
-cp tests/server/templates/phi3-mini.jinja tests/server/templates/mistral-v0.2.jinja "$W/tmpl/"
+cp tests/server/templates/phi3-mini.jinja tests/server/templates/mistral-v0.2.jinja tests/server/templates/qwen2.5.jinja \
+    "$W/tmpl/"
 # Qwen3's real template, from the shared Qwen3 vocab
 cp "$SHARED/models/vocab-qwen3.gguf" "$W/vocab-qwen3.gguf"
 chroot "$PEER" python3 -c "
@@ -43,6 +44,9 @@ for m in syn-phi3 syn-qwen3moe syn-mixtral; do  # (syn-phi3-longrope below)
     quantize $m Q4_0
     for t in F32 F16 Q8_0 Q4_0; do golden $m $t; done
 done
+quantize syn-qwen2moe Q8_0
+golden syn-qwen2moe F32
+golden syn-qwen2moe Q8_0
 # LongRoPE (original context 256): llama.cpp rounds its context up to a multiple of 256
 # and takes the long factors above 256: the default context of 150 (110 prompt tokens +
 # 32 steps + 8) uses the short ones, -c 300 the long ones

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tiny random-weight HF models of the phi3, qwen3moe and Mixtral (llama MoE)
+"""Tiny random-weight HF models of the phi3, qwen3moe, qwen2moe and Mixtral (llama MoE)
 architectures, converted to GGUF with llama.cpp's own converter.
 
 Runs inside the peer chroot (../shared/peer: python3-torch, python3-transformers,
@@ -62,6 +62,14 @@ def shapes():
                              "long_factor": [1.0, 1.6, 2.5, 4.0, 6.0, 9.0],
                              "short_factor": [1.0, 1.05, 1.1, 1.25, 1.4, 1.6]},
             **{**common, "max_position_embeddings": 1024}), "phi3-mini.jinja"),
+        # Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): q/k/v biases, 8 experts of 64, top-2 with the
+        # weights as they are (norm_topk_prob off), a shared expert of 96 behind a sigmoid gate
+        "syn-qwen2moe": (transformers.Qwen2MoeConfig(intermediate_size=128, moe_intermediate_size=64,
+                                                     shared_expert_intermediate_size=96, num_experts=8,
+                                                     num_experts_per_tok=2, norm_topk_prob=False,
+                                                     decoder_sparse_step=1, mlp_only_layers=[],
+                                                     rope_theta=1000000.0, **common),
+                         "qwen2.5.jinja"),
     }
 
 
@@ -108,7 +116,7 @@ def main():
         with open(os.path.join(template_dir, tmpl), encoding="utf-8") as f:
             template = f.read()
         sv = tinystories_vocab(vocab_path, template)
-        for cls in (conv_phi.Phi3MiniModel, conv_qwen.Qwen3MoeModel, conv_llama.LlamaModel):
+        for cls in (conv_phi.Phi3MiniModel, conv_qwen.Qwen3MoeModel, conv_qwen.Qwen2MoeModel, conv_llama.LlamaModel):
             cls.set_vocab = sv
         for outtype in ("f32", "f16"):
             out = os.path.join(out_dir, f"{name}-{outtype.upper()}.gguf")

@@ -100,10 +100,13 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
     fprintf(fp, "head_dim:        %u (rope dims %u, %s)\n", hp->head_dim_k, hp->n_rot,
             hp->rope == ROPE_NEOX ? "neox" : "normal");
     if (hp->n_expert) {
-        fprintf(fp, "n_ff:            %u%s\n", hp->n_ff, hp->arch == ARCH_QWEN3MOE ? " (dense; unused: every layer is MoE)" : "");
+        fprintf(fp, "n_ff:            %u%s\n", hp->n_ff, hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE
+                                                        ? " (dense; unused: every layer is MoE)" : "");
         fprintf(fp, "experts:         %u per layer, %u used per token (expert n_ff %u, softmax router, top-%u weights %s)\n",
                 hp->n_expert, hp->n_expert_used, hp->n_ff_exp, hp->n_expert_used,
                 hp->expert_weights_norm ? "renormalized" : "as they are");
+        if (hp->n_ff_shexp)
+            fprintf(fp, "shared expert:   n_ff %u, every token, behind a sigmoid gate\n", hp->n_ff_shexp);
         fprintf(fp, "active weights:  %.2f MiB of matrices read per token (routed experts only)\n",
                 m->matmul_bytes / 1048576.0);
     } else {
@@ -363,6 +366,7 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     size_t maxrow = E > F ? E : F;
     if (Qd > maxrow) maxrow = Qd;
     if (hp->n_ff_exp > maxrow) maxrow = hp->n_ff_exp;
+    if (hp->n_ff_shexp > maxrow) maxrow = hp->n_ff_shexp;
     const int nth = threadpool_size(c->tp);
     c->seq_len = calloc(p.n_seq_max, sizeof *c->seq_len);
     c->x = alloc_f(B * E);

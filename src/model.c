@@ -74,23 +74,25 @@ static bool get_f32(loader *L, const char *suffix, float *out, bool required, fl
     return true;
 }
 
-/* Mixture-of-experts keys as llama.cpp's converter writes them. qwen3moe
- * always routes; llama routes when expert_count > 0 (Mixtral). Both take the
- * softmax over all experts, keep the top expert_used_count and renormalize
- * their weights to sum 1 (llama.cpp does so for these two architectures
- * whatever norm_topk_prob was). Structure rotkv does not implement — expert
- * groups, shared experts — is refused by name rather than ignored. */
+/* Mixture-of-experts keys as llama.cpp's converter writes them. qwen3moe and
+ * qwen2moe always route; llama routes when expert_count > 0 (Mixtral). All
+ * take the softmax over all experts and keep the top expert_used_count;
+ * qwen3moe and llama renormalize their weights to sum 1, qwen2moe does not
+ * (llama.cpp decides so per architecture, whatever norm_topk_prob was).
+ * qwen2moe adds a shared expert. Structure rotkv does not implement — expert
+ * groups, shared experts elsewhere — is refused by name rather than ignored. */
 static bool read_moe_hparams(loader *L, model_hparams *hp) {
-    if (!get_u32(L, "expert_count", &hp->n_expert, hp->arch == ARCH_QWEN3MOE, 0) ||
+    const bool moe_arch = hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE;
+    if (!get_u32(L, "expert_count", &hp->n_expert, moe_arch, 0) ||
         !get_u32(L, "expert_used_count", &hp->n_expert_used, hp->n_expert > 0, 0))
         return false;
     if (hp->n_expert == 0) {
         hp->n_expert_used = 0;
         return true;
     }
-    if (hp->arch != ARCH_QWEN3MOE && hp->arch != ARCH_LLAMA) {
+    if (!moe_arch && hp->arch != ARCH_LLAMA) {
         rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s.expert_count is %u: mixture of experts is supported for "
-                        "qwen3moe and llama (Mixtral) only", L->arch, hp->n_expert);
+                        "qwen3moe, qwen2moe and llama (Mixtral) only", L->arch, hp->n_expert);
         return false;
     }
     if (hp->n_expert > 512 || hp->n_expert_used == 0 || hp->n_expert_used > hp->n_expert) {
@@ -115,13 +117,22 @@ static bool read_moe_hparams(loader *L, model_hparams *hp) {
                         L->arch, v);
         return false;
     }
+    hp->expert_weights_norm = hp->arch != ARCH_QWEN2MOE;
+    if (hp->arch == ARCH_QWEN2MOE) { /* its shared expert: feed_forward_length wide unless said */
+        if (!get_u32(L, "expert_shared_feed_forward_length", &hp->n_ff_shexp, false, hp->n_ff)) return false;
+        if (hp->n_ff_shexp == 0 || hp->n_ff_shexp > (1u << 18)) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: shared expert feed-forward length %u is out of range",
+                            L->arch, hp->n_ff_shexp);
+            return false;
+        }
+        return true;
+    }
     if (!get_u32(L, "expert_shared_count", &v, false, 0)) return false;
     if (v > 0 || gguf_find_tensor(L->f, "blk.0.ffn_up_shexp.weight")) {
         rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s: shared experts (%s) are not part of this architecture",
                         L->arch, v > 0 ? "expert_shared_count" : "tensor blk.0.ffn_up_shexp.weight");
         return false;
     }
-    hp->expert_weights_norm = true;
     return true;
 }
 
@@ -138,12 +149,15 @@ static bool read_hparams(loader *L, model_hparams *hp) {
     } else if (strcmp(L->arch, "qwen3moe") == 0) {
         hp->arch = ARCH_QWEN3MOE;
         hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "qwen2moe") == 0) {
+        hp->arch = ARCH_QWEN2MOE;
+        hp->rope = ROPE_NEOX;
     } else if (strcmp(L->arch, "phi3") == 0) {
         hp->arch = ARCH_PHI3;
         hp->rope = ROPE_NEOX;
     } else {
         rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED,
-                        "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3, qwen3moe, phi3)",
+                        "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3, qwen3moe, qwen2moe, phi3)",
                         L->arch);
         return false;
     }
@@ -364,6 +378,14 @@ static bool load_moe(loader *L, const model_hparams *hp, uint32_t il, layer_weig
         return false;
     weight *down[1] = {lw->down_exps};
     if (!load_experts(L, NAME("ffn_down_exps.weight"), F, E, X, 1, down, true)) return false;
+    if (hp->n_ff_shexp) {
+        const int64_t FS = hp->n_ff_shexp;
+        if (!load_vector(L, &lw->ffn_gate_inp_shexp, NAME("ffn_gate_inp_shexp.weight"), E, true) ||
+            !load_weight(L, &lw->gate_shexp, NAME("ffn_gate_shexp.weight"), E, FS, true) ||
+            !load_weight(L, &lw->up_shexp, NAME("ffn_up_shexp.weight"), E, FS, true) ||
+            !load_weight(L, &lw->down_shexp, NAME("ffn_down_shexp.weight"), FS, E, true))
+            return false;
+    }
 #undef NAME
     return true;
 }
@@ -373,7 +395,7 @@ static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_we
     const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim_k;
     const int64_t K = (int64_t)hp->n_head_kv * hp->head_dim_k, V = (int64_t)hp->n_head_kv * hp->head_dim_v;
     const int64_t O = (int64_t)hp->n_head * hp->head_dim_v;
-    const bool bias = hp->arch == ARCH_QWEN2;
+    const bool bias = hp->arch == ARCH_QWEN2 || hp->arch == ARCH_QWEN2MOE;
 #define NAME(s) (snprintf(n, sizeof n, "blk.%u." s, il), n)
     if (!load_vector(L, &lw->attn_norm, NAME("attn_norm.weight"), E, true)) return false;
     weight qkv;
@@ -415,13 +437,14 @@ static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_we
  * repacking and counting: a malloc'd array of *n entries, NULL when out of
  * memory. */
 static weight **model_matmul_weights(struct rotkv_model *m, size_t *n) {
-    const size_t per_layer = 7 + (m->hp.n_expert ? 1 + 3 * (size_t)m->hp.n_expert : 0);
+    const size_t per_layer = 11 + 3 * (size_t)m->hp.n_expert; /* the ws list below, then the experts */
     weight **out = malloc(sizeof(weight *) * (per_layer * m->hp.n_layer + 1));
     *n = 0;
     if (!out) return NULL;
     for (uint32_t i = 0; m->layers && i < m->hp.n_layer; i++) {
         layer_weights *lw = &m->layers[i];
-        weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down, &lw->ffn_gate_inp};
+        weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down, &lw->ffn_gate_inp,
+                        &lw->gate_shexp, &lw->up_shexp, &lw->down_shexp};
         for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
             if (ws[k]->data) out[(*n)++] = ws[k];
         for (uint32_t e = 0; lw->gate_exps && e < m->hp.n_expert; e++) {
@@ -441,7 +464,8 @@ static uint64_t model_matmul_bytes(const struct rotkv_model *m) {
     uint64_t total = (uint64_t)m->output.ne1 * m->output.row_bytes, experts = 0;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
         const layer_weights *lw = &m->layers[i];
-        const weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down, &lw->ffn_gate_inp};
+        const weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down, &lw->ffn_gate_inp,
+                              &lw->gate_shexp, &lw->up_shexp, &lw->down_shexp};
         for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
             if (ws[k]->data) total += (uint64_t)ws[k]->ne1 * ws[k]->row_bytes;
         for (uint32_t e = 0; lw->gate_exps && e < hp->n_expert; e++)
@@ -618,6 +642,7 @@ void model_free(struct rotkv_model *m) {
             free(lw->attn_norm); free(lw->bq); free(lw->bk); free(lw->bv);
             free(lw->q_norm); free(lw->k_norm); free(lw->ffn_norm);
             free(lw->gate_exps); /* up_exps and down_exps live in the same block */
+            free(lw->ffn_gate_inp_shexp);
         }
     free(m->layers);
     free(m->output_norm);

@@ -1,6 +1,6 @@
 /* model.h — hyperparameters and weights of a llama-shaped transformer
- * (llama, mistral, qwen2, qwen3, phi3, and the mixture-of-experts qwen3moe and
- * llama/Mixtral), read from a GGUF file and checked against each other before use. */
+ * (llama, mistral, qwen2, qwen3, phi3, and the mixture-of-experts qwen3moe,
+ * qwen2moe and llama/Mixtral), read from a GGUF file and checked against each other before use. */
 #ifndef ROTKV_MODEL_H
 #define ROTKV_MODEL_H
 
@@ -12,7 +12,7 @@
 #include "rotkv.h"
 #include "tokenizer.h"
 
-typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE } model_arch;
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE, ARCH_QWEN2MOE } model_arch;
 
 /* RoPE pairing: NORM rotates (x[2i], x[2i+1]) (llama, after the converter's
  * permutation); NEOX rotates (x[i], x[i + n_rot/2]) (qwen2/qwen3). */
@@ -35,6 +35,7 @@ typedef struct {
     uint32_t n_expert, n_expert_used; /* <arch>.expert_count, <arch>.expert_used_count */
     uint32_t n_ff_exp;                /* one expert's FFN width */
     bool expert_weights_norm;         /* the top-k router weights are renormalized to sum 1 */
+    uint32_t n_ff_shexp;              /* qwen2moe: the shared expert's FFN width (0: none) */
 } model_hparams;
 
 /* A 2-D weight matrix in its file type: rows of ne0 values, ne1 rows. */
@@ -62,6 +63,11 @@ typedef struct {
     weight ffn_gate_inp;         /* (n_embd -> n_expert), data NULL for a dense FFN */
     weight *gate_exps, *up_exps; /* (n_expert,) of (n_embd -> n_ff_exp) */
     weight *down_exps;           /* (n_expert,) of (n_ff_exp -> n_embd) */
+    /* qwen2moe's shared expert, run for every token, its output scaled by
+     * sigmoid(ffn_gate_inp_shexp · x); NULL / data NULL when there is none */
+    float *ffn_gate_inp_shexp;   /* (n_embd,) */
+    weight gate_shexp, up_shexp; /* (n_embd -> n_ff_shexp) */
+    weight down_shexp;           /* (n_ff_shexp -> n_embd) */
 } layer_weights;
 
 struct rotkv_model {

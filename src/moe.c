@@ -29,20 +29,30 @@ bool moe_scratch_init(moe_scratch *s, const model_hparams *hp, int n_batch) {
     s->gate = malloc(sizeof(float) * B * K * F);
     s->up = malloc(sizeof(float) * B * K * F);
     s->y = malloc(sizeof(float) * B * K * E);
-    s->req = malloc(sizeof(matvec_req) * 2 * X);
+    s->req = malloc(sizeof(matvec_req) * (2 * X + 2));
     if (!s->probs || !s->sel || !s->sel_w || !s->start || !s->rows || !s->row_w || !s->x || !s->y || !s->gate ||
         !s->up || !s->req) {
         moe_scratch_free(s);
         return false;
     }
+    if (hp->n_ff_shexp) {
+        s->sh_gate = malloc(sizeof(float) * B * hp->n_ff_shexp);
+        s->sh_up = malloc(sizeof(float) * B * hp->n_ff_shexp);
+        s->sh_y = malloc(sizeof(float) * B * E);
+        if (!s->sh_gate || !s->sh_up || !s->sh_y) {
+            moe_scratch_free(s);
+            return false;
+        }
+    }
     return true;
 }
 
-int moe_scratch_tokens(const model_hparams *hp) { return 2 * (int)hp->n_expert; }
+int moe_scratch_tokens(const model_hparams *hp) { return 2 * (int)hp->n_expert + 2; }
 
 void moe_scratch_free(moe_scratch *s) {
     free(s->probs); free(s->sel); free(s->sel_w); free(s->start); free(s->rows); free(s->row_w);
     free(s->x); free(s->y); free(s->gate); free(s->up); free(s->req);
+    free(s->sh_gate); free(s->sh_up); free(s->sh_y);
     memset(s, 0, sizeof *s);
 }
 
@@ -87,10 +97,12 @@ static void timed_matmul(threadpool *tp, const weight *w, const float *x, int n,
 
 /* Each routed row r (rows grouped by expert) gets its expert's output in
  * s->y + r * n_embd: experts with one token together (matmul_many), the others
- * one batched matmul per projection. */
-static bool experts_forward(threadpool *tp, const model_hparams *hp, const layer_weights *L, const float *xb,
+ * one batched matmul per projection; the shared expert's output (n tokens) goes
+ * to s->sh_y, with the single-token experts when n is 1. */
+static bool experts_forward(threadpool *tp, const model_hparams *hp, const layer_weights *L, const float *xb, int n,
                             moe_scratch *s, void *mm_scratch, double *t_matmul_ms) {
-    const int X = (int)hp->n_expert, E = (int)hp->n_embd, F = (int)hp->n_ff_exp;
+    const int X = (int)hp->n_expert, E = (int)hp->n_embd, F = (int)hp->n_ff_exp, FS = (int)hp->n_ff_shexp;
+    const bool shared = L->gate_shexp.data != NULL, shared_single = shared && n == 1;
     int n1 = 0;
     for (int e = 0; e < X; e++) {
         const int r = s->start[e];
@@ -99,18 +111,31 @@ static bool experts_forward(threadpool *tp, const model_hparams *hp, const layer
         s->req[n1++] = (matvec_req){&L->gate_exps[e], x, s->gate + (size_t)r * F};
         s->req[n1++] = (matvec_req){&L->up_exps[e], x, s->up + (size_t)r * F};
     }
+    const int n1_exp = n1;
+    if (shared_single) {
+        s->req[n1++] = (matvec_req){&L->gate_shexp, xb, s->sh_gate};
+        s->req[n1++] = (matvec_req){&L->up_shexp, xb, s->sh_up};
+    }
     if (n1) {
         const double t0 = now_ms();
         if (!matmul_many(tp, s->req, n1, mm_scratch)) return false;
-        for (int i = 0; i < n1; i += 2) swiglu(s->req[i].y, s->req[i + 1].y, F);
+        for (int i = 0; i < n1_exp; i += 2) swiglu(s->req[i].y, s->req[i + 1].y, F);
+        if (shared_single) swiglu(s->sh_gate, s->sh_up, FS);
         int nd = 0;
-        for (int i = 0; i < n1; i += 2) {
+        for (int i = 0; i < n1_exp; i += 2) {
             const int e = (int)(s->req[i].W - L->gate_exps), r = s->start[e];
             s->req[nd++] = (matvec_req){&L->down_exps[e], s->gate + (size_t)r * F, s->y + (size_t)r * E};
         }
+        s->expert_matmuls += (uint64_t)nd;
+        if (shared_single) s->req[nd++] = (matvec_req){&L->down_shexp, s->sh_gate, s->sh_y};
         if (!matmul_many(tp, s->req, nd, mm_scratch)) return false;
         *t_matmul_ms += now_ms() - t0;
-        s->expert_matmuls += (uint64_t)nd;
+    }
+    if (shared && !shared_single) {
+        timed_matmul(tp, &L->gate_shexp, xb, n, s->sh_gate, mm_scratch, t_matmul_ms);
+        timed_matmul(tp, &L->up_shexp, xb, n, s->sh_up, mm_scratch, t_matmul_ms);
+        swiglu(s->sh_gate, s->sh_up, n * FS);
+        timed_matmul(tp, &L->down_shexp, s->sh_gate, n, s->sh_y, mm_scratch, t_matmul_ms);
     }
     for (int e = 0; e < X; e++) {
         const int r0 = s->start[e], m = s->start[e + 1] - r0;
@@ -149,7 +174,7 @@ bool moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, co
         }
     for (int e = X; e > 0; e--) s->start[e] = s->start[e - 1];
     s->start[0] = 0;
-    if (!experts_forward(tp, hp, L, xb, s, mm_scratch, t_matmul_ms)) return false;
+    if (!experts_forward(tp, hp, L, xb, n, s, mm_scratch, t_matmul_ms)) return false;
     /* each token's weighted sum, in expert order */
     memset(out, 0, sizeof(float) * (size_t)n * E);
     for (int r = 0; r < n * K; r++) {
@@ -157,6 +182,15 @@ bool moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, co
         const float *y = s->y + (size_t)r * E, w = s->row_w[r];
         for (int d = 0; d < E; d++) o[d] += w * y[d];
     }
+    if (L->gate_shexp.data) /* the shared expert, behind its sigmoid gate */
+        for (int t = 0; t < n; t++) {
+            const float *x = xb + (size_t)t * E, *y = s->sh_y + (size_t)t * E;
+            double dot = 0;
+            for (int d = 0; d < E; d++) dot += (double)L->ffn_gate_inp_shexp[d] * x[d];
+            const float g = 1.0f / (1.0f + expf(-(float)dot));
+            float *o = out + (size_t)t * E;
+            for (int d = 0; d < E; d++) o[d] += g * y[d];
+        }
     s->expert_rows += (uint64_t)n * K;
     return true;
 }

@@ -13,7 +13,11 @@
  *
  * Each token's output sums its experts' outputs in expert order whichever
  * path computed them, so a token gives bit-identical output alone or in any
- * batch, with any number of threads. */
+ * batch, with any number of threads.
+ *
+ * qwen2moe adds a shared expert every token runs, its output scaled by
+ * sigmoid(ffn_gate_inp_shexp · x) and added after the routed ones (as
+ * llama.cpp adds it); in decode its products join the same two dispatches. */
 #ifndef ROTKV_MOE_H
 #define ROTKV_MOE_H
 
@@ -35,7 +39,9 @@ typedef struct {
     float *x;                /* (n_batch, n_embd) an expert's gathered inputs */
     float *gate, *up;        /* (n_batch * n_expert_used, n_ff_exp) per routed row */
     float *y;                /* (n_batch * n_expert_used, n_embd) per routed row: the expert's output */
-    matvec_req *req;         /* (2 * n_expert) requests of the single-token experts */
+    matvec_req *req;         /* (2 * n_expert + 2) requests of the single-token experts (+ the shared one) */
+    float *sh_gate, *sh_up;  /* (n_batch, n_ff_shexp) qwen2moe's shared expert, or NULL */
+    float *sh_y;             /* (n_batch, n_embd) its output */
     uint64_t expert_rows;    /* routed (token, expert) pairs computed so far */
     uint64_t expert_matmuls; /* experts multiplied by (once per expert and batch) */
 } moe_scratch;

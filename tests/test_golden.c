@@ -1,6 +1,6 @@
 /* test_golden.c — every GGUF with weights in ../shared/models against
  * llama.cpp's reference logits in ../shared/golden/<model>.logits.txt, and
- * the small models of tests/models (phi3, qwen3moe, Mixtral-style llama MoE;
+ * the small models of tests/models (phi3, qwen3moe, qwen2moe, Mixtral-style llama MoE;
  * made by scripts/make-test-models.sh, docs/models.md) against theirs beside
  * them, which needs no ../shared:
  *  - same prompt tokens;
@@ -326,6 +326,8 @@ LOCAL_MODEL_TEST(t_mixtral_f32, "syn-mixtral-F32")
 LOCAL_MODEL_TEST(t_mixtral_f16, "syn-mixtral-F16")
 LOCAL_MODEL_TEST(t_mixtral_q8_0, "syn-mixtral-Q8_0")
 LOCAL_MODEL_TEST(t_mixtral_q4_0, "syn-mixtral-Q4_0")
+LOCAL_MODEL_TEST(t_qwen2moe_f32, "syn-qwen2moe-F32")
+LOCAL_MODEL_TEST(t_qwen2moe_q8_0, "syn-qwen2moe-Q8_0")
 /* LongRoPE (original context 256): a context of 150 takes the short factors, 300 the long ones */
 LOCAL_MODEL_TEST(t_phi3_longrope_f32, "syn-phi3-longrope-F32")
 LOCAL_MODEL_TEST(t_phi3_longrope_q8_0, "syn-phi3-longrope-Q8_0")
@@ -367,7 +369,7 @@ static void t_all_local_golden_files_covered(void **state) {
         "syn-phi3-F32", "syn-phi3-F16", "syn-phi3-Q8_0", "syn-phi3-Q4_0", "syn-qwen3moe-F32", "syn-qwen3moe-F16",
         "syn-qwen3moe-Q8_0", "syn-qwen3moe-Q4_0", "syn-mixtral-F32", "syn-mixtral-F16", "syn-mixtral-Q8_0",
         "syn-mixtral-Q4_0", "syn-phi3-longrope-F32", "syn-phi3-longrope-Q8_0", "syn-phi3-longrope-F32.ctx300",
-        "syn-phi3-longrope-Q8_0.ctx300"};
+        "syn-phi3-longrope-Q8_0.ctx300", "syn-qwen2moe-F32", "syn-qwen2moe-Q8_0"};
     DIR *d = opendir("tests/models");
     assert_non_null(d);
     struct dirent *e;
@@ -403,6 +405,7 @@ int main(void) {
         cmocka_unit_test(t_phi3_q4_0), cmocka_unit_test(t_qwen3moe_f32), cmocka_unit_test(t_qwen3moe_f16),
         cmocka_unit_test(t_qwen3moe_q8_0), cmocka_unit_test(t_qwen3moe_q4_0), cmocka_unit_test(t_mixtral_f32),
         cmocka_unit_test(t_mixtral_f16), cmocka_unit_test(t_mixtral_q8_0), cmocka_unit_test(t_mixtral_q4_0),
+        cmocka_unit_test(t_qwen2moe_f32), cmocka_unit_test(t_qwen2moe_q8_0),
         cmocka_unit_test(t_phi3_longrope_f32), cmocka_unit_test(t_phi3_longrope_q8_0),
         cmocka_unit_test(t_phi3_longrope_f32_ctx300), cmocka_unit_test(t_phi3_longrope_q8_0_ctx300),
     };

@@ -13,7 +13,7 @@
  *  - decode reads only the routed experts: every other expert's matrices are
  *    mprotect(PROT_NONE)ed and moe_ffn of one token still runs (a read would
  *    be a SIGSEGV); a batch multiplies by each chosen expert exactly once;
- *  - tiny qwen3moe / llama-MoE / phi3 GGUFs built here load, report their
+ *  - tiny qwen3moe / qwen2moe / llama-MoE / phi3 GGUFs built here load, report their
  *    experts in rotkv_model_get_info, decode to finite logits, and broken
  *    variants are refused with a message naming the key or tensor:
  *    expert_used_count > expert_count or 0, a missing or misshapen expert
@@ -387,7 +387,8 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
     gb_kv_f32(&g, KEY("attention.layer_norm_rms_epsilon"), 1e-6f);
     if (o->n_expert) gb_kv_u32(&g, KEY("expert_count"), o->n_expert);
     if (o->n_expert_used) gb_kv_u32(&g, KEY("expert_used_count"), o->n_expert_used);
-    if (!strcmp(o->arch, "qwen3moe")) gb_kv_u32(&g, KEY("expert_feed_forward_length"), M_FF);
+    if (!strcmp(o->arch, "qwen3moe") || !strcmp(o->arch, "qwen2moe")) gb_kv_u32(&g, KEY("expert_feed_forward_length"), M_FF);
+    if (!strcmp(o->arch, "qwen2moe")) gb_kv_u32(&g, KEY("expert_shared_feed_forward_length"), 2 * M_FF);
     if (o->extra_key) gb_kv_u32(&g, o->extra_key, 2);
 #undef KEY
     gb_kv_str(&g, "tokenizer.ggml.model", "llama");
@@ -404,6 +405,7 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
     gb_kv_u32(&g, "tokenizer.ggml.eos_token_id", 2);
 
     const bool phi3 = !strcmp(o->arch, "phi3"), qk_norm = !strcmp(o->arch, "qwen3moe");
+    const bool qwen2moe = !strcmp(o->arch, "qwen2moe");
     const uint64_t Q = M_HEAD * M_HD, KV = M_HEAD_KV * M_HD, XE = o->n_expert;
     tensor(&g, o, "token_embd.weight", 2, M_EMBD, M_VOCAB, 1);
     tensor(&g, o, "output_norm.weight", 1, M_EMBD, 1, 1);
@@ -418,6 +420,15 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
             T("attn_q.weight", 2, M_EMBD, Q, 1);
             T("attn_k.weight", 2, M_EMBD, KV, 1);
             T("attn_v.weight", 2, M_EMBD, KV, 1);
+        }
+        if (qwen2moe) {
+            T("attn_q.bias", 1, Q, 1, 1);
+            T("attn_k.bias", 1, KV, 1, 1);
+            T("attn_v.bias", 1, KV, 1, 1);
+            T("ffn_gate_inp_shexp.weight", 2, M_EMBD, 1, 1);
+            T("ffn_gate_shexp.weight", 2, M_EMBD, 2 * M_FF, 1);
+            T("ffn_up_shexp.weight", 2, M_EMBD, 2 * M_FF, 1);
+            T("ffn_down_shexp.weight", 2, 2 * M_FF, M_EMBD, 1);
         }
         if (qk_norm) {
             T("attn_q_norm.weight", 1, M_HD, 1, 1);
@@ -485,6 +496,7 @@ static void test_archs_load_and_decode(void **state) {
     const arch_opts cases[] = {{.arch = "qwen3moe", .n_expert = 4, .n_expert_used = 2},
                                {.arch = "llama", .n_expert = 4, .n_expert_used = 2},
                                {.arch = "llama", .n_expert = 3, .n_expert_used = 3},
+                               {.arch = "qwen2moe", .n_expert = 4, .n_expert_used = 2},
                                {.arch = "phi3"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rotkv_model *m;
@@ -590,6 +602,12 @@ static void test_refused_variants(void **state) {
     refused(&(arch_opts){.arch = "qwen3moe", .n_expert = 4, .n_expert_used = 2, .extra_key = "qwen3moe.expert_group_count"},
             UNS, "expert_group_count 2");
     refused(&(arch_opts){.arch = "phi3", .n_expert = 4, .n_expert_used = 2}, UNS, "phi3.expert_count is 4");
+    refused(&(arch_opts){.arch = "qwen2moe", .n_expert = 4, .n_expert_used = 2, .omit_tensor = "blk.1.ffn_gate_inp_shexp.weight"},
+            FMT, "'blk.1.ffn_gate_inp_shexp.weight' is missing");
+    refused(&(arch_opts){.arch = "qwen2moe", .n_expert = 4, .n_expert_used = 2, .bad_tensor = "blk.0.ffn_down_shexp.weight"},
+            FMT, "'blk.0.ffn_down_shexp.weight'");
+    refused(&(arch_opts){.arch = "qwen2moe", .n_expert = 4, .n_expert_used = 2, .omit_tensor = "blk.0.attn_k.bias"},
+            FMT, "'blk.0.attn_k.bias' is missing");
     refused(&(arch_opts){.arch = "phi3", .bad_tensor = "blk.0.attn_qkv.weight"}, FMT, "'blk.0.attn_qkv.weight'");
     refused(&(arch_opts){.arch = "phi3", .omit_tensor = "blk.1.attn_qkv.weight"}, FMT, "'blk.1.attn_q.weight' is missing");
     refused(&(arch_opts){.arch = "phi3", .bad_tensor = "blk.1.ffn_up.weight"}, FMT, "'blk.1.ffn_up.weight'");
