@@ -75,6 +75,9 @@ typedef struct {
     uint64_t repacked_bytes; /* heap bytes of weights repacked at load for the kernels (0: none) */
     char isa[16];          /* kernel level in use: scalar, avx2, avxvnni, avx512 */
     char name[128];        /* general.name, may be empty */
+    uint32_t n_expert;      /* mixture of experts: experts per layer (0: dense FFN) */
+    uint32_t n_expert_used; /* experts each token is routed to */
+    uint32_t n_ff_exp;      /* one expert's FFN width */
 } rotkv_model_info;
 
 void rotkv_model_get_info(const rotkv_model *model, rotkv_model_info *info);

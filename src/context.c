@@ -12,6 +12,7 @@
 #include "kv_calib.h"
 #include "cpu.h"
 #include "model.h"
+#include "moe.h"
 #include "ops.h"
 #include "quant.h"
 #include "rotation.h"
@@ -70,6 +71,9 @@ void rotkv_model_get_info(const rotkv_model *m, rotkv_model_info *info) {
     info->repacked_bytes = m->repacked_bytes;
     snprintf(info->isa, sizeof info->isa, "%s", cpu_isa_name(cpu_isa_active()));
     snprintf(info->name, sizeof info->name, "%s", m->name);
+    info->n_expert = hp->n_expert;
+    info->n_expert_used = hp->n_expert_used;
+    info->n_ff_exp = hp->n_ff_exp;
 }
 
 const char *rotkv_kernel_isa(void) { return cpu_isa_name(cpu_isa_active()); }
@@ -95,9 +99,25 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
             hp->n_head / hp->n_head_kv);
     fprintf(fp, "head_dim:        %u (rope dims %u, %s)\n", hp->head_dim_k, hp->n_rot,
             hp->rope == ROPE_NEOX ? "neox" : "normal");
-    fprintf(fp, "n_ff:            %u\n", hp->n_ff);
+    if (hp->n_expert) {
+        fprintf(fp, "n_ff:            %u%s\n", hp->n_ff, hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE
+                                                        ? " (dense; unused: every layer is MoE)" : "");
+        fprintf(fp, "experts:         %u per layer, %u used per token (expert n_ff %u, softmax router, top-%u weights %s)\n",
+                hp->n_expert, hp->n_expert_used, hp->n_ff_exp, hp->n_expert_used,
+                hp->expert_weights_norm ? "renormalized" : "as they are");
+        if (hp->n_ff_shexp)
+            fprintf(fp, "shared expert:   n_ff %u, every token, behind a sigmoid gate\n", hp->n_ff_shexp);
+        fprintf(fp, "active weights:  %.2f MiB of matrices read per token (routed experts only)\n",
+                m->matmul_bytes / 1048576.0);
+    } else {
+        fprintf(fp, "n_ff:            %u\n", hp->n_ff);
+    }
     fprintf(fp, "rope_freq_base:  %g%s%s\n", hp->rope_freq_base, m->rope_factors ? " (llama3 freq factors)" : "",
             hp->rope_freq_scale != 1.0f ? " (linear scaling)" : "");
+    if (m->rope_factors_long)
+        fprintf(fp, "rope scaling:    LongRoPE: long factors for a context (rounded up to 256) above %u, else short; "
+                    "attn_factor %g\n",
+                hp->n_ctx_orig, hp->rope_attn_factor);
     fprintf(fp, "rms_norm_eps:    %g\n", hp->norm_eps);
     fprintf(fp, "output:          %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "separate");
     fprintf(fp, "kernels:         %s (CPU: %s%s)\n", cpu_isa_name(cpu_isa_active()), cpu_isa_name(cpu_isa_detect()),
@@ -183,6 +203,8 @@ struct rotkv_context {
     threadpool *tp;
     kv_cache *kv;
     rotation rot;          /* attn-rot matrix for one head */
+    const float *rope_factors; /* (n_rot/2,) RoPE frequency divisors for this context (llama3, LongRoPE), or NULL */
+    float rope_mscale;         /* rotated dims of q and k scaled by it (LongRoPE's attn_factor), else 1 */
     bool *rot_k, *rot_v;   /* (n_layer,) resolved from the params (AUTO -> quantized non-kt types) */
     int32_t *seq_len; /* (n_seq,) tokens cached per sequence */
     /* activations for up to n_batch tokens; shapes per token in comments */
@@ -193,6 +215,7 @@ struct rotkv_context {
     float *tmp;     /* (n_embd) */
     float *center;  /* (2 * n_head_kv * hd) mean K and V rows of a sequence's first batch */
     float *gate, *up; /* (n_ff) */
+    moe_scratch moe;  /* MoE layers' routing and expert buffers (empty for a dense model) */
     float *mm_scratch;   /* nth * max row length */
     float *att_scratch;  /* nth * group * hd */
     int32_t *tok_seq, *tok_pos; /* (n_batch) */
@@ -240,6 +263,7 @@ void rotkv_context_free(rotkv_context *c) {
     free(c->center);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
     free(c->gate); free(c->up); free(c->mm_scratch); free(c->att_scratch);
+    moe_scratch_free(&c->moe);
     free(c->tok_seq); free(c->tok_pos); free(c->logits); free(c->logits_row);
     free(c);
 }
@@ -269,6 +293,13 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     if (!c) return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
     c->model = m;
     c->params = p;
+    /* LongRoPE: the long factors when the context outgrows the original one. llama.cpp
+     * decides on its cache size, n_ctx rounded up to a multiple of 256; so does rotkv,
+     * to give the same logits (a context of 100 on an original 64 takes the long ones). */
+    const uint32_t n_ctx_pad = (p.n_ctx + 255) / 256 * 256;
+    c->rope_factors = m->rope_factors_long ? (n_ctx_pad > hp->n_ctx_orig ? m->rope_factors_long : m->rope_factors_short)
+                                           : m->rope_factors;
+    c->rope_mscale = hp->rope_attn_factor;
     bool any_quantized = false;
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const kv_codec *ck = kv_codec_get(p.layer_types_k ? p.layer_types_k[l] : p.type_k);
@@ -330,9 +361,12 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     }
     c->tp = threadpool_create(p.n_threads);
     const size_t B = p.n_batch, E = hp->n_embd, Qd = (size_t)hp->n_head * hp->head_dim_k;
-    const size_t Kd = (size_t)hp->n_head_kv * hp->head_dim_k, F = hp->n_ff;
+    /* an MoE model's layers are all MoE (the experts have their own buffers): no dense FFN width */
+    const size_t Kd = (size_t)hp->n_head_kv * hp->head_dim_k, F = hp->n_expert ? 1 : hp->n_ff;
     size_t maxrow = E > F ? E : F;
     if (Qd > maxrow) maxrow = Qd;
+    if (hp->n_ff_exp > maxrow) maxrow = hp->n_ff_exp;
+    if (hp->n_ff_shexp > maxrow) maxrow = hp->n_ff_shexp;
     const int nth = threadpool_size(c->tp);
     c->seq_len = calloc(p.n_seq_max, sizeof *c->seq_len);
     c->x = alloc_f(B * E);
@@ -343,12 +377,13 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->tmp = alloc_f(B * E);
     c->gate = alloc_f(B * F);
     c->up = alloc_f(B * F);
-    c->mm_scratch = malloc(matmul_scratch_bytes(nth, (int64_t)maxrow, (int)B));
+    const int mm_tokens = hp->n_expert && moe_scratch_tokens(hp) > (int)B ? moe_scratch_tokens(hp) : (int)B;
+    c->mm_scratch = malloc(matmul_scratch_bytes(nth, (int64_t)maxrow, mm_tokens));
     c->att_scratch = alloc_f((size_t)nth * attention_scratch_floats((int)hp->n_head, (int)hp->n_head_kv, (int)hp->head_dim_k));
     c->tok_seq = malloc(B * sizeof(int32_t));
     c->tok_pos = malloc(B * sizeof(int32_t));
     if (!c->tp || !c->seq_len || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->tmp || !c->gate || !c->up ||
-        !c->mm_scratch || !c->att_scratch || !c->tok_seq || !c->tok_pos) {
+        !c->mm_scratch || !c->att_scratch || !c->tok_seq || !c->tok_pos || !moe_scratch_init(&c->moe, hp, (int)B)) {
         rotkv_context_free(c);
         return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory allocating activations for n_batch=%u", p.n_batch);
     }
@@ -397,7 +432,7 @@ rotkv_status rotkv_seq_shift(rotkv_context *c, int32_t seq, int32_t n_keep, int3
                 if (c->rot_k[l]) rotation_apply_inverse(&c->rot, kh);
                 /* RoPE angles add: rotating by -n_discard moves the key to p - n_discard */
                 rope_apply(kh, (int)hp->n_rot, -n_discard, hp->rope_freq_base, hp->rope_freq_scale,
-                           c->model->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
                 if (c->rot_k[l]) rotation_apply(&c->rot, kh);
             }
             kv_cache_store(c->kv, (uint32_t)seq, l, (uint32_t)(p - n_discard), k, v);
@@ -498,10 +533,10 @@ static void augment_rope(const rotkv_context *c, uint32_t il, int n, float *Ka, 
             const int32_t dq = (int32_t)((rs >> 33) % span);
             for (int h = 0; h < nkv; h++)
                 rope_apply(k + (size_t)h * hd, (int)hp->n_rot, dk, hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
             for (int h = 0; h < nh; h++)
                 rope_apply(q + (size_t)h * hd, (int)hp->n_rot, dq, hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
         }
 }
 
@@ -573,12 +608,16 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             for (int h = 0; h < nh; h++) {
                 if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->norm_eps);
                 rope_apply(q + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
+                if (c->rope_mscale != 1.0f) /* LongRoPE: the rotated dims' cos/sin carry attn_factor */
+                    for (uint32_t i = 0; i < hp->n_rot; i++) q[h * hd + i] *= c->rope_mscale;
             }
             for (int h = 0; h < nkv; h++) {
                 if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->norm_eps);
                 rope_apply(k + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
-                           m->rope_factors, hp->rope);
+                           c->rope_factors, hp->rope);
+                if (c->rope_mscale != 1.0f)
+                    for (uint32_t i = 0; i < hp->n_rot; i++) k[h * hd + i] *= c->rope_mscale;
             }
             /* attn-rot: q·k is unchanged by the orthonormal rotation; v's is undone on the output */
             if (c->rot_k[il]) {
@@ -629,10 +668,15 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         timed_matmul(c, &L->wo, c->xb, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, hp->norm_eps);
-        timed_matmul(c, &L->w_gate, c->xb, n, c->gate);
-        timed_matmul(c, &L->w_up, c->xb, n, c->up);
-        swiglu(c->gate, c->up, n * F);
-        timed_matmul(c, &L->w_down, c->gate, n, c->tmp);
+        if (L->ffn_gate_inp.data) { /* mixture of experts: only the routed experts are read */
+            if (!moe_ffn(c->tp, hp, L, c->xb, n, c->tmp, &c->moe, c->mm_scratch, &c->perf.t_matmul_ms))
+                return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory in the experts of layer %u", il);
+        } else {
+            timed_matmul(c, &L->w_gate, c->xb, n, c->gate);
+            timed_matmul(c, &L->w_up, c->xb, n, c->up);
+            swiglu(c->gate, c->up, n * F);
+            timed_matmul(c, &L->w_down, c->gate, n, c->tmp);
+        }
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
     }
     return ROTKV_OK;

@@ -74,6 +74,68 @@ static bool get_f32(loader *L, const char *suffix, float *out, bool required, fl
     return true;
 }
 
+/* Mixture-of-experts keys as llama.cpp's converter writes them. qwen3moe and
+ * qwen2moe always route; llama routes when expert_count > 0 (Mixtral). All
+ * take the softmax over all experts and keep the top expert_used_count;
+ * qwen3moe and llama renormalize their weights to sum 1, qwen2moe does not
+ * (llama.cpp decides so per architecture, whatever norm_topk_prob was).
+ * qwen2moe adds a shared expert. Structure rotkv does not implement — expert
+ * groups, shared experts elsewhere — is refused by name rather than ignored. */
+static bool read_moe_hparams(loader *L, model_hparams *hp) {
+    const bool moe_arch = hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE;
+    if (!get_u32(L, "expert_count", &hp->n_expert, moe_arch, 0) ||
+        !get_u32(L, "expert_used_count", &hp->n_expert_used, hp->n_expert > 0, 0))
+        return false;
+    if (hp->n_expert == 0) {
+        hp->n_expert_used = 0;
+        return true;
+    }
+    if (!moe_arch && hp->arch != ARCH_LLAMA) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s.expert_count is %u: mixture of experts is supported for "
+                        "qwen3moe, qwen2moe and llama (Mixtral) only", L->arch, hp->n_expert);
+        return false;
+    }
+    if (hp->n_expert > 512 || hp->n_expert_used == 0 || hp->n_expert_used > hp->n_expert) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s.expert_used_count %u must be in [1, expert_count %u], and "
+                        "expert_count at most 512", L->arch, hp->n_expert_used, hp->n_expert);
+        return false;
+    }
+    /* llama (Mixtral) experts are feed_forward_length wide; qwen3moe says so
+     * in its own key, else (as llama.cpp) n_ff / expert_used_count */
+    uint32_t def = hp->arch == ARCH_LLAMA ? hp->n_ff : hp->n_ff / hp->n_expert_used;
+    if (!get_u32(L, "expert_feed_forward_length", &hp->n_ff_exp, false, def)) return false;
+    if (hp->arch == ARCH_LLAMA) hp->n_ff_exp = hp->n_ff;
+    if (hp->n_ff_exp == 0 || hp->n_ff_exp > (1u << 18)) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: expert feed-forward length %u is out of range", L->arch,
+                        hp->n_ff_exp);
+        return false;
+    }
+    uint32_t v = 0;
+    if (!get_u32(L, "expert_group_count", &v, false, 0)) return false;
+    if (v > 1) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s.expert_group_count %u: grouped expert selection is not supported",
+                        L->arch, v);
+        return false;
+    }
+    hp->expert_weights_norm = hp->arch != ARCH_QWEN2MOE;
+    if (hp->arch == ARCH_QWEN2MOE) { /* its shared expert: feed_forward_length wide unless said */
+        if (!get_u32(L, "expert_shared_feed_forward_length", &hp->n_ff_shexp, false, hp->n_ff)) return false;
+        if (hp->n_ff_shexp == 0 || hp->n_ff_shexp > (1u << 18)) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: shared expert feed-forward length %u is out of range",
+                            L->arch, hp->n_ff_shexp);
+            return false;
+        }
+        return true;
+    }
+    if (!get_u32(L, "expert_shared_count", &v, false, 0)) return false;
+    if (v > 0 || gguf_find_tensor(L->f, "blk.0.ffn_up_shexp.weight")) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s: shared experts (%s) are not part of this architecture",
+                        L->arch, v > 0 ? "expert_shared_count" : "tensor blk.0.ffn_up_shexp.weight");
+        return false;
+    }
+    return true;
+}
+
 static bool read_hparams(loader *L, model_hparams *hp) {
     if (strcmp(L->arch, "llama") == 0 || strcmp(L->arch, "mistral") == 0) {
         hp->arch = ARCH_LLAMA;
@@ -84,9 +146,19 @@ static bool read_hparams(loader *L, model_hparams *hp) {
     } else if (strcmp(L->arch, "qwen3") == 0) {
         hp->arch = ARCH_QWEN3;
         hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "qwen3moe") == 0) {
+        hp->arch = ARCH_QWEN3MOE;
+        hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "qwen2moe") == 0) {
+        hp->arch = ARCH_QWEN2MOE;
+        hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "phi3") == 0) {
+        hp->arch = ARCH_PHI3;
+        hp->rope = ROPE_NEOX;
     } else {
         rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED,
-                        "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3)", L->arch);
+                        "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3, qwen3moe, qwen2moe, phi3)",
+                        L->arch);
         return false;
     }
     snprintf(hp->arch_name, sizeof hp->arch_name, "%s", L->arch);
@@ -136,6 +208,16 @@ static bool read_hparams(loader *L, model_hparams *hp) {
                         hp->norm_eps, hp->rope_freq_base);
         return false;
     }
+    if (!read_moe_hparams(L, hp)) return false;
+    if (!get_u32(L, "rope.scaling.original_context_length", &hp->n_ctx_orig, false, hp->n_ctx_train) ||
+        !get_f32(L, "rope.scaling.attn_factor", &hp->rope_attn_factor, false, 1.0f))
+        return false;
+    if (!(hp->rope_attn_factor > 0) || (hp->rope_attn_factor != 1.0f && hp->arch != ARCH_PHI3)) {
+        rotkv_set_error(L->err, hp->rope_attn_factor > 0 ? ROTKV_ERR_UNSUPPORTED : ROTKV_ERR_FORMAT,
+                        "%s.rope.scaling.attn_factor %g: supported for phi3 LongRoPE only, and must be positive",
+                        L->arch, hp->rope_attn_factor);
+        return false;
+    }
     hp->rope_freq_scale = 1.0f;
     char key[128];
     arch_key(L, "rope.scaling.type", key, sizeof key);
@@ -161,7 +243,8 @@ static bool read_hparams(loader *L, model_hparams *hp) {
 
 /* Looks up a tensor and checks its shape (ne0, ne1; ne1 = 0 for a vector) and
  * that its type is one the engine can compute with. */
-static const gguf_tensor *find_checked(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required) {
+static const gguf_tensor *find_checked3(loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2,
+                                        bool required) {
     const gguf_tensor *t = gguf_find_tensor(L->f, name);
     if (!t) {
         if (required) rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "required tensor '%s' is missing", name);
@@ -169,13 +252,15 @@ static const gguf_tensor *find_checked(loader *L, const char *name, int64_t ne0,
     }
     bool ok = ne1 == 0 ? (t->n_dims == 1 || (t->ne[1] == 1)) && t->ne[0] == (uint64_t)ne0
                        : t->ne[0] == (uint64_t)ne0 && t->ne[1] == (uint64_t)ne1;
-    ok = ok && t->ne[2] == 1 && t->ne[3] == 1;
+    ok = ok && t->ne[2] == (uint64_t)(ne2 ? ne2 : 1) && t->ne[3] == 1;
     if (!ok) {
+        char want[96];
+        if (ne2) snprintf(want, sizeof want, "[%lld, %lld, %lld]", (long long)ne0, (long long)ne1, (long long)ne2);
+        else snprintf(want, sizeof want, "[%lld, %lld]", (long long)ne0, (long long)(ne1 ? ne1 : 1));
         rotkv_set_error(L->err, ROTKV_ERR_FORMAT,
-                        "tensor '%s' (info at byte offset %llu) has shape [%llu, %llu, %llu, %llu], expected [%lld, %lld]",
+                        "tensor '%s' (info at byte offset %llu) has shape [%llu, %llu, %llu, %llu], expected %s",
                         name, (unsigned long long)t->info_offset, (unsigned long long)t->ne[0],
-                        (unsigned long long)t->ne[1], (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
-                        (long long)ne0, (long long)(ne1 ? ne1 : 1));
+                        (unsigned long long)t->ne[1], (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], want);
         L->err->code = ROTKV_ERR_FORMAT;
         return (const gguf_tensor *)-1;
     }
@@ -186,6 +271,10 @@ static const gguf_tensor *find_checked(loader *L, const char *name, int64_t ne0,
         return (const gguf_tensor *)-1;
     }
     return t;
+}
+
+static const gguf_tensor *find_checked(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required) {
+    return find_checked3(L, name, ne0, ne1, 0, required);
 }
 
 #define BAD_TENSOR ((const gguf_tensor *)-1)
@@ -200,6 +289,31 @@ static bool load_weight(loader *L, weight *w, const char *name, int64_t ne0, int
     w->ne0 = ne0;
     w->ne1 = ne1;
     w->row_bytes = quant_row_size(t->type, ne0);
+    return true;
+}
+
+/* Rows [r0, r0 + rows) of a loaded matrix as a matrix of their own: fused
+ * tensors (phi3's attn_qkv and ffn_up, the experts' 3-D tensors) are split
+ * into the matrices the forward pass multiplies by, without copying. */
+static weight weight_rows(const weight *w, int64_t r0, int64_t rows) {
+    weight v = *w;
+    v.data = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    v.ne1 = rows;
+    return v;
+}
+
+/* The n_expert matrices (ne0 -> rows each) of a 3-D expert tensor
+ * [ne0, rows * parts, n_expert]; part p of each expert's rows goes to out[p]
+ * (ffn_gate_up_exps holds gate then up). */
+static bool load_experts(loader *L, const char *name, int64_t ne0, int64_t rows, uint32_t n_expert, int parts,
+                         weight **out, bool required) {
+    const gguf_tensor *t = find_checked3(L, name, ne0, rows * parts, n_expert, required);
+    if (t == BAD_TENSOR) return false;
+    if (!t) return !required;
+    weight all = {.data = t->data, .type = t->type, .ne0 = ne0, .ne1 = rows * parts * (int64_t)n_expert,
+                  .row_bytes = quant_row_size(t->type, ne0)};
+    for (uint32_t e = 0; e < n_expert; e++)
+        for (int p = 0; p < parts; p++) out[p][e] = weight_rows(&all, ((int64_t)e * parts + p) * rows, rows);
     return true;
 }
 
@@ -226,44 +340,140 @@ static bool load_vector(loader *L, float **out, const char *name, int64_t n, boo
     return true;
 }
 
+/* An MoE layer: the router ffn_gate_inp and the experts' 3-D tensors
+ * ffn_gate_exps / ffn_up_exps (or both fused in ffn_gate_up_exps) and
+ * ffn_down_exps, each split into one matrix per expert; or, as the first
+ * Mixtral conversions wrote them, one 2-D tensor per expert and projection. */
+static bool load_moe(loader *L, const model_hparams *hp, uint32_t il, layer_weights *lw) {
+    char n[96];
+    const int64_t E = hp->n_embd, F = hp->n_ff_exp;
+    const uint32_t X = hp->n_expert;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%u." s, il), n)
+    lw->gate_exps = calloc(3 * (size_t)X, sizeof(weight));
+    if (!lw->gate_exps) {
+        rotkv_set_error(L->err, ROTKV_ERR_OOM, "out of memory");
+        return false;
+    }
+    lw->up_exps = lw->gate_exps + X;
+    lw->down_exps = lw->gate_exps + 2 * (size_t)X;
+    if (!load_weight(L, &lw->ffn_gate_inp, NAME("ffn_gate_inp.weight"), E, X, true)) return false;
+    weight *gu[2] = {lw->gate_exps, lw->up_exps};
+    const gguf_tensor *fused = gguf_find_tensor(L->f, NAME("ffn_gate_up_exps.weight"));
+    if (!fused && !gguf_find_tensor(L->f, NAME("ffn_gate_exps.weight")) && gguf_find_tensor(L->f, NAME("ffn_gate.0.weight"))) {
+        /* early Mixtral files: one 2-D tensor per expert, ffn_{gate,up,down}.<e> */
+        for (uint32_t e = 0; e < X; e++) {
+            snprintf(n, sizeof n, "blk.%u.ffn_gate.%u.weight", il, e);
+            if (!load_weight(L, &lw->gate_exps[e], n, E, F, true)) return false;
+            snprintf(n, sizeof n, "blk.%u.ffn_up.%u.weight", il, e);
+            if (!load_weight(L, &lw->up_exps[e], n, E, F, true)) return false;
+            snprintf(n, sizeof n, "blk.%u.ffn_down.%u.weight", il, e);
+            if (!load_weight(L, &lw->down_exps[e], n, F, E, true)) return false;
+        }
+        return true;
+    }
+    if (fused) {
+        if (!load_experts(L, n, E, F, X, 2, gu, true)) return false;
+    } else if (!load_experts(L, NAME("ffn_gate_exps.weight"), E, F, X, 1, &gu[0], true) ||
+               !load_experts(L, NAME("ffn_up_exps.weight"), E, F, X, 1, &gu[1], true))
+        return false;
+    weight *down[1] = {lw->down_exps};
+    if (!load_experts(L, NAME("ffn_down_exps.weight"), F, E, X, 1, down, true)) return false;
+    if (hp->n_ff_shexp) {
+        const int64_t FS = hp->n_ff_shexp;
+        if (!load_vector(L, &lw->ffn_gate_inp_shexp, NAME("ffn_gate_inp_shexp.weight"), E, true) ||
+            !load_weight(L, &lw->gate_shexp, NAME("ffn_gate_shexp.weight"), E, FS, true) ||
+            !load_weight(L, &lw->up_shexp, NAME("ffn_up_shexp.weight"), E, FS, true) ||
+            !load_weight(L, &lw->down_shexp, NAME("ffn_down_shexp.weight"), FS, E, true))
+            return false;
+    }
+#undef NAME
+    return true;
+}
+
 static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_weights *lw) {
     char n[96];
     const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim_k;
     const int64_t K = (int64_t)hp->n_head_kv * hp->head_dim_k, V = (int64_t)hp->n_head_kv * hp->head_dim_v;
     const int64_t O = (int64_t)hp->n_head * hp->head_dim_v;
-    const bool bias = hp->arch == ARCH_QWEN2;
+    const bool bias = hp->arch == ARCH_QWEN2 || hp->arch == ARCH_QWEN2MOE;
 #define NAME(s) (snprintf(n, sizeof n, "blk.%u." s, il), n)
     if (!load_vector(L, &lw->attn_norm, NAME("attn_norm.weight"), E, true)) return false;
-    if (!load_weight(L, &lw->wq, NAME("attn_q.weight"), E, Q, true)) return false;
-    if (!load_weight(L, &lw->wk, NAME("attn_k.weight"), E, K, true)) return false;
-    if (!load_weight(L, &lw->wv, NAME("attn_v.weight"), E, V, true)) return false;
+    weight qkv;
+    if (!load_weight(L, &qkv, NAME("attn_qkv.weight"), E, Q + K + V, false)) return false;
+    if (qkv.data) { /* fused (phi3): the rows of Q, then K, then V */
+        lw->wq = weight_rows(&qkv, 0, Q);
+        lw->wk = weight_rows(&qkv, Q, K);
+        lw->wv = weight_rows(&qkv, Q + K, V);
+    } else if (!load_weight(L, &lw->wq, NAME("attn_q.weight"), E, Q, true) ||
+               !load_weight(L, &lw->wk, NAME("attn_k.weight"), E, K, true) ||
+               !load_weight(L, &lw->wv, NAME("attn_v.weight"), E, V, true))
+        return false;
     if (!load_weight(L, &lw->wo, NAME("attn_output.weight"), O, E, true)) return false;
     /* biases: required for qwen2, accepted if present elsewhere */
     if (!load_vector(L, &lw->bq, NAME("attn_q.bias"), Q, bias)) return false;
     if (!load_vector(L, &lw->bk, NAME("attn_k.bias"), K, bias)) return false;
     if (!load_vector(L, &lw->bv, NAME("attn_v.bias"), V, bias)) return false;
-    if (hp->arch == ARCH_QWEN3) {
+    if (hp->arch == ARCH_QWEN3 || hp->arch == ARCH_QWEN3MOE) { /* per-head RMSNorm of q and k */
         if (!load_vector(L, &lw->q_norm, NAME("attn_q_norm.weight"), hp->head_dim_k, true)) return false;
         if (!load_vector(L, &lw->k_norm, NAME("attn_k_norm.weight"), hp->head_dim_k, true)) return false;
     }
     if (!load_vector(L, &lw->ffn_norm, NAME("ffn_norm.weight"), E, true)) return false;
-    if (!load_weight(L, &lw->w_gate, NAME("ffn_gate.weight"), E, hp->n_ff, true)) return false;
-    if (!load_weight(L, &lw->w_up, NAME("ffn_up.weight"), E, hp->n_ff, true)) return false;
-    if (!load_weight(L, &lw->w_down, NAME("ffn_down.weight"), hp->n_ff, E, true)) return false;
+    if (hp->n_expert) {
+        if (!load_moe(L, hp, il, lw)) return false;
+    } else if (hp->arch == ARCH_PHI3) { /* fused ffn_up: the gate's rows, then the up projection's */
+        weight gu;
+        if (!load_weight(L, &gu, NAME("ffn_up.weight"), E, 2 * (int64_t)hp->n_ff, true)) return false;
+        lw->w_gate = weight_rows(&gu, 0, hp->n_ff);
+        lw->w_up = weight_rows(&gu, hp->n_ff, hp->n_ff);
+    } else if (!load_weight(L, &lw->w_gate, NAME("ffn_gate.weight"), E, hp->n_ff, true) ||
+               !load_weight(L, &lw->w_up, NAME("ffn_up.weight"), E, hp->n_ff, true))
+        return false;
+    if (!hp->n_expert && !load_weight(L, &lw->w_down, NAME("ffn_down.weight"), hp->n_ff, E, true)) return false;
 #undef NAME
     return true;
 }
 
-/* The matmul weights of a model, for repacking: NULL-terminated. */
-static int model_matmul_weights(struct rotkv_model *m, weight **out, int max) {
-    int n = 0;
+/* The matmul weights of a model (every expert's matrices one by one), for
+ * repacking and counting: a malloc'd array of *n entries, NULL when out of
+ * memory. */
+static weight **model_matmul_weights(struct rotkv_model *m, size_t *n) {
+    const size_t per_layer = 11 + 3 * (size_t)m->hp.n_expert; /* the ws list below, then the experts */
+    weight **out = malloc(sizeof(weight *) * (per_layer * m->hp.n_layer + 1));
+    *n = 0;
+    if (!out) return NULL;
     for (uint32_t i = 0; m->layers && i < m->hp.n_layer; i++) {
         layer_weights *lw = &m->layers[i];
-        weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
-        for (size_t k = 0; k < sizeof ws / sizeof ws[0] && n < max; k++) out[n++] = ws[k];
+        weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down, &lw->ffn_gate_inp,
+                        &lw->gate_shexp, &lw->up_shexp, &lw->down_shexp};
+        for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
+            if (ws[k]->data) out[(*n)++] = ws[k];
+        for (uint32_t e = 0; lw->gate_exps && e < m->hp.n_expert; e++) {
+            out[(*n)++] = &lw->gate_exps[e];
+            out[(*n)++] = &lw->up_exps[e];
+            out[(*n)++] = &lw->down_exps[e];
+        }
     }
-    if (n < max) out[n++] = &m->output;
-    return n;
+    out[(*n)++] = &m->output;
+    return out;
+}
+
+/* Bytes of the matrices one token's forward pass reads: all of them, but of
+ * the experts only the routed share (n_expert_used of n_expert). */
+static uint64_t model_matmul_bytes(const struct rotkv_model *m) {
+    const model_hparams *hp = &m->hp;
+    uint64_t total = (uint64_t)m->output.ne1 * m->output.row_bytes, experts = 0;
+    for (uint32_t i = 0; i < hp->n_layer; i++) {
+        const layer_weights *lw = &m->layers[i];
+        const weight *ws[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down, &lw->ffn_gate_inp,
+                              &lw->gate_shexp, &lw->up_shexp, &lw->down_shexp};
+        for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
+            if (ws[k]->data) total += (uint64_t)ws[k]->ne1 * ws[k]->row_bytes;
+        for (uint32_t e = 0; lw->gate_exps && e < hp->n_expert; e++)
+            experts += (uint64_t)lw->gate_exps[e].ne1 * lw->gate_exps[e].row_bytes +
+                       (uint64_t)lw->up_exps[e].ne1 * lw->up_exps[e].row_bytes +
+                       (uint64_t)lw->down_exps[e].ne1 * lw->down_exps[e].row_bytes;
+    }
+    return total + (hp->n_expert ? experts / hp->n_expert * hp->n_expert_used : 0);
 }
 
 /* Gives the mapping's pages of a tensor back (they are re-read from the file
@@ -352,18 +562,23 @@ bool weight_repack(weight *w, uint64_t *bytes) {
 static void model_repack(struct rotkv_model *m, const rotkv_model_params *params) {
     const char *env = getenv("ROTKV_REPACK");
     if (env && !strcmp(env, "0")) return;
-    weight *ws[4096];
-    size_t ofs[4096], size[4096];
-    const int n = model_matmul_weights(m, ws, (int)(sizeof ws / sizeof ws[0]));
+    size_t n = 0;
+    weight **ws = model_matmul_weights(m, &n);
+    size_t *ofs = malloc(sizeof(size_t) * (n ? n : 1)), *size = malloc(sizeof(size_t) * (n ? n : 1));
     size_t total = 0;
-    for (int i = 0; i < n; i++) { /* one arena: 64-byte aligned slices, no rounding per tensor */
+    for (size_t i = 0; ws && ofs && size && i < n; i++) { /* one arena: 64-byte aligned slices, no rounding per tensor */
         size[i] = weight_repack_size(ws[i]);
         ofs[i] = total;
         total += (size[i] + 63) / 64 * 64;
     }
-    if (!total || !(m->repack_arena = alloc_streamed(total))) return; /* out of memory: the file's rows serve */
+    if (!total || !(m->repack_arena = alloc_streamed(total))) { /* out of memory: the file's rows serve */
+        free(ws);
+        free(ofs);
+        free(size);
+        return;
+    }
     size_t done = 0;
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         weight *w = ws[i];
         if (!size[i]) continue; /* no repacked layout: the file's rows serve */
         if (params->progress) params->progress((double)done / (double)total, params->progress_user);
@@ -376,6 +591,9 @@ static void model_repack(struct rotkv_model *m, const rotkv_model_params *params
             m->tok_embd.repacked_kernels = w->repacked_kernels;
         }
     }
+    free(ws);
+    free(ofs);
+    free(size);
 }
 
 void model_embedding_row(const struct rotkv_model *m, int32_t token, float *out) {
@@ -392,6 +610,29 @@ void model_embedding_row(const struct rotkv_model *m, int32_t token, float *out)
     tr->dequantize_row((const uint8_t *)w->data + (size_t)token * w->row_bytes, out, w->ne0);
 }
 
+/* Phi-3's LongRoPE (128k variants, Phi-3.5-mini): rope_factors_long and
+ * rope_factors_short, both or neither, positive frequency divisors. */
+static bool load_longrope(loader *L, struct rotkv_model *m) {
+    const model_hparams *hp = &m->hp;
+    const bool has_long = gguf_find_tensor(L->f, "rope_factors_long.weight") != NULL;
+    const bool has_short = gguf_find_tensor(L->f, "rope_factors_short.weight") != NULL;
+    if (!has_long && !has_short) return true;
+    if (hp->arch != ARCH_PHI3) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s: LongRoPE factors (rope_factors_long/short) are supported "
+                        "for phi3 only", hp->arch_name);
+        return false;
+    }
+    if (!load_vector(L, &m->rope_factors_long, "rope_factors_long.weight", hp->n_rot / 2, true) ||
+        !load_vector(L, &m->rope_factors_short, "rope_factors_short.weight", hp->n_rot / 2, true))
+        return false;
+    for (uint32_t i = 0; i < hp->n_rot / 2; i++)
+        if (!(m->rope_factors_long[i] > 0) || !(m->rope_factors_short[i] > 0)) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "LongRoPE factor %u is not positive", i);
+            return false;
+        }
+    return true;
+}
+
 void model_free(struct rotkv_model *m) {
     if (!m) return;
     free(m->repack_arena);
@@ -400,10 +641,14 @@ void model_free(struct rotkv_model *m) {
             layer_weights *lw = &m->layers[i];
             free(lw->attn_norm); free(lw->bq); free(lw->bk); free(lw->bv);
             free(lw->q_norm); free(lw->k_norm); free(lw->ffn_norm);
+            free(lw->gate_exps); /* up_exps and down_exps live in the same block */
+            free(lw->ffn_gate_inp_shexp);
         }
     free(m->layers);
     free(m->output_norm);
     free(m->rope_factors);
+    free(m->rope_factors_long);
+    free(m->rope_factors_short);
     tokenizer_free(m->tok);
     gguf_close(m->gguf);
     free(m);
@@ -457,6 +702,7 @@ rotkv_status model_load(const char *path, const rotkv_model_params *params, stru
              load_weight(&L, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false);
     }
     if (ok && !m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    if (ok) ok = load_longrope(&L, m);
     if (ok) ok = load_vector(&L, &m->rope_factors, "rope_freqs.weight", hp->n_rot / 2, false);
     if (ok && m->rope_factors)
         for (uint32_t i = 0; i < hp->n_rot / 2; i++)
@@ -485,11 +731,7 @@ rotkv_status model_load(const char *path, const rotkv_model_params *params, stru
         m->n_params += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
         m->weight_bytes += t->nbytes;
     }
-    {
-        weight *ws[4096];
-        const int n = model_matmul_weights(m, ws, (int)(sizeof ws / sizeof ws[0]));
-        for (int i = 0; i < n; i++) m->matmul_bytes += (uint64_t)ws[i]->ne1 * ws[i]->row_bytes;
-    }
+    m->matmul_bytes = model_matmul_bytes(m);
     model_repack(m, params);
     if (params->progress) params->progress(1.0, params->progress_user);
     *out = m;

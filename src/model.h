@@ -1,6 +1,6 @@
 /* model.h — hyperparameters and weights of a llama-shaped transformer
- * (llama, mistral, qwen2, qwen3), read from a GGUF file and checked against
- * each other before use. */
+ * (llama, mistral, qwen2, qwen3, phi3, and the mixture-of-experts qwen3moe,
+ * qwen2moe and llama/Mixtral), read from a GGUF file and checked against each other before use. */
 #ifndef ROTKV_MODEL_H
 #define ROTKV_MODEL_H
 
@@ -12,7 +12,7 @@
 #include "rotkv.h"
 #include "tokenizer.h"
 
-typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3 } model_arch;
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE, ARCH_QWEN2MOE } model_arch;
 
 /* RoPE pairing: NORM rotates (x[2i], x[2i+1]) (llama, after the converter's
  * permutation); NEOX rotates (x[i], x[i + n_rot/2]) (qwen2/qwen3). */
@@ -27,8 +27,15 @@ typedef struct {
     uint32_t n_rot;                  /* rotated dims per head (<= head_dim_k) */
     float rope_freq_base;
     float rope_freq_scale;           /* 1 / linear scaling factor */
+    uint32_t n_ctx_orig;             /* rope.scaling.original_context_length (LongRoPE picks its factors by it) */
+    float rope_attn_factor;          /* rope.scaling.attn_factor: rotated dims of q and k scaled by it (LongRoPE) */
     rope_style rope;
     float norm_eps;
+    /* mixture of experts (qwen3moe; llama as Mixtral writes it): 0 experts = dense FFN */
+    uint32_t n_expert, n_expert_used; /* <arch>.expert_count, <arch>.expert_used_count */
+    uint32_t n_ff_exp;                /* one expert's FFN width */
+    bool expert_weights_norm;         /* the top-k router weights are renormalized to sum 1 */
+    uint32_t n_ff_shexp;              /* qwen2moe: the shared expert's FFN width (0: none) */
 } model_hparams;
 
 /* A 2-D weight matrix in its file type: rows of ne0 values, ne1 rows. */
@@ -50,7 +57,17 @@ typedef struct {
     float *bq, *bk, *bv;         /* qwen2 biases, or NULL */
     float *q_norm, *k_norm;      /* qwen3 per-head RMSNorm weights (head_dim_k,), or NULL */
     float *ffn_norm;             /* (n_embd,) */
-    weight w_gate, w_up, w_down; /* (n_embd -> n_ff) x2, (n_ff -> n_embd) */
+    weight w_gate, w_up, w_down; /* (n_embd -> n_ff) x2, (n_ff -> n_embd); unused in an MoE layer */
+    /* MoE layer: the router and each expert's matrices (n_expert each), as views
+     * into the 3-D tensors ffn_{gate,up,down}_exps. */
+    weight ffn_gate_inp;         /* (n_embd -> n_expert), data NULL for a dense FFN */
+    weight *gate_exps, *up_exps; /* (n_expert,) of (n_embd -> n_ff_exp) */
+    weight *down_exps;           /* (n_expert,) of (n_ff_exp -> n_embd) */
+    /* qwen2moe's shared expert, run for every token, its output scaled by
+     * sigmoid(ffn_gate_inp_shexp · x); NULL / data NULL when there is none */
+    float *ffn_gate_inp_shexp;   /* (n_embd,) */
+    weight gate_shexp, up_shexp; /* (n_embd -> n_ff_shexp) */
+    weight down_shexp;           /* (n_ff_shexp -> n_embd) */
 } layer_weights;
 
 struct rotkv_model {
@@ -62,9 +79,13 @@ struct rotkv_model {
     weight output;     /* (n_embd -> n_vocab); tok_embd when tied */
     float *output_norm;/* (n_embd,) */
     float *rope_factors; /* (n_rot/2,) llama3 frequency divisors, or NULL */
+    /* (n_rot/2,) phi3 LongRoPE frequency divisors, or NULL: the long ones for a
+     * context longer than n_ctx_orig, else the short ones (as llama.cpp) */
+    float *rope_factors_long, *rope_factors_short;
     layer_weights *layers;
     uint64_t n_params, weight_bytes;
-    uint64_t matmul_bytes;   /* bytes of the matrices a token's forward pass reads */
+    uint64_t matmul_bytes;   /* bytes of the matrices a token's forward pass reads (MoE: the
+                                routed share of the experts, n_expert_used / n_expert) */
     uint64_t repacked_bytes; /* heap bytes of the repacked weights (their file pages are released) */
     void *repack_arena;      /* one buffer holding every repacked matrix (2 MiB pages where granted) */
     char name[128];

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -293,6 +294,130 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
      * small takes less than that on one thread (the result is the same). */
     if ((double)n_tok * (double)W->ne0 * (double)W->ne1 <= MATMUL_SERIAL_MACS) matmul_worker(&j, 0, 1);
     else threadpool_run(tp, matmul_worker, &j);
+}
+
+/* ------------------------------------------- many one-token products at once */
+
+/* matmul_many: each request is set up as the matmul_job that matmul(W, x, 1,
+ * y) would run, with its activations in its own stretch of the scratch; the
+ * threads quantize the activations (requests dealt round-robin), meet once,
+ * then claim chunks of rows (or repacked groups) of any request from one
+ * counter and run them with the same kernels as matmul's decode path. */
+typedef struct {
+    matmul_job *jobs;       /* (n) */
+    int n;
+    int64_t *first_chunk;   /* (n + 1) prefix sums of each request's chunk count */
+    int64_t *chunk_units;   /* (n) rows (or repacked groups) per chunk */
+    atomic_int quantized;
+    atomic_llong next_chunk;
+} matmul_many_job;
+
+static void matmul_many_worker(void *arg, int ith, int nth) {
+    matmul_many_job *mj = arg;
+    for (int i = ith; i < mj->n; i += nth) {
+        matmul_job *j = &mj->jobs[i];
+        if (!j->at) continue;
+        const int64_t nb = j->W->ne0 / j->at->blck_size;
+        j->act_from_float(j->X, j->act, j->W->ne0);
+        if (j->asum) quant_q8_0_block_sums(j->act, nb, j->asum);
+    }
+    if (nth > 1) matmul_barrier(&mj->quantized, nth);
+    const int64_t total = mj->first_chunk[mj->n];
+    int i = 0;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&mj->next_chunk, 1, memory_order_relaxed);
+        if (c >= total) break;
+        while (c >= mj->first_chunk[i + 1]) i++; /* chunks are claimed in increasing order */
+        const matmul_job *j = &mj->jobs[i];
+        const int64_t u0 = (c - mj->first_chunk[i]) * mj->chunk_units[i];
+        if (j->W->repacked) {
+            const int64_t groups = (j->W->ne1 + j->k->repack_rows - 1) / j->k->repack_rows;
+            const int64_t u1 = u0 + mj->chunk_units[i] < groups ? u0 + mj->chunk_units[i] : groups;
+            for (int64_t g = u0; g < u1; g++) repacked_group(j, g, 0, 1);
+            continue;
+        }
+        const int64_t rows = j->W->ne1, cols = j->W->ne0;
+        const int64_t u1 = u0 + mj->chunk_units[i] < rows ? u0 + mj->chunk_units[i] : rows;
+        const uint8_t *base = (const uint8_t *)j->W->data;
+        const size_t rb = j->W->row_bytes;
+        const int DR = j->k->decode_rows;
+        int64_t r = u0;
+        for (; r + DR <= u1; r += DR) j->k->vec_dot_tile(cols, DR, 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+        if (r < u1) j->k->vec_dot_tile(cols, (int)(u1 - r), 1, base + r * rb, rb, j->act, 0, j->Y + r, 0);
+    }
+}
+
+bool matmul_many(threadpool *tp, const matvec_req *req, int n, void *scratch) {
+    if (n <= 0) return true;
+    matmul_many_job mj = {.n = n};
+    mj.jobs = calloc((size_t)n, sizeof *mj.jobs);
+    mj.first_chunk = malloc(sizeof(int64_t) * ((size_t)n + 1));
+    mj.chunk_units = malloc(sizeof(int64_t) * (size_t)n);
+    if (!mj.jobs || !mj.first_chunk || !mj.chunk_units) {
+        free(mj.jobs);
+        free(mj.first_chunk);
+        free(mj.chunk_units);
+        return false;
+    }
+    const int nth = threadpool_size(tp);
+    /* activations one after another, as matmul lays out the rows of n tokens;
+     * the repacked kernels' block sums after them */
+    size_t act_bytes = 0;
+    for (int i = 0; i < n; i++) {
+        const quant_traits *tr = quant_get_traits(req[i].W->type);
+        if (tr->vec_dot_type != GGML_TYPE_F32) act_bytes += quant_row_size(tr->vec_dot_type, req[i].W->ne0);
+    }
+    uint8_t *act = scratch;
+    int32_t *asum = (int32_t *)((uint8_t *)scratch + align64(act_bytes));
+    double macs = 0;
+    mj.first_chunk[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const weight *W = req[i].W;
+        const quant_traits *tr = quant_get_traits(W->type);
+        matmul_job *j = &mj.jobs[i];
+        j->W = W;
+        j->k = W->repacked ? W->repacked_kernels : quant_kernels_of(W->type);
+        j->X = req[i].x;
+        j->n_tok = 1;
+        j->Y = req[i].y;
+        if (tr->vec_dot_type == GGML_TYPE_F32) {
+            j->act = (uint8_t *)(uintptr_t)req[i].x; /* read only */
+            j->act_row = (size_t)W->ne0 * sizeof(float);
+        } else {
+            j->at = quant_get_traits(tr->vec_dot_type);
+            j->act_from_float = quant_kernels_of(tr->vec_dot_type)->from_float;
+            j->act = act;
+            j->act_row = quant_row_size(tr->vec_dot_type, W->ne0);
+            act += j->act_row;
+            if (W->repacked && j->k->repack_asum && tr->vec_dot_type == GGML_TYPE_Q8_0) {
+                j->asum = asum;
+                asum += W->ne0 / 32;
+            }
+        }
+        /* chunks as matmul's decode path cuts them for nth threads */
+        int64_t units, chunk;
+        if (W->repacked) {
+            units = (W->ne1 + j->k->repack_rows - 1) / j->k->repack_rows;
+            chunk = units / (8 * (int64_t)nth);
+            if (chunk < 2) chunk = 2;
+        } else {
+            const int DR = j->k->decode_rows;
+            units = W->ne1;
+            chunk = units / (8 * (int64_t)nth) / DR * DR;
+            if (chunk < 4 * DR) chunk = 4 * DR;
+        }
+        mj.chunk_units[i] = chunk;
+        mj.first_chunk[i + 1] = mj.first_chunk[i] + (units + chunk - 1) / chunk;
+        macs += (double)W->ne0 * (double)W->ne1;
+    }
+    atomic_init(&mj.quantized, 0);
+    atomic_init(&mj.next_chunk, 0);
+    if (macs <= MATMUL_SERIAL_MACS) matmul_many_worker(&mj, 0, 1);
+    else threadpool_run(tp, matmul_many_worker, &mj);
+    free(mj.jobs);
+    free(mj.first_chunk);
+    free(mj.chunk_units);
+    return true;
 }
 
 /* ------------------------------------------------------------------- RoPE */

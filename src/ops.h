@@ -6,6 +6,7 @@
 #ifndef ROTKV_OPS_H
 #define ROTKV_OPS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "model.h"
@@ -34,6 +35,18 @@ void matmul(threadpool *tp, const weight *W, const float *X, int n_tok, float *Y
 /* Scratch bytes matmul needs for inputs of up to max_cols values and up to
  * max_tokens tokens, with nth threads. */
 size_t matmul_scratch_bytes(int nth, int64_t max_cols, int max_tokens);
+
+/* One-token products y = W · x of n different matrices in a single dispatch of
+ * the thread pool (waking it costs about as much as a small product): the
+ * routed experts of a token in decode. Each y is bit-identical to
+ * matmul(W, x, 1, y). scratch: matmul_scratch_bytes(nth, >= every W.ne0, >= n)
+ * bytes. False (nothing computed) when out of memory. */
+typedef struct {
+    const weight *W;
+    const float *x; /* (W.ne0) */
+    float *y;       /* (W.ne1) */
+} matvec_req;
+bool matmul_many(threadpool *tp, const matvec_req *req, int n, void *scratch);
 
 /* Rotary position embedding of one head vector x (head_dim values, the first
  * n_rot rotated) at position pos. freq_factors (n_rot/2, llama3) may be NULL. */

@@ -1,13 +1,15 @@
 /* test_cli.c — the rotkv program end to end (binary from $ROTKV_BIN):
  * greedy generation equals llama.cpp's, perplexity equals llama-perplexity's
  * to 1%, KL-divergence self-consistency and refusal of a mismatched base,
- * and clear errors (not crashes) for bad input. */
+ * and clear errors (not crashes) for bad input; info on the phi3/MoE test
+ * models, and rotkv quantize of an MoE model byte for byte llama-quantize's. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "gguf.h"
 #include "rotkv.h"
 #include "testutil.h"
 
@@ -318,6 +320,58 @@ static void t_progress_only_on_a_terminal(void **state) {
     free(out);
 }
 
+/* rotkv info names the architecture and the experts of tests/models' models */
+static void t_info_moe_and_phi3(void **state) {
+    (void)state;
+    const struct {
+        const char *model, *want[2];
+    } cases[] = {
+        {"syn-qwen3moe-Q4_0", {"architecture:    qwen3moe\n", "experts:         8 per layer, 2 used per token (expert n_ff 64"}},
+        {"syn-mixtral-F16", {"architecture:    llama\n", "experts:         4 per layer, 2 used per token (expert n_ff 64"}},
+        {"syn-phi3-F32", {"architecture:    phi3\n", "head_dim:        16 (rope dims 12, neox)"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[1024], *out;
+        snprintf(cmd, sizeof cmd, "%s info -m tests/models/%s.gguf", bin(), cases[i].model);
+        assert_int_equal(test_run_cmd(cmd, &out), 0);
+        for (int k = 0; k < 2; k++)
+            if (!strstr(out, cases[i].want[k])) fail_msg("%s: no '%s' in:\n%s", cases[i].model, cases[i].want[k], out);
+        if (strstr(cases[i].model, "phi3")) assert_null(strstr(out, "experts:"));
+        free(out);
+    }
+}
+
+/* rotkv quantize to Q8_0 converts the 3-D expert tensors and keeps the router in
+ * f32: every tensor equals llama-quantize's Q8_0 of the same F32 file byte for byte */
+static void t_quantize_moe_like_llama_quantize(void **state) {
+    (void)state;
+    char out_path[] = "/tmp/rotkv_test_moe_q8_XXXXXX", cmd[1024], err[256];
+    const int fd = mkstemp(out_path);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "%s quantize -m tests/models/syn-qwen3moe-F32.gguf -o %s --type Q8_0 2>&1", bin(), out_path);
+    assert_int_equal(test_run_cmd(cmd, NULL), 0);
+    gguf_file *a = gguf_open(out_path, err, sizeof err), *b = gguf_open("tests/models/syn-qwen3moe-Q8_0.gguf", err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    int experts = 0;
+    for (uint64_t i = 0; i < a->n_tensors; i++) {
+        const gguf_tensor *t = &a->tensors[i];
+        char name[96];
+        gguf_str_cpy(t->name, name, sizeof name);
+        const gguf_tensor *u = gguf_find_tensor(b, name);
+        assert_non_null(u);
+        if (t->type != u->type || t->nbytes != u->nbytes || memcmp(t->data, u->data, t->nbytes))
+            fail_msg("tensor %s differs from llama-quantize's (types %u / %u)", name, t->type, u->type);
+        experts += t->n_dims == 3;
+    }
+    assert_int_equal(experts, 6); /* 2 layers x gate/up/down */
+    gguf_close(a);
+    gguf_close(b);
+    unlink(out_path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_run_greedy_matches_llama),
@@ -330,6 +384,8 @@ int main(void) {
         cmocka_unit_test(t_shipped_model_default),
         cmocka_unit_test(t_quantize_and_shipped_ppl),
         cmocka_unit_test(t_progress_only_on_a_terminal),
+        cmocka_unit_test(t_info_moe_and_phi3),
+        cmocka_unit_test(t_quantize_moe_like_llama_quantize),
     };
     return cmocka_run_group_tests_name("rotkv CLI", tests, NULL, NULL);
 }

@@ -1,5 +1,8 @@
 /* test_golden.c — every GGUF with weights in ../shared/models against
- * llama.cpp's reference logits in ../shared/golden/<model>.logits.txt:
+ * llama.cpp's reference logits in ../shared/golden/<model>.logits.txt, and
+ * the small models of tests/models (phi3, qwen3moe, qwen2moe, Mixtral-style llama MoE;
+ * made by scripts/make-test-models.sh, docs/models.md) against theirs beside
+ * them, which needs no ../shared:
  *  - same prompt tokens;
  *  - at every prompt position, max |Δlogit| over llama.cpp's top-20 and
  *    |Δlogsumexp| within the tolerance of the weight type;
@@ -149,13 +152,22 @@ static bool compare_row(const char *what, int idx, const golden_row *r, const fl
     return ok;
 }
 
-static void check_model(const char *name) {
+/* local: the model, its golden file and the prompt are in tests/models/;
+ * variant: the golden file is <name><variant>.logits.txt, a run of llama-logits
+ * with -c n_ctx (0: n_tokens + greedy steps + 8, llama-logits' default) */
+static void check_model_in(const char *name, bool local, const char *variant, uint32_t n_ctx) {
     char mpath[512], gpath[512], ppath[512], rel[300];
-    snprintf(rel, sizeof rel, "models/%s.gguf", name);
-    SKIP_WITHOUT_SHARED(mpath, rel);
-    snprintf(rel, sizeof rel, "golden/%s.logits.txt", name);
-    test_shared_path(rel, gpath, sizeof gpath);
-    test_shared_path("golden/prompt.txt", ppath, sizeof ppath);
+    if (local) {
+        snprintf(mpath, sizeof mpath, "tests/models/%s.gguf", name);
+        snprintf(gpath, sizeof gpath, "tests/models/%s%s.logits.txt", name, variant ? variant : "");
+        snprintf(ppath, sizeof ppath, "tests/models/prompt.txt");
+    } else {
+        snprintf(rel, sizeof rel, "models/%s.gguf", name);
+        SKIP_WITHOUT_SHARED(mpath, rel);
+        snprintf(rel, sizeof rel, "golden/%s.logits.txt", name);
+        test_shared_path(rel, gpath, sizeof gpath);
+        test_shared_path("golden/prompt.txt", ppath, sizeof ppath);
+    }
 
     double tol_max = 0.25, tol_mean = 0.05; /* quantized weights */
     if (strstr(name, "F32") || strstr(name, "f32") || strstr(name, "F16")) tol_max = tol_mean = 0.02;
@@ -176,7 +188,7 @@ static void check_model(const char *name) {
     for (int i = 0; i < n; i++) assert_int_equal(toks[i], G.tokens[i]);
 
     rotkv_context_params cp = rotkv_context_default_params();
-    cp.n_ctx = (uint32_t)(n + G.n_g + 8);
+    cp.n_ctx = n_ctx ? n_ctx : (uint32_t)(n + G.n_g + 8);
     cp.n_threads = 2;
     rotkv_context *ctx = NULL;
     if (rotkv_context_create(m, &cp, &ctx, &err) != ROTKV_OK) fail_msg("%s", err.msg);
@@ -248,8 +260,10 @@ static void check_model(const char *name) {
         ok = false;
     }
     const double mean = st.n_d ? st.sum_d / st.n_d : 0;
+    char shown[128];
+    snprintf(shown, sizeof shown, "%s%s", name, variant ? variant : "");
     print_message("[ GOLDEN   ] %-24s max|Δ| %.5f mean|Δ| %.5f max|Δlse| %.5f greedy %d/%d matched (compared up to step %d: %s) threads 1/4 vs 2: %.1g\n",
-                  name, st.max_d, mean, st.max_lse, matched, G.n_g, stop_at, why, max_rel);
+                  shown, st.max_d, mean, st.max_lse, matched, G.n_g, stop_at, why, max_rel);
     if (mean > tol_mean) {
         print_error("mean |Δ| %.5f exceeds %.3f\n", mean, tol_mean);
         ok = false;
@@ -262,8 +276,14 @@ static void check_model(const char *name) {
     assert_true(ok);
 }
 
+static void check_model(const char *name) { check_model_in(name, false, NULL, 0); }
+
 #define MODEL_TEST(fn, name) \
     static void fn(void **state) { (void)state; check_model(name); }
+#define LOCAL_MODEL_TEST(fn, name) \
+    static void fn(void **state) { (void)state; check_model_in(name, true, NULL, 0); }
+#define LOCAL_VARIANT_TEST(fn, name, variant, n_ctx) \
+    static void fn(void **state) { (void)state; check_model_in(name, true, variant, n_ctx); }
 
 MODEL_TEST(t_tinystories, "tinystories-656k-f32")
 MODEL_TEST(t_student_f32, "student-h64-F32")
@@ -294,6 +314,25 @@ MODEL_TEST(t_qwen3_q8_0, "syn-qwen3-h128-Q8_0")
 MODEL_TEST(t_qwen3_q6_k, "syn-qwen3-h128-Q6_K")
 MODEL_TEST(t_qwen3_q4_k_m, "syn-qwen3-h128-Q4_K_M")
 MODEL_TEST(t_qwen3_q4_0, "syn-qwen3-h128-Q4_0")
+LOCAL_MODEL_TEST(t_phi3_f32, "syn-phi3-F32")
+LOCAL_MODEL_TEST(t_phi3_f16, "syn-phi3-F16")
+LOCAL_MODEL_TEST(t_phi3_q8_0, "syn-phi3-Q8_0")
+LOCAL_MODEL_TEST(t_phi3_q4_0, "syn-phi3-Q4_0")
+LOCAL_MODEL_TEST(t_qwen3moe_f32, "syn-qwen3moe-F32")
+LOCAL_MODEL_TEST(t_qwen3moe_f16, "syn-qwen3moe-F16")
+LOCAL_MODEL_TEST(t_qwen3moe_q8_0, "syn-qwen3moe-Q8_0")
+LOCAL_MODEL_TEST(t_qwen3moe_q4_0, "syn-qwen3moe-Q4_0")
+LOCAL_MODEL_TEST(t_mixtral_f32, "syn-mixtral-F32")
+LOCAL_MODEL_TEST(t_mixtral_f16, "syn-mixtral-F16")
+LOCAL_MODEL_TEST(t_mixtral_q8_0, "syn-mixtral-Q8_0")
+LOCAL_MODEL_TEST(t_mixtral_q4_0, "syn-mixtral-Q4_0")
+LOCAL_MODEL_TEST(t_qwen2moe_f32, "syn-qwen2moe-F32")
+LOCAL_MODEL_TEST(t_qwen2moe_q8_0, "syn-qwen2moe-Q8_0")
+/* LongRoPE (original context 256): a context of 150 takes the short factors, 300 the long ones */
+LOCAL_MODEL_TEST(t_phi3_longrope_f32, "syn-phi3-longrope-F32")
+LOCAL_MODEL_TEST(t_phi3_longrope_q8_0, "syn-phi3-longrope-Q8_0")
+LOCAL_VARIANT_TEST(t_phi3_longrope_f32_ctx300, "syn-phi3-longrope-F32", ".ctx300", 300)
+LOCAL_VARIANT_TEST(t_phi3_longrope_q8_0_ctx300, "syn-phi3-longrope-Q8_0", ".ctx300", 300)
 
 /* Every golden file in the shared folder has a test above. */
 static void t_all_golden_files_covered(void **state) {
@@ -323,9 +362,35 @@ static void t_all_golden_files_covered(void **state) {
     closedir(d);
 }
 
+/* Every golden file in tests/models has a test above. */
+static void t_all_local_golden_files_covered(void **state) {
+    (void)state;
+    static const char *known[] = {
+        "syn-phi3-F32", "syn-phi3-F16", "syn-phi3-Q8_0", "syn-phi3-Q4_0", "syn-qwen3moe-F32", "syn-qwen3moe-F16",
+        "syn-qwen3moe-Q8_0", "syn-qwen3moe-Q4_0", "syn-mixtral-F32", "syn-mixtral-F16", "syn-mixtral-Q8_0",
+        "syn-mixtral-Q4_0", "syn-phi3-longrope-F32", "syn-phi3-longrope-Q8_0", "syn-phi3-longrope-F32.ctx300",
+        "syn-phi3-longrope-Q8_0.ctx300", "syn-qwen2moe-F32", "syn-qwen2moe-Q8_0"};
+    DIR *d = opendir("tests/models");
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        const char *suffix = strstr(e->d_name, ".logits.txt");
+        if (!suffix || suffix[11]) continue;
+        bool found = false;
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            if (strlen(known[i]) == (size_t)(suffix - e->d_name) && !strncmp(known[i], e->d_name, strlen(known[i])))
+                found = true;
+        if (!found) fail_msg("golden file tests/models/%s has no test", e->d_name);
+        n++;
+    }
+    closedir(d);
+    assert_int_equal(n, (int)(sizeof known / sizeof known[0]));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_all_golden_files_covered),
+        cmocka_unit_test(t_all_golden_files_covered), cmocka_unit_test(t_all_local_golden_files_covered),
         cmocka_unit_test(t_tinystories), cmocka_unit_test(t_student_f32), cmocka_unit_test(t_student_f16),
         cmocka_unit_test(t_student_q8_0), cmocka_unit_test(t_student_q4_0), cmocka_unit_test(t_llama_f32),
         cmocka_unit_test(t_llama_f16), cmocka_unit_test(t_llama_bf16), cmocka_unit_test(t_llama_q8_0),
@@ -336,6 +401,13 @@ int main(void) {
         cmocka_unit_test(t_qwen2_q6_k), cmocka_unit_test(t_qwen2_q4_k_m), cmocka_unit_test(t_qwen2_q4_0),
         cmocka_unit_test(t_qwen3_f16), cmocka_unit_test(t_qwen3_q8_0), cmocka_unit_test(t_qwen3_q6_k),
         cmocka_unit_test(t_qwen3_q4_k_m), cmocka_unit_test(t_qwen3_q4_0),
+        cmocka_unit_test(t_phi3_f32), cmocka_unit_test(t_phi3_f16), cmocka_unit_test(t_phi3_q8_0),
+        cmocka_unit_test(t_phi3_q4_0), cmocka_unit_test(t_qwen3moe_f32), cmocka_unit_test(t_qwen3moe_f16),
+        cmocka_unit_test(t_qwen3moe_q8_0), cmocka_unit_test(t_qwen3moe_q4_0), cmocka_unit_test(t_mixtral_f32),
+        cmocka_unit_test(t_mixtral_f16), cmocka_unit_test(t_mixtral_q8_0), cmocka_unit_test(t_mixtral_q4_0),
+        cmocka_unit_test(t_qwen2moe_f32), cmocka_unit_test(t_qwen2moe_q8_0),
+        cmocka_unit_test(t_phi3_longrope_f32), cmocka_unit_test(t_phi3_longrope_q8_0),
+        cmocka_unit_test(t_phi3_longrope_f32_ctx300), cmocka_unit_test(t_phi3_longrope_q8_0_ctx300),
     };
     return cmocka_run_group_tests_name("golden logits vs llama.cpp", tests, NULL, NULL);
 }

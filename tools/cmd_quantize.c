@@ -1,7 +1,8 @@
 /* cmd_quantize.c — `rotkv quantize`: rewrites a GGUF with its 2-D weight
- * matrices in another type, as llama-quantize does for one uniform type.
- * Metadata and tensor order are kept (general.file_type is set to the new
- * type); 1-D tensors (norms, biases, rope factors) and matrices whose rows the
+ * matrices and 3-D expert tensors in another type, as llama-quantize does for
+ * one uniform type. Metadata and tensor order are kept (general.file_type is
+ * set to the new type); 1-D tensors (norms, biases, rope factors), MoE routers
+ * (ffn_gate_inp, kept as llama-quantize keeps them) and matrices whose rows the
  * type's block size does not divide are copied unchanged. Each quantized row is
  * dequantized to f32 with quant.c's reference and re-quantized with the
  * target's reference quantizer. The file is written to a temporary name and
@@ -19,8 +20,9 @@
 static void usage(FILE *fp) {
     fprintf(fp, "usage: rotkv quantize -m IN.gguf -o OUT.gguf --type TYPE\n"
                 "  TYPE: %s\n"
-                "  2-D .weight tensors are converted; norms, biases and rows the block size does not divide stay as\n"
-                "  they are. OUT is written to a temporary file and renamed into place.\n",
+                "  2-D .weight tensors and 3-D expert tensors are converted; norms, biases, MoE routers\n"
+                "  (ffn_gate_inp) and rows the block size does not divide stay as they are. OUT is written to a\n"
+                "  temporary file and renamed into place.\n",
                 ggw_file_type_names());
 }
 
@@ -32,7 +34,8 @@ static bool ends_with(gguf_str s, const char *suffix) {
 /* Whether tensor t is converted to `type`. */
 static bool converts(const gguf_tensor *t, uint32_t type) {
     const quant_traits *src = quant_get_traits(t->type), *dst = quant_get_traits(type);
-    return t->n_dims == 2 && t->ne[1] > 1 && ends_with(t->name, ".weight") && src && src->supported &&
+    return (t->n_dims == 2 || t->n_dims == 3) && t->ne[1] > 1 && ends_with(t->name, ".weight") &&
+           !ends_with(t->name, "ffn_gate_inp.weight") && src && src->supported &&
            src->dequantize_row && dst && dst->quantize_row && t->ne[0] % (uint64_t)dst->blck_size == 0;
 }
 
@@ -51,7 +54,7 @@ static void write_tensor(ggw *w, const gguf_tensor *t, uint32_t type, float *row
     const quant_traits *src = quant_get_traits(t->type), *dst = quant_get_traits(type);
     const int64_t n = (int64_t)t->ne[0];
     const size_t in_row = quant_row_size(t->type, n), out_row = quant_row_size(type, n);
-    for (uint64_t r = 0; r < t->ne[1] && w->ok; r++) {
+    for (uint64_t r = 0; r < t->ne[1] * t->ne[2] && w->ok; r++) {
         src->dequantize_row((const uint8_t *)t->data + r * in_row, row, n);
         dst->quantize_row(row, q, n);
         ggw_raw(w, q, out_row);

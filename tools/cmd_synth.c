@@ -1,6 +1,8 @@
 /* cmd_synth.c — `rotkv synth`: writes a GGUF with the exact tensor shapes and
  * hyperparameters of a real model (Llama-3.2-1B, Qwen2.5-0.5B,
- * Llama-3.1-8B) but seeded random weights, and the tokenizer of a vocab GGUF.
+ * Llama-3.1-8B; the mixture-of-experts Qwen3-30B-A3B, OLMoE-1B-7B's shape as
+ * a qwen3moe, Mixtral-8x7B) but seeded random weights, and the tokenizer of a
+ * vocab GGUF.
  * For measuring speed at real sizes without downloading weights; llama.cpp
  * loads the same file, so both engines can be timed on it.
  *
@@ -29,15 +31,28 @@ typedef struct {
     float rope_base, eps;
     bool tied, qkv_bias;
     float rope_scale_factor; /* llama3 rope scaling factor, 0 if none */
+    /* mixture of experts (0 experts: dense); qwen3moe also has per-head q/k norms */
+    uint32_t n_expert, n_expert_used, n_ff_exp;
 } synth_shape;
 
 static const synth_shape k_shapes[] = {
     {"llama3.2-1b", "llama", "Llama-3.2-1B (synthetic weights)", 2048, 16, 32, 8, 64, 8192, 131072, 500000.0f, 1e-5f,
-     true, false, 32.0f},
+     true, false, 32.0f, 0, 0, 0},
     {"qwen2.5-0.5b", "qwen2", "Qwen2.5-0.5B (synthetic weights)", 896, 24, 14, 2, 64, 4864, 32768, 1000000.0f, 1e-6f,
-     true, true, 0.0f},
+     true, true, 0.0f, 0, 0, 0},
     {"llama3.1-8b", "llama", "Llama-3.1-8B (synthetic weights)", 4096, 32, 32, 8, 128, 14336, 131072, 500000.0f, 1e-5f,
-     false, false, 8.0f},
+     false, false, 8.0f, 0, 0, 0},
+    /* 128 experts of 768, 8 routed: ~3.3B of 30.5B parameters active; ~17 GB in Q4_0 (--layers 24 halves it) */
+    {"qwen3-30b-a3b", "qwen3moe", "Qwen3-30B-A3B (synthetic weights)", 2048, 48, 32, 4, 128, 6144, 40960, 1000000.0f,
+     1e-6f, false, false, 0.0f, 128, 8, 768},
+    /* OLMoE-1B-7B's sizes (64 experts of 1024, 8 routed, 16 heads without GQA) in a qwen3moe layer (OLMoE's own
+     * q/k norms span all heads; qwen3moe's are per head, the same work): ~4 GB in Q4_0 */
+    {"olmoe-1b-7b", "qwen3moe", "OLMoE-1B-7B shape as qwen3moe (synthetic weights)", 2048, 16, 16, 16, 128, 1024, 4096,
+     10000.0f, 1e-5f, false, false, 0.0f, 64, 8, 1024},
+    /* llama with llama.expert_count as Mixtral is written: 8 experts of 14336, 2 routed; ~26 GB in Q4_0
+     * (--layers 12 for ~10 GB) */
+    {"mixtral-8x7b", "llama", "Mixtral-8x7B (synthetic weights)", 4096, 32, 32, 8, 128, 14336, 32768, 1000000.0f, 1e-5f,
+     false, false, 0.0f, 8, 2, 14336},
 };
 
 #define ALIGN 32
@@ -45,7 +60,7 @@ static const synth_shape k_shapes[] = {
 typedef struct {
     char name[64];
     uint32_t n_dims;
-    uint64_t ne[2];
+    uint64_t ne[3];
     uint32_t type;
     uint64_t offset, nbytes;
     enum { T_WEIGHT, T_ONES, T_BIAS, T_ROPE } fill;
@@ -89,22 +104,32 @@ static void llama3_rope_factors(const synth_shape *sh, float *out) {
     }
 }
 
-static int add_tensor(synth_tensor *ts, int n, const char *name, uint32_t type, uint64_t ne0, uint64_t ne1, int fill) {
+/* A tensor of ne1 rows (ne1 = 0: a vector) of ne0 values, times ne2 (> 1: the
+ * 3-D expert tensors, one block of rows per expert). */
+static int add_tensor3(synth_tensor *ts, int n, const char *name, uint32_t type, uint64_t ne0, uint64_t ne1,
+                       uint64_t ne2, int fill) {
     synth_tensor *t = &ts[n];
     snprintf(t->name, sizeof t->name, "%s", name);
-    t->n_dims = ne1 ? 2 : 1;
+    t->n_dims = ne2 > 1 ? 3 : ne1 ? 2 : 1;
     t->ne[0] = ne0;
     t->ne[1] = ne1 ? ne1 : 1;
+    t->ne[2] = ne2 > 1 ? ne2 : 1;
     t->type = type;
-    t->nbytes = quant_row_size(type, (int64_t)ne0) * t->ne[1];
+    t->nbytes = quant_row_size(type, (int64_t)ne0) * t->ne[1] * t->ne[2];
     t->fill = fill;
     return n + 1;
+}
+
+static int add_tensor(synth_tensor *ts, int n, const char *name, uint32_t type, uint64_t ne0, uint64_t ne1, int fill) {
+    return add_tensor3(ts, n, name, type, ne0, ne1, 1, fill);
 }
 
 static void usage(FILE *fp) {
     fprintf(fp, "usage: rotkv synth --shape SHAPE --type TYPE --vocab VOCAB.gguf -o OUT.gguf [--seed N] [--layers N]\n"
                 "  SHAPE: llama3.2-1b | qwen2.5-0.5b | llama3.1-8b, or custom:EMBD,HEADS,KV_HEADS,HEAD_DIM,FF,LAYERS[,qwen2]\n"
-                "         (a small llama, or qwen2 with q/k/v biases, of any head size and GQA ratio)\n"
+                "         (a small llama, or qwen2 with q/k/v biases, of any head size and GQA ratio);\n"
+                "         mixture of experts: qwen3-30b-a3b (~17 GB in Q4_0), olmoe-1b-7b (OLMoE's sizes in a\n"
+                "         qwen3moe, ~4 GB), mixtral-8x7b (llama with experts, ~26 GB: use --layers)\n"
                 "  TYPE:  F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL (2-D weights; norms stay f32)\n"
                 "  VOCAB: a GGUF whose tokenizer.* metadata is copied (e.g. vocab-llama3.gguf)\n"
                 "  --layers N keeps only the first N blocks (smaller files for quick checks)\n");
@@ -144,7 +169,7 @@ int cmd_synth(int argc, char **argv) {
     for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
         if (!strcmp(shape, k_shapes[i].name)) sh = &k_shapes[i];
     synth_shape custom = {"custom", "llama", "custom (synthetic weights)", 0, 0, 0, 0, 0, 0, 4096, 10000.0f, 1e-5f,
-                          false, false, 0.0f};
+                          false, false, 0.0f, 0, 0, 0};
     if (!strncmp(shape, "custom:", 7)) {
         unsigned e, h, kv, hd, ff, l;
         char arch[16] = "";
@@ -185,7 +210,7 @@ int cmd_synth(int argc, char **argv) {
 
     /* tensors, in the order llama.cpp's converter writes them */
     const uint64_t E = sh->n_embd, Q = (uint64_t)sh->n_head * sh->head_dim, K = (uint64_t)sh->n_head_kv * sh->head_dim;
-    const int max_tensors = 4 + 12 * (int)n_layer;
+    const int max_tensors = 4 + 14 * (int)n_layer;
     synth_tensor *ts = calloc((size_t)max_tensors, sizeof *ts);
     if (!ts) {
         gguf_close(vf);
@@ -208,11 +233,23 @@ int cmd_synth(int argc, char **argv) {
             nt = add_tensor(ts, nt, BLK("attn_k.bias"), GGML_TYPE_F32, K, 0, T_BIAS);
             nt = add_tensor(ts, nt, BLK("attn_v.bias"), GGML_TYPE_F32, K, 0, T_BIAS);
         }
+        if (!strcmp(sh->arch, "qwen3moe")) {
+            nt = add_tensor(ts, nt, BLK("attn_q_norm.weight"), GGML_TYPE_F32, sh->head_dim, 0, T_ONES);
+            nt = add_tensor(ts, nt, BLK("attn_k_norm.weight"), GGML_TYPE_F32, sh->head_dim, 0, T_ONES);
+        }
         nt = add_tensor(ts, nt, BLK("attn_output.weight"), wt, Q, E, T_WEIGHT);
         nt = add_tensor(ts, nt, BLK("ffn_norm.weight"), GGML_TYPE_F32, E, 0, T_ONES);
-        nt = add_tensor(ts, nt, BLK("ffn_gate.weight"), wt, E, sh->n_ff, T_WEIGHT);
-        nt = add_tensor(ts, nt, BLK("ffn_up.weight"), wt, E, sh->n_ff, T_WEIGHT);
-        nt = add_tensor(ts, nt, BLK("ffn_down.weight"), wt, sh->n_ff, E, T_WEIGHT);
+        if (sh->n_expert) { /* the router stays f32, as llama-quantize leaves it */
+            const uint64_t FX = sh->n_ff_exp, X = sh->n_expert;
+            nt = add_tensor(ts, nt, BLK("ffn_gate_inp.weight"), GGML_TYPE_F32, E, X, T_WEIGHT);
+            nt = add_tensor3(ts, nt, BLK("ffn_gate_exps.weight"), wt, E, FX, X, T_WEIGHT);
+            nt = add_tensor3(ts, nt, BLK("ffn_up_exps.weight"), wt, E, FX, X, T_WEIGHT);
+            nt = add_tensor3(ts, nt, BLK("ffn_down_exps.weight"), wt, FX, E, X, T_WEIGHT);
+        } else {
+            nt = add_tensor(ts, nt, BLK("ffn_gate.weight"), wt, E, sh->n_ff, T_WEIGHT);
+            nt = add_tensor(ts, nt, BLK("ffn_up.weight"), wt, E, sh->n_ff, T_WEIGHT);
+            nt = add_tensor(ts, nt, BLK("ffn_down.weight"), wt, sh->n_ff, E, T_WEIGHT);
+        }
 #undef BLK
     }
     uint64_t data_size = 0;
@@ -231,7 +268,8 @@ int cmd_synth(int argc, char **argv) {
         gguf_close(vf);
         return 1;
     }
-    const uint64_t n_own_kv = 14 + (sh->head_dim * sh->n_head != sh->n_embd ? 2 : 0);
+    const uint64_t n_own_kv = 14 + (sh->head_dim * sh->n_head != sh->n_embd ? 2 : 0) +
+                              (sh->n_expert ? (!strcmp(sh->arch, "qwen3moe") ? 3 : 2) : 0);
     ggw_header(&w, (uint64_t)nt, n_own_kv + n_tok_kv);
     char key[96];
 #define AK(s) (snprintf(key, sizeof key, "%s.%s", sh->arch, s), key)
@@ -253,6 +291,11 @@ int cmd_synth(int argc, char **argv) {
         ggw_kv_u32(&w, AK("attention.value_length"), sh->head_dim);
     }
     ggw_kv_u32(&w, AK("vocab_size"), (uint32_t)n_vocab);
+    if (sh->n_expert) {
+        ggw_kv_u32(&w, AK("expert_count"), sh->n_expert);
+        ggw_kv_u32(&w, AK("expert_used_count"), sh->n_expert_used);
+        if (!strcmp(sh->arch, "qwen3moe")) ggw_kv_u32(&w, AK("expert_feed_forward_length"), sh->n_ff_exp);
+    }
 #undef AK
     bool ok = true;
     for (uint64_t i = 0; i < vf->n_kv; i++)
@@ -262,7 +305,8 @@ int cmd_synth(int argc, char **argv) {
     ggw_pad(&w);
 
     /* data, one row at a time */
-    const uint64_t max_row = E > sh->n_ff ? E : sh->n_ff;
+    uint64_t max_row = E > sh->n_ff ? E : sh->n_ff;
+    if (sh->n_ff_exp > max_row) max_row = sh->n_ff_exp;
     float *row = malloc(sizeof(float) * (max_row > n_vocab ? max_row : n_vocab));
     uint8_t *q = malloc(quant_row_size(GGML_TYPE_F32, (int64_t)max_row));
     if (!row || !q) ok = false;
@@ -274,7 +318,7 @@ int cmd_synth(int argc, char **argv) {
         uint64_t s = (seed + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(i + 1) * 0xD1B54A32D192ED03ull;
         if (!s) s = 1;
         const quant_traits *tr = quant_get_traits(t->type);
-        for (uint64_t r = 0; r < t->ne[1]; r++) {
+        for (uint64_t r = 0; r < t->ne[1] * t->ne[2]; r++) {
             switch (t->fill) {
             case T_WEIGHT: fill_random(row, (int64_t)t->ne[0], &s); break;
             case T_ONES: for (uint64_t j = 0; j < t->ne[0]; j++) row[j] = 1.0f; break;
