@@ -5,18 +5,26 @@
 # `make fuzz` builds the libFuzzer targets (clang) and `make fuzz-check` runs
 # each for FUZZ_SECONDS (part of `make check`).
 CC      ?= cc
+# Cross builds (make CC=aarch64-linux-gnu-gcc): objects go to build-ARCH, and
+# pkg-config reads the target's .pc files (Debian multiarch, /usr/lib/TRIPLET).
+TARGET  := $(shell $(CC) -dumpmachine 2>/dev/null)
+ifneq ($(TARGET),$(shell cc -dumpmachine 2>/dev/null))
+BUILD   ?= build-$(firstword $(subst -, ,$(TARGET)))
+PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/$(TARGET)/pkgconfig:/usr/share/pkgconfig pkg-config
+endif
 BUILD   ?= build
+PKG_CONFIG ?= pkg-config
 OPT     ?= -O2 -g
 CFLAGS  += -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(OPT) -Wall -Wextra -Wshadow \
-           -Wno-unused-parameter -pthread -Iinclude -Isrc $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8) -lm -pthread
+           -Wno-unused-parameter -pthread -Iinclude -Isrc $(shell $(PKG_CONFIG) --cflags libpcre2-8 2>/dev/null)
+LDLIBS  += $(shell $(PKG_CONFIG) --libs libpcre2-8 2>/dev/null || echo -lpcre2-8) -lm -pthread
 # rotkv serve: libmicrohttpd (HTTP) and cJSON (JSON)
-CFLAGS  += $(shell pkg-config --cflags libmicrohttpd libcjson 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs libmicrohttpd libcjson 2>/dev/null || echo -lmicrohttpd -lcjson)
-TEST_LDLIBS = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+CFLAGS  += $(shell $(PKG_CONFIG) --cflags libmicrohttpd libcjson 2>/dev/null)
+LDLIBS  += $(shell $(PKG_CONFIG) --libs libmicrohttpd libcjson 2>/dev/null || echo -lmicrohttpd -lcjson)
+TEST_LDLIBS = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null || echo -lcmocka)
 # rotkv pull / -hf: libcurl (HTTP) and libcrypto (SHA-256), for the rotkv binary only
-TOOL_CFLAGS = $(shell pkg-config --cflags libcurl libcrypto 2>/dev/null)
-TOOL_LDLIBS = $(shell pkg-config --libs libcurl libcrypto 2>/dev/null || echo -lcurl -lcrypto)
+TOOL_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl libcrypto 2>/dev/null)
+TOOL_LDLIBS = $(shell $(PKG_CONFIG) --libs libcurl libcrypto 2>/dev/null || echo -lcurl -lcrypto)
 
 LIB_SRC   := $(sort $(wildcard src/*.c src/arch/*/*.c))
 TOOL_SRC  := $(sort $(wildcard tools/*.c))
@@ -79,8 +87,8 @@ FUZZ_TARGETS := gguf tokenizer chat_template server_request slot_file kv_calib
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(BUILD)/fuzz_%)
 FUZZ_CFLAGS  := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=all -pthread -Iinclude -Isrc -Itools \
-                $(shell pkg-config --cflags libpcre2-8 libcjson 2>/dev/null)
-FUZZ_LDLIBS  := $(shell pkg-config --libs libpcre2-8 libcjson 2>/dev/null || echo -lpcre2-8 -lcjson) -lm -pthread
+                $(shell $(PKG_CONFIG) --cflags libpcre2-8 libcjson 2>/dev/null)
+FUZZ_LDLIBS  := $(shell $(PKG_CONFIG) --libs libpcre2-8 libcjson 2>/dev/null || echo -lpcre2-8 -lcjson) -lm -pthread
 FUZZ_OBJ     := $(patsubst %.c,$(BUILD)/fuzz-obj/%.o,$(LIB_SRC) tools/server_engine.c tools/server_request.c)
 
 fuzz: $(FUZZ_BIN)
