@@ -33,13 +33,15 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_OBJ  := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps deps-test check test test-asan fuzz fuzz-check clean
+.PHONY: all deps deps-test deps-arm64 check check-arm64 test test-asan fuzz fuzz-check clean
 all: $(BUILD)/rotkv
 
 deps:
 	sh scripts/deps.sh build
 deps-test:
 	sh scripts/deps.sh test
+deps-arm64:
+	sh scripts/deps.sh arm64
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -79,6 +81,11 @@ check:
 	$(MAKE) test
 	$(MAKE) test-asan
 	$(MAKE) fuzz-check
+
+# Cross-built for Linux aarch64, the kernel-twin and golden tests under qemu at
+# every aarch64 kernel level (scripts/check-arm64.sh).
+check-arm64:
+	MAKE="$(MAKE)" sh scripts/check-arm64.sh
 
 test-asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" test
