@@ -38,6 +38,12 @@ static inline int32_t NEON_NAME(dot16)(int8x16_t w, const int8_t *a) {
 #ifndef NEON_QUANTIZERS_DONE
 #define NEON_QUANTIZERS_DONE
 
+/* f16 -> f32 by the hardware conversion (FCVT): exact, so the same value as
+ * fp16.h's fp16_to_fp32 for every non-NaN input, in 2 instructions instead of ~15 */
+static inline float neon_f16(uint16_t h) {
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+
 /* max |x| over 32 floats (vmaxnm ignores NaNs, as fmaxf does) */
 static inline float neon_amax32(const float32x4_t v[8]) {
     float32x4_t m = vabsq_f32(v[0]);
@@ -137,7 +143,7 @@ static inline float neon_w1_f32(const void *w, int64_t i) { return ((const float
 static inline float neon_w1_f16(const void *w, int64_t i) {
     uint16_t h;
     memcpy(&h, (const uint16_t *)w + i, 2);
-    return fp16_to_fp32(h);
+    return neon_f16(h);
 }
 static inline float neon_w1_bf16(const void *w, int64_t i) {
     uint16_t h;
@@ -181,7 +187,7 @@ static float NEON_NAME(q4_0_dot)(const void *row, const void *act, int64_t n) {
         const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, m4)), s8);
         const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), s8);
         const int isum = NEON_NAME(dot32)(lo, hi, y->qs);
-        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum;
+        sum += neon_f16(x->d) * neon_f16(y->d) * (float)isum;
     }
     return sum;
 }
@@ -192,7 +198,7 @@ static float NEON_NAME(q8_0_dot)(const void *row, const void *act, int64_t n) {
     float sum = 0.0f;
     for (int64_t i = 0; i < n / QK8_0; i++, x++, y++) {
         const int isum = NEON_NAME(dot32)(vld1q_s8(x->qs), vld1q_s8(x->qs + 16), y->qs);
-        sum += fp16_to_fp32(x->d) * fp16_to_fp32(y->d) * (float)isum;
+        sum += neon_f16(x->d) * neon_f16(y->d) * (float)isum;
     }
     return sum;
 }
@@ -220,7 +226,7 @@ static float NEON_NAME(q4_K_dot)(const void *row, const void *act, int64_t n) {
             isum += sc * s_hi;
             msum += mn * (y->bsums[4 * p + 2] + y->bsums[4 * p + 3]);
         }
-        sum += y->d * fp16_to_fp32(x->d) * (float)isum - y->d * fp16_to_fp32(x->dmin) * (float)msum;
+        sum += y->d * neon_f16(x->d) * (float)isum - y->d * neon_f16(x->dmin) * (float)msum;
     }
     return sum;
 }
@@ -254,7 +260,7 @@ static float NEON_NAME(q6_K_dot)(const void *row, const void *act, int64_t n) {
                 }
             }
         }
-        sum += y->d * fp16_to_fp32(x->d) * (float)isum;
+        sum += y->d * neon_f16(x->d) * (float)isum;
     }
     return sum;
 }
