@@ -18,7 +18,7 @@ count() { # TYPE LEVEL 1|2 -> executed instructions of the whole run
 }
 echo "| type | block (values) | scalar | neon | dotprod |"
 echo "|---|---|---|---|---|"
-for t in q4_0 q8_0 q4_K q6_K f32 f16 bf16; do
+for t in q4_0 q4_1 q5_0 q5_1 q8_0 iq4_nl q4_K q6_K f32 f16 bf16; do
     case $t in q4_K|q6_K) bs=256 ;; *) bs=32 ;; esac
     row="| $t | $bs"
     for lvl in scalar neon dotprod; do

@@ -28,7 +28,7 @@ LEVELS=${ARM64_LEVELS:-"scalar:cortex-a53 neon:cortex-a53 dotprod:neoverse-n1 i8
 TESTS=${ARM64_TESTS:-"test_simd test_quant"}
 TESTS_ONCE=${ARM64_TESTS_ONCE-"test_kv_simd test_kv_codecs"}
 GOLDEN=${ARM64_GOLDEN-test_golden}
-ROTKV_GOLDEN_FILTER=${ARM64_GOLDEN_FILTER-"t_all_golden_files_covered,t_tinystories,t_student_q4_0,t_student_q8_0,t_llama_f16,t_llama_bf16,t_llama_q8_0,t_llama_q6_k,t_llama_q4_k_m,t_llama_q4_0,t_qwen2_q4_0"}
+ROTKV_GOLDEN_FILTER=${ARM64_GOLDEN_FILTER-"t_all_golden_files_covered,t_tinystories,t_student_q4_0,t_student_q8_0,t_llama_f16,t_llama_bf16,t_llama_q8_0,t_llama_q6_k,t_llama_q4_k_m,t_llama_q4_0,t_llama_q4_1,t_llama_q5_0,t_llama_q5_1,t_qwen2_q4_0"}
 export ROTKV_GOLDEN_FILTER
 if [ -z "${QEMU:-}" ]; then
     QEMU=qemu-aarch64-static

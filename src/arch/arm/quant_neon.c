@@ -35,6 +35,10 @@ NEON_TILE(neon_f32_dot)
 NEON_TILE(neon_f16_dot)
 NEON_TILE(neon_bf16_dot)
 NEON_TILE(neon_q4_0_dot)
+NEON_TILE(neon_q4_1_dot)
+NEON_TILE(neon_q5_0_dot)
+NEON_TILE(neon_q5_1_dot)
+NEON_TILE(neon_iq4_nl_dot)
 NEON_TILE(neon_q8_0_dot)
 NEON_TILE(neon_q4_K_dot)
 NEON_TILE(neon_q6_K_dot)
@@ -49,6 +53,10 @@ const quant_kernels quant_kernels_neon[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F16] = WROW(neon_f16_dot),
     [GGML_TYPE_BF16] = WROW(neon_bf16_dot),
     [GGML_TYPE_Q4_0] = WROW(neon_q4_0_dot),
+    [GGML_TYPE_Q4_1] = WROW(neon_q4_1_dot),
+    [GGML_TYPE_Q5_0] = WROW(neon_q5_0_dot),
+    [GGML_TYPE_Q5_1] = WROW(neon_q5_1_dot),
+    [GGML_TYPE_IQ4_NL] = WROW(neon_iq4_nl_dot),
     [GGML_TYPE_Q8_0] = { .from_float = neon_from_float_q8_0, .vec_dot = neon_q8_0_dot,
                          .vec_dot_tile = neon_q8_0_dot_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
     [GGML_TYPE_Q8_1] = { .from_float = neon_from_float_q8_1 },
@@ -70,6 +78,10 @@ const quant_kernels quant_kernels_neon[GGML_TYPE_COUNT] = {
 #define DOT_S8(acc, a, b) vdotq_s32(acc, a, b)
 #include "quant_neon.h"
 NEON_TILE(dotprod_q4_0_dot)
+NEON_TILE(dotprod_q4_1_dot)
+NEON_TILE(dotprod_q5_0_dot)
+NEON_TILE(dotprod_q5_1_dot)
+NEON_TILE(dotprod_iq4_nl_dot)
 NEON_TILE(dotprod_q8_0_dot)
 NEON_TILE(dotprod_q4_K_dot)
 NEON_TILE(dotprod_q6_K_dot)
@@ -82,6 +94,10 @@ NEON_TILE(dotprod_q6_K_dot)
  * type). q8_0 is a weight type too, so its row carries the NEON quantizer. */
 const quant_kernels quant_kernels_dotprod[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q4_0] = WROW(dotprod_q4_0_dot),
+    [GGML_TYPE_Q4_1] = WROW(dotprod_q4_1_dot),
+    [GGML_TYPE_Q5_0] = WROW(dotprod_q5_0_dot),
+    [GGML_TYPE_Q5_1] = WROW(dotprod_q5_1_dot),
+    [GGML_TYPE_IQ4_NL] = WROW(dotprod_iq4_nl_dot),
     [GGML_TYPE_Q8_0] = { .from_float = neon_from_float_q8_0, .vec_dot = dotprod_q8_0_dot,
                          .vec_dot_tile = dotprod_q8_0_dot_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
     [GGML_TYPE_Q4_K] = WROW(dotprod_q4_K_dot),

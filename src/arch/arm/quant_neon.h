@@ -203,6 +203,76 @@ static float NEON_NAME(q8_0_dot)(const void *row, const void *act, int64_t n) {
     return sum;
 }
 
+/* bit j of the 16-bit word b -> byte j = 0x10 if set, else 0 (q5_0 / q5_1 high bits) */
+static inline uint8x16_t NEON_NAME(bit4_bytes)(uint32_t b) {
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t v = vcombine_u8(vdup_n_u8((uint8_t)(b & 0xFF)), vdup_n_u8((uint8_t)((b >> 8) & 0xFF)));
+    return vandq_u8(vtstq_u8(v, vld1q_u8(bit)), vdupq_n_u8(0x10));
+}
+
+static float NEON_NAME(q4_1_dot)(const void *row, const void *act, int64_t n) {
+    const block_q4_1 *x = (const block_q4_1 *)row;
+    const block_q8_1 *y = (const block_q8_1 *)act;
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK4_1; i++, x++, y++) {
+        const uint8x16_t q = vld1q_u8(x->qs);
+        const int isum = NEON_NAME(dot32)(vreinterpretq_s8_u8(vandq_u8(q, m4)), vreinterpretq_s8_u8(vshrq_n_u8(q, 4)),
+                                          y->qs);
+        sum += neon_f16(x->d) * neon_f16(y->d) * (float)isum + neon_f16(x->m) * neon_f16(y->s);
+    }
+    return sum;
+}
+
+static float NEON_NAME(q5_0_dot)(const void *row, const void *act, int64_t n) {
+    const block_q5_0 *x = (const block_q5_0 *)row;
+    const block_q8_0 *y = (const block_q8_0 *)act;
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    const int8x16_t s16 = vdupq_n_s8(16);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK5_0; i++, x++, y++) {
+        const uint32_t qh = load_qh32(x->qh);
+        const uint8x16_t q = vld1q_u8(x->qs);
+        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, m4), NEON_NAME(bit4_bytes)(qh))), s16);
+        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), NEON_NAME(bit4_bytes)(qh >> 16))), s16);
+        const int isum = NEON_NAME(dot32)(lo, hi, y->qs);
+        sum += neon_f16(x->d) * neon_f16(y->d) * (float)isum;
+    }
+    return sum;
+}
+
+static float NEON_NAME(q5_1_dot)(const void *row, const void *act, int64_t n) {
+    const block_q5_1 *x = (const block_q5_1 *)row;
+    const block_q8_1 *y = (const block_q8_1 *)act;
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK5_1; i++, x++, y++) {
+        const uint32_t qh = load_qh32(x->qh);
+        const uint8x16_t q = vld1q_u8(x->qs);
+        const int8x16_t lo = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, m4), NEON_NAME(bit4_bytes)(qh)));
+        const int8x16_t hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), NEON_NAME(bit4_bytes)(qh >> 16)));
+        const int isum = NEON_NAME(dot32)(lo, hi, y->qs);
+        sum += neon_f16(x->d) * neon_f16(y->d) * (float)isum + neon_f16(x->m) * neon_f16(y->s);
+    }
+    return sum;
+}
+
+/* the codes are indices into the 16 non-uniform levels: one table lookup (TBL) */
+static float NEON_NAME(iq4_nl_dot)(const void *row, const void *act, int64_t n) {
+    const block_iq4_nl *x = (const block_iq4_nl *)row;
+    const block_q8_0 *y = (const block_q8_0 *)act;
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    const int8x16_t levels = vld1q_s8(kvalues_iq4nl);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK4_NL; i++, x++, y++) {
+        const uint8x16_t q = vld1q_u8(x->qs);
+        const int8x16_t lo = vqtbl1q_s8(levels, vandq_u8(q, m4)), hi = vqtbl1q_s8(levels, vshrq_n_u8(q, 4));
+        const int isum = NEON_NAME(dot32)(lo, hi, y->qs);
+        sum += neon_f16(x->d) * neon_f16(y->d) * (float)isum;
+    }
+    return sum;
+}
+
 /* ------------------------------------------------------------ K-quants x q8_K */
 
 static float NEON_NAME(q4_K_dot)(const void *row, const void *act, int64_t n) {
