@@ -7,9 +7,12 @@
 CC      ?= cc
 # Cross builds (make CC=aarch64-linux-gnu-gcc): objects go to build-ARCH, and
 # pkg-config reads the target's .pc files (Debian multiarch, /usr/lib/TRIPLET).
+# (A cross build is one for another CPU architecture than cc's: clang's
+# x86_64-pc-linux-gnu beside gcc's x86_64-linux-gnu is not one.)
 TARGET  := $(shell $(CC) -dumpmachine 2>/dev/null)
-ifneq ($(TARGET),$(shell cc -dumpmachine 2>/dev/null))
-BUILD   ?= build-$(firstword $(subst -, ,$(TARGET)))
+TARGET_ARCH := $(firstword $(subst -, ,$(TARGET)))
+ifneq ($(TARGET_ARCH),$(firstword $(subst -, ,$(shell cc -dumpmachine 2>/dev/null))))
+BUILD   ?= build-$(TARGET_ARCH)
 PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/$(TARGET)/pkgconfig:/usr/share/pkgconfig pkg-config
 endif
 BUILD   ?= build
