@@ -40,7 +40,10 @@ NEON_TILE(neon_q5_0_dot)
 NEON_TILE(neon_q5_1_dot)
 NEON_TILE(neon_iq4_nl_dot)
 NEON_TILE(neon_q8_0_dot)
+NEON_TILE(neon_q2_K_dot)
+NEON_TILE(neon_q3_K_dot)
 NEON_TILE(neon_q4_K_dot)
+NEON_TILE(neon_q5_K_dot)
 NEON_TILE(neon_q6_K_dot)
 #undef NEON_TILE
 #undef NEON_NAME
@@ -61,7 +64,10 @@ const quant_kernels quant_kernels_neon[GGML_TYPE_COUNT] = {
                          .vec_dot_tile = neon_q8_0_dot_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
     [GGML_TYPE_Q8_1] = { .from_float = neon_from_float_q8_1 },
     [GGML_TYPE_Q8_K] = { .from_float = neon_from_float_q8_K },
+    [GGML_TYPE_Q2_K] = WROW(neon_q2_K_dot),
+    [GGML_TYPE_Q3_K] = WROW(neon_q3_K_dot),
     [GGML_TYPE_Q4_K] = WROW(neon_q4_K_dot),
+    [GGML_TYPE_Q5_K] = WROW(neon_q5_K_dot),
     [GGML_TYPE_Q6_K] = WROW(neon_q6_K_dot),
 };
 
@@ -83,7 +89,10 @@ NEON_TILE(dotprod_q5_0_dot)
 NEON_TILE(dotprod_q5_1_dot)
 NEON_TILE(dotprod_iq4_nl_dot)
 NEON_TILE(dotprod_q8_0_dot)
+NEON_TILE(dotprod_q2_K_dot)
+NEON_TILE(dotprod_q3_K_dot)
 NEON_TILE(dotprod_q4_K_dot)
+NEON_TILE(dotprod_q5_K_dot)
 NEON_TILE(dotprod_q6_K_dot)
 #undef NEON_TILE
 #undef NEON_NAME
@@ -100,7 +109,10 @@ const quant_kernels quant_kernels_dotprod[GGML_TYPE_COUNT] = {
     [GGML_TYPE_IQ4_NL] = WROW(dotprod_iq4_nl_dot),
     [GGML_TYPE_Q8_0] = { .from_float = neon_from_float_q8_0, .vec_dot = dotprod_q8_0_dot,
                          .vec_dot_tile = dotprod_q8_0_dot_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
+    [GGML_TYPE_Q2_K] = WROW(dotprod_q2_K_dot),
+    [GGML_TYPE_Q3_K] = WROW(dotprod_q3_K_dot),
     [GGML_TYPE_Q4_K] = WROW(dotprod_q4_K_dot),
+    [GGML_TYPE_Q5_K] = WROW(dotprod_q5_K_dot),
     [GGML_TYPE_Q6_K] = WROW(dotprod_q6_K_dot),
 };
 #undef WROW

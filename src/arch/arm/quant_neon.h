@@ -335,6 +335,83 @@ static float NEON_NAME(q6_K_dot)(const void *row, const void *act, int64_t n) {
     return sum;
 }
 
+static float NEON_NAME(q2_K_dot)(const void *row, const void *act, int64_t n) {
+    const block_q2_K *x = (const block_q2_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    const uint8x16_t m3 = vdupq_n_u8(0x03);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        int isum = 0, msum = 0;
+        for (int h = 0; h < 2; h++) {
+            const uint8x16_t q[2] = {vld1q_u8(x->qs + 32 * h), vld1q_u8(x->qs + 32 * h + 16)};
+            for (int k = 0; k < 4; k++)
+                for (int j = 0; j < 2; j++) { /* sub-block 8h + 2k + j: bits 2k..2k+1 of q[j] */
+                    const int sb = 8 * h + 2 * k + j;
+                    const uint8x16_t c = vandq_u8(vshlq_u8(q[j], vdupq_n_s8((int8_t)(-2 * k))), m3);
+                    isum += (x->scales[sb] & 0x0F) * NEON_NAME(dot16)(vreinterpretq_s8_u8(c), y->qs + 16 * sb);
+                    msum += (x->scales[sb] >> 4) * y->bsums[sb];
+                }
+        }
+        sum += y->d * neon_f16(x->d) * (float)isum - y->d * neon_f16(x->dmin) * (float)msum;
+    }
+    return sum;
+}
+
+static float NEON_NAME(q3_K_dot)(const void *row, const void *act, int64_t n) {
+    const block_q3_K *x = (const block_q3_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    const uint8x16_t m3 = vdupq_n_u8(0x03), b2 = vdupq_n_u8(0x04);
+    const int8x16_t s4 = vdupq_n_s8(4);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        const uint8x16_t hm[2] = {vld1q_u8(x->hmask), vld1q_u8(x->hmask + 16)};
+        int isum = 0;
+        for (int h = 0; h < 2; h++) {
+            const uint8x16_t q[2] = {vld1q_u8(x->qs + 32 * h), vld1q_u8(x->qs + 32 * h + 16)};
+            for (int k = 0; k < 4; k++)
+                for (int j = 0; j < 2; j++) { /* sub-block 8h + 2k + j; its high bit is bit 4h + k of hmask */
+                    const int sb = 8 * h + 2 * k + j;
+                    const uint8x16_t lo = vandq_u8(vshlq_u8(q[j], vdupq_n_s8((int8_t)(-2 * k))), m3);
+                    const uint8x16_t hi = vandq_u8(vtstq_u8(hm[j], vdupq_n_u8((uint8_t)(1u << (4 * h + k)))), b2);
+                    const int8x16_t c = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), s4);
+                    isum += q3k_scale(x->scales, sb) * NEON_NAME(dot16)(c, y->qs + 16 * sb);
+                }
+        }
+        sum += y->d * neon_f16(x->d) * (float)isum;
+    }
+    return sum;
+}
+
+static float NEON_NAME(q5_K_dot)(const void *row, const void *act, int64_t n) {
+    const block_q5_K *x = (const block_q5_K *)row;
+    const block_q8_K *y = (const block_q8_K *)act;
+    const uint8x16_t m4 = vdupq_n_u8(0x0F), b4 = vdupq_n_u8(0x10);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++, x++, y++) {
+        const uint8x16_t qh0 = vld1q_u8(x->qh), qh1 = vld1q_u8(x->qh + 16);
+        int isum = 0, msum = 0;
+        for (int p = 0; p < 4; p++) { /* sub-blocks 2p (low nibbles, qh bit 2p), 2p + 1 (high, bit 2p + 1) */
+            const uint8x16_t q0 = vld1q_u8(x->qs + 32 * p), q1 = vld1q_u8(x->qs + 32 * p + 16);
+            const uint8x16_t bl = vdupq_n_u8((uint8_t)(1u << (2 * p))), bh = vdupq_n_u8((uint8_t)(2u << (2 * p)));
+            const int8x16_t l0 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q0, m4), vandq_u8(vtstq_u8(qh0, bl), b4)));
+            const int8x16_t l1 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q1, m4), vandq_u8(vtstq_u8(qh1, bl), b4)));
+            const int8x16_t h0 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q0, 4), vandq_u8(vtstq_u8(qh0, bh), b4)));
+            const int8x16_t h1 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q1, 4), vandq_u8(vtstq_u8(qh1, bh), b4)));
+            const int s_lo = NEON_NAME(dot32)(l0, l1, y->qs + 64 * p);
+            const int s_hi = NEON_NAME(dot32)(h0, h1, y->qs + 64 * p + 32);
+            uint8_t sc, mn;
+            kquant_scale_min(x->scales, 2 * p, &sc, &mn);
+            isum += sc * s_lo;
+            msum += mn * (y->bsums[4 * p] + y->bsums[4 * p + 1]);
+            kquant_scale_min(x->scales, 2 * p + 1, &sc, &mn);
+            isum += sc * s_hi;
+            msum += mn * (y->bsums[4 * p + 2] + y->bsums[4 * p + 3]);
+        }
+        sum += y->d * neon_f16(x->d) * (float)isum - y->d * neon_f16(x->dmin) * (float)msum;
+    }
+    return sum;
+}
+
 /* ------------------------------------------------------------------ tiles */
 
 #define NEON_TILE(dot)                                                                                        \
