@@ -15,7 +15,7 @@
 # scalar references) once, on the last CPU model (which has every level). The
 # golden tests run the engine at each level itself, on the small models whose
 # weight types have aarch64 twins (ARM64_GOLDEN_FILTER; "*" for all 29 models:
-# about 150 s per level under qemu instead of 50).
+# about 150 s per level under qemu instead of 80).
 # Environment: ARM64_LEVELS (e.g. "neon:cortex-a53"), ARM64_TESTS, ARM64_TESTS_ONCE,
 # ARM64_GOLDEN ("" to leave the golden tests out), ARM64_GOLDEN_FILTER, QEMU,
 # QEMU_LD_PREFIX, CROSS_CC, BUILD.
@@ -28,7 +28,7 @@ LEVELS=${ARM64_LEVELS:-"scalar:cortex-a53 neon:cortex-a53 dotprod:neoverse-n1 i8
 TESTS=${ARM64_TESTS:-"test_simd test_quant"}
 TESTS_ONCE=${ARM64_TESTS_ONCE-"test_kv_simd test_kv_codecs"}
 GOLDEN=${ARM64_GOLDEN-test_golden}
-ROTKV_GOLDEN_FILTER=${ARM64_GOLDEN_FILTER-"t_all_golden_files_covered,t_tinystories,t_student_q4_0,t_student_q8_0,t_llama_f16,t_llama_bf16,t_llama_q8_0,t_llama_q6_k,t_llama_q4_k_m,t_llama_q4_0,t_llama_q4_1,t_llama_q5_0,t_llama_q5_1,t_qwen2_q4_0"}
+ROTKV_GOLDEN_FILTER=${ARM64_GOLDEN_FILTER-"t_all_golden_files_covered,t_tinystories,t_student_q4_0,t_student_q8_0,t_llama_f16,t_llama_bf16,t_llama_q8_0,t_llama_q6_k,t_llama_q5_k_m,t_llama_q4_k_m,t_llama_q3_k_m,t_llama_q2_k,t_llama_q4_0,t_llama_q4_1,t_llama_q5_0,t_llama_q5_1,t_qwen2_q4_0"}
 export ROTKV_GOLDEN_FILTER
 if [ -z "${QEMU:-}" ]; then
     QEMU=qemu-aarch64-static
