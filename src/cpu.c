@@ -10,6 +10,19 @@
 #include <cpuid.h>
 #define CPU_X86 1
 #endif
+#if defined(__aarch64__)
+#define CPU_ARM64 1
+#if defined(__linux__)
+#include <sys/auxv.h>
+/* the bits of <asm/hwcap.h>, for C libraries that lack them */
+#define CPU_HWCAP_ASIMD (1ul << 1)
+#define CPU_HWCAP_ASIMDDP (1ul << 20)
+#define CPU_HWCAP2_I8MM (1ul << 13)
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#include <sys/types.h>
+#endif
+#endif
 
 static bool g_avx_vnni, g_avx512_vbmi;
 
@@ -19,6 +32,36 @@ static unsigned long long cpu_xgetbv0(void) {
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+
+#ifdef CPU_ARM64
+#if defined(__APPLE__)
+/* 1 if the sysctl feature flag is present and set. */
+static int cpu_sysctl_flag(const char *name) {
+    int v = 0;
+    size_t len = sizeof v;
+    return sysctlbyname(name, &v, &len, NULL, 0) == 0 && v;
+}
+#endif
+
+/* NEON (Advanced SIMD) is part of every aarch64 CPU rotkv targets; dotprod and
+ * i8mm are announced by the kernel (Linux: the auxiliary vector; macOS:
+ * hw.optional.arm.FEAT_*). Elsewhere only NEON is assumed. */
+static cpu_isa cpu_arm64_detect(void) {
+#if defined(__linux__)
+    const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    if (!(hw & CPU_HWCAP_ASIMD)) return CPU_ISA_SCALAR;
+    const bool dotprod = hw & CPU_HWCAP_ASIMDDP, i8mm = hw2 & CPU_HWCAP2_I8MM;
+#elif defined(__APPLE__)
+    const bool dotprod = cpu_sysctl_flag("hw.optional.arm.FEAT_DotProd");
+    const bool i8mm = cpu_sysctl_flag("hw.optional.arm.FEAT_I8MM");
+#else
+    const bool dotprod = false, i8mm = false;
+#endif
+    if (dotprod && i8mm) return CPU_ISA_I8MM;
+    if (dotprod) return CPU_ISA_DOTPROD;
+    return CPU_ISA_NEON;
 }
 #endif
 
@@ -46,6 +89,8 @@ cpu_isa cpu_isa_detect(void) {
     if (zmm_os && f && dq && bw && vl && vnni512) return CPU_ISA_AVX512;
     if (g_avx_vnni) return CPU_ISA_AVXVNNI;
     return CPU_ISA_AVX2;
+#elif defined(CPU_ARM64)
+    return cpu_arm64_detect();
 #else
     return CPU_ISA_SCALAR;
 #endif
@@ -62,7 +107,42 @@ int cpu_isa_parse(const char *name) {
     if (!strcmp(name, "avx2")) return CPU_ISA_AVX2;
     if (!strcmp(name, "avxvnni")) return CPU_ISA_AVXVNNI;
     if (!strcmp(name, "avx512")) return CPU_ISA_AVX512;
+    if (!strcmp(name, "neon")) return CPU_ISA_NEON;
+    if (!strcmp(name, "dotprod")) return CPU_ISA_DOTPROD;
+    if (!strcmp(name, "i8mm")) return CPU_ISA_I8MM;
     return -1;
+}
+
+#if defined(CPU_ARM64)
+#define CPU_LEVEL_NAMES "scalar, neon, dotprod, i8mm"
+#elif defined(CPU_X86)
+#define CPU_LEVEL_NAMES "scalar, avx2, avxvnni, avx512"
+#else
+#define CPU_LEVEL_NAMES "scalar (no SIMD levels on this architecture)"
+#endif
+
+bool cpu_isa_of_this_arch(cpu_isa isa) {
+    switch (isa) {
+    case CPU_ISA_SCALAR: return true;
+    case CPU_ISA_AVX2:
+    case CPU_ISA_AVXVNNI:
+    case CPU_ISA_AVX512:
+#ifdef CPU_X86
+        return true;
+#else
+        return false;
+#endif
+    case CPU_ISA_NEON:
+    case CPU_ISA_DOTPROD:
+    case CPU_ISA_I8MM:
+#ifdef CPU_ARM64
+        return true;
+#else
+        return false;
+#endif
+    case CPU_ISA_COUNT: break;
+    }
+    return false;
 }
 
 static void cpu_isa_init(void) {
@@ -70,9 +150,8 @@ static void cpu_isa_init(void) {
     const char *env = getenv("ROTKV_ISA");
     if (env && *env) {
         const int cap = cpu_isa_parse(env);
-        if (cap < 0)
-            snprintf(g_env_error, sizeof g_env_error,
-                     "ROTKV_ISA=%.40s is not one of scalar, avx2, avxvnni, avx512", env);
+        if (cap < 0 || !cpu_isa_of_this_arch((cpu_isa)cap))
+            snprintf(g_env_error, sizeof g_env_error, "ROTKV_ISA=%.40s is not one of %s", env, CPU_LEVEL_NAMES);
         else if ((cpu_isa)cap < g_active)
             g_active = (cpu_isa)cap;
     }
@@ -80,6 +159,7 @@ static void cpu_isa_init(void) {
 
 bool cpu_isa_supported(cpu_isa isa) {
     pthread_once(&g_once, cpu_isa_init);
+    if ((unsigned)isa >= CPU_ISA_COUNT || !cpu_isa_of_this_arch(isa)) return false;
     if (isa == CPU_ISA_AVXVNNI) return g_detected >= CPU_ISA_AVXVNNI; /* VEX or EVEX-256 form */
     return isa <= g_detected;
 }
@@ -110,6 +190,9 @@ const char *cpu_isa_name(cpu_isa isa) {
     case CPU_ISA_AVX2: return "avx2";
     case CPU_ISA_AVXVNNI: return "avxvnni";
     case CPU_ISA_AVX512: return "avx512";
+    case CPU_ISA_NEON: return "neon";
+    case CPU_ISA_DOTPROD: return "dotprod";
+    case CPU_ISA_I8MM: return "i8mm";
     case CPU_ISA_COUNT: break;
     }
     return "unknown";

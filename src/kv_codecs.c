@@ -508,9 +508,12 @@ const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT] = {
 #define CODEC_SCALAR(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_scalar[t], bits},
 #define CODEC_AVX2(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_avx2[t], bits},
 static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_SCALAR)};
+#define CODEC_NEON(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_neon[t], bits},
 static const kv_codec codecs_avx2[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_AVX2)};
+static const kv_codec codecs_neon[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_NEON)};
 #undef CODEC_SCALAR
 #undef CODEC_AVX2
+#undef CODEC_NEON
 
 /* The table of exactly one level, or NULL if this CPU cannot run it (or the
  * level has no table of its own: the levels above AVX2). */
@@ -519,6 +522,7 @@ static const kv_codec *level_codecs(cpu_isa isa) {
     switch (isa) {
     case CPU_ISA_SCALAR: return codecs;
     case CPU_ISA_AVX2: return codecs_avx2;
+    case CPU_ISA_NEON: return codecs_neon;
     default: return NULL;
     }
 }

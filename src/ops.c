@@ -46,7 +46,8 @@ const ops_kernels *ops_kernels_at(cpu_isa isa) {
     switch (isa) {
     case CPU_ISA_SCALAR: return &ops_kernels_scalar;
     case CPU_ISA_AVX2: return ops_kernels_avx2.rmsnorm ? &ops_kernels_avx2 : NULL;
-    default: return NULL; /* the wider levels use the AVX2 row */
+    case CPU_ISA_NEON: return ops_kernels_neon.rmsnorm ? &ops_kernels_neon : NULL;
+    default: return NULL; /* the wider levels use the AVX2 (NEON) row */
     }
 }
 

@@ -4,7 +4,7 @@
  * products of every weight type with its activation type.
  *
  * Everything here is plain scalar C and is the reference for the twins of
- * each ISA level in src/arch/x86/ (quant_arch.h); quant_kernels_of() picks a
+ * each ISA level in src/arch/x86/ and src/arch/arm/ (quant_arch.h); quant_kernels_of() picks a
  * level's row once per process (quant_select_kernels).
  *
  * Numerics:
@@ -1115,6 +1115,9 @@ static const quant_kernels *level_table(cpu_isa isa) {
     case CPU_ISA_AVX2: return quant_kernels_avx2;
     case CPU_ISA_AVXVNNI: return cpu_has_avx_vnni() ? quant_kernels_avxvnni_vex : quant_kernels_avxvnni_evex;
     case CPU_ISA_AVX512: return quant_kernels_avx512;
+    case CPU_ISA_NEON: return quant_kernels_neon;
+    case CPU_ISA_DOTPROD: return quant_kernels_dotprod;
+    case CPU_ISA_I8MM: return NULL; /* no rows of its own: the dotprod rows */
     case CPU_ISA_COUNT: break;
     }
     return NULL;

@@ -6,8 +6,10 @@
 # The kernel tests, the MoE tests and the golden-logit tests run once more at every lower
 # kernel level (ROTKV_ISA caps the level; one the CPU lacks falls back to the
 # next lower one, so such a run repeats a level and says so in its output).
-# ISA_LEVELS overrides the list ("" to skip).
+# ISA_LEVELS overrides the list ("" to skip). TEST_RUNNER, if set, is put in
+# front of every binary (scripts/check-arm64.sh: "qemu-aarch64 -cpu ...").
 ISA_LEVELS=${ISA_LEVELS-"avxvnni avx2 scalar"}
+TEST_RUNNER=${TEST_RUNNER-}
 passed=0; failed=0; skipped=0; crashed=0
 runs=""
 for t in "$@"; do
@@ -21,8 +23,8 @@ for run in $runs; do
     case "$run" in
     ROTKV_ISA=*) lvl=${run%%:*}; lvl=${lvl#ROTKV_ISA=}; t=${run#*:}
         echo "== $t with ROTKV_ISA=$lvl"
-        out=$(ROTKV_ISA=$lvl "$t" 2>&1); rc=$? ;;
-    *) t=$run; out=$("$t" 2>&1); rc=$? ;;
+        out=$(ROTKV_ISA=$lvl $TEST_RUNNER "$t" 2>&1); rc=$? ;;
+    *) t=$run; out=$($TEST_RUNNER "$t" 2>&1); rc=$? ;;
     esac
     printf '%s\n' "$out"
     p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')

@@ -21,6 +21,8 @@
  * (the kt* types at every level). */
 extern const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT];
 extern const kv_codec_kernels kv_codec_kernels_avx2[ROTKV_KV_TYPE_COUNT];
+/* arch/arm/kv_codecs_neon.c: f32, f16, bf16, q8_0, q4_0 (the other rows empty) */
+extern const kv_codec_kernels kv_codec_kernels_neon[ROTKV_KV_TYPE_COUNT];
 /* Fills the AVX2 kernels' lookup tables (the tq codebooks); kv_codecs.c calls
  * it once, before any of them can run, where the CPU has AVX2. */
 void kv_codec_kernels_avx2_init(void);

@@ -1,7 +1,8 @@
 /* ops_arch.h — the layer ops (RMSNorm, SwiGLU) of each ISA level, one const
  * row per level, like quant_arch.h for the matmul kernels: ops.c holds the
- * scalar reference row, arch/x86/ops_avx2.c the AVX2 one (an empty row on other
- * architectures); the levels above AVX2 use the AVX2 row. */
+ * scalar reference row, arch/x86/ops_avx2.c the AVX2 one and arch/arm/ops_neon.c
+ * the NEON one (each an empty row on other architectures); the levels above
+ * AVX2 use the AVX2 row, those above NEON the NEON row. */
 #ifndef ROTKV_OPS_ARCH_H
 #define ROTKV_OPS_ARCH_H
 
@@ -14,6 +15,7 @@ typedef struct {
 
 extern const ops_kernels ops_kernels_scalar;
 extern const ops_kernels ops_kernels_avx2;
+extern const ops_kernels ops_kernels_neon; /* arch/arm/ops_neon.c; the levels above NEON use it */
 
 /* The row in use (chosen once); the row of exactly one level, or NULL (tests). */
 const ops_kernels *ops_kernels_of(void);

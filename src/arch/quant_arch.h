@@ -7,7 +7,10 @@
  * avx2     arch/x86/quant_avx2.c      AVX2 + FMA + F16C
  * avxvnni  arch/x86/quant_vnni256.c   the same 256-bit source twice: VEX (AVX-VNNI)
  *                                     and EVEX (AVX512-VNNI + VL) encodings
- * avx512   arch/x86/quant_avx512.c    512-bit, AVX-512 F/BW/VL/DQ/VNNI */
+ * avx512   arch/x86/quant_avx512.c    512-bit, AVX-512 F/BW/VL/DQ/VNNI
+ * neon     arch/arm/quant_neon.c      aarch64 Advanced SIMD
+ * dotprod  arch/arm/quant_neon.c      the same source with SDOT (ARMv8.2-A dotprod)
+ * i8mm     (none: the dotprod rows) */
 #ifndef ROTKV_QUANT_ARCH_H
 #define ROTKV_QUANT_ARCH_H
 
@@ -18,6 +21,8 @@ extern const quant_kernels quant_kernels_avx2[GGML_TYPE_COUNT];
 extern const quant_kernels quant_kernels_avxvnni_vex[GGML_TYPE_COUNT];
 extern const quant_kernels quant_kernels_avxvnni_evex[GGML_TYPE_COUNT];
 extern const quant_kernels quant_kernels_avx512[GGML_TYPE_COUNT];
+extern const quant_kernels quant_kernels_neon[GGML_TYPE_COUNT];
+extern const quant_kernels quant_kernels_dotprod[GGML_TYPE_COUNT];
 
 /* The AVX2 activation quantizer to q8_0, shared by the VNNI levels' rows. */
 void quant_from_float_q8_0_avx2(const float *src, void *dst, int64_t n);
