@@ -8,8 +8,9 @@
  *
  *   make && cc -O2 -std=c11 -D_DEFAULT_SOURCE -Isrc -Iinclude bench/attn_depth.c \
  *       build/librotkv.a -lpcre2-8 -lm -lpthread -o build/attn_depth
- *   build/attn_depth [-d DEPTH] [-t THREADS] [-r REPS] [-H N_HEAD,N_HEAD_KV,HEAD_DIM] TYPE [TYPE..]
+ *   build/attn_depth [-C] [-d DEPTH] [-t THREADS] [-r REPS] [-H N_HEAD,N_HEAD_KV,HEAD_DIM] TYPE [TYPE..]
  *
+ * -C: time with the process's CPU clock (use with -t 1 on a busy machine).
  * -L LAYERS: that many layers, each attended once per repetition (as a token
  * does), so that the cache is as large as a model's and comes from DRAM.
  *
@@ -27,9 +28,14 @@
 #include "kv_cache.h"
 #include "threadpool.h"
 
+/* -C: the process's CPU time instead of wall time; with -t 1 it leaves out the
+ * time other jobs of a shared machine hold the core (their cache and memory
+ * traffic still count) */
+static clockid_t g_clock = CLOCK_MONOTONIC;
+
 static double now(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(g_clock, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -45,6 +51,11 @@ static float randn(void) {
 int main(int argc, char **argv) {
     int depth = 16384, nth = 1, reps = 20, n_head = 32, n_head_kv = 8, hd = 64, n_layer = 1, a = 1;
     for (; a < argc && argv[a][0] == '-'; a += 2) {
+        if (!strcmp(argv[a], "-C")) {
+            g_clock = CLOCK_PROCESS_CPUTIME_ID;
+            a--;
+            continue;
+        }
         if (a + 1 >= argc) break;
         if (!strcmp(argv[a], "-d")) depth = atoi(argv[a + 1]);
         else if (!strcmp(argv[a], "-t")) nth = atoi(argv[a + 1]);
@@ -55,7 +66,7 @@ int main(int argc, char **argv) {
         } else break;
     }
     if (a >= argc || depth < 1 || nth < 1 || reps < 1 || n_layer < 1 || n_head_kv < 1 || n_head % n_head_kv || hd < 1) {
-        fprintf(stderr, "usage: attn_depth [-d DEPTH] [-t THREADS] [-r REPS] [-L LAYERS] [-H N_HEAD,N_HEAD_KV,HEAD_DIM] TYPE..\n");
+        fprintf(stderr, "usage: attn_depth [-C] [-d DEPTH] [-t THREADS] [-r REPS] [-L LAYERS] [-H N_HEAD,N_HEAD_KV,HEAD_DIM] TYPE..\n");
         return 2;
     }
     const int row = n_head_kv * hd;

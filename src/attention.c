@@ -30,6 +30,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -468,6 +469,9 @@ static void attention_unit(const attention_args *a, int t0, int nt, int hk0, int
     const uint8_t *run_k = NULL, *run_v = NULL;
     const size_t kstride = lk->row_bytes, vstride = lv->row_bytes;
     const int32_t end_kv = p1 < n_kv ? p1 : n_kv;
+    /* the next block's contiguous bytes to prefetch (none: 0 bytes) */
+    const uint8_t *pf_k = NULL, *pf_v = NULL;
+    size_t pf_kn = 0, pf_vn = 0;
     for (int32_t b0 = p0; b0 < end_kv; b0 += ATT_BLOCK) {
         const int nr = n_kv - b0 < ATT_BLOCK ? n_kv - b0 : ATT_BLOCK;
         if (b0 >= s0 && b0 + nr <= c1 && !(b0 >= run0 && b0 + nr <= run1)) {
@@ -495,14 +499,16 @@ static void attention_unit(const attention_args *a, int t0, int nt, int hk0, int
             }
 #if ATT_PREFETCH
             /* the next block's bytes of this run, while this one computes:
-             * with all the row's heads in the unit, one contiguous range */
+             * with all the row's heads in the unit, one contiguous range
+             * (sliced between the heads below); else each row's run of bytes */
             if (pk1 - pk0 + 1 > (size_t)ATT_PREFETCH_MIN_BYTES) { /* ">=" without -Wtype-limits at 0 */
                 const int32_t nn = b0 + 2 * nr <= run1 ? nr : run1 - b0 - nr;
                 if (nn > 0) {
                     if (pk1 - pk0 == kstride) {
-                        const uint8_t *kp = k0 + (size_t)nr * kstride, *vp = v0 + (size_t)nr * vstride;
-                        for (size_t o = 0; o < (size_t)nn * kstride; o += 64) __builtin_prefetch(kp + o);
-                        for (size_t o = 0; o < (size_t)nn * vstride; o += 64) __builtin_prefetch(vp + o);
+                        pf_k = k0 + (size_t)nr * kstride;
+                        pf_v = v0 + (size_t)nr * vstride;
+                        pf_kn = (size_t)nn * kstride;
+                        pf_vn = (size_t)nn * vstride;
                     } else {
                         for (int r = nr; r < nr + nn; r++) {
                             const uint8_t *kp = k0 + (size_t)r * kstride, *vp = v0 + (size_t)r * vstride;
@@ -528,7 +534,19 @@ static void attention_unit(const attention_args *a, int t0, int nt, int hk0, int
                     }
             }
         }
-        for (int h = 0; h < nh; h++) run_block(&items[h], b0, nr, krows, vrows, codec);
+        /* the contiguous prefetch in nh slices, one before each head's work:
+         * issued at once, the block's hundreds of lines fill the miss
+         * buffers and the prefetch instructions themselves stall */
+        for (int h = 0; h < nh; h++) {
+            if (pf_kn) {
+                const size_t ka = pf_kn * (size_t)h / (size_t)nh & ~(size_t)63, kb = pf_kn * (size_t)(h + 1) / (size_t)nh;
+                const size_t va = pf_vn * (size_t)h / (size_t)nh & ~(size_t)63, vb = pf_vn * (size_t)(h + 1) / (size_t)nh;
+                for (size_t o = ka; o < kb; o += 64) __builtin_prefetch(pf_k + o);
+                for (size_t o = va; o < vb; o += 64) __builtin_prefetch(pf_v + o);
+            }
+            run_block(&items[h], b0, nr, krows, vrows, codec);
+        }
+        pf_kn = pf_vn = 0;
     }
     for (int h = 0; h < nh; h++) item_finish(&items[h], t0, hk0 + h, part ? part + (size_t)h * part_stride : NULL);
 }
@@ -542,17 +560,23 @@ typedef struct {
     int group;      /* KV heads per unit */
     float *part;    /* n_split > 1: (item, split, query) partials, item = tile * n_head_kv + KV head */
     int max_q;      /* queries per item at most */
+    atomic_int next; /* the next unit to claim */
 } attention_work;
 
-/* Units: (tile, group of KV heads, split), the split fastest, dealt out in turn. */
+/* Units: (tile, group of KV heads, split), the split fastest, claimed one
+ * at a time from a shared counter (a split at the end of the cache is
+ * shorter than the others, so dealing them out in turn would leave one
+ * thread with the long ones). Which thread runs a unit changes nothing in
+ * its result. */
 static void attention_worker(void *arg, int ith, int nth) {
-    const attention_work *w = arg;
+    (void)nth;
+    attention_work *w = arg;
     const attention_args *a = w->a;
     const int n_groups = (a->n_head_kv + w->group - 1) / w->group;
     const int n_units = w->n_tiles * n_groups * w->n_split;
     const size_t stride = partial_floats(a->head_dim) * (size_t)w->max_q; /* one (item, split) */
     float *scratch = a->scratch + (size_t)ith * attention_scratch_floats(a->n_head, a->n_head_kv, a->head_dim);
-    for (int u = ith; u < n_units; u += nth) {
+    for (int u; (u = atomic_fetch_add_explicit(&w->next, 1, memory_order_relaxed)) < n_units;) {
         const int sp = u % w->n_split, grp = u / w->n_split % n_groups, tile = u / w->n_split / n_groups;
         const int t0 = w->t0 ? w->t0[tile] : tile, nt = w->t0 ? w->t0[tile + 1] - t0 : 1;
         const int hk0 = grp * w->group, hk1 = hk0 + w->group < a->n_head_kv ? hk0 + w->group : a->n_head_kv;
@@ -605,7 +629,9 @@ static void merge_worker(void *arg, int ith, int nth) {
  * change how the units are dealt out), so the results are the same with any
  * number of threads. */
 #ifndef ATT_SPAN
-#define ATT_SPAN 1024 /* a multiple of ATT_BLOCK and of KV_PAGE_TOKENS */
+#define ATT_SPAN 2048 /* a multiple of ATT_BLOCK and of KV_PAGE_TOKENS; each split pays the kt* query
+                        * transform, the units' set-up and a partial: 1024 cost ~8% more per position at 16384
+                        * (bench/attn_depth.c -C -t 1, kt3.5 and f16, 4096: 24.5 vs 26.5-27.5 ns) */
 #endif
 #ifndef ATT_SPLIT_ITEMS
 #define ATT_SPLIT_ITEMS 64
@@ -615,7 +641,8 @@ void attention_batch(threadpool *tp, attention_args *a) {
     pthread_once(&kern_once, kern_select);
     /* tiles: runs of up to tile_tokens() consecutive tokens of one sequence */
     const int per = tile_tokens(a->n_head / a->n_head_kv);
-    attention_work w = {a, a->n_tok, NULL, 1, 0, 1, NULL, a->n_head / a->n_head_kv};
+    attention_work w = {a, a->n_tok, NULL, 1, 0, 1, NULL, a->n_head / a->n_head_kv, 0};
+    atomic_init(&w.next, 0);
     int *t0 = per > 1 && a->n_tok > 1 ? malloc(sizeof(int) * ((size_t)a->n_tok + 1)) : NULL;
     if (t0) {
         int n = 0;
