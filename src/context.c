@@ -120,6 +120,18 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
         fprintf(fp, "rope scaling:    LongRoPE: long factors for a context (rounded up to 256) above %u, else short; "
                     "attn_factor %g\n",
                 hp->n_ctx_orig, hp->rope_attn_factor);
+    if (hp->n_swa) {
+        uint32_t n_swa_layers = 0;
+        for (uint32_t l = 0; l < hp->n_layer; l++) n_swa_layers += hp->swa_layer[l];
+        fprintf(fp, "sliding window:  %u positions on %u of %u layers (", hp->n_swa, n_swa_layers, hp->n_layer);
+        for (uint32_t l = 0; l < hp->n_layer && l < 64; l++) fputc(hp->swa_layer[l] ? 'S' : 'G', fp);
+        fprintf(fp, "%s); their RoPE base %g%s\n", hp->n_layer > 64 ? "..." : "", hp->rope_freq_base_swa,
+                hp->rope_freq_scale_swa != 1.0f ? " (linear scaling)" : ", no scaling");
+    }
+    if (hp->attn_softcap > 0 || hp->final_softcap > 0)
+        fprintf(fp, "soft-capping:    attention %g, final logits %g (0: none)\n", hp->attn_softcap, hp->final_softcap);
+    if (hp->ffn_gelu) fprintf(fp, "ffn:             GeGLU; embedding scaled by %g; post-attention and post-FFN norms\n",
+                              hp->embd_scale);
     fprintf(fp, "rms_norm_eps:    %g\n", hp->norm_eps);
     fprintf(fp, "output:          %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "separate");
     fprintf(fp, "kernels:         %s (CPU: %s%s)\n", cpu_isa_name(cpu_isa_active()), cpu_isa_name(cpu_isa_detect()),
@@ -146,8 +158,20 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
                               bytes[t] / 1048576.0);
     fprintf(fp, "\n");
     const double kv_f16 = 2.0 * hp->n_layer * hp->n_head_kv * (hp->head_dim_k + hp->head_dim_v);
-    fprintf(fp, "KV cache:        %.0f bytes/token with f16 K and V (%.2f MiB at n_ctx_train=%u)\n", kv_f16,
-            kv_f16 * hp->n_ctx_train / 1048576.0, hp->n_ctx_train);
+    if (hp->n_swa) { /* the sliding-window layers hold their window (and a slack: `rotkv info -c N` tells) */
+        uint32_t n_swa_layers = 0;
+        for (uint32_t l = 0; l < hp->n_layer; l++) n_swa_layers += hp->swa_layer[l];
+        const double per_layer = kv_f16 / hp->n_layer;
+        const uint32_t w = hp->n_swa < hp->n_ctx_train ? hp->n_swa : hp->n_ctx_train;
+        fprintf(fp, "KV cache:        %.0f bytes/token with f16 K and V in the %u global layers, %.0f in the %u "
+                    "sliding-window ones up to their window (%.2f MiB at n_ctx_train=%u, about %.2f MiB without the window)\n",
+                per_layer * (hp->n_layer - n_swa_layers), hp->n_layer - n_swa_layers, per_layer * n_swa_layers,
+                n_swa_layers,
+                (per_layer * (hp->n_layer - n_swa_layers) * hp->n_ctx_train + per_layer * n_swa_layers * w) / 1048576.0,
+                hp->n_ctx_train, kv_f16 * hp->n_ctx_train / 1048576.0);
+    } else
+        fprintf(fp, "KV cache:        %.0f bytes/token with f16 K and V (%.2f MiB at n_ctx_train=%u)\n", kv_f16,
+                kv_f16 * hp->n_ctx_train / 1048576.0, hp->n_ctx_train);
     fprintf(fp, "tensors:\n");
     for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
         const gguf_tensor *t = &m->gguf->tensors[i];
@@ -480,6 +504,10 @@ rotkv_status rotkv_seq_copy(rotkv_context *c, int32_t src, int32_t dst, int32_t 
         src == dst || n_tokens < 0 || n_tokens > c->seq_len[src])
         return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "rotkv_seq_copy: bad arguments (%d -> %d, %d tokens)", src,
                                dst, n_tokens);
+    if (n_tokens < c->seq_len[src] && !kv_cache_can_truncate(c->kv, (uint32_t)src, (uint32_t)n_tokens))
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG,
+                               "rotkv_seq_copy: the sliding-window layers of sequence %d no longer hold the window "
+                               "before position %d", src, n_tokens);
     c->seq_len[dst] = 0;
     rotkv_status st = kv_cache_copy(c->kv, (uint32_t)src, (uint32_t)dst, (uint32_t)n_tokens, err);
     if (st == ROTKV_OK) c->seq_len[dst] = n_tokens;
@@ -835,8 +863,13 @@ rotkv_status rotkv_decode(rotkv_context *c, const rotkv_batch *b, rotkv_error *e
         }
         rotkv_status fst = forward_layers(c, b->token + start, n, err);
         if (fst != ROTKV_OK) {
-            /* roll back the positions this batch claimed */
+            /* roll back the positions this batch claimed (and what the rings recorded of them) */
             for (int32_t t = 0; t < n; t++) c->seq_len[c->tok_seq[t]]--;
+            for (int32_t t = 0; t < n; t++) {
+                const int32_t s = c->tok_seq[t];
+                if (!kv_cache_can_truncate(c->kv, (uint32_t)s, (uint32_t)c->seq_len[s])) c->seq_len[s] = 0;
+                kv_cache_truncate(c->kv, (uint32_t)s, (uint32_t)c->seq_len[s]);
+            }
             return fst;
         }
         /* final norm and output projection for the tokens that want logits */
