@@ -24,7 +24,9 @@
  *    per-layer booleans, freq_base_swa, soft-caps) and refusals naming the key
  *    or tensor: soft-capping or a pattern on llama, an attention soft-cap on
  *    gemma3, a missing post-FFN norm, a pattern of the wrong length, a key
- *    rotkv does not implement (attention.scale). */
+ *    rotkv does not implement (attention.scale);
+ *  - the test models carry Gemma 2's and Gemma 3's chat templates, recognised
+ *    and rendered as they render (Gemma 3: the system text before the first turn). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@
 #include <unistd.h>
 
 #include "attention.h"
+#include "chat_template.h"
 #include "context.h"
 #include "gguf_writer.h"
 #include "kv_cache.h"
@@ -547,11 +550,41 @@ static void t_loading(void **state) {
     expect_refused(&(gopts){.arch = "gemma4", .n_layer = 2}, "gemma4");
 }
 
+/* the test models carry Gemma 2's and Gemma 3's real templates, and rotkv renders them as those do */
+static void t_chat_templates(void **state) {
+    (void)state;
+    for (size_t mi = 0; mi < 2; mi++) {
+        rotkv_model *m;
+        rotkv_error err;
+        rotkv_model_params mp = rotkv_model_default_params();
+        mp.vocab_only = true;
+        if (rotkv_model_load(MODELS[mi], &mp, &m, &err) != ROTKV_OK) fail_msg("%s", err.msg);
+        chat_template t;
+        char warn[256] = "", e[256] = "";
+        if (!chat_template_init_model(&t, m, -1, warn, sizeof warn)) fail_msg("%s: %s", MODELS[mi], warn);
+        assert_true(t.recognised);
+        assert_int_equal(t.family, CHAT_GEMMA);
+        const chat_msg conv[2] = {{"system", "Be brief.", NULL}, {"user", " Hi ", NULL}};
+        char *r = chat_template_render(&t, conv, 2, true, -1, e, sizeof e);
+        if (mi == 0) { /* Gemma 2 refuses a system message, as its template does */
+            assert_null(r);
+            assert_string_equal(e, "System role not supported");
+        } else {
+            assert_non_null(r); /* (the TinyStories vocabulary's BOS) */
+            assert_string_equal(r, "<|start_story|><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+        }
+        free(r);
+        chat_template_free(&t);
+        rotkv_model_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_window_attention_vs_reference), cmocka_unit_test(t_ring_rows_and_shift),
         cmocka_unit_test(t_memory_at_4x_window),           cmocka_unit_test(t_generation_with_context_shift),
         cmocka_unit_test(t_prefix_reuse),                  cmocka_unit_test(t_loading),
+        cmocka_unit_test(t_chat_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
