@@ -48,6 +48,12 @@ for m in syn-phi3 syn-qwen3moe syn-mixtral; do  # (syn-phi3-longrope below)
     quantize $m Q4_0
     for t in F32 F16 Q8_0 Q4_0; do golden $m $t; done
 done
+# mxfp4 experts (gpt-oss's weight type): llama-quantize's MXFP4_MOE puts the 3-D expert
+# tensors in mxfp4 and the rest in q8_0
+if want syn-qwen3moe; then
+    quantize syn-qwen3moe MXFP4_MOE
+    golden syn-qwen3moe MXFP4_MOE
+fi
 if want syn-qwen2moe; then
 quantize syn-qwen2moe Q8_0
 golden syn-qwen2moe F32
