@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
         float *O = malloc(sizeof(float) * (size_t)n_head * hd);
         float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd) * (size_t)nth);
         attention_args args = {kv, 0, 1, &seq, &pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd),
-                               Q + (size_t)pos * n_head * hd, O, scr, 0, 0, 0.0f};
+                               Q + (size_t)pos * n_head * hd, O, scr, 0, 0, 0.0f, NULL};
         for (int L = 0; L < n_layer; L++) { /* warm-up */
             args.layer = (uint32_t)L;
             attention_batch(tp, &args);

@@ -401,6 +401,15 @@ static void item_init(item *it, const attention_args *a, int t0, int nt, int hk,
     if (it->view[1][1].kt) memset(it->accy, 0, sizeof(float) * (size_t)ng * hd);
 }
 
+/* With an attention sink of logit z: the factor turning a weighted sum of
+ * values with running max m and sum l into the output, e^(m-M) / (l e^(m-M) +
+ * e^(z-M)), M = max(m, z) (the sink holds no value; no position: 0). */
+static float sink_scale(float m, float l, float z) {
+    if (!(l > 0)) return 0.0f;
+    const float M = m > z ? m : z, c = expf(m - M);
+    return c / (l * c + expf(z - M));
+}
+
 /* The item's result: part NULL, the normalized outputs into a->O (tokens
  * from t0); else each query's partial at part + j * partial_floats(hd). */
 static void item_finish(item *it, int t0, int hk, float *part) {
@@ -424,7 +433,8 @@ static void item_finish(item *it, int t0, int hk, float *part) {
             continue;
         }
         float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
-        const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
+        float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
+        if (a->sinks) inv = sink_scale(it->m[g], it->l[g], a->sinks[hk * n_group + g % n_group]);
         for (int i = 0; i < hd; i++) out[i] = (acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
     }
 }
@@ -609,7 +619,8 @@ static void merge_splits(const attention_work *w, int it) {
             l += c * P->l;
             for (int i = 0; i < hd; i++) out[i] += c * P->acc[i];
         }
-        const float inv = l > 0 ? 1.0f / l : 0.0f;
+        float inv = l > 0 ? 1.0f / l : 0.0f;
+        if (a->sinks) inv = sink_scale(M, l, a->sinks[hk * n_group + g % n_group]); /* once, at the merge */
         for (int i = 0; i < hd; i++) out[i] *= inv;
     }
 }
@@ -716,7 +727,9 @@ void attention_reference(const attention_args *a) {
                 if (a->softcap > 0) sc[p] = a->softcap * tanh(sc[p] / a->softcap);
                 mx = sc[p] > mx ? sc[p] : mx;
             }
+            if (a->sinks && a->sinks[h] > mx) mx = a->sinks[h];
             for (int32_t p = lo; p < n_kv; p++) sum += (sc[p] = exp(sc[p] - mx));
+            if (a->sinks) sum += exp(a->sinks[h] - mx);
             float *o = a->O + ((size_t)t * a->n_head + h) * hd;
             for (int i = 0; i < hd; i++) o[i] = 0.0f;
             for (int32_t p = lo; p < n_kv; p++) {

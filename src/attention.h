@@ -25,6 +25,8 @@ typedef struct {
                             to keep every thread busy), else exactly this many (tests) */
     int32_t window;      /* sliding window (gemma2/3 local layers): keys pos - window + 1 .. pos; 0 = none */
     float softcap;       /* > 0: scores s become softcap * tanh(s / softcap) (gemma2), before the mask */
+    const float *sinks;  /* (n_head,) learned attention-sink logits (gpt-oss), or NULL: each query head's
+                            softmax also counts exp(sink) in its denominator, a position with no value */
 } attention_args;
 
 /* Scratch floats one thread needs. When a long cache has fewer (token, KV

@@ -761,7 +761,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
                                c->v + (size_t)t * Kd);
             attention_args aa = {c->kv, il, c1 - c0, c->tok_seq + c0, c->tok_pos + c0, nh, nkv, hd, hp->attn_scale,
                                  c->q + (size_t)c0 * Qd, c->xb + (size_t)c0 * Qd, c->att_scratch, 0, window,
-                                 hp->attn_softcap};
+                                 hp->attn_softcap, NULL};
             const double ta = now_ms();
             attention_batch(c->tp, &aa);
             c->perf.t_attention_ms += now_ms() - ta;

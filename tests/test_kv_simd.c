@@ -420,7 +420,7 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
     for (int j = 0; j < nq; j++) memcpy(Qb + (size_t)j * n_head * hd, Q + (size_t)pos[j] * n_head * hd, sizeof(float) * n_head * hd);
     float *O1 = malloc(sizeof(float) * (size_t)nq * n_head * hd), *O2 = malloc(sizeof(float) * (size_t)nq * n_head * hd);
     float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd));
-    attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr, 0, 0, 0.0f};
+    attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr, 0, 0, 0.0f, NULL};
     attention_batch(NULL, &a);
     /* with 2 and 3 threads (other groups of KV heads per work unit, units
      * dealt out differently): bit-identical to one thread */
@@ -472,7 +472,7 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
     if (n_head != n_head_kv)
         for (int j = 0; j < nq; j++) {
             attention_args one = {kv, 0, 1, seq + j, pos + j, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd),
-                                  Qb + (size_t)j * n_head * hd, O2, scr, 0, 0, 0.0f};
+                                  Qb + (size_t)j * n_head * hd, O2, scr, 0, 0, 0.0f, NULL};
             attention_batch(NULL, &one);
             if (memcmp(O2, O1 + (size_t)j * n_head * hd, sizeof(float) * (size_t)n_head * hd))
                 fail_msg("%s heads %d/%d hd %d: token %d (pos %d) alone differs from the batch",

@@ -5,7 +5,8 @@
  *
  *  - attention over a sliding-window ring equals the two-pass reference (which
  *    reads only [p - W + 1, p]) for every cache type, codecs and kt* alike, on
- *    the gemma test models after 100 tokens, with and without soft-capping; a
+ *    the gemma test models after 100 tokens, with and without soft-capping, and
+ *    with attention sinks (gpt-oss's learned logits, also across split runs); a
  *    query whose first blocks are all before its window gets no NaN;
  *  - the ring at the kv_cache level: the rows read back are those stored at
  *    the position (f32 codec: exactly) for positions the ring holds, while it
@@ -102,9 +103,13 @@ static void t_window_attention_vs_reference(void **state) {
                 assert_int_equal(W, 16);
                 assert_int_equal(kv_cache_ring_slots(kv, layer), 32);
                 assert_int_equal(kv_cache_first_pos(kv, 0, layer), 68);
-                for (int cap = 0; cap < 2; cap++) {
-                    attention_args a = {kv, layer, NQ, seq, pos, nh, nkv, hd, 1.0f / sqrtf((float)hd), Q, O1, scr, 0,
-                                        W, cap ? 3.0f : 0.0f};
+                /* variants: plain, soft-capped, with attention sinks (gpt-oss: a logit per query head
+                 * counted in the softmax), with sinks and the positions split in 3 runs (merged once) */
+                float sinks[64];
+                for (int h = 0; h < nh; h++) sinks[h] = 2.0f * test_rand_normal(&rs) + (h == 0 ? 8.0f : 0.0f);
+                for (int cap = 0; cap < 4; cap++) {
+                    attention_args a = {kv, layer, NQ, seq, pos, nh, nkv, hd, 1.0f / sqrtf((float)hd), Q, O1, scr,
+                                        cap == 3 ? 3 : 0, W, cap == 1 ? 3.0f : 0.0f, cap >= 2 ? sinks : NULL};
                     attention_batch(NULL, &a);
                     a.O = O2;
                     attention_reference(&a);
@@ -112,6 +117,15 @@ static void t_window_attention_vs_reference(void **state) {
                         if (!isfinite(O1[i]) || fabsf(O1[i] - O2[i]) > 1e-4f * (1 + fabsf(O2[i])))
                             fail_msg("%s %s layer %u softcap %d: fused %g vs reference %g at %d", MODELS[mi],
                                      rotkv_kv_type_name((rotkv_kv_type)t), layer, cap, O1[i], O2[i], i);
+                    if (cap >= 2) { /* the sinks change the output: head 0's (logit ~8) weighs most */
+                        attention_args nosink = a;
+                        nosink.sinks = NULL;
+                        nosink.O = O2;
+                        attention_batch(NULL, &nosink);
+                        double d = 0;
+                        for (int i = 0; i < hd; i++) d += fabsf(O1[i] - O2[i]);
+                        assert_true(d > 1e-3);
+                    }
                     /* one query at a time (decode) gives the same */
                     for (int j = 0; j < NQ; j++) {
                         attention_args one = a;
