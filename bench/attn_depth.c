@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
             return 2;
         }
         kv_cache_params p = {(uint32_t)n_layer, (uint32_t)n_head_kv, (uint32_t)hd, (uint32_t)depth, 1, (rotkv_kv_type)ty,
-                             (rotkv_kv_type)ty, NULL, NULL, 0, 0, 0, false};
+                             (rotkv_kv_type)ty, NULL, NULL, 0, 0, 0, false, NULL};
         rotkv_error err;
         kv_cache *kv = kv_cache_create(&p, &err);
         if (!kv || kv_cache_reserve(kv, 0, (uint32_t)depth, &err) != ROTKV_OK) {
@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
         float *O = malloc(sizeof(float) * (size_t)n_head * hd);
         float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd) * (size_t)nth);
         attention_args args = {kv, 0, 1, &seq, &pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd),
-                               Q + (size_t)pos * n_head * hd, O, scr, 0};
+                               Q + (size_t)pos * n_head * hd, O, scr, 0, 0, 0.0f, NULL};
         for (int L = 0; L < n_layer; L++) { /* warm-up */
             args.layer = (uint32_t)L;
             attention_batch(tp, &args);

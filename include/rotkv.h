@@ -78,6 +78,8 @@ typedef struct {
     uint32_t n_expert;      /* mixture of experts: experts per layer (0: dense FFN) */
     uint32_t n_expert_used; /* experts each token is routed to */
     uint32_t n_ff_exp;      /* one expert's FFN width */
+    uint32_t n_swa;         /* sliding window of the local layers (gemma2/3; 0: none) */
+    uint32_t n_layer_swa;   /* how many layers attend over that window only */
 } rotkv_model_info;
 
 void rotkv_model_get_info(const rotkv_model *model, rotkv_model_info *info);
@@ -232,7 +234,14 @@ typedef struct {
     uint64_t blocks_budget; /* 0 = unlimited */
     double bytes_per_token;  /* codec part, per token of one sequence */
     uint64_t f16_side_bytes; /* fixed f16 sink + window rows per sequence */
+    /* sliding-window layers (gemma2/3) keep a ring of their last swa_ring_tokens
+     * positions: their bytes per token stop growing there */
+    double bytes_per_token_global, bytes_per_token_swa; /* the global layers', the sliding-window layers' */
+    uint32_t n_layer_swa, swa_window, swa_ring_tokens;
 } rotkv_kv_stats;
+/* Bytes one sequence of n_tokens tokens holds in the cache: every global
+ * layer's rows, each sliding-window layer's ring (at most), the f16 rows. */
+uint64_t rotkv_kv_bytes_at(const rotkv_context *ctx, uint32_t n_tokens);
 /* Average bits per cached K or V value of one sequence holding n_tokens tokens,
  * every scale, norm and f16 sink/window row counted. */
 double rotkv_kv_bits_per_value(const rotkv_context *ctx, uint32_t n_tokens);
@@ -244,8 +253,13 @@ int32_t rotkv_seq_len(const rotkv_context *ctx, int32_t seq);
 /* Makes sequence dst a copy of the first n_tokens tokens of sequence src
  * (prefix reuse). dst's previous contents are dropped. */
 rotkv_status rotkv_seq_copy(rotkv_context *ctx, int32_t src, int32_t dst, int32_t n_tokens, rotkv_error *err);
-/* Drops every cached token of the sequence from position n_keep on. */
+/* Drops every cached token of the sequence from position n_keep on. With
+ * sliding-window layers whose ring no longer holds the window before n_keep
+ * the whole sequence is dropped instead (check rotkv_seq_len). */
 void rotkv_seq_truncate(rotkv_context *ctx, int32_t seq, int32_t n_keep);
+/* False when rotkv_seq_truncate(seq, n_keep) would have to drop the whole
+ * sequence (or copying its first n_keep tokens would fail) for that reason. */
+bool rotkv_seq_can_truncate(const rotkv_context *ctx, int32_t seq, int32_t n_keep);
 void rotkv_seq_clear(rotkv_context *ctx, int32_t seq);
 /* Context shift: drops tokens [n_keep, n_keep + n_discard) of a sequence and
  * moves the later ones down by n_discard positions (their cached keys are

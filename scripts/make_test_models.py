@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Tiny random-weight HF models of the phi3, qwen3moe, qwen2moe and Mixtral (llama MoE)
-architectures, converted to GGUF with llama.cpp's own converter.
+"""Tiny random-weight HF models of the phi3, qwen3moe, qwen2moe, Mixtral (llama MoE), gemma2
+and gemma3 architectures, converted to GGUF with llama.cpp's own converter.
 
 Runs inside the peer chroot (../shared/peer: python3-torch, python3-transformers,
 llama.cpp's convert_hf_to_gguf.py); scripts/make-test-models.sh drives it.
 
-    python3 make_test_models.py VOCAB.gguf TEMPLATE_DIR OUT_DIR
+    python3 make_test_models.py VOCAB.gguf TEMPLATE_DIR OUT_DIR [NAME...]
 
 Each model gets the TinyStories-656K tokenizer (2048 tokens, copied from
 VOCAB.gguf instead of the converter's set_vocab, which would want each family's
@@ -13,6 +13,7 @@ own tokenizer files) and its family's real chat template from TEMPLATE_DIR, so
 any text tokenizes and `rotkv chat` recognises the template. Writes
 OUT_DIR/<name>-F32.gguf and <name>-F16.gguf; quantized files are made from the
 F32 one with llama-quantize."""
+import json
 import os
 import runpy
 import sys
@@ -23,7 +24,7 @@ import transformers
 CONVERT = "/usr/share/doc/llama.cpp-tools/scripts/convert_hf_to_gguf.py"
 sys.path.insert(1, "/usr/share/llama.cpp/llama.cpp-tools")
 import gguf  # noqa: E402
-from conversion import llama as conv_llama, phi as conv_phi, qwen as conv_qwen  # noqa: E402
+from conversion import gemma as conv_gemma, llama as conv_llama, phi as conv_phi, qwen as conv_qwen  # noqa: E402
 
 VOCAB = 2048
 
@@ -70,6 +71,24 @@ def shapes():
                                                      decoder_sparse_step=1, mlp_only_layers=[],
                                                      rope_theta=1000000.0, **common),
                          "qwen2.5.jinja"),
+        # Gemma 2: sliding window 16 on layers 0 and 2 (llama.cpp's pattern 2), global layers 1 and 3;
+        # attention and final logit soft-capping at 4 and 10 (the real 50 and 30 would never bite
+        # with random weights; q/k weights are scaled up below so the scores reach the cap);
+        # GeGLU, post-attention/post-FFN norms, tied embeddings scaled by sqrt(hidden)
+        "syn-gemma2": (transformers.Gemma2Config(
+            head_dim=32, intermediate_size=128, sliding_window=16, attn_logit_softcapping=4.0,
+            final_logit_softcapping=10.0, query_pre_attn_scalar=32, hidden_activation="gelu_pytorch_tanh",
+            rope_theta=10000.0, **{**common, "num_hidden_layers": 4, "tie_word_embeddings": True}),
+            "gemma-it.jinja"),
+        # Gemma 3: 5 sliding-window layers (window 16, local RoPE base 20000) to 1 global layer
+        # (base 1e6, linear RoPE scaling 8 as Gemma-3-4B and up), per-head q/k RMSNorm, no soft-capping
+        "syn-gemma3": (transformers.Gemma3TextConfig(
+            head_dim=32, intermediate_size=128, sliding_window=16, query_pre_attn_scalar=32,
+            hidden_activation="gelu_pytorch_tanh",
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 20000.0},
+                             "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0}},
+            **{**common, "num_hidden_layers": 6, "tie_word_embeddings": True}),
+            "gemma3-it.jinja"),
     }
 
 
@@ -98,25 +117,37 @@ def tinystories_vocab(vocab_path, template):
 
 def main():
     vocab_path, template_dir, out_dir = sys.argv[1:4]
+    only = sys.argv[4:]  # model names to make (default: all); the seeds do not depend on it
     os.makedirs(out_dir, exist_ok=True)
     for seed, (name, (cfg, tmpl)) in enumerate(shapes().items()):
+        if only and name not in only:
+            continue
         torch.manual_seed(1234 + seed)
         cfg.initializer_range = 0.05  # HF's 0.02 leaves random models with nearly flat logits
         model = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
         with torch.no_grad():
             for pname, p in model.named_parameters():
                 if p.dim() == 1:  # norms away from 1, so a misapplied norm weight shows
-                    p.copy_(1.0 + 0.2 * torch.randn_like(p))
+                    # (gemma's norms multiply by 1 + w: w itself is drawn around 0)
+                    p.copy_((0.0 if name.startswith("syn-gemma") else 1.0) + 0.2 * torch.randn_like(p))
                 elif pname == "lm_head.weight":  # logits with clear winners (std ~2), not near-ties
                     p.normal_(0.0, 0.3)
+                elif pname.endswith("embed_tokens.weight") and cfg.tie_word_embeddings:  # (gemma: the lm_head)
+                    p.normal_(0.0, 0.3)
+                elif name == "syn-gemma2" and pname.endswith(("q_proj.weight", "k_proj.weight")):
+                    p.normal_(0.0, 0.2)  # attention scores of a few units: the soft-cap of 4 bites
                 elif pname.endswith("mlp.gate.weight"):  # routers with clear top-k choices
                     p.normal_(0.0, 0.25)
         hf_dir = os.path.join(out_dir, name + "-hf")
         model.save_pretrained(hf_dir, safe_serialization=True)
+        # Gemma 3's converter cuts token_embd to the vocabulary of tokenizer.json
+        with open(os.path.join(hf_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump({"model": {"vocab": {f"t{i}": i for i in range(VOCAB)}}, "added_tokens": []}, f)
         with open(os.path.join(template_dir, tmpl), encoding="utf-8") as f:
             template = f.read()
         sv = tinystories_vocab(vocab_path, template)
-        for cls in (conv_phi.Phi3MiniModel, conv_qwen.Qwen3MoeModel, conv_qwen.Qwen2MoeModel, conv_llama.LlamaModel):
+        for cls in (conv_phi.Phi3MiniModel, conv_qwen.Qwen3MoeModel, conv_qwen.Qwen2MoeModel, conv_llama.LlamaModel,
+                    conv_gemma.Gemma2Model, conv_gemma.Gemma3Model):
             cls.set_vocab = sv
         for outtype in ("f32", "f16"):
             out = os.path.join(out_dir, f"{name}-{outtype.upper()}.gguf")

@@ -157,7 +157,8 @@ static head_view head_view_make(const kv_layout *l, int hk, int hd) {
 typedef struct {
     const attention_args *a;
     int hd, ng, n_group;
-    int32_t nkv[ATT_QTILE]; /* positions each token sees: [0, nkv) */
+    int32_t nkv[ATT_QTILE]; /* positions each token sees: [lo, nkv) */
+    int32_t lo[ATT_QTILE];
     float *q;            /* (ng, hd) the queries */
     float *acc;          /* (ng, hd) weighted sum of values (value space) */
     float *qy;           /* (ng, hd) kt* K: kvt_prep_query's query */
@@ -257,11 +258,19 @@ static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, con
         for (r1 = r0 + 1; r1 < nr && codec[r1] == codec[r0]; r1++) {}
         block_scores(it, r0, r1, krows, codec[r0]);
     }
+    if (it->a->softcap > 0) { /* gemma2: c * tanh(s / c), as llama.cpp before its mask */
+        const float c = it->a->softcap, ic = 1.0f / it->a->softcap;
+        for (int j = 0; j < ng; j++)
+            for (int r = 0; r < nr; r++) it->S[j * SROW + r] = c * tanhf(it->S[j * SROW + r] * ic);
+    }
     /* causal mask: rows past a token's own position weigh exp(-inf) = 0, so
-     * its sums are bit-for-bit those of a block cut at its position */
+     * its sums are bit-for-bit those of a block cut at its position; the same
+     * for rows before a sliding window's first position (the blocks stay cut
+     * at multiples of ATT_BLOCK whatever the window) */
     for (int j = 0; j < ng; j++) {
-        const int lim = it->nkv[j / it->n_group] - b0;
+        const int lim = it->nkv[j / it->n_group] - b0, lo = it->lo[j / it->n_group] - b0;
         for (int r = lim < 0 ? 0 : lim; r < nr; r++) it->S[j * SROW + r] = -INFINITY;
+        for (int r = 0; r < lo && r < nr; r++) it->S[j * SROW + r] = -INFINITY;
     }
     bool all_codec = true;
     for (int r = 0; r < nr; r++) all_codec &= codec[r];
@@ -278,6 +287,10 @@ static void run_block(item *it, int b0, int nr, const uint8_t *const *krows, con
             if (it->view[1][1].kt)
                 for (int i = 0; i < hd; i++) it->accy[(size_t)g * hd + i] *= c;
             it->m[g] = mx;
+        }
+        if (it->m[g] == -INFINITY) { /* every row so far masked (before a sliding window): weights 0 */
+            for (int r = 0; r < nr; r++) s[r] = 0.0f;
+            continue;
         }
         const float sum = it->exp(s, nr, it->m[g]);
         it->l[g] += sum;
@@ -341,8 +354,10 @@ static void item_init(item *it, const attention_args *a, int t0, int nt, int hk,
     it->ng = ng;
     it->n_group = n_group;
     it->q = own;
+    const int32_t held = a->window > 0 ? (int32_t)kv_cache_first_pos(kv, seq, layer) : 0;
     for (int j = 0; j < nt; j++) {
         it->nkv[j] = a->pos[t0 + j] + 1;
+        it->lo[j] = a->window > 0 && a->pos[t0 + j] - a->window + 1 > held ? a->pos[t0 + j] - a->window + 1 : held;
         memcpy(it->q + (size_t)j * n_group * hd, a->Q + (size_t)(t0 + j) * a->n_head * hd + (size_t)hk * n_group * hd,
                sizeof(float) * (size_t)n_group * hd);
     }
@@ -387,6 +402,15 @@ static void item_init(item *it, const attention_args *a, int t0, int nt, int hk,
     if (it->view[1][1].kt) memset(it->accy, 0, sizeof(float) * (size_t)ng * hd);
 }
 
+/* With an attention sink of logit z: the factor turning a weighted sum of
+ * values with running max m and sum l into the output, e^(m-M) / (l e^(m-M) +
+ * e^(z-M)), M = max(m, z) (the sink holds no value; no position: 0). */
+static float sink_scale(float m, float l, float z) {
+    if (!(l > 0)) return 0.0f;
+    const float M = m > z ? m : z, c = expf(m - M);
+    return c / (l * c + expf(z - M));
+}
+
 /* The item's result: part NULL, the normalized outputs into a->O (tokens
  * from t0); else each query's partial at part + j * partial_floats(hd). */
 static void item_finish(item *it, int t0, int hk, float *part) {
@@ -410,7 +434,8 @@ static void item_finish(item *it, int t0, int hk, float *part) {
             continue;
         }
         float *out = a->O + (size_t)(t0 + g / n_group) * a->n_head * hd + (size_t)(hk * n_group + g % n_group) * hd;
-        const float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
+        float inv = it->l[g] > 0 ? 1.0f / it->l[g] : 0.0f;
+        if (a->sinks) inv = sink_scale(it->m[g], it->l[g], a->sinks[hk * n_group + g % n_group]);
         for (int i = 0; i < hd; i++) out[i] = (acc[i] + (it->muv ? it->wmu[g] * it->muv[i] : 0.0f)) * inv;
     }
 }
@@ -437,6 +462,12 @@ static void attention_unit(const attention_args *a, int t0, int nt, int hk0, int
         if (a->pos[t0 + j] + 1 > n_kv) n_kv = a->pos[t0 + j] + 1;
     for (int h = 0; h < nh; h++)
         item_init(&items[h], a, t0, nt, hk0 + h, scratch + (size_t)h * head_floats(ng, hd), rowtmp, tile, S);
+    if (a->window > 0) { /* a sliding window: from the block holding the tokens' first visible position */
+        int32_t lo = n_kv;
+        for (int j = 0; j < nt; j++) lo = items[0].lo[j] < lo ? items[0].lo[j] : lo;
+        lo = lo / ATT_BLOCK * ATT_BLOCK;
+        if (lo > p0) p0 = lo;
+    }
 
     const uint8_t *krows[ATT_BLOCK], *vrows[ATT_BLOCK];
     bool codec[ATT_BLOCK];
@@ -444,8 +475,8 @@ static void attention_unit(const attention_args *a, int t0, int nt, int hk0, int
     /* kv_cache.c keeps the f16 sink rows at the start and the f16 window rows
      * (the most recently stored positions) at the end: codec rows are
      * [s0, c1) of what this query sees. */
-    int32_t c1 = n_kv, s0 = 0;
-    while (c1 > 0) {
+    int32_t c1 = n_kv, s0 = p0 < n_kv ? p0 : n_kv;
+    while (c1 > s0) {
         kv_cache_k_at(kv, seq, layer, (uint32_t)(c1 - 1), &l1);
         if (l1 == lk) break;
         c1--;
@@ -475,7 +506,7 @@ static void attention_unit(const attention_args *a, int t0, int nt, int hk0, int
     for (int32_t b0 = p0; b0 < end_kv; b0 += ATT_BLOCK) {
         const int nr = n_kv - b0 < ATT_BLOCK ? n_kv - b0 : ATT_BLOCK;
         if (b0 >= s0 && b0 + nr <= c1 && !(b0 >= run0 && b0 + nr <= run1)) {
-            int32_t end = (b0 / KV_PAGE_TOKENS + 1) * KV_PAGE_TOKENS;
+            int32_t end = (int32_t)kv_cache_run_end(kv, seq, layer, (uint32_t)b0);
             if (end > c1) end = c1;
             const uint8_t *k0 = kv_cache_k_at(kv, seq, layer, (uint32_t)b0, &l1);
             const uint8_t *v0 = kv_cache_v_at(kv, seq, layer, (uint32_t)b0, &l2);
@@ -612,7 +643,8 @@ static void merge_splits(const attention_work *w, int it) {
             l += c * P->l;
             for (int i = 0; i < hd; i++) out[i] += c * P->acc[i];
         }
-        const float inv = l > 0 ? 1.0f / l : 0.0f;
+        float inv = l > 0 ? 1.0f / l : 0.0f;
+        if (a->sinks) inv = sink_scale(M, l, a->sinks[hk * n_group + g % n_group]); /* once, at the merge */
         for (int i = 0; i < hd; i++) out[i] *= inv;
     }
 }
@@ -699,12 +731,17 @@ void attention_reference(const attention_args *a) {
     float *k = malloc(sizeof(float) * hd), *v = malloc(sizeof(float) * hd);
     for (int t = 0; t < a->n_tok; t++) {
         const int32_t n_kv = a->pos[t] + 1;
+        int32_t lo = 0;
+        if (a->window > 0) {
+            lo = (int32_t)kv_cache_first_pos(a->kv, (uint32_t)a->seq[t], a->layer);
+            if (a->pos[t] - a->window + 1 > lo) lo = a->pos[t] - a->window + 1;
+        }
         double *sc = malloc(sizeof(double) * (size_t)n_kv);
         for (int h = 0; h < a->n_head; h++) {
             const int hk = h / n_group;
             const float *q = a->Q + ((size_t)t * a->n_head + h) * hd;
             double mx = -INFINITY, sum = 0.0;
-            for (int32_t p = 0; p < n_kv; p++) {
+            for (int32_t p = lo; p < n_kv; p++) {
                 const kv_layout *l;
                 const uint8_t *row = kv_cache_k_at(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p, &l);
                 decode_head_ref(l, row, hk, hd, a->n_head_kv, k);
@@ -714,12 +751,15 @@ void attention_reference(const attention_args *a) {
                 double s = 0.0;
                 for (int i = 0; i < hd; i++) s += (double)q[i] * k[i];
                 sc[p] = s * a->scale;
+                if (a->softcap > 0) sc[p] = a->softcap * tanh(sc[p] / a->softcap);
                 mx = sc[p] > mx ? sc[p] : mx;
             }
-            for (int32_t p = 0; p < n_kv; p++) sum += (sc[p] = exp(sc[p] - mx));
+            if (a->sinks && a->sinks[h] > mx) mx = a->sinks[h];
+            for (int32_t p = lo; p < n_kv; p++) sum += (sc[p] = exp(sc[p] - mx));
+            if (a->sinks) sum += exp(a->sinks[h] - mx);
             float *o = a->O + ((size_t)t * a->n_head + h) * hd;
             for (int i = 0; i < hd; i++) o[i] = 0.0f;
-            for (int32_t p = 0; p < n_kv; p++) {
+            for (int32_t p = lo; p < n_kv; p++) {
                 const kv_layout *l;
                 const uint8_t *row = kv_cache_v_at(a->kv, (uint32_t)a->seq[t], a->layer, (uint32_t)p, &l);
                 decode_head_ref(l, row, hk, hd, a->n_head_kv, v);

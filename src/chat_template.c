@@ -298,12 +298,22 @@ static bool render_mistral(const chat_template *t, const chat_msg *m, int n, sbu
 static bool render_gemma(const chat_template *t, const chat_msg *m, int n, bool gen, sbuf *b, char *err,
                          size_t errlen) {
     if (t->leading_bos) sb_add(b, t->bos);
-    if (n > 0 && is_role(&m[0], "system")) return set_err(err, errlen, "System role not supported");
+    const chat_msg *sys = NULL;
+    if (n > 0 && is_role(&m[0], "system")) {
+        if (!t->gemma_sys_prefix) return set_err(err, errlen, "System role not supported");
+        sys = &m[0]; /* Gemma 3: in front of the first turn's text */
+        m++;
+        n--;
+    }
     for (int i = 0; i < n; i++) {
         if (is_role(&m[i], "user") != (i % 2 == 0)) return set_err(err, errlen, ALTERNATE_MSG);
         sb_add(b, "<start_of_turn>");
         sb_add(b, is_role(&m[i], "assistant") ? "model" : m[i].role);
         sb_add(b, "\n");
+        if (sys && i == 0) {
+            sb_add(b, sys->content);
+            sb_add(b, "\n\n");
+        }
         sb_sv(b, py_strip(sv_of(m[i].content)));
         sb_add(b, "<end_of_turn>\n");
     }
@@ -447,6 +457,7 @@ bool chat_template_init(chat_template *t, const char *src, const char *bos, cons
         }
     } else if (strstr(src, "<start_of_turn>")) {
         t->family = CHAT_GEMMA;
+        t->gemma_sys_prefix = strstr(src, "first_user_prefix") != NULL;
     } else if (strstr(src, "[INST]")) {
         t->family = strstr(src, "<<SYS>>") ? CHAT_LLAMA2 : CHAT_MISTRAL;
     } else if (strstr(src, "<|user|>")) {

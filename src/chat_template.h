@@ -36,6 +36,7 @@ typedef struct chat_template {
     bool leading_bos;       /* the template starts with {{ bos_token }} */
     bool gen_prompt_always; /* Llama-3 variant that ignores add_generation_prompt */
     bool qwen_tools;        /* ChatML variant rendering role "tool" as <tool_response> */
+    bool gemma_sys_prefix;  /* Gemma 3: a system message goes, with "\n\n", before the first user turn's text */
     char *bos, *eos;        /* token texts ("" if the model has none) */
     char *default_system;   /* ChatML templates with a built-in system prompt, else NULL */
 } chat_template;

@@ -74,6 +74,8 @@ void rotkv_model_get_info(const rotkv_model *m, rotkv_model_info *info) {
     info->n_expert = hp->n_expert;
     info->n_expert_used = hp->n_expert_used;
     info->n_ff_exp = hp->n_ff_exp;
+    info->n_swa = hp->n_swa;
+    for (uint32_t l = 0; hp->n_swa && l < hp->n_layer; l++) info->n_layer_swa += hp->swa_layer[l];
 }
 
 const char *rotkv_kernel_isa(void) { return cpu_isa_name(cpu_isa_active()); }
@@ -118,6 +120,18 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
         fprintf(fp, "rope scaling:    LongRoPE: long factors for a context (rounded up to 256) above %u, else short; "
                     "attn_factor %g\n",
                 hp->n_ctx_orig, hp->rope_attn_factor);
+    if (hp->n_swa) {
+        uint32_t n_swa_layers = 0;
+        for (uint32_t l = 0; l < hp->n_layer; l++) n_swa_layers += hp->swa_layer[l];
+        fprintf(fp, "sliding window:  %u positions on %u of %u layers (", hp->n_swa, n_swa_layers, hp->n_layer);
+        for (uint32_t l = 0; l < hp->n_layer && l < 64; l++) fputc(hp->swa_layer[l] ? 'S' : 'G', fp);
+        fprintf(fp, "%s); their RoPE base %g%s\n", hp->n_layer > 64 ? "..." : "", hp->rope_freq_base_swa,
+                hp->rope_freq_scale_swa != 1.0f ? " (linear scaling)" : ", no scaling");
+    }
+    if (hp->attn_softcap > 0 || hp->final_softcap > 0)
+        fprintf(fp, "soft-capping:    attention %g, final logits %g (0: none)\n", hp->attn_softcap, hp->final_softcap);
+    if (hp->ffn_gelu) fprintf(fp, "ffn:             GeGLU; embedding scaled by %g; post-attention and post-FFN norms\n",
+                              hp->embd_scale);
     fprintf(fp, "rms_norm_eps:    %g\n", hp->norm_eps);
     fprintf(fp, "output:          %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "separate");
     fprintf(fp, "kernels:         %s (CPU: %s%s)\n", cpu_isa_name(cpu_isa_active()), cpu_isa_name(cpu_isa_detect()),
@@ -144,8 +158,20 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
                               bytes[t] / 1048576.0);
     fprintf(fp, "\n");
     const double kv_f16 = 2.0 * hp->n_layer * hp->n_head_kv * (hp->head_dim_k + hp->head_dim_v);
-    fprintf(fp, "KV cache:        %.0f bytes/token with f16 K and V (%.2f MiB at n_ctx_train=%u)\n", kv_f16,
-            kv_f16 * hp->n_ctx_train / 1048576.0, hp->n_ctx_train);
+    if (hp->n_swa) { /* the sliding-window layers hold their window (and a slack: `rotkv info -c N` tells) */
+        uint32_t n_swa_layers = 0;
+        for (uint32_t l = 0; l < hp->n_layer; l++) n_swa_layers += hp->swa_layer[l];
+        const double per_layer = kv_f16 / hp->n_layer;
+        const uint32_t w = hp->n_swa < hp->n_ctx_train ? hp->n_swa : hp->n_ctx_train;
+        fprintf(fp, "KV cache:        %.0f bytes/token with f16 K and V in the %u global layers, %.0f in the %u "
+                    "sliding-window ones up to their window (%.2f MiB at n_ctx_train=%u, about %.2f MiB without the window)\n",
+                per_layer * (hp->n_layer - n_swa_layers), hp->n_layer - n_swa_layers, per_layer * n_swa_layers,
+                n_swa_layers,
+                (per_layer * (hp->n_layer - n_swa_layers) * hp->n_ctx_train + per_layer * n_swa_layers * w) / 1048576.0,
+                hp->n_ctx_train, kv_f16 * hp->n_ctx_train / 1048576.0);
+    } else
+        fprintf(fp, "KV cache:        %.0f bytes/token with f16 K and V (%.2f MiB at n_ctx_train=%u)\n", kv_f16,
+                kv_f16 * hp->n_ctx_train / 1048576.0, hp->n_ctx_train);
     fprintf(fp, "tensors:\n");
     for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
         const gguf_tensor *t = &m->gguf->tensors[i];
@@ -206,6 +232,7 @@ struct rotkv_context {
     const float *rope_factors; /* (n_rot/2,) RoPE frequency divisors for this context (llama3, LongRoPE), or NULL */
     float rope_mscale;         /* rotated dims of q and k scaled by it (LongRoPE's attn_factor), else 1 */
     bool *rot_k, *rot_v;   /* (n_layer,) resolved from the params (AUTO -> quantized non-kt types) */
+    uint32_t *layer_window; /* (n_layer,) sliding window of each layer (0: global) */
     int32_t *seq_len; /* (n_seq,) tokens cached per sequence */
     /* activations for up to n_batch tokens; shapes per token in comments */
     float *x;       /* (n_embd) residual stream */
@@ -259,6 +286,7 @@ void rotkv_context_free(rotkv_context *c) {
     rotation_free(&c->rot);
     free(c->rot_k);
     free(c->rot_v);
+    free(c->layer_window);
     free(c->seq_len);
     free(c->center);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
@@ -309,8 +337,15 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     /* kt* types fit their own center and basis: rotation and centering are
      * subsumed there, and decided per layer and side for the other types */
     const bool center = p.kv_center == ROTKV_ROT_ON || (p.kv_center == ROTKV_ROT_AUTO && any_quantized);
+    c->layer_window = calloc(hp->n_layer, sizeof(uint32_t));
+    if (!c->layer_window) {
+        rotkv_context_free(c);
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+    }
+    for (uint32_t l = 0; l < hp->n_layer; l++) c->layer_window[l] = hp->swa_layer[l] ? hp->n_swa : 0;
     kv_cache_params kp = {hp->n_layer, hp->n_head_kv, hp->head_dim_k, p.n_ctx, p.n_seq_max, p.type_k, p.type_v,
-                          p.layer_types_k, p.layer_types_v, p.kv_budget_bytes, p.kv_sink, p.kv_window, center};
+                          p.layer_types_k, p.layer_types_v, p.kv_budget_bytes, p.kv_sink, p.kv_window, center,
+                          c->layer_window};
     c->kv = kv_cache_create(&kp, err);
     if (!c->kv) {
         rotkv_context_free(c);
@@ -404,9 +439,18 @@ int32_t rotkv_seq_len(const rotkv_context *c, int32_t seq) {
     return c->seq_len[seq];
 }
 
+/* The RoPE base and scale of a layer: gemma3's sliding-window layers have their own. */
+static void layer_rope(const model_hparams *hp, uint32_t il, float *base, float *scale) {
+    const bool swa = hp->n_swa && hp->swa_layer[il];
+    *base = swa ? hp->rope_freq_base_swa : hp->rope_freq_base;
+    *scale = swa ? hp->rope_freq_scale_swa : hp->rope_freq_scale;
+}
+
 void rotkv_seq_truncate(rotkv_context *c, int32_t seq, int32_t n_keep) {
     if (seq < 0 || (uint32_t)seq >= c->params.n_seq_max || n_keep < 0) return;
     if (n_keep < c->seq_len[seq]) {
+        /* a sliding-window layer's ring may have moved past what the query at n_keep needs */
+        if (!kv_cache_can_truncate(c->kv, (uint32_t)seq, (uint32_t)n_keep)) n_keep = 0;
         c->seq_len[seq] = n_keep;
         kv_cache_truncate(c->kv, (uint32_t)seq, (uint32_t)n_keep);
     }
@@ -424,19 +468,32 @@ rotkv_status rotkv_seq_shift(rotkv_context *c, int32_t seq, int32_t n_keep, int3
     const int hd = (int)hp->head_dim_k, nkv = (int)hp->n_head_kv;
     const int32_t len = c->seq_len[seq];
     float *k = c->k, *v = c->v; /* scratch rows of n_head_kv * hd floats */
-    for (uint32_t l = 0; l < hp->n_layer; l++)
-        for (int32_t p = n_keep + n_discard; p < len; p++) {
-            kv_cache_load(c->kv, (uint32_t)seq, l, (uint32_t)p, k, v);
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        float base, scale;
+        layer_rope(hp, l, &base, &scale);
+        int32_t p0 = n_keep + n_discard;
+        if (kv_cache_ring_slots(c->kv, l)) {
+            /* a sliding-window ring: positions renumbered in place, the kept ones moved; then the
+             * keys it still holds past n_keep are re-rotated where they are */
+            rotkv_status st = kv_cache_ring_shift(c->kv, (uint32_t)seq, l, (uint32_t)n_keep, (uint32_t)n_discard,
+                                                  (uint32_t)len, err);
+            if (st != ROTKV_OK) return st;
+            const int32_t first = (int32_t)kv_cache_first_pos(c->kv, (uint32_t)seq, l);
+            p0 = (first > n_keep ? first : n_keep) + n_discard;
+        }
+        for (int32_t p = p0; p < len; p++) {
+            const bool ring = kv_cache_ring_slots(c->kv, l) != 0;
+            kv_cache_load(c->kv, (uint32_t)seq, l, (uint32_t)(ring ? p - n_discard : p), k, v);
             for (int h = 0; h < nkv; h++) {
                 float *kh = k + (size_t)h * hd;
                 if (c->rot_k[l]) rotation_apply_inverse(&c->rot, kh);
                 /* RoPE angles add: rotating by -n_discard moves the key to p - n_discard */
-                rope_apply(kh, (int)hp->n_rot, -n_discard, hp->rope_freq_base, hp->rope_freq_scale,
-                           c->rope_factors, hp->rope);
+                rope_apply(kh, (int)hp->n_rot, -n_discard, base, scale, c->rope_factors, hp->rope);
                 if (c->rot_k[l]) rotation_apply(&c->rot, kh);
             }
             kv_cache_store(c->kv, (uint32_t)seq, l, (uint32_t)(p - n_discard), k, v);
         }
+    }
     c->seq_len[seq] = len - n_discard;
     kv_cache_truncate(c->kv, (uint32_t)seq, (uint32_t)c->seq_len[seq]);
     return ROTKV_OK;
@@ -447,6 +504,10 @@ rotkv_status rotkv_seq_copy(rotkv_context *c, int32_t src, int32_t dst, int32_t 
         src == dst || n_tokens < 0 || n_tokens > c->seq_len[src])
         return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "rotkv_seq_copy: bad arguments (%d -> %d, %d tokens)", src,
                                dst, n_tokens);
+    if (n_tokens < c->seq_len[src] && !kv_cache_can_truncate(c->kv, (uint32_t)src, (uint32_t)n_tokens))
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG,
+                               "rotkv_seq_copy: the sliding-window layers of sequence %d no longer hold the window "
+                               "before position %d", src, n_tokens);
     c->seq_len[dst] = 0;
     rotkv_status st = kv_cache_copy(c->kv, (uint32_t)src, (uint32_t)dst, (uint32_t)n_tokens, err);
     if (st == ROTKV_OK) c->seq_len[dst] = n_tokens;
@@ -460,6 +521,24 @@ void rotkv_kv_get_stats(const rotkv_context *c, rotkv_kv_stats *st) {
     st->blocks_budget = c->params.kv_budget_bytes / st->bytes_per_block;
     st->bytes_per_token = kv_cache_bytes_per_token(c->kv);
     st->f16_side_bytes = kv_cache_f16_side_bytes(c->kv);
+    st->bytes_per_token_global = kv_cache_bytes_per_token_kind(c->kv, false);
+    st->bytes_per_token_swa = kv_cache_bytes_per_token_kind(c->kv, true);
+    st->n_layer_swa = st->swa_window = st->swa_ring_tokens = 0;
+    for (uint32_t l = 0; l < c->model->hp.n_layer; l++)
+        if (kv_cache_ring_slots(c->kv, l)) {
+            st->n_layer_swa++;
+            st->swa_window = kv_cache_window(c->kv, l);
+            st->swa_ring_tokens = kv_cache_ring_slots(c->kv, l);
+        }
+}
+
+uint64_t rotkv_kv_bytes_at(const rotkv_context *c, uint32_t n_tokens) {
+    return kv_cache_seq_bytes(c->kv, n_tokens) + kv_cache_f16_side_bytes(c->kv);
+}
+
+bool rotkv_seq_can_truncate(const rotkv_context *c, int32_t seq, int32_t n_keep) {
+    if (seq < 0 || (uint32_t)seq >= c->params.n_seq_max || n_keep < 0) return false;
+    return n_keep >= c->seq_len[seq] || kv_cache_can_truncate(c->kv, (uint32_t)seq, (uint32_t)n_keep);
 }
 
 double rotkv_kv_bits_per_value(const rotkv_context *c, uint32_t n_tokens) {
@@ -468,14 +547,29 @@ double rotkv_kv_bits_per_value(const rotkv_context *c, uint32_t n_tokens) {
     if (n_tokens == 0) return 8.0 * kv_cache_bytes_per_token(c->kv) / values;
     const uint32_t side = c->params.kv_sink + c->params.kv_window;
     const uint32_t in_side = n_tokens < side ? n_tokens : side;
-    /* side rows are f16 (2 bytes/value); the rest use the codecs */
-    const double bytes = (double)(n_tokens - in_side) * kv_cache_bytes_per_token(c->kv) + in_side * values * 2.0;
-    return 8.0 * bytes / (values * n_tokens);
+    /* side rows are f16 (2 bytes/value); the rest use the codecs (per layer: a
+     * sliding-window layer holds its ring's rows at most, and no side rows) */
+    const double layer_values = 2.0 * hp->n_head_kv * hp->head_dim_k;
+    double bytes = 0, vals = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const double rb = (double)(kv_cache_layout_k(c->kv, l)->row_bytes + kv_cache_layout_v(c->kv, l)->row_bytes);
+        const uint32_t R = kv_cache_ring_slots(c->kv, l);
+        if (R) {
+            const uint32_t rows = n_tokens < R ? n_tokens : R;
+            bytes += rows * rb;
+            vals += rows * layer_values;
+        } else {
+            bytes += (double)(n_tokens - in_side) * rb + in_side * layer_values * 2.0;
+            vals += (double)n_tokens * layer_values;
+        }
+    }
+    return 8.0 * bytes / vals;
 }
 
 uint64_t rotkv_kv_blocks_for_tokens(const rotkv_context *c, uint32_t n_tokens) {
-    (void)c;
-    return (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
+    /* blocks of KV_PAGE_TOKENS tokens of every layer; sliding-window layers stop growing at their ring */
+    const uint64_t bytes = kv_cache_seq_alloc_bytes(c->kv, n_tokens), block = kv_cache_page_bytes(c->kv);
+    return (bytes + block - 1) / block;
 }
 
 /* Runs the transformer over n tokens (already validated, positions in
@@ -520,6 +614,8 @@ static void augment_rope(const rotkv_context *c, uint32_t il, int n, float *Ka, 
     const int hd = (int)hp->head_dim_k, nh = (int)hp->n_head, nkv = (int)hp->n_head_kv;
     const size_t Qd = (size_t)nh * hd, Kd = (size_t)nkv * hd;
     const uint32_t span = c->collect ? c->collect->n_ctx : c->params.n_ctx;
+    float rbase, rscale;
+    layer_rope(hp, il, &rbase, &rscale);
     uint64_t rs = 0x9e3779b97f4a7c15ull ^ il;
     for (int a = 0; a <= KT_AUG; a++)
         for (int t = 0; t < n; t++) {
@@ -532,11 +628,9 @@ static void augment_rope(const rotkv_context *c, uint32_t il, int n, float *Ka, 
             rs = rs * 6364136223846793005ull + 1442695040888963407ull;
             const int32_t dq = (int32_t)((rs >> 33) % span);
             for (int h = 0; h < nkv; h++)
-                rope_apply(k + (size_t)h * hd, (int)hp->n_rot, dk, hp->rope_freq_base, hp->rope_freq_scale,
-                           c->rope_factors, hp->rope);
+                rope_apply(k + (size_t)h * hd, (int)hp->n_rot, dk, rbase, rscale, c->rope_factors, hp->rope);
             for (int h = 0; h < nh; h++)
-                rope_apply(q + (size_t)h * hd, (int)hp->n_rot, dq, hp->rope_freq_base, hp->rope_freq_scale,
-                           c->rope_factors, hp->rope);
+                rope_apply(q + (size_t)h * hd, (int)hp->n_rot, dq, rbase, rscale, c->rope_factors, hp->rope);
         }
 }
 
@@ -593,9 +687,15 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
     const int E = (int)hp->n_embd, hd = (int)hp->head_dim_k, F = (int)hp->n_ff;
     const int nh = (int)hp->n_head, nkv = (int)hp->n_head_kv;
     const int Qd = nh * hd, Kd = nkv * hd;
-    for (int t = 0; t < n; t++) model_embedding_row(m, tokens[t], c->x + (size_t)t * E);
+    for (int t = 0; t < n; t++) {
+        model_embedding_row(m, tokens[t], c->x + (size_t)t * E);
+        if (hp->embd_scale != 1.0f) /* gemma: sqrt(n_embd) */
+            for (int i = 0; i < E; i++) c->x[(size_t)t * E + i] *= hp->embd_scale;
+    }
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const layer_weights *L = &m->layers[il];
+        float rbase, rscale;
+        layer_rope(hp, il, &rbase, &rscale);
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->attn_norm, E, hp->norm_eps);
         timed_matmul(c, &L->wq, c->xb, n, c->q);
         timed_matmul(c, &L->wk, c->xb, n, c->k);
@@ -607,15 +707,13 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             if (L->bv) for (int i = 0; i < Kd; i++) v[i] += L->bv[i];
             for (int h = 0; h < nh; h++) {
                 if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, hp->norm_eps);
-                rope_apply(q + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
-                           c->rope_factors, hp->rope);
+                rope_apply(q + h * hd, (int)hp->n_rot, c->tok_pos[t], rbase, rscale, c->rope_factors, hp->rope);
                 if (c->rope_mscale != 1.0f) /* LongRoPE: the rotated dims' cos/sin carry attn_factor */
                     for (uint32_t i = 0; i < hp->n_rot; i++) q[h * hd + i] *= c->rope_mscale;
             }
             for (int h = 0; h < nkv; h++) {
                 if (L->k_norm) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, hp->norm_eps);
-                rope_apply(k + h * hd, (int)hp->n_rot, c->tok_pos[t], hp->rope_freq_base, hp->rope_freq_scale,
-                           c->rope_factors, hp->rope);
+                rope_apply(k + h * hd, (int)hp->n_rot, c->tok_pos[t], rbase, rscale, c->rope_factors, hp->rope);
                 if (c->rope_mscale != 1.0f)
                     for (uint32_t i = 0; i < hp->n_rot; i++) k[h * hd + i] *= c->rope_mscale;
             }
@@ -651,21 +749,32 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             rotkv_status st = calibrate_layer(c, il, n, err);
             if (st != ROTKV_OK) return st;
         }
-        for (int t = 0; t < n; t++)
-            kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], c->k + (size_t)t * Kd,
-                           c->v + (size_t)t * Kd);
-        attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
-                             c->q, c->xb, c->att_scratch, 0};
-        const double ta = now_ms();
-        attention_batch(c->tp, &aa);
-        c->perf.t_attention_ms += now_ms() - ta;
-        {
-            const size_t rb = kv_cache_layout_k(c->kv, il)->row_bytes + kv_cache_layout_v(c->kv, il)->row_bytes;
-            for (int t = 0; t < n; t++) c->perf.kv_bytes_attended += (uint64_t)(c->tok_pos[t] + 1) * rb;
+        /* a sliding-window layer's ring holds its window plus a slack: the batch is stored and
+         * attended in chunks that never evict a position one of their queries still sees */
+        const uint32_t chunk = kv_cache_swa_chunk(c->kv, il);
+        const int32_t window = (int32_t)kv_cache_window(c->kv, il);
+        const size_t rb = kv_cache_layout_k(c->kv, il)->row_bytes + kv_cache_layout_v(c->kv, il)->row_bytes;
+        for (int c0 = 0, c1; c0 < n; c0 = c1) {
+            c1 = chunk >= (uint32_t)(n - c0) ? n : c0 + (int)chunk;
+            for (int t = c0; t < c1; t++)
+                kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], c->k + (size_t)t * Kd,
+                               c->v + (size_t)t * Kd);
+            attention_args aa = {c->kv, il, c1 - c0, c->tok_seq + c0, c->tok_pos + c0, nh, nkv, hd, hp->attn_scale,
+                                 c->q + (size_t)c0 * Qd, c->xb + (size_t)c0 * Qd, c->att_scratch, 0, window,
+                                 hp->attn_softcap, NULL};
+            const double ta = now_ms();
+            attention_batch(c->tp, &aa);
+            c->perf.t_attention_ms += now_ms() - ta;
         }
+        for (int t = 0; t < n; t++)
+            c->perf.kv_bytes_attended +=
+                (uint64_t)(window && c->tok_pos[t] + 1 > window ? window : c->tok_pos[t] + 1) * rb;
         if (c->rot_v[il])
             for (int i = 0; i < n * nh; i++) rotation_apply_inverse(&c->rot, c->xb + (size_t)i * hd);
         timed_matmul(c, &L->wo, c->xb, n, c->tmp);
+        if (L->attn_post_norm) /* gemma: the sublayer's output normed before the residual */
+            for (int t = 0; t < n; t++)
+                rmsnorm(c->tmp + (size_t)t * E, c->tmp + (size_t)t * E, L->attn_post_norm, E, hp->norm_eps);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
         for (int t = 0; t < n; t++) rmsnorm(c->xb + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, hp->norm_eps);
         if (L->ffn_gate_inp.data) { /* mixture of experts: only the routed experts are read */
@@ -674,9 +783,13 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         } else {
             timed_matmul(c, &L->w_gate, c->xb, n, c->gate);
             timed_matmul(c, &L->w_up, c->xb, n, c->up);
-            swiglu(c->gate, c->up, n * F);
+            if (hp->ffn_gelu) geglu(c->gate, c->up, n * F);
+            else swiglu(c->gate, c->up, n * F);
             timed_matmul(c, &L->w_down, c->gate, n, c->tmp);
         }
+        if (L->ffn_post_norm)
+            for (int t = 0; t < n; t++)
+                rmsnorm(c->tmp + (size_t)t * E, c->tmp + (size_t)t * E, L->ffn_post_norm, E, hp->norm_eps);
         for (size_t i = 0; i < (size_t)n * E; i++) c->x[i] += c->tmp[i];
     }
     return ROTKV_OK;
@@ -750,8 +863,13 @@ rotkv_status rotkv_decode(rotkv_context *c, const rotkv_batch *b, rotkv_error *e
         }
         rotkv_status fst = forward_layers(c, b->token + start, n, err);
         if (fst != ROTKV_OK) {
-            /* roll back the positions this batch claimed */
+            /* roll back the positions this batch claimed (and what the rings recorded of them) */
             for (int32_t t = 0; t < n; t++) c->seq_len[c->tok_seq[t]]--;
+            for (int32_t t = 0; t < n; t++) {
+                const int32_t s = c->tok_seq[t];
+                if (!kv_cache_can_truncate(c->kv, (uint32_t)s, (uint32_t)c->seq_len[s])) c->seq_len[s] = 0;
+                kv_cache_truncate(c->kv, (uint32_t)s, (uint32_t)c->seq_len[s]);
+            }
             return fst;
         }
         /* final norm and output projection for the tokens that want logits */
@@ -767,6 +885,11 @@ rotkv_status rotkv_decode(rotkv_context *c, const rotkv_batch *b, rotkv_error *e
         }
         if (rows) {
             timed_matmul(c, &m->output, c->xb, rows, c->logits + (size_t)c->n_logits * V);
+            if (m->hp.final_softcap > 0) { /* gemma2: cap * tanh(logit / cap) */
+                const float cap = m->hp.final_softcap, icap = 1.0f / m->hp.final_softcap;
+                float *lg = c->logits + (size_t)c->n_logits * V;
+                for (size_t i = 0; i < (size_t)rows * V; i++) lg[i] = cap * tanhf(lg[i] * icap);
+            }
             c->n_logits += rows;
             c->last_logits_row = c->n_logits - 1;
         }

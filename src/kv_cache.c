@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "model.h"
 
@@ -28,9 +29,15 @@ struct kv_cache {
     size_t page_bytes_all;/* sum over layers */
     uint32_t pages_per_seq;
     uint8_t **pages;      /* [seq][layer][page] -> page memory or NULL */
-    uint32_t *n_pages;    /* [seq] pages allocated per layer */
+    uint32_t *n_pages;    /* [seq] pages allocated per global layer */
     size_t allocated;
+    /* sliding-window layers (ring[l] > 0) */
+    uint32_t *win, *ring, *ptok; /* (n_layer,) window, ring slots (0: global layer), tokens per page */
+    size_t lin_page_bytes;       /* one page of every global layer */
+    uint32_t *r_off, *r_lo, *r_hi, *r_pages; /* [seq][layer] slot offset, held positions [lo, hi), pages allocated */
 };
+
+static size_t sl(const kv_cache *kv, uint32_t seq, uint32_t layer) { return (size_t)seq * kv->p.n_layer + layer; }
 
 /* Pages come straight from mmap (not the malloc heap) so that freeing one
  * returns its memory to the system at once and resident memory tracks the
@@ -91,7 +98,16 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
     kv->pages_per_seq = (p->n_ctx + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
     kv->pages = calloc((size_t)p->n_seq * p->n_layer * kv->pages_per_seq, sizeof *kv->pages);
     kv->n_pages = calloc(p->n_seq, sizeof *kv->n_pages);
-    if (!kv->lk || !kv->lv || !kv->page_bytes || !kv->pages || !kv->n_pages) {
+    kv->win = calloc(p->n_layer, sizeof(uint32_t));
+    kv->ring = calloc(p->n_layer, sizeof(uint32_t));
+    kv->ptok = calloc(p->n_layer, sizeof(uint32_t));
+    const size_t nsl = (size_t)p->n_seq * p->n_layer;
+    kv->r_off = calloc(nsl, sizeof(uint32_t));
+    kv->r_lo = calloc(nsl, sizeof(uint32_t));
+    kv->r_hi = calloc(nsl, sizeof(uint32_t));
+    kv->r_pages = calloc(nsl, sizeof(uint32_t));
+    if (!kv->lk || !kv->lv || !kv->page_bytes || !kv->pages || !kv->n_pages || !kv->win || !kv->ring || !kv->ptok ||
+        !kv->r_off || !kv->r_lo || !kv->r_hi || !kv->r_pages) {
         kv_cache_free(kv);
         rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
         return NULL;
@@ -136,7 +152,21 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
             kv_cache_free(kv);
             return NULL;
         }
-        kv->page_bytes[l] = (kv->lk[l].row_bytes + kv->lv[l].row_bytes) * KV_PAGE_TOKENS;
+        /* a sliding-window layer: a ring of W + slack slots, at most the context's pages */
+        const uint32_t W = p->layer_window ? p->layer_window[l] : 0;
+        kv->ptok[l] = KV_PAGE_TOKENS;
+        if (W) {
+            const uint32_t cap = kv->pages_per_seq * KV_PAGE_TOKENS;
+            uint32_t slack = W / 4 < 16 ? 16 : W / 4 > 256 ? 256 : W / 4;
+            uint64_t R = (uint64_t)W + slack;
+            if (R > KV_PAGE_TOKENS) R = (R + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS * KV_PAGE_TOKENS;
+            if (R > cap) R = cap;
+            kv->win[l] = W;
+            kv->ring[l] = (uint32_t)R;
+            kv->ptok[l] = R < KV_PAGE_TOKENS ? (uint32_t)R : KV_PAGE_TOKENS;
+        }
+        kv->page_bytes[l] = (kv->lk[l].row_bytes + kv->lv[l].row_bytes) * kv->ptok[l];
+        if (!W) kv->lin_page_bytes += kv->page_bytes[l];
         if ((kv->lk[l].codec->kt_bits > 0 || kv->lv[l].codec->kt_bits > 0) && !kv->kvt_k) {
             kv->kvt_k = calloc((size_t)p->n_layer * p->n_head_kv, sizeof(kvt_head));
             kv->kvt_v = calloc((size_t)p->n_layer * p->n_head_kv, sizeof(kvt_head));
@@ -147,7 +177,7 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
                 return NULL;
             }
         }
-        kv->page_bytes_all += kv->page_bytes[l];
+        kv->page_bytes_all += (kv->lk[l].row_bytes + kv->lv[l].row_bytes) * KV_PAGE_TOKENS;
         /* centering helps the fixed quantizers; kt* types fit their own center */
         if (kv->centered)
             for (int side = 0; side < 2; side++) {
@@ -160,7 +190,7 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
 
 void kv_cache_free(kv_cache *kv) {
     if (!kv) return;
-    if (kv->pages && kv->n_pages && kv->page_bytes)
+    if (kv->pages && kv->n_pages && kv->page_bytes && kv->ring && kv->r_pages)
         for (uint32_t s = 0; s < kv->p.n_seq; s++) kv_cache_truncate(kv, s, 0);
     free(kv->side);
     free(kv->ring_pos);
@@ -181,7 +211,36 @@ void kv_cache_free(kv_cache *kv) {
     free(kv->page_bytes);
     free(kv->pages);
     free(kv->n_pages);
+    free(kv->win);
+    free(kv->ring);
+    free(kv->ptok);
+    free(kv->r_off);
+    free(kv->r_lo);
+    free(kv->r_hi);
+    free(kv->r_pages);
     free(kv);
+}
+
+/* Ring pages a sliding-window layer needs to hold positions [0, n_tokens):
+ * the slots [0, min(n, R)) before any shift, all of them after one. */
+static uint32_t ring_pages_for(const kv_cache *kv, uint32_t seq, uint32_t l, uint32_t n_tokens) {
+    const uint32_t R = kv->ring[l], pt = kv->ptok[l];
+    if (kv->r_off[sl(kv, seq, l)] != 0) return R / pt;
+    const uint32_t n = n_tokens < R ? n_tokens : R;
+    return (n + pt - 1) / pt;
+}
+
+/* Allocates ring pages [r_pages, want) of one layer; false when out of memory. */
+static bool ring_grow(kv_cache *kv, uint32_t seq, uint32_t l, uint32_t want) {
+    uint32_t *have = &kv->r_pages[sl(kv, seq, l)];
+    while (*have < want) {
+        uint8_t *mem = page_alloc(kv->page_bytes[l]);
+        if (!mem) return false;
+        *page_slot(kv, seq, l, *have) = mem;
+        kv->allocated += kv->page_bytes[l];
+        (*have)++;
+    }
+    return true;
 }
 
 rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rotkv_error *err) {
@@ -189,18 +248,27 @@ rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rot
         return rotkv_set_error(err, ROTKV_ERR_CONTEXT_FULL, "sequence %u: %u tokens exceed the context size %u",
                                seq, n_tokens, kv->p.n_ctx);
     uint32_t need = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
-    if (need > kv->n_pages[seq] && kv->p.budget_bytes &&
-        kv->allocated + (size_t)(need - kv->n_pages[seq]) * kv->page_bytes_all > kv->p.budget_bytes)
+    size_t extra = need > kv->n_pages[seq] ? (size_t)(need - kv->n_pages[seq]) * kv->lin_page_bytes : 0;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++)
+        if (kv->ring[l]) {
+            const uint32_t want = ring_pages_for(kv, seq, l, n_tokens), have = kv->r_pages[sl(kv, seq, l)];
+            if (want > have) extra += (size_t)(want - have) * kv->page_bytes[l];
+        }
+    if (extra && kv->p.budget_bytes && kv->allocated + extra > kv->p.budget_bytes)
         return rotkv_set_error(err, ROTKV_ERR_KV_BUDGET,
-                               "KV cache budget of %llu bytes is used up (%zu allocated; sequence %u needs %u more blocks of %zu bytes)",
-                               (unsigned long long)kv->p.budget_bytes, kv->allocated, seq, need - kv->n_pages[seq],
-                               kv->page_bytes_all);
+                               "KV cache budget of %llu bytes is used up (%zu allocated; sequence %u needs %zu more bytes)",
+                               (unsigned long long)kv->p.budget_bytes, kv->allocated, seq, extra);
+    for (uint32_t l = 0; l < kv->p.n_layer; l++)
+        if (kv->ring[l] && !ring_grow(kv, seq, l, ring_pages_for(kv, seq, l, n_tokens)))
+            return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory growing the KV cache to %u tokens", n_tokens);
     while (kv->n_pages[seq] < need) {
         uint32_t pg = kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+            if (kv->ring[l]) continue;
             uint8_t *mem = page_alloc(kv->page_bytes[l]);
             if (!mem) {
                 for (uint32_t j = 0; j < l; j++) {
+                    if (kv->ring[j]) continue;
                     page_free(*page_slot(kv, seq, j, pg), kv->page_bytes[j]);
                     *page_slot(kv, seq, j, pg) = NULL;
                     kv->allocated -= kv->page_bytes[j];
@@ -236,10 +304,27 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
             for (uint32_t i = 0; i < kv->p.n_window; i++)
                 if (rp[i] >= (int64_t)n_tokens) rp[i] = -1;
         }
+    for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+        if (!kv->ring[l]) continue;
+        const size_t i = sl(kv, seq, l);
+        if (kv->r_hi[i] > n_tokens) kv->r_hi[i] = n_tokens;
+        if (kv->r_lo[i] > kv->r_hi[i]) kv->r_lo[i] = kv->r_hi[i];
+        if (n_tokens == 0) kv->r_off[i] = kv->r_lo[i] = kv->r_hi[i] = 0;
+        /* unshifted and not wrapped: the pages past the last slot in use go */
+        const uint32_t keep = kv->r_off[i] == 0 && kv->r_hi[i] <= kv->ring[l]
+                                  ? (kv->r_hi[i] + kv->ptok[l] - 1) / kv->ptok[l] : kv->r_pages[i];
+        while (kv->r_pages[i] > keep) {
+            uint32_t pg = --kv->r_pages[i];
+            page_free(*page_slot(kv, seq, l, pg), kv->page_bytes[l]);
+            *page_slot(kv, seq, l, pg) = NULL;
+            kv->allocated -= kv->page_bytes[l];
+        }
+    }
     uint32_t keep = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
     while (kv->n_pages[seq] > keep) {
         uint32_t pg = --kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+            if (kv->ring[l]) continue;
             page_free(*page_slot(kv, seq, l, pg), kv->page_bytes[l]);
             *page_slot(kv, seq, l, pg) = NULL;
             kv->allocated -= kv->page_bytes[l];
@@ -247,16 +332,60 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
     }
 }
 
+bool kv_cache_can_truncate(const kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
+    if (seq >= kv->p.n_seq) return false;
+    if (n_tokens == 0) return true;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+        if (!kv->ring[l]) continue;
+        const size_t i = sl(kv, seq, l);
+        const uint32_t need = n_tokens >= kv->win[l] ? n_tokens - kv->win[l] + 1 : 0;
+        if (n_tokens > kv->r_hi[i] || kv->r_lo[i] > need) return false;
+    }
+    return true;
+}
+
+uint32_t kv_cache_window(const kv_cache *kv, uint32_t layer) { return kv->win[layer]; }
+uint32_t kv_cache_ring_slots(const kv_cache *kv, uint32_t layer) { return kv->ring[layer]; }
+uint32_t kv_cache_first_pos(const kv_cache *kv, uint32_t seq, uint32_t layer) {
+    return kv->ring[layer] ? kv->r_lo[sl(kv, seq, layer)] : 0;
+}
+uint32_t kv_cache_swa_chunk(const kv_cache *kv, uint32_t layer) {
+    if (!kv->ring[layer] || kv->ring[layer] >= kv->p.n_ctx) return UINT32_MAX; /* the ring never turns */
+    return kv->ring[layer] - kv->win[layer] + 1;
+}
+
+uint32_t kv_cache_run_end(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos) {
+    if (!kv->ring[layer]) return (pos / KV_PAGE_TOKENS + 1) * KV_PAGE_TOKENS;
+    const uint32_t slot = (uint32_t)(((uint64_t)pos + kv->r_off[sl(kv, seq, layer)]) % kv->ring[layer]);
+    return pos + (kv->ptok[layer] - slot % kv->ptok[layer]);
+}
+
 rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_tokens, rotkv_error *err) {
     if (src >= kv->p.n_seq || dst >= kv->p.n_seq || src == dst)
         return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "kv copy: bad sequences %u -> %u", src, dst);
-    if ((n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS > kv->n_pages[src])
+    if ((n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS > kv->n_pages[src] && kv->lin_page_bytes)
         return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG, "kv copy: sequence %u holds fewer than %u tokens", src, n_tokens);
+    if (!kv_cache_can_truncate(kv, src, n_tokens))
+        return rotkv_set_error(err, ROTKV_ERR_INVALID_ARG,
+                               "kv copy: the sliding-window layers of sequence %u no longer hold the window before "
+                               "position %u", src, n_tokens);
     kv_cache_truncate(kv, dst, 0);
     rotkv_status st = kv_cache_reserve(kv, dst, n_tokens, err);
     if (st != ROTKV_OK) return st;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++) /* the rings as they are (then cut to n_tokens) */
+        if (kv->ring[l]) {
+            const size_t a = sl(kv, src, l), b = sl(kv, dst, l);
+            if (!ring_grow(kv, dst, l, kv->r_pages[a])) {
+                kv_cache_truncate(kv, dst, 0);
+                return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory copying the KV cache");
+            }
+            kv->r_off[b] = kv->r_off[a];
+            kv->r_lo[b] = kv->r_lo[a];
+            kv->r_hi[b] = kv->r_hi[a];
+        }
     for (uint32_t l = 0; l < kv->p.n_layer; l++) {
-        for (uint32_t pg = 0; pg < kv->n_pages[dst]; pg++)
+        const uint32_t np = kv->ring[l] ? kv->r_pages[sl(kv, src, l)] : kv->n_pages[dst];
+        for (uint32_t pg = 0; pg < np; pg++)
             memcpy(*page_slot(kv, dst, l, pg), *page_slot(kv, src, l, pg), kv->page_bytes[l]);
         if (kv->side) memcpy(side_of(kv, dst, l), side_of(kv, src, l), kv->side_bytes);
         if (kv->p.n_window) memcpy(ring_of(kv, dst, l), ring_of(kv, src, l), sizeof(int64_t) * kv->p.n_window);
@@ -269,11 +398,14 @@ rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_
 }
 
 static uint8_t *row_ptr(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, int is_v) {
-    uint8_t *page = *page_slot(kv, seq, layer, pos / KV_PAGE_TOKENS);
-    const uint32_t i = pos % KV_PAGE_TOKENS;
+    const uint32_t pt = kv->ptok[layer];
+    const uint32_t slot = kv->ring[layer] ? (uint32_t)(((uint64_t)pos + kv->r_off[sl(kv, seq, layer)]) % kv->ring[layer])
+                                          : pos;
+    uint8_t *page = *page_slot(kv, seq, layer, slot / pt);
+    const uint32_t i = slot % pt;
     const size_t kb = kv->lk[layer].row_bytes;
     if (!is_v) return page + (size_t)i * kb;
-    return page + (size_t)KV_PAGE_TOKENS * kb + (size_t)i * kv->lv[layer].row_bytes;
+    return page + (size_t)pt * kb + (size_t)i * kv->lv[layer].row_bytes;
 }
 
 static void encode_row(const kv_layout *l, const float *x, uint8_t *dst, uint32_t row) {
@@ -333,6 +465,10 @@ static uint8_t *side_row(const kv_cache *kv, uint32_t seq, uint32_t layer, uint3
 /* Where position pos lives now: its layout and encoded row. */
 static const uint8_t *locate(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, int is_v,
                              const kv_layout **l) {
+    if (kv->ring[layer]) { /* a sliding-window layer: every row in the ring, in the codec */
+        *l = is_v ? &kv->lv[layer] : &kv->lk[layer];
+        return row_ptr(kv, seq, layer, pos, is_v);
+    }
     if (pos < kv->p.n_sink) {
         *l = &kv->l16;
         return side_row(kv, seq, layer, pos, is_v);
@@ -350,6 +486,17 @@ static const uint8_t *locate(const kv_cache *kv, uint32_t seq, uint32_t layer, u
 
 void kv_cache_store(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos, const float *k, const float *v) {
     const uint32_t row = kv->p.head_dim * kv->p.n_head_kv;
+    if (kv->ring[layer]) {
+        const size_t i = sl(kv, seq, layer);
+        encode_codec_row(kv, seq, layer, 0, k, row_ptr(kv, seq, layer, pos, 0));
+        encode_codec_row(kv, seq, layer, 1, v, row_ptr(kv, seq, layer, pos, 1));
+        if (pos >= kv->r_hi[i]) { /* a new position: the oldest one leaves a full ring */
+            if (kv->r_lo[i] == kv->r_hi[i]) kv->r_lo[i] = pos; /* (an empty ring starts where it is written) */
+            kv->r_hi[i] = pos + 1;
+            if (kv->r_hi[i] - kv->r_lo[i] > kv->ring[layer]) kv->r_lo[i] = kv->r_hi[i] - kv->ring[layer];
+        }
+        return;
+    }
     if (pos < kv->p.n_sink) {
         encode_row(&kv->l16, k, side_row(kv, seq, layer, pos, 0), row);
         encode_row(&kv->l16, v, side_row(kv, seq, layer, pos, 1), row);
@@ -397,7 +544,36 @@ const uint8_t *kv_cache_v_at(const kv_cache *kv, uint32_t seq, uint32_t layer, u
     return locate(kv, seq, layer, pos, 1, l);
 }
 
-size_t kv_cache_f16_side_bytes(const kv_cache *kv) { return kv->side_bytes * kv->p.n_layer; }
+size_t kv_cache_f16_side_bytes(const kv_cache *kv) {
+    uint32_t n = 0;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++) n += kv->ring[l] == 0;
+    return kv->side_bytes * n;
+}
+
+rotkv_status kv_cache_ring_shift(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t n_keep, uint32_t n_discard,
+                                 uint32_t len, rotkv_error *err) {
+    const uint32_t R = kv->ring[layer];
+    const size_t i = sl(kv, seq, layer);
+    if (!R || n_discard == 0) return ROTKV_OK;
+    /* every slot may hold a position once the offset moves */
+    if (!ring_grow(kv, seq, layer, R / kv->ptok[layer]))
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory shifting the KV cache");
+    const uint32_t lo = kv->r_lo[i], hi = kv->r_hi[i] < len ? kv->r_hi[i] : len;
+    const uint32_t d = n_discard % R;
+    /* kept positions p the ring holds go to the slot of p + n_discard (a discarded
+     * or an already moved kept position), highest first */
+    const size_t kb = kv->lk[layer].row_bytes, vb = kv->lv[layer].row_bytes;
+    if (d)
+        for (uint32_t p = (n_keep < hi ? n_keep : hi); p-- > lo;) {
+            memmove(row_ptr(kv, seq, layer, p + n_discard, 0), row_ptr(kv, seq, layer, p, 0), kb);
+            memmove(row_ptr(kv, seq, layer, p + n_discard, 1), row_ptr(kv, seq, layer, p, 1), vb);
+        }
+    kv->r_off[i] = (uint32_t)(((uint64_t)kv->r_off[i] + d) % R);
+    kv->r_lo[i] = lo < n_keep ? lo : (lo > n_keep + n_discard ? lo : n_keep + n_discard) - n_discard;
+    kv->r_hi[i] = hi >= n_keep + n_discard ? hi - n_discard : (hi < n_keep ? hi : n_keep);
+    if (kv->r_lo[i] > kv->r_hi[i]) kv->r_lo[i] = kv->r_hi[i];
+    return ROTKV_OK;
+}
 
 const kv_layout *kv_cache_layout_k(const kv_cache *kv, uint32_t layer) { return &kv->lk[layer]; }
 const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer) { return &kv->lv[layer]; }
@@ -491,5 +667,52 @@ size_t kv_cache_transform_bytes(const kv_cache *kv) {
 size_t kv_cache_page_bytes(const kv_cache *kv) { return kv->page_bytes_all; }
 
 double kv_cache_bytes_per_token(const kv_cache *kv) { return (double)kv->page_bytes_all / KV_PAGE_TOKENS; }
+
+double kv_cache_bytes_per_token_kind(const kv_cache *kv, bool swa) {
+    size_t b = 0;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++)
+        if ((kv->ring[l] != 0) == swa) b += kv->lk[l].row_bytes + kv->lv[l].row_bytes;
+    return (double)b;
+}
+
+uint64_t kv_cache_seq_bytes(const kv_cache *kv, uint32_t n_tokens) {
+    uint64_t b = 0;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+        const uint32_t rows = kv->ring[l] && kv->ring[l] < n_tokens ? kv->ring[l] : n_tokens;
+        b += (uint64_t)rows * (kv->lk[l].row_bytes + kv->lv[l].row_bytes);
+    }
+    return b;
+}
+
+uint64_t kv_cache_seq_alloc_bytes(const kv_cache *kv, uint32_t n_tokens) {
+    uint64_t b = (uint64_t)(n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS * kv->lin_page_bytes;
+    for (uint32_t l = 0; l < kv->p.n_layer; l++)
+        if (kv->ring[l]) {
+            const uint32_t n = n_tokens < kv->ring[l] ? n_tokens : kv->ring[l];
+            b += (uint64_t)(n + kv->ptok[l] - 1) / kv->ptok[l] * kv->page_bytes[l];
+        }
+    return b;
+}
+
+size_t kv_cache_resident_bytes(const kv_cache *kv) {
+    const size_t os_page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t res = 0;
+    for (uint32_t s = 0; s < kv->p.n_seq; s++)
+        for (uint32_t l = 0; l < kv->p.n_layer; l++) {
+            const uint32_t np = kv->ring[l] ? kv->r_pages[sl(kv, s, l)] : kv->n_pages[s];
+            for (uint32_t pg = 0; pg < np; pg++) {
+                uint8_t *mem = *page_slot(kv, s, l, pg);
+                const size_t n = (kv->page_bytes[l] + os_page - 1) / os_page;
+                unsigned char vec[256];
+                for (size_t o = 0; o < n; o += sizeof vec) {
+                    const size_t m = n - o < sizeof vec ? n - o : sizeof vec;
+                    if (mincore(mem + o * os_page, m * os_page, vec) != 0) continue;
+                    for (size_t j = 0; j < m; j++)
+                        if (vec[j] & 1) res += os_page;
+                }
+            }
+        }
+    return res;
+}
 
 size_t kv_cache_allocated_bytes(const kv_cache *kv) { return kv->allocated; }

@@ -5,6 +5,17 @@
  * is never reserved for the whole context up front). Within a page a token's
  * row holds all KV heads: (n_head_kv * head_dim) values encoded by the codec.
  *
+ * A sliding-window layer (layer_window[l] = W > 0: its queries see the W most
+ * recent positions) keeps a ring of R = W + slack slots instead (slack:
+ * W/4 within [16, 256]; R rounded up to whole pages past 256, and at most the
+ * context): position p lives in slot (p + off) % R, pages are recycled as the
+ * ring turns, so its memory is bounded by R rows whatever the context. The ring
+ * holds a contiguous range of positions [first, first + held) (first grows as
+ * the ring turns); kv_cache_swa_chunk says how many consecutive positions of a
+ * sequence may be stored before their queries attend without evicting what
+ * they need. Such a layer keeps no f16 sink/window rows (all its rows are in
+ * the layer's codec).
+ *
  * Codecs are listed in one traits table (kv_codec_get). Attention never
  * decodes the cache into a full-precision copy: it calls the codec's fused
  * dot (scores) and axpy (weighted sum of values) on each head's slice. */
@@ -67,6 +78,7 @@ typedef struct {
     uint32_t n_window;     /* most recent n_window positions kept at f16 */
     bool center;           /* encode K and V relative to a per-(sequence, layer) center, in the
                               layers and sides whose codec is quantized and not kt* */
+    const uint32_t *layer_window; /* (n_layer,) sliding window of each layer (0: global), or NULL */
 } kv_cache_params;
 
 /* How one layer's K (or V) rows are encoded. A row (all KV heads of one token)
@@ -94,6 +106,28 @@ void kv_cache_load(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t po
 rotkv_status kv_cache_copy(kv_cache *kv, uint32_t src, uint32_t dst, uint32_t n_tokens, rotkv_error *err);
 /* Frees pages past n_tokens. */
 void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens);
+/* True when the sequence, cut to n_tokens, still holds in every sliding-window
+ * layer the positions the query at n_tokens needs (n_tokens - W + 1 on): prefix
+ * reuse and copies must not cut a ring where it has already moved on. */
+bool kv_cache_can_truncate(const kv_cache *kv, uint32_t seq, uint32_t n_tokens);
+
+/* Sliding-window layers: the window (0: a global layer), the ring's slots,
+ * the oldest position the ring holds for the sequence (0 for a global layer),
+ * and how many consecutive positions of a sequence a forward pass may store
+ * before attending (UINT32_MAX: any). */
+uint32_t kv_cache_window(const kv_cache *kv, uint32_t layer);
+uint32_t kv_cache_ring_slots(const kv_cache *kv, uint32_t layer);
+uint32_t kv_cache_first_pos(const kv_cache *kv, uint32_t seq, uint32_t layer);
+uint32_t kv_cache_swa_chunk(const kv_cache *kv, uint32_t layer);
+/* Context shift of a sliding-window layer's ring: drops [n_keep, n_keep +
+ * n_discard), renumbers the later positions down by n_discard without moving
+ * them (the caller re-rotates their keys with kv_cache_load / kv_cache_store
+ * at the new positions, from kv_cache_first_pos on) and moves the kept ones
+ * the ring still holds. len: the sequence's length before the shift. */
+rotkv_status kv_cache_ring_shift(kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t n_keep, uint32_t n_discard,
+                                 uint32_t len, rotkv_error *err);
+/* First position after pos whose row is not right after pos's in memory. */
+uint32_t kv_cache_run_end(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t pos);
 
 const kv_layout *kv_cache_layout_k(const kv_cache *kv, uint32_t layer);
 const kv_layout *kv_cache_layout_v(const kv_cache *kv, uint32_t layer);
@@ -129,11 +163,23 @@ rotkv_status kv_cache_calibrate_moments(kv_cache *kv, uint32_t layer, const rotk
 /* Bytes of the fitted transforms (shared by all sequences of the context). */
 size_t kv_cache_transform_bytes(const kv_cache *kv);
 
-/* Bytes of one page (KV_PAGE_TOKENS tokens, all layers). */
+/* Bytes of one block: KV_PAGE_TOKENS tokens of every layer (the unit of the
+ * server's budget). */
 size_t kv_cache_page_bytes(const kv_cache *kv);
 /* Bytes per token of one sequence across all layers (K + V), for the codec
- * part (sink/window rows excluded). */
+ * part (sink/window rows excluded); a sliding-window layer's only until its
+ * ring is full. swa: the sliding-window layers' share (true) or the global
+ * layers' (false). */
 double kv_cache_bytes_per_token(const kv_cache *kv);
+double kv_cache_bytes_per_token_kind(const kv_cache *kv, bool swa);
+/* Bytes of the codec rows one sequence of n_tokens tokens holds: n_tokens
+ * rows of each global layer, min(n_tokens, ring slots) of each sliding-window
+ * layer. */
+uint64_t kv_cache_seq_bytes(const kv_cache *kv, uint32_t n_tokens);
+/* Bytes of the pages a sequence of n_tokens tokens has allocated (from empty). */
+uint64_t kv_cache_seq_alloc_bytes(const kv_cache *kv, uint32_t n_tokens);
+/* Bytes of cache pages resident in memory right now (mincore over every page). */
+size_t kv_cache_resident_bytes(const kv_cache *kv);
 /* Bytes of the f16 sink + window rows of one sequence (all layers). */
 size_t kv_cache_f16_side_bytes(const kv_cache *kv);
 /* Bytes currently allocated for cache pages. */

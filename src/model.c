@@ -136,6 +136,108 @@ static bool read_moe_hparams(loader *L, model_hparams *hp) {
     return true;
 }
 
+/* Keys that change the math and that rotkv implements for no architecture
+ * (or not for this one): refused by name rather than ignored. */
+static bool refuse_keys(loader *L, const char *const *suffixes, int n, const char *why) {
+    for (int i = 0; i < n; i++) {
+        char key[128];
+        arch_key(L, suffixes[i], key, sizeof key);
+        if (gguf_find(L->f, key)) {
+            rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "key '%s' is not supported %s", key, why);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* gemma2 / gemma3, as llama.cpp reads them. Sliding-window layers: gemma2
+ * every other one from layer 0 (pattern 2), gemma3 five in six (pattern 6:
+ * layer il slides when il % 6 < 5), both unless attention.sliding_window_pattern
+ * says otherwise (a period, or one boolean per layer); gemma3 without
+ * attention.sliding_window has none. gemma2's soft-caps default to 50 and 30
+ * (llama.cpp's), gemma3 has no attention soft-cap and a final one only if the
+ * key is there. The sliding-window layers of gemma3 rotate with
+ * rope.freq_base_swa (default 10000) and no linear scaling; the global ones
+ * with rope.freq_base and the scaling. q·k is scaled by 1/sqrt(head_dim),
+ * except in the 27B models (gemma2 46 layers, gemma3 62: llama.cpp picks them
+ * by layer count) by 1/sqrt(n_embd / n_head). The embedding is multiplied by
+ * sqrt(n_embd); the norm weights are stored with gemma's +1 already added by
+ * the converter, so every RMSNorm is the plain one. */
+static bool read_gemma_hparams(loader *L, model_hparams *hp) {
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim_k);
+    hp->embd_scale = 1.0f;
+    hp->rope_freq_base_swa = hp->rope_freq_base;
+    hp->rope_freq_scale_swa = hp->rope_freq_scale;
+    const bool gemma = hp->arch == ARCH_GEMMA2 || hp->arch == ARCH_GEMMA3;
+    static const char *const swa_keys[] = {"attention.sliding_window", "attention.sliding_window_pattern",
+                                           "rope.freq_base_swa", "attn_logit_softcapping", "final_logit_softcapping"};
+    static const char *const never[] = {"attention.scale", "embedding_scale", "attention.key_length_swa",
+                                        "attention.value_length_swa", "rope.dimension_count_swa", "logit_scale",
+                                        "attention.output_scale", "attention.value_scale"};
+    if (!refuse_keys(L, never, (int)(sizeof never / sizeof never[0]), "(rotkv does not implement it)")) return false;
+    /* attention.sliding_window itself llama.cpp ignores on these architectures (phi3 writes it and
+     * llama.cpp switches it off: "Phi SWA is currently disabled"), and so does rotkv */
+    if (!gemma)
+        return refuse_keys(L, swa_keys + 1, (int)(sizeof swa_keys / sizeof swa_keys[0]) - 1,
+                           "for this architecture (sliding-window patterns and soft-capping: gemma2, gemma3)");
+    hp->ffn_gelu = true;
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    const bool g2 = hp->arch == ARCH_GEMMA2;
+    if ((g2 && hp->n_layer == 46) || (!g2 && hp->n_layer == 62))
+        hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
+    if (!get_u32(L, "attention.sliding_window", &hp->n_swa, false, g2 ? 4096 : 0) ||
+        !get_f32(L, "final_logit_softcapping", &hp->final_softcap, false, g2 ? 30.0f : 0.0f) ||
+        !get_f32(L, "attn_logit_softcapping", &hp->attn_softcap, false, g2 ? 50.0f : 0.0f))
+        return false;
+    if (!g2 && hp->attn_softcap != 0.0f) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "gemma3.attn_logit_softcapping: gemma3 has no attention soft-cap");
+        return false;
+    }
+    if (hp->final_softcap < 0 || hp->attn_softcap < 0) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: soft-capping values must not be negative (attention %g, final %g)",
+                        L->arch, hp->attn_softcap, hp->final_softcap);
+        return false;
+    }
+    if (!g2) {
+        if (!get_f32(L, "rope.freq_base_swa", &hp->rope_freq_base_swa, false, 10000.0f)) return false;
+        hp->rope_freq_scale_swa = 1.0f;
+        if (!(hp->rope_freq_base_swa > 0)) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "gemma3.rope.freq_base_swa %g must be positive", hp->rope_freq_base_swa);
+            return false;
+        }
+    } else if (!refuse_keys(L, swa_keys + 2, 1, "for gemma2 (its sliding-window layers rotate as the global ones)")) {
+        return false;
+    }
+    if (hp->n_swa == 0) return true; /* gemma3 without a window: every layer global */
+    if (hp->n_swa > (1u << 24)) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s.attention.sliding_window %u is implausible", L->arch, hp->n_swa);
+        return false;
+    }
+    uint32_t period = g2 ? 2 : 6;
+    char key[128];
+    arch_key(L, "attention.sliding_window_pattern", key, sizeof key);
+    const gguf_kv *pk = gguf_find(L->f, key);
+    if (pk && pk->type == GGUF_TYPE_ARRAY) {
+        double v = 0;
+        if (pk->arr_n != hp->n_layer || pk->strs) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "key '%s' must be one boolean per layer (%u)", key, hp->n_layer);
+            return false;
+        }
+        for (uint32_t il = 0; il < hp->n_layer; il++) {
+            if (pk->arr_type == GGUF_TYPE_BOOL) v = pk->data[il];
+            else if (!gguf_arr_get_num(pk, il, &v)) {
+                rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "key '%s' must be one boolean per layer", key);
+                return false;
+            }
+            hp->swa_layer[il] = v != 0;
+        }
+        return true;
+    }
+    if (pk && !get_u32(L, "attention.sliding_window_pattern", &period, true, 0)) return false;
+    for (uint32_t il = 0; il < hp->n_layer; il++) hp->swa_layer[il] = period == 0 || il % period < period - 1;
+    return true;
+}
+
 static bool read_hparams(loader *L, model_hparams *hp) {
     if (strcmp(L->arch, "llama") == 0 || strcmp(L->arch, "mistral") == 0) {
         hp->arch = ARCH_LLAMA;
@@ -155,10 +257,16 @@ static bool read_hparams(loader *L, model_hparams *hp) {
     } else if (strcmp(L->arch, "phi3") == 0) {
         hp->arch = ARCH_PHI3;
         hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "gemma2") == 0) {
+        hp->arch = ARCH_GEMMA2;
+        hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "gemma3") == 0) {
+        hp->arch = ARCH_GEMMA3;
+        hp->rope = ROPE_NEOX;
     } else {
         rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED,
-                        "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3, qwen3moe, qwen2moe, phi3)",
-                        L->arch);
+                        "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3, qwen3moe, qwen2moe, phi3, "
+                        "gemma2, gemma3)", L->arch);
         return false;
     }
     snprintf(hp->arch_name, sizeof hp->arch_name, "%s", L->arch);
@@ -177,7 +285,7 @@ static bool read_hparams(loader *L, model_hparams *hp) {
                         L->arch, hp->n_embd, hp->n_layer, hp->n_ff, hp->n_head, hp->n_head_kv, hp->n_ctx_train);
         return false;
     }
-    if (hp->n_embd > (1u << 16) || hp->n_ff > (1u << 18) || hp->n_head > 1024 || hp->n_layer > 1024) {
+    if (hp->n_embd > (1u << 16) || hp->n_ff > (1u << 18) || hp->n_head > 1024 || hp->n_layer > MODEL_MAX_LAYERS) {
         rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: implausible sizes (n_embd=%u n_ff=%u n_head=%u n_layer=%u)",
                         L->arch, hp->n_embd, hp->n_ff, hp->n_head, hp->n_layer);
         return false;
@@ -238,7 +346,7 @@ static bool read_hparams(loader *L, model_hparams *hp) {
             return false;
         }
     }
-    return true;
+    return read_gemma_hparams(L, hp);
 }
 
 /* Looks up a tensor and checks its shape (ne0, ne1; ne1 = 0 for a vector) and
@@ -413,7 +521,12 @@ static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_we
     if (!load_vector(L, &lw->bq, NAME("attn_q.bias"), Q, bias)) return false;
     if (!load_vector(L, &lw->bk, NAME("attn_k.bias"), K, bias)) return false;
     if (!load_vector(L, &lw->bv, NAME("attn_v.bias"), V, bias)) return false;
-    if (hp->arch == ARCH_QWEN3 || hp->arch == ARCH_QWEN3MOE) { /* per-head RMSNorm of q and k */
+    if (hp->arch == ARCH_GEMMA2 || hp->arch == ARCH_GEMMA3) { /* norms of the sublayers' outputs */
+        if (!load_vector(L, &lw->attn_post_norm, NAME("post_attention_norm.weight"), E, true) ||
+            !load_vector(L, &lw->ffn_post_norm, NAME("post_ffw_norm.weight"), E, true))
+            return false;
+    }
+    if (hp->arch == ARCH_QWEN3 || hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_GEMMA3) { /* per-head RMSNorm of q and k */
         if (!load_vector(L, &lw->q_norm, NAME("attn_q_norm.weight"), hp->head_dim_k, true)) return false;
         if (!load_vector(L, &lw->k_norm, NAME("attn_k_norm.weight"), hp->head_dim_k, true)) return false;
     }
@@ -641,6 +754,7 @@ void model_free(struct rotkv_model *m) {
             layer_weights *lw = &m->layers[i];
             free(lw->attn_norm); free(lw->bq); free(lw->bk); free(lw->bv);
             free(lw->q_norm); free(lw->k_norm); free(lw->ffn_norm);
+            free(lw->attn_post_norm); free(lw->ffn_post_norm);
             free(lw->gate_exps); /* up_exps and down_exps live in the same block */
             free(lw->ffn_gate_inp_shexp);
         }

@@ -1,5 +1,5 @@
 /* model.h — hyperparameters and weights of a llama-shaped transformer
- * (llama, mistral, qwen2, qwen3, phi3, and the mixture-of-experts qwen3moe,
+ * (llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, and the mixture-of-experts qwen3moe,
  * qwen2moe and llama/Mixtral), read from a GGUF file and checked against each other before use. */
 #ifndef ROTKV_MODEL_H
 #define ROTKV_MODEL_H
@@ -12,7 +12,9 @@
 #include "rotkv.h"
 #include "tokenizer.h"
 
-typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE, ARCH_QWEN2MOE } model_arch;
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE, ARCH_QWEN2MOE, ARCH_GEMMA2, ARCH_GEMMA3 } model_arch;
+
+#define MODEL_MAX_LAYERS 1024
 
 /* RoPE pairing: NORM rotates (x[2i], x[2i+1]) (llama, after the converter's
  * permutation); NEOX rotates (x[i], x[i + n_rot/2]) (qwen2/qwen3). */
@@ -36,6 +38,16 @@ typedef struct {
     uint32_t n_ff_exp;                /* one expert's FFN width */
     bool expert_weights_norm;         /* the top-k router weights are renormalized to sum 1 */
     uint32_t n_ff_shexp;              /* qwen2moe: the shared expert's FFN width (0: none) */
+    /* gemma2 / gemma3 */
+    uint32_t n_swa;                   /* attention.sliding_window: a sliding-window layer's query at p
+                                         sees keys p - n_swa + 1 .. p (0: no such layers) */
+    bool swa_layer[MODEL_MAX_LAYERS]; /* the layers that attend over the window only */
+    float rope_freq_base_swa;         /* RoPE base of the sliding-window layers (gemma3: rope.freq_base_swa) */
+    float rope_freq_scale_swa;        /* ... and their scale (1: linear scaling is the global layers') */
+    float attn_softcap, final_softcap;/* logit soft-capping c·tanh(s/c) of the scores and the output (0: off) */
+    float attn_scale;                 /* multiplies q·k (1/sqrt(head_dim) unless the architecture says otherwise) */
+    float embd_scale;                 /* the token embedding is multiplied by it (gemma: sqrt(n_embd)), else 1 */
+    bool ffn_gelu;                    /* GeGLU (gelu-tanh of the gate) instead of SwiGLU */
 } model_hparams;
 
 /* A 2-D weight matrix in its file type: rows of ne0 values, ne1 rows. */
@@ -55,7 +67,9 @@ typedef struct {
     float *attn_norm;            /* (n_embd,) */
     weight wq, wk, wv, wo;       /* (n_embd -> n_head*hd_k), (-> n_head_kv*hd_k), (-> n_head_kv*hd_v), (n_head*hd_v -> n_embd) */
     float *bq, *bk, *bv;         /* qwen2 biases, or NULL */
-    float *q_norm, *k_norm;      /* qwen3 per-head RMSNorm weights (head_dim_k,), or NULL */
+    float *q_norm, *k_norm;      /* qwen3/gemma3 per-head RMSNorm weights (head_dim_k,), or NULL */
+    float *attn_post_norm;       /* gemma: RMSNorm of the attention output before the residual (n_embd,), or NULL */
+    float *ffn_post_norm;        /* gemma: RMSNorm of the FFN output before the residual (n_embd,), or NULL */
     float *ffn_norm;             /* (n_embd,) */
     weight w_gate, w_up, w_down; /* (n_embd -> n_ff) x2, (n_ff -> n_embd); unused in an MoE layer */
     /* MoE layer: the router and each expert's matrices (n_expert each), as views

@@ -8,6 +8,8 @@
 #include "ops.h"
 
 #include <math.h>
+
+#include "fp16.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -511,4 +513,21 @@ double softmax_inplace(float *x, int n) {
     const double lse = logsumexp(x, n);
     for (int i = 0; i < n; i++) x[i] = (float)exp((double)x[i] - lse);
     return lse;
+}
+
+/* ggml's CPU GELU (what llama.cpp computes): the input rounded to f16, the
+ * tanh form evaluated there, the result rounded to f16 (its 64K-entry table),
+ * x itself from 10 on and 0 from -10 down. Rounding the same way keeps rotkv's
+ * logits within the golden tolerances of llama.cpp's (exact tanh GELU is
+ * ~0.03 off on syn-gemma3-F32). */
+static float gelu_ggml(float x) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    const float c = 0.7978845608028654f, a = 0.044715f; /* sqrt(2 / pi) */
+    const float h = fp16_to_fp32(fp32_to_fp16(x));
+    return fp16_to_fp32(fp32_to_fp16(0.5f * h * (1.0f + tanhf(c * h * (1.0f + a * h * h)))));
+}
+
+void geglu(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) gate[i] = gelu_ggml(gate[i]) * up[i];
 }

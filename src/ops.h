@@ -58,6 +58,10 @@ void rope_apply(float *x, int n_rot, int32_t pos, float freq_base, float freq_sc
 void swiglu(float *gate, const float *up, int n);
 void swiglu_ref(float *gate, const float *up, int n);
 
+/* x[i] = gelu(gate[i]) * up[i] (GeGLU: gelu's tanh form, gelu_pytorch_tanh,
+ * through f16 as ggml's CPU backend computes it); written into gate. */
+void geglu(float *gate, const float *up, int n);
+
 /* In-place softmax over n values; returns log(sum(exp(x))) before normalizing. */
 double softmax_inplace(float *x, int n);
 /* log(sum(exp(x))) over n values, computed in double. */

@@ -631,6 +631,35 @@ static float vec_dot_f32_q6_K(const void *row, const float *x, int64_t n) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* MXFP4 (scalar reference only: every ISA level falls back to these rows)   */
+/* ------------------------------------------------------------------------ */
+
+static void dequantize_row_mxfp4(const void *src, float *dst, int64_t n) {
+    const block_mxfp4 *b = (const block_mxfp4 *)src;
+    for (int64_t i = 0; i < n / QK_MXFP4; i++, b++, dst += QK_MXFP4) {
+        const float d = e8m0_to_fp32_half(b->e);
+        for (int j = 0; j < QK_MXFP4 / 2; j++) {
+            dst[j] = d * kvalues_mxfp4[b->qs[j] & 0x0F];
+            dst[j + QK_MXFP4 / 2] = d * kvalues_mxfp4[b->qs[j] >> 4];
+        }
+    }
+}
+
+static float vec_dot_f32_mxfp4(const void *row, const float *x, int64_t n) {
+    const block_mxfp4 *b = (const block_mxfp4 *)row;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_MXFP4; i++, b++, x += QK_MXFP4) {
+        float part = 0.0f;
+        for (int j = 0; j < QK_MXFP4 / 2; j++) {
+            part += (float)kvalues_mxfp4[b->qs[j] & 0x0F] * x[j];
+            part += (float)kvalues_mxfp4[b->qs[j] >> 4] * x[j + QK_MXFP4 / 2];
+        }
+        sum += e8m0_to_fp32_half(b->e) * part;
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------ */
 /* IQ4_NL                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -890,6 +919,22 @@ static float vec_dot_iq4_nl_q8_0(const void *row, const void *act, int64_t n) {
     return sum;
 }
 
+/* as ggml_vec_dot_mxfp4_q8_0: (d_act * d_w) * the exact integer sum */
+static float vec_dot_mxfp4_q8_0(const void *row, const void *act, int64_t n) {
+    const block_mxfp4 *x = (const block_mxfp4 *)row;
+    const block_q8_0 *y = (const block_q8_0 *)act;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_MXFP4; i++, x++, y++) {
+        int isum = 0;
+        for (int j = 0; j < QK_MXFP4 / 2; j++) {
+            isum += kvalues_mxfp4[x->qs[j] & 0x0F] * y->qs[j];
+            isum += kvalues_mxfp4[x->qs[j] >> 4] * y->qs[j + QK_MXFP4 / 2];
+        }
+        sum += fp16_to_fp32(y->d) * e8m0_to_fp32_half(x->e) * (float)isum;
+    }
+    return sum;
+}
+
 /* K-quants: sum over sub-blocks of scale * (codes . activation codes) in
  * integers, the minimums through the activation block sums (bsums). */
 
@@ -1027,6 +1072,7 @@ SCALAR_TILE(vec_dot_q5_0_q8_0)
 SCALAR_TILE(vec_dot_q5_1_q8_1)
 SCALAR_TILE(vec_dot_q8_0_q8_0)
 SCALAR_TILE(vec_dot_iq4_nl_q8_0)
+SCALAR_TILE(vec_dot_mxfp4_q8_0)
 SCALAR_TILE(vec_dot_q2_K_q8_K)
 SCALAR_TILE(vec_dot_q3_K_q8_K)
 SCALAR_TILE(vec_dot_q4_K_q8_K)
@@ -1071,6 +1117,8 @@ static const quant_traits k_traits[GGML_TYPE_COUNT] = {
                               GGML_TYPE_Q8_K),
     [GGML_TYPE_IQ4_NL] = TRAITS("iq4_nl", QK4_NL, sizeof(block_iq4_nl), dequantize_row_iq4_nl, vec_dot_f32_iq4_nl,
                                 quantize_row_iq4_nl, GGML_TYPE_Q8_0),
+    [GGML_TYPE_MXFP4] = TRAITS("mxfp4", QK_MXFP4, sizeof(block_mxfp4), dequantize_row_mxfp4, vec_dot_f32_mxfp4, NULL,
+                               GGML_TYPE_Q8_0),
     /* Activation-only formats of the dot products: not readable as weights. */
     [GGML_TYPE_Q8_1] = { .name = "q8_1", .blck_size = QK8_1, .type_size = sizeof(block_q8_1), .supported = false },
     [GGML_TYPE_Q8_K] = { .name = "q8_K", .blck_size = QK_K, .type_size = sizeof(block_q8_K), .supported = false },
@@ -1098,6 +1146,7 @@ const quant_kernels quant_kernels_scalar[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q5_K] = WKERN(vec_dot_q5_K_q8_K),
     [GGML_TYPE_Q6_K] = WKERN(vec_dot_q6_K_q8_K),
     [GGML_TYPE_IQ4_NL] = WKERN(vec_dot_iq4_nl_q8_0),
+    [GGML_TYPE_MXFP4] = WKERN(vec_dot_mxfp4_q8_0),
 };
 #undef WKERN
 

@@ -32,6 +32,7 @@ enum ggml_type_id {
     GGML_TYPE_Q8_K = 15,
     GGML_TYPE_IQ4_NL = 20,
     GGML_TYPE_BF16 = 30,
+    GGML_TYPE_MXFP4 = 39,
     GGML_TYPE_COUNT = 40
 };
 
@@ -49,7 +50,7 @@ typedef void (*quantize_row_fn)(const float *src, void *dst, int64_t n);
  * is first converted once, by from_float of the weight type's vec_dot_type,
  * into a format whose dot product with the weight blocks can run in integer
  * arithmetic:
- *   q4_0, q5_0, q8_0, iq4_nl -> q8_0  (32 int8 + f16 scale, like ggml)
+ *   q4_0, q5_0, q8_0, iq4_nl, mxfp4 -> q8_0  (32 int8 + f16 scale, like ggml)
  *   q4_1, q5_1               -> q8_1  (q8_0 plus s = d * sum(q), for the offset m)
  *   q2_K .. q6_K             -> q8_K  (256 int8, f32 scale, 16 sums of 16 codes)
  *   f32, f16, bf16           -> f32   (activations stay f32)

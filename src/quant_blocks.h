@@ -5,6 +5,7 @@
 #define ROTKV_QUANT_BLOCKS_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "quant.h"
 
@@ -153,6 +154,27 @@ _Static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl size");
 static const int8_t kvalues_iq4nl[16] = {
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 };
+
+/* mxfp4 (OCP microscaling FP4, gpt-oss's expert weights): 32 e2m1 values
+ * sharing one power-of-two scale e (E8M0); nibbles as in q4_0. ggml stores the
+ * levels doubled (kvalues_mxfp4) and halves the scale: x = kvalues_mxfp4[q] *
+ * 2^(e - 128). */
+#define QK_MXFP4 32
+typedef struct {
+    uint8_t e;
+    uint8_t qs[QK_MXFP4 / 2];
+} block_mxfp4;
+_Static_assert(sizeof(block_mxfp4) == 17, "block_mxfp4 size");
+
+static const int8_t kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* 2^(e - 128) as ggml's GGML_E8M0_TO_FP32_HALF computes it (subnormal for e < 2). */
+static inline float e8m0_to_fp32_half(uint8_t e) {
+    const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Shared helpers                                                            */

@@ -3,7 +3,7 @@
 # "N passed, N failed, N skipped" summed over all of them. Exit status is non-zero
 # if any test failed or any binary crashed.
 #
-# The kernel tests, the MoE tests and the golden-logit tests run once more at every lower
+# The kernel tests, the MoE tests, the sliding-window tests and the golden-logit tests run once more at every lower
 # kernel level (ROTKV_ISA caps the level; one the CPU lacks falls back to the
 # next lower one, so such a run repeats a level and says so in its output).
 # ISA_LEVELS overrides the list ("" to skip). TEST_RUNNER, if set, is put in
@@ -15,7 +15,7 @@ runs=""
 for t in "$@"; do
     runs="$runs $t"
     case "$t" in
-    */test_golden|*/test_simd|*/test_moe)
+    */test_golden|*/test_simd|*/test_moe|*/test_swa)
         for lvl in $ISA_LEVELS; do runs="$runs ROTKV_ISA=$lvl:$t"; done ;;
     esac
 done

@@ -130,7 +130,7 @@ static const struct {
 } families[] = {
     {"chatml-openhermes.jinja", CHAT_CHATML}, {"qwen2.5.jinja", CHAT_CHATML},   {"llama3-instruct.jinja", CHAT_LLAMA3},
     {"llama2-chat.jinja", CHAT_LLAMA2},       {"mistral-v0.2.jinja", CHAT_MISTRAL}, {"gemma-it.jinja", CHAT_GEMMA},
-    {"phi3-mini.jinja", CHAT_PHI3},           {"zephyr.jinja", CHAT_ZEPHYR},
+    {"phi3-mini.jinja", CHAT_PHI3},           {"zephyr.jinja", CHAT_ZEPHYR},     {"gemma3-it.jinja", CHAT_GEMMA},
 };
 
 static void test_families_vs_jinja(void **state) {

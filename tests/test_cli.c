@@ -341,6 +341,36 @@ static void t_info_moe_and_phi3(void **state) {
     }
 }
 
+/* gemma2 / gemma3: rotkv info names the sliding window and the KV per layer kind;
+ * rotkv run generates past 3x a context of 48 (the rings of 32 turn within it) with
+ * --context-shift (make test-asan runs this under ASan) */
+static void t_gemma_info_and_context_shift(void **state) {
+    (void)state;
+    const struct {
+        const char *model, *want[3];
+    } cases[] = {
+        {"syn-gemma2-F16", {"architecture:    gemma2\n", "sliding window:  16 positions on 2 of 4 layers (SGSG)",
+                            "2 sliding-window layers (window 16, ring of 32 tokens) 512.0 bytes/token"}},
+        {"syn-gemma3-Q4_0", {"architecture:    gemma3\n", "sliding window:  16 positions on 5 of 6 layers (SSSSSG); their RoPE base 20000",
+                             "5 sliding-window layers (window 16, ring of 32 tokens) 680.0 bytes/token"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[1024], *out;
+        snprintf(cmd, sizeof cmd, "%s info -m tests/models/%s.gguf -c 4096 -ctk %s -ctv %s", bin(), cases[i].model,
+                 i ? "q8_0" : "f16", i ? "q8_0" : "f16");
+        assert_int_equal(test_run_cmd(cmd, &out), 0);
+        for (int k = 0; k < 3; k++)
+            if (!strstr(out, cases[i].want[k])) fail_msg("%s: no '%s' in:\n%s", cases[i].model, cases[i].want[k], out);
+        free(out);
+        snprintf(cmd, sizeof cmd, "%s run -m tests/models/%s.gguf -c 48 -n 160 --context-shift -ctk q4_0 -ctv q8_0 -p 'Once upon a time' 2>&1",
+                 bin(), cases[i].model);
+        assert_int_equal(test_run_cmd(cmd, &out), 0);
+        if (!strstr(out, "generation 160 tokens") || !strstr(out, " context shifts"))
+            fail_msg("%s: no 160 tokens with context shifts in:\n%s", cases[i].model, out);
+        free(out);
+    }
+}
+
 /* rotkv quantize to Q8_0 converts the 3-D expert tensors and keeps the router in
  * f32: every tensor equals llama-quantize's Q8_0 of the same F32 file byte for byte */
 static void t_quantize_moe_like_llama_quantize(void **state) {
@@ -386,6 +416,7 @@ int main(void) {
         cmocka_unit_test(t_progress_only_on_a_terminal),
         cmocka_unit_test(t_info_moe_and_phi3),
         cmocka_unit_test(t_quantize_moe_like_llama_quantize),
+        cmocka_unit_test(t_gemma_info_and_context_shift),
     };
     return cmocka_run_group_tests_name("rotkv CLI", tests, NULL, NULL);
 }

@@ -900,7 +900,7 @@ static void test_bad_tensor_infos(void **state) {
     }
 
     /* unknown and unsupported tensor types */
-    static const uint32_t types[] = {4, 5, 9 /* q8_1: known, not readable */, 16, 29, 39, 40, 1000, UINT32_MAX};
+    static const uint32_t types[] = {4, 5, 9 /* q8_1: known, not readable */, 16, 29, 34, 40, 1000, UINT32_MAX};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         buf = one_tensor(1, (uint64_t[]){256}, types[i], 0, 1024, &len, &at);
         EXPECT_FAIL_AT(buf, len, at, "'blk.0.attn_q.weight'", "unsupported tensor type");

@@ -334,6 +334,17 @@ LOCAL_MODEL_TEST(t_phi3_longrope_f32, "syn-phi3-longrope-F32")
 LOCAL_MODEL_TEST(t_phi3_longrope_q8_0, "syn-phi3-longrope-Q8_0")
 LOCAL_VARIANT_TEST(t_phi3_longrope_f32_ctx300, "syn-phi3-longrope-F32", ".ctx300", 300)
 LOCAL_VARIANT_TEST(t_phi3_longrope_q8_0_ctx300, "syn-phi3-longrope-Q8_0", ".ctx300", 300)
+/* gemma2 / gemma3 with a sliding window of 16: 110 prompt tokens and 32 greedy steps */
+/* mxfp4 experts (llama-quantize MXFP4_MOE: the experts in mxfp4, the rest q8_0) */
+LOCAL_MODEL_TEST(t_qwen3moe_mxfp4, "syn-qwen3moe-MXFP4_MOE")
+LOCAL_MODEL_TEST(t_gemma2_f32, "syn-gemma2-F32")
+LOCAL_MODEL_TEST(t_gemma2_f16, "syn-gemma2-F16")
+LOCAL_MODEL_TEST(t_gemma2_q8_0, "syn-gemma2-Q8_0")
+LOCAL_MODEL_TEST(t_gemma2_q4_0, "syn-gemma2-Q4_0")
+LOCAL_MODEL_TEST(t_gemma3_f32, "syn-gemma3-F32")
+LOCAL_MODEL_TEST(t_gemma3_f16, "syn-gemma3-F16")
+LOCAL_MODEL_TEST(t_gemma3_q8_0, "syn-gemma3-Q8_0")
+LOCAL_MODEL_TEST(t_gemma3_q4_0, "syn-gemma3-Q4_0")
 
 /* Every golden file in the shared folder has a test above. */
 static void t_all_golden_files_covered(void **state) {
@@ -370,7 +381,9 @@ static void t_all_local_golden_files_covered(void **state) {
         "syn-phi3-F32", "syn-phi3-F16", "syn-phi3-Q8_0", "syn-phi3-Q4_0", "syn-qwen3moe-F32", "syn-qwen3moe-F16",
         "syn-qwen3moe-Q8_0", "syn-qwen3moe-Q4_0", "syn-mixtral-F32", "syn-mixtral-F16", "syn-mixtral-Q8_0",
         "syn-mixtral-Q4_0", "syn-phi3-longrope-F32", "syn-phi3-longrope-Q8_0", "syn-phi3-longrope-F32.ctx300",
-        "syn-phi3-longrope-Q8_0.ctx300", "syn-qwen2moe-F32", "syn-qwen2moe-Q8_0"};
+        "syn-phi3-longrope-Q8_0.ctx300", "syn-qwen2moe-F32", "syn-qwen2moe-Q8_0", "syn-gemma2-F32", "syn-gemma2-F16",
+        "syn-gemma2-Q8_0", "syn-gemma2-Q4_0", "syn-gemma3-F32", "syn-gemma3-F16", "syn-gemma3-Q8_0", "syn-gemma3-Q4_0",
+        "syn-qwen3moe-MXFP4_MOE"};
     DIR *d = opendir("tests/models");
     assert_non_null(d);
     struct dirent *e;
@@ -409,6 +422,9 @@ int main(void) {
         cmocka_unit_test(t_qwen2moe_f32), cmocka_unit_test(t_qwen2moe_q8_0),
         cmocka_unit_test(t_phi3_longrope_f32), cmocka_unit_test(t_phi3_longrope_q8_0),
         cmocka_unit_test(t_phi3_longrope_f32_ctx300), cmocka_unit_test(t_phi3_longrope_q8_0_ctx300),
+        cmocka_unit_test(t_gemma2_f32), cmocka_unit_test(t_gemma2_f16), cmocka_unit_test(t_gemma2_q8_0),
+        cmocka_unit_test(t_gemma2_q4_0), cmocka_unit_test(t_gemma3_f32), cmocka_unit_test(t_gemma3_f16),
+        cmocka_unit_test(t_gemma3_q8_0), cmocka_unit_test(t_gemma3_q4_0), cmocka_unit_test(t_qwen3moe_mxfp4),
     };
     /* ROTKV_GOLDEN_FILTER: only the tests whose names match one of these
      * comma-separated glob patterns (make check-arm64 runs a few small models

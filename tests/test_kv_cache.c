@@ -254,7 +254,7 @@ static void t_attention_fused_vs_reference(void **state) {
             for (int i = 0; i < nq * nh * hd; i++) Q[i] = test_rand_normal(&rs);
             int32_t seq[3] = {0, 0, 0}, pos[3] = {0, 9, 19};
             for (uint32_t layer = 0; layer < info.n_layer; layer++) {
-                attention_args a = {context_kv(c), layer, nq, seq, pos, nh, nkv, hd, 1.0f / sqrtf((float)hd), Q, O1, scr, 0};
+                attention_args a = {context_kv(c), layer, nq, seq, pos, nh, nkv, hd, 1.0f / sqrtf((float)hd), Q, O1, scr, 0, 0, 0.0f, NULL};
                 attention_batch(NULL, &a);
                 a.O = O2;
                 attention_reference(&a);

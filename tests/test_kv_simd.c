@@ -384,7 +384,7 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
     const int row = n_head_kv * hd;
     if (kv_codec_get(type)->kt_bits > 0) center = false; /* kt* fit their own center (as context.c does) */
     kv_cache_params p = {1, (uint32_t)n_head_kv, (uint32_t)hd, (uint32_t)n_tok, 1, type, type, NULL, NULL, 0,
-                         sink, window, center};
+                         sink, window, center, NULL};
     rotkv_error err;
     kv_cache *kv = kv_cache_create(&p, &err);
     if (!kv) fail_msg("%s", err.msg);
@@ -420,7 +420,7 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
     for (int j = 0; j < nq; j++) memcpy(Qb + (size_t)j * n_head * hd, Q + (size_t)pos[j] * n_head * hd, sizeof(float) * n_head * hd);
     float *O1 = malloc(sizeof(float) * (size_t)nq * n_head * hd), *O2 = malloc(sizeof(float) * (size_t)nq * n_head * hd);
     float *scr = malloc(sizeof(float) * attention_scratch_floats(n_head, n_head_kv, hd));
-    attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr, 0};
+    attention_args a = {kv, 0, nq, seq, pos, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), Qb, O1, scr, 0, 0, 0.0f, NULL};
     attention_batch(NULL, &a);
     /* with 2 and 3 threads (other groups of KV heads per work unit, units
      * dealt out differently): bit-identical to one thread */
@@ -472,7 +472,7 @@ static void check_attention(rotkv_kv_type type, int n_head, int n_head_kv, int h
     if (n_head != n_head_kv)
         for (int j = 0; j < nq; j++) {
             attention_args one = {kv, 0, 1, seq + j, pos + j, n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd),
-                                  Qb + (size_t)j * n_head * hd, O2, scr, 0};
+                                  Qb + (size_t)j * n_head * hd, O2, scr, 0, 0, 0.0f, NULL};
             attention_batch(NULL, &one);
             if (memcmp(O2, O1 + (size_t)j * n_head * hd, sizeof(float) * (size_t)n_head * hd))
                 fail_msg("%s heads %d/%d hd %d: token %d (pos %d) alone differs from the batch",

@@ -434,8 +434,8 @@ static void test_refused_variants(void **state) {
     o = (model_opts){.n_head_kv = 3};
     EXPECT_REFUSED(&o, ROTKV_ERR_FORMAT, "head_count 4", "head_count_kv 3");
     /* tensor types the engine cannot read: refused while parsing, by name */
-    o = (model_opts){.retype_tensor = "blk.1.attn_v.weight", .retype = 39};
-    EXPECT_REFUSED(&o, ROTKV_ERR_FORMAT, "'blk.1.attn_v.weight'", "unsupported tensor type 39");
+    o = (model_opts){.retype_tensor = "blk.1.attn_v.weight", .retype = 34}; /* ggml's tq1_0 */
+    EXPECT_REFUSED(&o, ROTKV_ERR_FORMAT, "'blk.1.attn_v.weight'", "unsupported tensor type 34");
     o = (model_opts){.retype_tensor = "output.weight", .retype = GGML_TYPE_Q8_1};
     EXPECT_REFUSED(&o, ROTKV_ERR_FORMAT, "'output.weight'", "unsupported tensor type 9");
     o = (model_opts){.retype_tensor = "blk.0.attn_norm.weight", .retype = UINT32_MAX};

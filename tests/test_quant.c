@@ -73,6 +73,7 @@ static const expected_type k_expected[] = {
     {GGML_TYPE_Q6_K, "q6_K", 256, 128 + 64 + 16 + 2, true, false},
     {GGML_TYPE_Q8_K, "q8_K", 256, 4 + 256 + 2 * 16, false, false},
     {GGML_TYPE_IQ4_NL, "iq4_nl", 32, 2 + 16, true, true},
+    {GGML_TYPE_MXFP4, "mxfp4", 32, 1 + 16, true, false},
 };
 #define N_EXPECTED (sizeof(k_expected) / sizeof(k_expected[0]))
 
@@ -94,7 +95,7 @@ static void test_traits_table(void **state) {
         assert_int_equal(t->quantize_row != NULL, e->quantizable);
     }
     /* ids that are not in the table, including out of range ones */
-    const uint32_t unknown[] = {4, 5, 16, 17, 19, 21, 23, 29, 31, 39, GGML_TYPE_COUNT, 41, 1000, UINT32_MAX};
+    const uint32_t unknown[] = {4, 5, 16, 17, 19, 21, 23, 29, 31, 38, GGML_TYPE_COUNT, 41, 1000, UINT32_MAX};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         assert_null(quant_get_traits(unknown[i]));
         assert_string_equal(quant_type_name(unknown[i]), "unknown");
@@ -156,6 +157,33 @@ static void test_dequant_q4_0(void **state) {
     assert_true(got[0] == -3.5f);
     assert_true(got[16] == -3.0f);
     assert_true(got[1] == 0.0f && got[15] == 0.0f && got[17] == 0.0f);
+}
+
+/* mxfp4: e2m1 levels 0 0.5 1 1.5 2 3 4 6 (sign in bit 3) times 2^(e - 127), as
+ * the OCP format and ggml define it (ggml: doubled levels, halved scale); the
+ * dot products equal the dequantized row's */
+static void test_dequant_mxfp4(void **state) {
+    (void)state;
+    ALIGNED uint8_t blk[2 * 17];
+    static const float e2m1[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+    int c[2 * QK];
+    for (int i = 0; i < 2 * QK; i++) c[i] = (i * 7 + 3) % 16;
+    blk[0] = 127 + 3; /* x 8 */
+    blk[17] = 1;      /* 2^-126: ggml's subnormal path */
+    for (int b = 0; b < 2; b++)
+        for (int j = 0; j < 16; j++) blk[17 * b + 1 + j] = (uint8_t)(c[QK * b + j] | (c[QK * b + j + 16] << 4));
+    float want[2 * QK], got[2 * QK];
+    for (int i = 0; i < 2 * QK; i++) want[i] = e2m1[c[i]] * (i < QK ? 8.0f : ldexpf(1.0f, -126));
+    dequant(GGML_TYPE_MXFP4, blk, got, 2 * QK);
+    expect_floats("mxfp4", got, want, 2 * QK);
+    const quant_traits *t = quant_get_traits(GGML_TYPE_MXFP4);
+    float x[2 * QK];
+    double ref = 0;
+    for (int i = 0; i < 2 * QK; i++) {
+        x[i] = (float)((i * 13) % 7) - 3.0f;
+        ref += (double)want[i] * x[i];
+    }
+    assert_true(fabs(t->vec_dot_f32(blk, x, 2 * QK) - ref) < 1e-4);
 }
 
 static void test_dequant_q4_1(void **state) {
@@ -456,6 +484,10 @@ static void random_row(uint32_t type, uint8_t *row, int64_t n, uint64_t *rng) {
     }
     const size_t size = quant_row_size(type, n);
     for (size_t i = 0; i < size; i++) row[i] = (uint8_t)test_rand_u64(rng);
+    if (type == GGML_TYPE_MXFP4) { /* E8M0 scales around 2^-5 */
+        for (size_t b = 0; b < size; b += t->type_size) row[b] = (uint8_t)(118 + test_rand_u64(rng) % 8);
+        return;
+    }
     int off[2];
     const int nf = f16_fields(type, off);
     assert_true(nf > 0);
@@ -493,7 +525,7 @@ static void test_vec_dot_matches_dequant(void **state) {
             }
         }
     }
-    assert_int_equal(checked, 14);
+    assert_int_equal(checked, 15);
 }
 
 static void test_vec_dot_small(void **state) {
@@ -859,6 +891,7 @@ int main(void) {
         cmocka_unit_test(test_traits_table),
         cmocka_unit_test(test_row_size),
         cmocka_unit_test(test_dequant_q4_0),
+        cmocka_unit_test(test_dequant_mxfp4),
         cmocka_unit_test(test_dequant_q4_1),
         cmocka_unit_test(test_dequant_q5_0),
         cmocka_unit_test(test_dequant_q5_1),

@@ -733,6 +733,55 @@ static void test_shutdown_clean(void **state) {
     free(log);
 }
 
+/* A gemma3 model (sliding window 16, rings of 32) on one slot: a request that shares a
+ * long prefix with the cache reuses it (the rings still hold the window before the
+ * cut), one that shares only an early part is decoded from the start (the rings have
+ * moved on); every answer equals `rotkv run` of the same prompt. Local model, no
+ * ../shared needed. */
+static server g_gemma_srv; /* stopped in teardown too, should a check fail */
+
+static void test_sliding_window_prefix_reuse(void **state) {
+    (void)state;
+    char saved[sizeof g_model];
+    memcpy(saved, g_model, sizeof saved);
+    snprintf(g_model, sizeof g_model, "tests/models/syn-gemma3-Q8_0.gguf");
+    const char *extra[] = {"-np", "1", "-c", "256", NULL};
+    const bool ok = server_start(&g_gemma_srv, extra);
+    memcpy(g_model, saved, sizeof saved);
+    if (!ok) fail_msg("could not start the gemma3 server (log %s)", g_gemma_srv.log);
+    const char *base = "Once upon a time there was a little girl named Lily. She loved to play outside in the park with "
+                       "her friends. One day she found a big red ball under a tree and she was very happy. She ran";
+    const char *prompts[3][2] = {{base, " home"}, {base, " to her mom"}, {"Once upon a time there was a little girl named Lily. She loved", " the sun"}};
+    /* 30 prompt tokens and 8 generated: the rings (32) hold 5..37; request 1 cuts at 27 (its window
+     * 12..26 is held), request 2 at 13 (0..12 is not: decoded from 0) */
+    const int want_cached_min[3] = {0, 20, 0}, want_cached_max[3] = {0, 1000, 0};
+    for (int i = 0; i < 3; i++) {
+        char prompt[1024], body[2048], cmd[2048];
+        snprintf(prompt, sizeof prompt, "%s%s", prompts[i][0], prompts[i][1]);
+        snprintf(cmd, sizeof cmd, "%s run -m tests/models/syn-gemma3-Q8_0.gguf -c 256 -p '%s' -n 8 --temp 0 -t 2 2>/dev/null",
+                 rotkv_bin(), prompt);
+        int rc;
+        char *want = run_capture(cmd, &rc);
+        assert_int_equal(rc, 0);
+        size_t wl = strlen(want);
+        if (wl && want[wl - 1] == '\n') want[--wl] = 0;
+        snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 8, \"temperature\": 0}", prompt);
+        int st;
+        cJSON *j = http_json(&g_gemma_srv, "POST", "/v1/completions", body, &st);
+        assert_int_equal(st, 200);
+        const int cached = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
+        print_message("[ INFO     ] gemma3 request %d: %d of %d prompt tokens from the cache\n", i, cached,
+                      usage_field(j, "prompt_tokens"));
+        if (cached < want_cached_min[i] || cached > want_cached_max[i])
+            fail_msg("request %d: %d cached tokens, expected %d..%d", i, cached, want_cached_min[i], want_cached_max[i]);
+        assert_string_equal(completion_text(j), want);
+        cJSON_Delete(j);
+        free(want);
+    }
+    assert_int_equal(server_stop(&g_gemma_srv), 0);
+}
+
 static int setup(void **state) {
     (void)state;
     snprintf(g_tmp, sizeof g_tmp, "/tmp/rotkv-test-server-XXXXXX");
@@ -753,6 +802,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     server_stop(&g_srv);
+    server_stop(&g_gemma_srv);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) return 0;
@@ -766,7 +816,7 @@ int main(void) {
         cmocka_unit_test(test_prefix_reuse),          cmocka_unit_test(test_concurrency_and_cancel),
         cmocka_unit_test(test_admission),             cmocka_unit_test(test_slots_and_api_key),
         cmocka_unit_test(test_openai_client),         cmocka_unit_test(test_cli_render_vs_jinja),
-        cmocka_unit_test(test_chat_cli),
+        cmocka_unit_test(test_chat_cli),              cmocka_unit_test(test_sliding_window_prefix_reuse),
         cmocka_unit_test(test_shutdown_clean),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -418,7 +418,19 @@ void cli_report_kv(const cli_opts *o, rotkv_context *ctx, void *file) {
             o->kv_bits > 0 ? "auto" : o->type_k, o->kv_bits > 0 ? "auto" : o->type_v, o->kv_override ? ", override " : "", o->kv_override ? o->kv_override : "",
             ks.f16_side_bytes ? ", f16 sink/window rows" : "", ks.bytes_per_token, rotkv_kv_bits_per_value(ctx, n), n);
     if (ks.f16_side_bytes) fprintf(fp, ", %llu bytes of f16 rows", (unsigned long long)ks.f16_side_bytes);
-    fprintf(fp, "), %.2f MiB at %u tokens\n", (ks.bytes_per_token * n + ks.f16_side_bytes) / 1048576.0, n);
+    fprintf(fp, "), %.2f MiB at %u tokens\n", rotkv_kv_bytes_at(ctx, n) / 1048576.0, n);
+    if (ks.n_layer_swa) {
+        const rotkv_model *m = rotkv_context_model(ctx);
+        rotkv_model_info mi;
+        rotkv_model_get_info(m, &mi);
+        const uint32_t ring = ks.swa_ring_tokens < n ? ks.swa_ring_tokens : n;
+        fprintf(fp, "KV per layer kind: %u global layers %.1f bytes/token (%.2f MiB at %u tokens); %u sliding-window layers "
+                    "(window %u, ring of %u tokens) %.1f bytes/token up to the ring (%.2f MiB at %u tokens, the same at any "
+                    "longer context)\n",
+                mi.n_layer - ks.n_layer_swa, ks.bytes_per_token_global, ks.bytes_per_token_global * n / 1048576.0, n,
+                ks.n_layer_swa, ks.swa_window, ks.swa_ring_tokens, ks.bytes_per_token_swa,
+                ks.bytes_per_token_swa * ring / 1048576.0, n);
+    }
     if (o->kv_bits > 0 && o->calib) {
         const rotkv_model *m = rotkv_context_model(ctx);
         rotkv_model_info mi;
@@ -432,9 +444,15 @@ void cli_report_kv(const cli_opts *o, rotkv_context *ctx, void *file) {
     if (o->kv_budget) {
         /* memory is taken in blocks of tokens_per_block tokens (all layers) */
         const uint64_t blocks = ks.bytes_per_block ? o->kv_budget / ks.bytes_per_block : 0;
+        /* the longest sequence whose blocks fit (sliding-window layers stop growing at their ring) */
+        uint64_t lo = 0, hi = 1u << 24;
+        while (lo < hi) {
+            const uint64_t mid = (lo + hi + 1) / 2;
+            if (rotkv_kv_blocks_for_tokens(ctx, (uint32_t)mid) <= blocks) lo = mid;
+            else hi = mid - 1;
+        }
         fprintf(fp, "KV budget:       %.2f MiB holds %llu blocks = %llu tokens of context (one sequence)\n",
-                o->kv_budget / 1048576.0, (unsigned long long)blocks,
-                (unsigned long long)(blocks * ks.tokens_per_block));
+                o->kv_budget / 1048576.0, (unsigned long long)blocks, (unsigned long long)lo);
     }
 }
 

@@ -139,7 +139,7 @@ static void finish_row(bench_row *r, int n_tokens, const double *ns, int reps) {
 /* Bytes one generated token reads: every matrix once and the cache up to the
  * row's depth (the average over its n_gen tokens is within n_gen / depth). */
 static double bytes_read(const rotkv_model_info *mi, const bench_row *r) {
-    return (double)mi->matmul_bytes + r->kv_bytes_per_token * (r->n_depth + r->n_gen / 2.0);
+    return (double)mi->matmul_bytes + (double)r->kv_bytes_at_depth + r->kv_bytes_per_token * (r->n_gen / 2.0);
 }
 
 /* Achieved read bandwidth of a generation row (0 for prompt rows). */
@@ -317,9 +317,9 @@ int cmd_bench(int argc, char **argv) {
                     rotkv_kv_get_stats(ctx, &ks);
                     if (depth > 0)
                         fprintf(stderr, "rotkv bench: KV at depth %d: %.2f MiB reported (%.1f bytes/token x %d), %.2f MiB allocated, RSS grew %.2f MiB (%.1f%% of reported)\n",
-                                depth, ks.bytes_per_token * depth / 1048576.0, ks.bytes_per_token, depth,
+                                depth, rotkv_kv_bytes_at(ctx, (uint32_t)depth) / 1048576.0, ks.bytes_per_token, depth,
                                 ks.blocks_used * (double)ks.bytes_per_block / 1048576.0, rss_delta / 1048576.0,
-                                100.0 * rss_delta / (ks.bytes_per_token * depth));
+                                100.0 * rss_delta / (double)rotkv_kv_bytes_at(ctx, (uint32_t)depth));
                     for (int kind = 0; kind < 2; kind++) {
                         const int_list *lst = kind == 0 ? &lp : &ln;
                         for (int ix = 0; ix < lst->n; ix++) {
@@ -363,7 +363,7 @@ int cmd_bench(int argc, char **argv) {
                             row->type_k = lk.s[ik];
                             row->type_v = cp.layer_types_v ? lk.s[ik] : lv.s[iv];
                             row->kv_bytes_per_token = ks.bytes_per_token;
-                            row->kv_bytes_at_depth = (uint64_t)(ks.bytes_per_token * depth);
+                            row->kv_bytes_at_depth = rotkv_kv_bytes_at(ctx, (uint32_t)depth); /* rings stop at theirs */
                             row->kv_allocated_bytes = ks.blocks_used * (double)ks.bytes_per_block;
                             row->rss_kv_delta_bytes = rss_delta;
                             finish_row(row, nt, ns, reps);

@@ -33,26 +33,37 @@ typedef struct {
     float rope_scale_factor; /* llama3 rope scaling factor, 0 if none */
     /* mixture of experts (0 experts: dense); qwen3moe also has per-head q/k norms */
     uint32_t n_expert, n_expert_used, n_ff_exp;
+    /* gemma2 / gemma3: the sliding window (llama.cpp's layer pattern), gemma3's local RoPE base
+     * and the global layers' linear RoPE scaling (0: none) */
+    uint32_t n_swa;
+    float rope_base_swa, rope_linear;
 } synth_shape;
 
 static const synth_shape k_shapes[] = {
     {"llama3.2-1b", "llama", "Llama-3.2-1B (synthetic weights)", 2048, 16, 32, 8, 64, 8192, 131072, 500000.0f, 1e-5f,
-     true, false, 32.0f, 0, 0, 0},
+     true, false, 32.0f, 0, 0, 0, 0, 0.0f, 0.0f},
     {"qwen2.5-0.5b", "qwen2", "Qwen2.5-0.5B (synthetic weights)", 896, 24, 14, 2, 64, 4864, 32768, 1000000.0f, 1e-6f,
-     true, true, 0.0f, 0, 0, 0},
+     true, true, 0.0f, 0, 0, 0, 0, 0.0f, 0.0f},
     {"llama3.1-8b", "llama", "Llama-3.1-8B (synthetic weights)", 4096, 32, 32, 8, 128, 14336, 131072, 500000.0f, 1e-5f,
-     false, false, 8.0f, 0, 0, 0},
+     false, false, 8.0f, 0, 0, 0, 0, 0.0f, 0.0f},
     /* 128 experts of 768, 8 routed: ~3.3B of 30.5B parameters active; ~17 GB in Q4_0 (--layers 24 halves it) */
     {"qwen3-30b-a3b", "qwen3moe", "Qwen3-30B-A3B (synthetic weights)", 2048, 48, 32, 4, 128, 6144, 40960, 1000000.0f,
-     1e-6f, false, false, 0.0f, 128, 8, 768},
+     1e-6f, false, false, 0.0f, 128, 8, 768, 0, 0.0f, 0.0f},
     /* OLMoE-1B-7B's sizes (64 experts of 1024, 8 routed, 16 heads without GQA) in a qwen3moe layer (OLMoE's own
      * q/k norms span all heads; qwen3moe's are per head, the same work): ~4 GB in Q4_0 */
     {"olmoe-1b-7b", "qwen3moe", "OLMoE-1B-7B shape as qwen3moe (synthetic weights)", 2048, 16, 16, 16, 128, 1024, 4096,
-     10000.0f, 1e-5f, false, false, 0.0f, 64, 8, 1024},
+     10000.0f, 1e-5f, false, false, 0.0f, 64, 8, 1024, 0, 0.0f, 0.0f},
     /* llama with llama.expert_count as Mixtral is written: 8 experts of 14336, 2 routed; ~26 GB in Q4_0
      * (--layers 12 for ~10 GB) */
     {"mixtral-8x7b", "llama", "Mixtral-8x7B (synthetic weights)", 4096, 32, 32, 8, 128, 14336, 32768, 1000000.0f, 1e-5f,
-     false, false, 0.0f, 8, 2, 14336},
+     false, false, 0.0f, 8, 2, 14336, 0, 0.0f, 0.0f},
+    /* Gemma-3-4B: 34 layers, 5 sliding-window (1024) to 1 global, head 256, linear RoPE scaling 8 on the
+     * global layers, local base 10000; ~2.3 GB in Q4_0 with its 262k vocabulary, less with a smaller one */
+    {"gemma3-4b", "gemma3", "Gemma-3-4B (synthetic weights)", 2560, 34, 8, 4, 256, 10240, 131072, 1000000.0f, 1e-6f,
+     true, false, 0.0f, 0, 0, 0, 1024, 10000.0f, 8.0f},
+    /* Gemma-2-2B: 26 layers alternating sliding-window (4096) and global, soft-caps 50 / 30 */
+    {"gemma2-2b", "gemma2", "Gemma-2-2B (synthetic weights)", 2304, 26, 8, 4, 256, 9216, 8192, 10000.0f, 1e-6f,
+     true, false, 0.0f, 0, 0, 0, 4096, 0.0f, 0.0f},
 };
 
 #define ALIGN 32
@@ -128,6 +139,7 @@ static void usage(FILE *fp) {
     fprintf(fp, "usage: rotkv synth --shape SHAPE --type TYPE --vocab VOCAB.gguf -o OUT.gguf [--seed N] [--layers N]\n"
                 "  SHAPE: llama3.2-1b | qwen2.5-0.5b | llama3.1-8b, or custom:EMBD,HEADS,KV_HEADS,HEAD_DIM,FF,LAYERS[,qwen2]\n"
                 "         (a small llama, or qwen2 with q/k/v biases, of any head size and GQA ratio);\n"
+                "         sliding-window layers: gemma3-4b, gemma2-2b\n"
                 "         mixture of experts: qwen3-30b-a3b (~17 GB in Q4_0), olmoe-1b-7b (OLMoE's sizes in a\n"
                 "         qwen3moe, ~4 GB), mixtral-8x7b (llama with experts, ~26 GB: use --layers)\n"
                 "  TYPE:  F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL (2-D weights; norms stay f32)\n"
@@ -169,7 +181,7 @@ int cmd_synth(int argc, char **argv) {
     for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
         if (!strcmp(shape, k_shapes[i].name)) sh = &k_shapes[i];
     synth_shape custom = {"custom", "llama", "custom (synthetic weights)", 0, 0, 0, 0, 0, 0, 4096, 10000.0f, 1e-5f,
-                          false, false, 0.0f, 0, 0, 0};
+                          false, false, 0.0f, 0, 0, 0, 0, 0.0f, 0.0f};
     if (!strncmp(shape, "custom:", 7)) {
         unsigned e, h, kv, hd, ff, l;
         char arch[16] = "";
@@ -210,7 +222,7 @@ int cmd_synth(int argc, char **argv) {
 
     /* tensors, in the order llama.cpp's converter writes them */
     const uint64_t E = sh->n_embd, Q = (uint64_t)sh->n_head * sh->head_dim, K = (uint64_t)sh->n_head_kv * sh->head_dim;
-    const int max_tensors = 4 + 14 * (int)n_layer;
+    const int max_tensors = 4 + 16 * (int)n_layer;
     synth_tensor *ts = calloc((size_t)max_tensors, sizeof *ts);
     if (!ts) {
         gguf_close(vf);
@@ -233,11 +245,15 @@ int cmd_synth(int argc, char **argv) {
             nt = add_tensor(ts, nt, BLK("attn_k.bias"), GGML_TYPE_F32, K, 0, T_BIAS);
             nt = add_tensor(ts, nt, BLK("attn_v.bias"), GGML_TYPE_F32, K, 0, T_BIAS);
         }
-        if (!strcmp(sh->arch, "qwen3moe")) {
+        if (!strcmp(sh->arch, "qwen3moe") || !strcmp(sh->arch, "gemma3")) {
             nt = add_tensor(ts, nt, BLK("attn_q_norm.weight"), GGML_TYPE_F32, sh->head_dim, 0, T_ONES);
             nt = add_tensor(ts, nt, BLK("attn_k_norm.weight"), GGML_TYPE_F32, sh->head_dim, 0, T_ONES);
         }
         nt = add_tensor(ts, nt, BLK("attn_output.weight"), wt, Q, E, T_WEIGHT);
+        if (sh->n_swa) { /* gemma: the sublayers' output norms */
+            nt = add_tensor(ts, nt, BLK("post_attention_norm.weight"), GGML_TYPE_F32, E, 0, T_ONES);
+            nt = add_tensor(ts, nt, BLK("post_ffw_norm.weight"), GGML_TYPE_F32, E, 0, T_ONES);
+        }
         nt = add_tensor(ts, nt, BLK("ffn_norm.weight"), GGML_TYPE_F32, E, 0, T_ONES);
         if (sh->n_expert) { /* the router stays f32, as llama-quantize leaves it */
             const uint64_t FX = sh->n_ff_exp, X = sh->n_expert;
@@ -269,7 +285,8 @@ int cmd_synth(int argc, char **argv) {
         return 1;
     }
     const uint64_t n_own_kv = 14 + (sh->head_dim * sh->n_head != sh->n_embd ? 2 : 0) +
-                              (sh->n_expert ? (!strcmp(sh->arch, "qwen3moe") ? 3 : 2) : 0);
+                              (sh->n_expert ? (!strcmp(sh->arch, "qwen3moe") ? 3 : 2) : 0) +
+                              (sh->n_swa ? 1 : 0) + (sh->rope_base_swa > 0 ? 1 : 0) + (sh->rope_linear > 0 ? 2 : 0);
     ggw_header(&w, (uint64_t)nt, n_own_kv + n_tok_kv);
     char key[96];
 #define AK(s) (snprintf(key, sizeof key, "%s.%s", sh->arch, s), key)
@@ -295,6 +312,12 @@ int cmd_synth(int argc, char **argv) {
         ggw_kv_u32(&w, AK("expert_count"), sh->n_expert);
         ggw_kv_u32(&w, AK("expert_used_count"), sh->n_expert_used);
         if (!strcmp(sh->arch, "qwen3moe")) ggw_kv_u32(&w, AK("expert_feed_forward_length"), sh->n_ff_exp);
+    }
+    if (sh->n_swa) ggw_kv_u32(&w, AK("attention.sliding_window"), sh->n_swa);
+    if (sh->rope_base_swa > 0) ggw_kv_f32(&w, AK("rope.freq_base_swa"), sh->rope_base_swa);
+    if (sh->rope_linear > 0) {
+        ggw_kv_str(&w, AK("rope.scaling.type"), "linear");
+        ggw_kv_f32(&w, AK("rope.scaling.factor"), sh->rope_linear);
     }
 #undef AK
     bool ok = true;

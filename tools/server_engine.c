@@ -537,11 +537,13 @@ static bool try_admit(srv_engine *e, srv_request *r) {
             s->n_cache = keep = src_keep;
         } else {
             rotkv_seq_truncate(e->ctx, best, keep);
-            s->n_cache = keep;
+            s->n_cache = keep = rotkv_seq_len(e->ctx, best);
         }
     } else {
+        /* a sliding-window layer whose ring has moved past the window before `keep` makes
+         * the library drop the whole cache instead: the prompt is then decoded from 0 */
         rotkv_seq_truncate(e->ctx, best, keep);
-        s->n_cache = keep;
+        s->n_cache = keep = rotkv_seq_len(e->ctx, best);
     }
     s->req = r;
     s->reserved = need;
