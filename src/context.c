@@ -545,6 +545,36 @@ static void augment_rope(const rotkv_context *c, uint32_t il, int n, float *Ka, 
  * queries are post-RoPE, so a fit on positions 0..n alone would not know the
  * rotations of later positions: each key and query is also presented at
  * KT_AUG extra positions spread over the context (RoPE angles add). */
+/* The batch's K and V rows of layer il into the cache. A trellis-coded
+ * (ktt*) row costs a Viterbi search (~50 us per 64 values), so with several
+ * tokens, no f16 window ring (its slots are shared between positions) and a
+ * ktt layer the rows are encoded on every thread: each is encoded on its own,
+ * so the bytes do not depend on the split. */
+typedef struct {
+    rotkv_context *c;
+    uint32_t il;
+    int n;
+    size_t Kd;
+} store_job;
+
+static void store_worker(void *arg, int ith, int nth) {
+    const store_job *j = arg;
+    for (int t = ith; t < j->n; t += nth)
+        kv_cache_store(j->c->kv, (uint32_t)j->c->tok_seq[t], j->il, (uint32_t)j->c->tok_pos[t], j->c->k + (size_t)t * j->Kd,
+                       j->c->v + (size_t)t * j->Kd);
+}
+
+static void store_rows(rotkv_context *c, uint32_t il, int n, size_t Kd) {
+    store_job j = {c, il, n, Kd};
+    bool par = (kv_cache_layout_k(c->kv, il)->codec->trellis || kv_cache_layout_v(c->kv, il)->codec->trellis) && n > 1 &&
+               c->params.kv_window == 0 && threadpool_size(c->tp) > 1;
+    /* a centered side encodes through one shared scratch row */
+    for (int t = 0; par && t < n; t++)
+        par = !kv_cache_center_k(c->kv, (uint32_t)c->tok_seq[t], il) && !kv_cache_center_v(c->kv, (uint32_t)c->tok_seq[t], il);
+    if (par) threadpool_run(c->tp, store_worker, &j);
+    else store_worker(&j, 0, 1);
+}
+
 static rotkv_status calibrate_layer(rotkv_context *c, uint32_t il, int n, rotkv_error *err) {
     const rotkv_model *m = c->model;
     const model_hparams *hp = &m->hp;
@@ -651,9 +681,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             rotkv_status st = calibrate_layer(c, il, n, err);
             if (st != ROTKV_OK) return st;
         }
-        for (int t = 0; t < n; t++)
-            kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], c->k + (size_t)t * Kd,
-                           c->v + (size_t)t * Kd);
+        store_rows(c, il, n, Kd);
         attention_args aa = {c->kv, il, n, c->tok_seq, c->tok_pos, nh, nkv, hd, 1.0f / sqrtf((float)hd),
                              c->q, c->xb, c->att_scratch, 0};
         const double ta = now_ms();

@@ -78,6 +78,13 @@ int trellis_bits(const uint8_t *k, int n);
 int trellis_encode(const trellis_code *tc, const float *x, int n, const uint8_t *k, uint8_t *bits,
                    float *xhat, void *work);
 
+/* trellis_encode minimizing the weighted error sum w_t (x_t - y_t)^2 instead
+ * (w NULL: all 1, trellis_encode itself; each w_t finite and >= 0, else -1):
+ * what a sequence of coordinates of unequal variances needs when it is scaled
+ * to unit variance for the code (kv_trellis.c). */
+int trellis_encode_weighted(const trellis_code *tc, const float *x, const float *w, int n, const uint8_t *k,
+                            uint8_t *bits, float *xhat, void *work);
+
 /* The exact tail-biting optimum: one Viterbi per start state (2^(L-k_0)
  * runs). Same arguments and result as trellis_encode. */
 int trellis_encode_exact(const trellis_code *tc, const float *x, int n, const uint8_t *k,
@@ -97,5 +104,8 @@ int trellis_decode(const trellis_code *tc, const uint8_t *bits, int n, const uin
  * NULL. Returns -1 on bad arguments or sum k > 24. */
 double trellis_encode_exhaustive(const trellis_code *tc, const float *x, int n, const uint8_t *k,
                                  uint8_t *bits);
+/* The same with weights (trellis_encode_weighted's error). */
+double trellis_encode_exhaustive_weighted(const trellis_code *tc, const float *x, const float *w, int n,
+                                          const uint8_t *k, uint8_t *bits);
 
 #endif
