@@ -502,6 +502,7 @@ const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT] = {
     X(ROTKV_KV_KT3, "kt3", 1, true, kt3_row_bytes, NULL, 3.0)                                                  \
     X(ROTKV_KV_KT2_5, "kt2.5", 1, true, kt2_5_row_bytes, NULL, 2.5)                                            \
     X(ROTKV_KV_KT2, "kt2", 1, true, kt2_row_bytes, NULL, 2.0)                                                  \
+    X(ROTKV_KV_KTT4, "ktt4", 1, true, kt4_row_bytes, NULL, 4.0)                                                \
     X(ROTKV_KV_KTT3_5, "ktt3.5", 1, true, kt3_5_row_bytes, NULL, 3.5)                                          \
     X(ROTKV_KV_KTT3, "ktt3", 1, true, kt3_row_bytes, NULL, 3.0)                                                \
     X(ROTKV_KV_KTT2_5, "ktt2.5", 1, true, kt2_5_row_bytes, NULL, 2.5)                                          \
@@ -510,7 +511,7 @@ const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT] = {
 /* One const codec table per level: the formats, each pointing at the
  * level's kernels row of its type. */
 /* the ktt* types: kt rows coded with the trellis (kv_trellis.h) */
-#define KTT(t) ((t) >= ROTKV_KV_KTT3_5 && (t) <= ROTKV_KV_KTT2)
+#define KTT(t) ((t) >= ROTKV_KV_KTT4 && (t) <= ROTKV_KV_KTT2)
 #define CODEC_SCALAR(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_scalar[t], bits, KTT(t)},
 #define CODEC_AVX2(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_avx2[t], bits, KTT(t)},
 static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_SCALAR)};

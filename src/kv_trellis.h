@@ -1,5 +1,5 @@
-/* kv_trellis.h — trellis-coded kt cache types ("ktt": ktt3.5, ktt3, ktt2.5,
- * ktt2; docs/kv-codecs.md, "Trellis-coded kt types").
+/* kv_trellis.h — trellis-coded kt cache types ("ktt": ktt4, ktt3.5, ktt3,
+ * ktt2.5, ktt2; docs/kv-codecs.md, "Trellis-coded kt types").
  *
  * A ktt head is a kt head (kv_transform.h: the same fitted transform, center
  * and per-coordinate bit allocation b_i from kvt_fit / kvt_fit_moments, the
