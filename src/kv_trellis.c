@@ -112,7 +112,7 @@ int ktt_make(kvt_head *h) {
             cnt[h->bits[i]]++;
             B += h->bits[i];
         }
-    const int use_tt = B >= KTT_L;
+    const int use_tt = B >= KTT_MIN_BITS;
     int k = 0;
     if (use_tt) {
         /* interleave the widths: at each step the width furthest behind its

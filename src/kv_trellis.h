@@ -23,8 +23,9 @@
  * interleaving avoids the split penalty of one run per width, docs/kv-codecs.md),
  * then the Lloyd-Max ones, then those without bits. kvt_prep_query and
  * kvt_finish work on that order unchanged; every other kvt_* entry point sees
- * h->tt and comes here. If the trellis coordinates have fewer than L bits in
- * all (a tiny head at a tiny budget) they are all coded with Lloyd-Max levels.
+ * h->tt and comes here. If the trellis coordinates have fewer than
+ * KTT_MIN_BITS bits in all (a tiny head at a tiny budget) they are all coded
+ * with Lloyd-Max levels (the row is then a kt row in another order).
  *
  * Decoders: ktt_levels_ref reads the string with trellis_decode (bit by bit)
  * and is the reference; the fast kernels (one const row per ISA level:
@@ -43,14 +44,19 @@
 
 #define KTT_L TRELLIS_L_DEFAULT
 #define KTT_MAX_HD TRELLIS_N_MAX
+/* The trellis codes a head's 1..4-bit coordinates only when they hold at
+ * least this many bits: below it the two-pass tail-biting search is far from
+ * the optimum (1.15x at 32 bits, 1.5x at 20, 8 wrap points tried; trellis.c)
+ * and no better than Lloyd-Max levels, which code them instead. */
+#define KTT_MIN_BITS 40
 /* Version of the ktt row format and code construction; ktt_code_id hashes it
  * with the tables themselves. */
-#define KTT_VERSION 1
+#define KTT_VERSION 2
 
 struct ktt_plan {
     const trellis_code *tc;
     int n_tt;                /* coordinates [0, n_tt): the trellis sequence */
-    int n_lm;                /* [n_tt, n_tt + n_lm): Lloyd-Max levels (5..6 bits, or all when B < L) */
+    int n_lm;                /* [n_tt, n_tt + n_lm): Lloyd-Max levels (5..6 bits, or all when B < KTT_MIN_BITS) */
     int B;                   /* bits of the trellis string */
     int n_wrap;              /* steps t < n_wrap: their window crosses the wrap point */
     uint32_t field_bytes;    /* bytes of the index field */

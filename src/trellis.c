@@ -205,18 +205,37 @@ static void emit(const trellis_code *tc, const uint16_t *path, int n, const uint
  * k = 2; the survivor paths merge slowly, so it takes the whole sequence.) */
 static float encode_path(const trellis_code *tc, const float *x, const float *w, int n, const uint8_t *k,
                          void *work, uint16_t *path) {
+    /* A short string (under TRELLIS_SHORT_BITS bits) leaves pass 1 too little
+     * context on each side of the wrap point: its state there is often not
+     * that of a good circular string (two-pass / exact tail-biting optimum =
+     * 1.4 at 32 bits, 1.15 at 48). Such strings try TRELLIS_SHORT_TRIES wrap
+     * points (rotations by j n / TRIES), each two passes, and keep the best;
+     * they are short, so the Viterbi runs are too. Every string of the
+     * tables' training and the measurements in docs/kv-codecs.md is longer. */
     float xr[TRELLIS_N_MAX], wr[TRELLIS_N_MAX];
     uint8_t kr[TRELLIS_N_MAX];
-    const int r = n / 2;
-    for (int i = 0; i < n; i++) {
-        xr[i] = x[(i + r) % n];
-        kr[i] = k[(i + r) % n];
-        wr[i] = w ? w[(i + r) % n] : 1.0f;
+    uint16_t pr[TRELLIS_N_MAX];
+    const int tries = trellis_bits(k, n) >= TRELLIS_SHORT_BITS ? 1 : (n < TRELLIS_SHORT_TRIES ? n : TRELLIS_SHORT_TRIES);
+    float best = INFINITY;
+    for (int j = 0; j < tries; j++) {
+        const int r = (n / 2 + j * n / tries) % n;
+        for (int i = 0; i < n; i++) {
+            xr[i] = x[(i + r) % n];
+            kr[i] = k[(i + r) % n];
+            wr[i] = w ? w[(i + r) % n] : 1.0f;
+        }
+        /* pass 1 on the rotated sequence; the wrap point after step n-1 of the
+         * original is after step n-1-r of the rotated one */
+        viterbi(tc, xr, wr, kr, n, -1, 0, 0, work, pr);
+        const uint32_t wrap = pr[n - 1 - r];
+        const uint32_t endmask = (1u << (tc->L - k[0])) - 1u;
+        const float e = viterbi(tc, x, w, k, n, (long)wrap, endmask, wrap & endmask, work, pr);
+        if (e < best) {
+            best = e;
+            memcpy(path, pr, sizeof(uint16_t) * (size_t)n);
+        }
     }
-    viterbi(tc, xr, wr, kr, n, -1, 0, 0, work, path);
-    const uint32_t wrap = path[n - 1 - r];
-    const uint32_t endmask = (1u << (tc->L - k[0])) - 1u;
-    return viterbi(tc, x, w, k, n, (long)wrap, endmask, wrap & endmask, work, path);
+    return best;
 }
 
 static int finite_all(const float *x, int n) {
@@ -252,15 +271,20 @@ int trellis_encode_weighted(const trellis_code *tc, const float *x, const float 
 
 int trellis_encode_exact(const trellis_code *tc, const float *x, int n, const uint8_t *k,
                          uint8_t *bits, float *xhat, void *work) {
+    return trellis_encode_exact_weighted(tc, x, NULL, n, k, bits, xhat, work);
+}
+
+int trellis_encode_exact_weighted(const trellis_code *tc, const float *x, const float *wgt, int n, const uint8_t *k,
+                                  uint8_t *bits, float *xhat, void *work) {
     const int B = check_args(tc, x, n, k, bits);
-    if (B < 0 || !finite_all(x, n)) return -1;
+    if (B < 0 || !finite_all(x, n) || !weights_ok(wgt, n)) return -1;
     void *w = work ? work : malloc(trellis_work_size(tc->L, n));
     if (!w) return -1;
     uint16_t path[TRELLIS_N_MAX], best[TRELLIS_N_MAX];
     const uint32_t endmask = (1u << (tc->L - k[0])) - 1u;
     float cb = INFINITY;
     for (uint32_t s0 = 0; s0 <= endmask; s0++) {
-        const float c = viterbi(tc, x, NULL, k, n, (long)s0, endmask, s0, w, path);
+        const float c = viterbi(tc, x, wgt, k, n, (long)s0, endmask, s0, w, path);
         if (c < cb) {
             cb = c;
             memcpy(best, path, sizeof(uint16_t) * (size_t)n);

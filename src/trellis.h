@@ -43,6 +43,9 @@
 #define TRELLIS_K_MAX 4
 #define TRELLIS_N_MAX 256
 #define TRELLIS_L_DEFAULT 11 /* the shipped code (trellis_default) */
+/* strings shorter than this many bits try TRELLIS_SHORT_TRIES wrap points (trellis.c, encode_path) */
+#define TRELLIS_SHORT_BITS 64
+#define TRELLIS_SHORT_TRIES 8
 
 /* A code: for each k in 1..4 a table of 2^L reconstruction values. */
 typedef struct {
@@ -89,6 +92,9 @@ int trellis_encode_weighted(const trellis_code *tc, const float *x, const float 
  * runs). Same arguments and result as trellis_encode. */
 int trellis_encode_exact(const trellis_code *tc, const float *x, int n, const uint8_t *k,
                          uint8_t *bits, float *xhat, void *work);
+/* The same with weights (trellis_encode_weighted's error). */
+int trellis_encode_exact_weighted(const trellis_code *tc, const float *x, const float *w, int n, const uint8_t *k,
+                                  uint8_t *bits, float *xhat, void *work);
 
 /* The encoders' Viterbi step runs with AVX2 when the CPU has it. enable 0
  * forces the scalar step, 1 asks for AVX2 (granted only if available), -1
