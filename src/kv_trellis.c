@@ -169,6 +169,7 @@ int ktt_make(kvt_head *h) {
         if (end < (uint32_t)KTT_L) p->n_wrap = t + 1;
         else window_of(end - KTT_L, KTT_L, fbe, &p->byte[t], &p->shift[t]);
         p->tab[t] = (int32_t)((uint32_t)(p->k[t] - 1) << KTT_L);
+        p->packed[t] = (uint32_t)p->byte[t] | (uint32_t)p->shift[t] << 8 | (uint32_t)p->tab[t] << 13;
         p->w[t] = smax > 0 ? (h->sigma[t] / smax) * (h->sigma[t] / smax) : 1.0f;
     }
     uint32_t ofs = (uint32_t)p->B;
@@ -317,8 +318,11 @@ static float levels_scalar(const kvt_head *h, const uint8_t *src, float *y) {
     const struct ktt_plan *p = h->tt;
     uint8_t pad[8];
     const uint8_t *f = ktt_row_prologue(p, src + 1, pad, y);
-    for (int t = p->n_wrap; t < p->n_tt; t++)
-        y[t] = ktt_tables[p->tab[t] + (int32_t)((ktt_be32(f + p->byte[t]) >> p->shift[t]) & p->mask)];
+    const uint32_t mask = p->mask;
+    for (int t = p->n_wrap; t < p->n_tt; t++) {
+        const uint32_t q = p->packed[t];
+        y[t] = ktt_tables[(q >> 13) + ((ktt_be32(f + (q & 0xFF)) >> ((q >> 8) & 31)) & mask)];
+    }
     ktt_row_epilogue(h, f, y);
     return kvt_scale_table[src[0]];
 }

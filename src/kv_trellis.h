@@ -37,6 +37,7 @@
 #define ROTKV_KV_TRELLIS_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "cpu.h"
 #include "kv_transform.h"
@@ -70,6 +71,7 @@ struct ktt_plan {
     int32_t shift[KTT_MAX_HD];
     int32_t tab[KTT_MAX_HD];
     uint32_t lm_ofs[KTT_MAX_HD]; /* bit offset in the field of Lloyd-Max coordinate n_tt + j */
+    uint32_t packed[KTT_MAX_HD]; /* the scalar kernel's step t: byte | shift << 8 | tab << 13 (one load) */
     float w[KTT_MAX_HD];         /* encode weights sigma_i^2 / max sigma^2 of the trellis coordinates */
 };
 
@@ -119,7 +121,13 @@ const uint8_t *ktt_row_prologue(const struct ktt_plan *p, const uint8_t *f, uint
 void ktt_row_epilogue(const kvt_head *h, const uint8_t *f, float *y);
 
 static inline uint32_t ktt_be32(const uint8_t *p) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap32(w);
+#else
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+#endif
 }
 
 #endif

@@ -28,8 +28,14 @@ static KTT512 float levels_avx512(const kvt_head *h, const uint8_t *src, float *
         __m512i w = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, by, f, 1);
         w = _mm512_shuffle_epi8(w, bswap);
         const __m512i s = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(w, sh), mask), tb);
+#ifdef KTT_GATHER2
         const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, s, ktt_tables, 4);
         _mm512_mask_storeu_ps(y + t, m, v);
+#else
+        int32_t st[16];
+        _mm512_storeu_si512((void *)st, s);
+        for (int j = 0; j < 16 && j < left; j++) y[t + j] = ktt_tables[st[j]];
+#endif
     }
     ktt_row_epilogue(h, f, y);
     return kvt_scale_table[src[0]];
