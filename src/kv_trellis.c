@@ -112,9 +112,14 @@ int ktt_make(kvt_head *h) {
             cnt[h->bits[i]]++;
             B += h->bits[i];
         }
-    const int use_tt = B >= KTT_MIN_BITS;
+    if (B < KTT_MIN_BITS) { /* too short for the trellis: the head stays a kt head */
+        free(p);
+        free(perm);
+        free(f);
+        return 0;
+    }
     int k = 0;
-    if (use_tt) {
+    {
         /* interleave the widths: at each step the width furthest behind its
          * even share ((taken + 0.5) / count least; ties to the wider) */
         int taken[5] = {0}, next[5] = {0};
@@ -141,7 +146,7 @@ int ktt_make(kvt_head *h) {
         p->B = B;
     }
     for (int i = 0; i < hd; i++)
-        if (h->bits[i] >= (use_tt ? 5 : 1)) perm[k++] = i;
+        if (h->bits[i] >= 5) perm[k++] = i;
     p->n_lm = k - p->n_tt;
     for (int i = 0; i < hd; i++)
         if (!h->bits[i]) perm[k++] = i;

@@ -24,8 +24,8 @@
  * then the Lloyd-Max ones, then those without bits. kvt_prep_query and
  * kvt_finish work on that order unchanged; every other kvt_* entry point sees
  * h->tt and comes here. If the trellis coordinates have fewer than
- * KTT_MIN_BITS bits in all (a tiny head at a tiny budget) they are all coded
- * with Lloyd-Max levels (the row is then a kt row in another order).
+ * KTT_MIN_BITS bits in all (a tiny head at a tiny budget), ktt_make leaves
+ * the head a kt head (h->tt NULL): its rows are kt rows.
  *
  * Decoders: ktt_levels_ref reads the string with trellis_decode (bit by bit)
  * and is the reference; the fast kernels (one const row per ISA level:
@@ -57,7 +57,7 @@
 struct ktt_plan {
     const trellis_code *tc;
     int n_tt;                /* coordinates [0, n_tt): the trellis sequence */
-    int n_lm;                /* [n_tt, n_tt + n_lm): Lloyd-Max levels (5..6 bits, or all when B < KTT_MIN_BITS) */
+    int n_lm;                /* [n_tt, n_tt + n_lm): Lloyd-Max levels (5..6 bits) */
     int B;                   /* bits of the trellis string */
     int n_wrap;              /* steps t < n_wrap: their window crosses the wrap point */
     uint32_t field_bytes;    /* bytes of the index field */
@@ -80,7 +80,8 @@ struct ktt_plan {
 extern const float *ktt_tables;
 
 /* Turns a head fitted by kvt_fit / kvt_fit_moments into a ktt head (see
- * above). Returns 0, or -1 if head_dim > KTT_MAX_HD, the code cannot be built
+ * above; a head whose 1..4-bit coordinates hold fewer than KTT_MIN_BITS bits
+ * is left as it is). Returns 0, or -1 if head_dim > KTT_MAX_HD, the code cannot be built
  * or out of memory (the head is then left as it was). */
 int ktt_make(kvt_head *h);
 /* A fingerprint of the trellis code this process builds (KTT_VERSION, L and

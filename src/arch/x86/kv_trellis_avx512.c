@@ -1,7 +1,8 @@
 /* kv_trellis_avx512.c — the AVX-512 (F/BW) twin of kv_trellis.c's scalar
- * ktt decoder (ktt_kernels_avx512, kv_trellis.h): 16 steps at a time, the
- * same gathers as the AVX2 row with masked tails. Bit-identical to the scalar
- * kernel (the same table entries). */
+ * ktt decoder (ktt_kernels_avx512, kv_trellis.h): 16 steps at a time, each
+ * step's 32-bit window gathered with masked tails, byte-swapped, shifted and
+ * masked into its table index; the levels are then read with scalar loads.
+ * Bit-identical to the scalar kernel (the same table entries). */
 #include "kv_trellis.h"
 #include "kv_transform_plan.h"
 
@@ -28,14 +29,11 @@ static KTT512 float levels_avx512(const kvt_head *h, const uint8_t *src, float *
         __m512i w = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, by, f, 1);
         w = _mm512_shuffle_epi8(w, bswap);
         const __m512i s = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(w, sh), mask), tb);
-#ifdef KTT_GATHER2
-        const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, s, ktt_tables, 4);
-        _mm512_mask_storeu_ps(y + t, m, v);
-#else
+        /* the levels by scalar loads: a second vpgatherdd over the 32 KiB of
+         * tables measured no faster on Zen 4 (kv-codecs.md) */
         int32_t st[16];
         _mm512_storeu_si512((void *)st, s);
         for (int j = 0; j < 16 && j < left; j++) y[t + j] = ktt_tables[st[j]];
-#endif
     }
     ktt_row_epilogue(h, f, y);
     return kvt_scale_table[src[0]];
