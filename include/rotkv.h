@@ -151,6 +151,13 @@ typedef enum {
     ROTKV_KV_KT3,
     ROTKV_KV_KT2_5,
     ROTKV_KV_KT2,
+    /* trellis-coded kt types: the same transforms and bits, the coordinates
+     * coded with a bitshift trellis (docs/kv-codecs.md) */
+    ROTKV_KV_KTT4,
+    ROTKV_KV_KTT3_5,
+    ROTKV_KV_KTT3,
+    ROTKV_KV_KTT2_5,
+    ROTKV_KV_KTT2,
     ROTKV_KV_TYPE_COUNT
 } rotkv_kv_type;
 

@@ -383,7 +383,7 @@ static void item_init(item *it, const attention_args *a, int t0, int nt, int hk,
      * f16 498 vs 655 ns per row and KV head at 4096 positions, tq3 372 vs 513,
      * kt3.5 443 vs 672; only q8_0 is faster per head, 299 vs 370) */
     it->per_head = ng == 1; /* one query: n_group 1 and one token (generation) */
-    it->kt_accum = kvt_has_accum_rows(hd);
+    it->kt_accum = kvt_has_accum_rows(hd) && !(lv->kvt && lv->kvt->tt); /* ktt V: through the tile */
     const float *muk = kv_cache_center_k(kv, seq, layer);
     it->muv = kv_cache_center_v(kv, seq, layer);
     if (muk) muk += (size_t)hk * hd;

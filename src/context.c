@@ -639,6 +639,39 @@ static void augment_rope(const rotkv_context *c, uint32_t il, int n, float *Ka, 
  * queries are post-RoPE, so a fit on positions 0..n alone would not know the
  * rotations of later positions: each key and query is also presented at
  * KT_AUG extra positions spread over the context (RoPE angles add). */
+/* The batch's K and V rows of layer il into the cache. A trellis-coded
+ * (ktt*) row costs a Viterbi search (~50 us per 64 values), so with several
+ * tokens, no f16 window ring (its slots are shared between positions) and a
+ * ktt layer the rows are encoded on every thread: each is encoded on its own,
+ * so the bytes do not depend on the split. */
+typedef struct {
+    rotkv_context *c;
+    uint32_t il;
+    int t0, n; /* tokens [t0, n) */
+    size_t Kd;
+} store_job;
+
+static void store_worker(void *arg, int ith, int nth) {
+    const store_job *j = arg;
+    for (int t = j->t0 + ith; t < j->n; t += nth)
+        kv_cache_store(j->c->kv, (uint32_t)j->c->tok_seq[t], j->il, (uint32_t)j->c->tok_pos[t], j->c->k + (size_t)t * j->Kd,
+                       j->c->v + (size_t)t * j->Kd);
+}
+
+/* Stores tokens [t0, n) of the batch in layer il: on all threads where the
+ * rows are trellis-coded (ktt*, ~50 us a row) and nothing is shared between
+ * the stores (no f16 window to evict from, no sliding-window ring to advance) */
+static void store_rows(rotkv_context *c, uint32_t il, int t0, int n, size_t Kd) {
+    store_job j = {c, il, t0, n, Kd};
+    bool par = (kv_cache_layout_k(c->kv, il)->codec->trellis || kv_cache_layout_v(c->kv, il)->codec->trellis) &&
+               n - t0 > 1 && c->params.kv_window == 0 && kv_cache_window(c->kv, il) == 0 && threadpool_size(c->tp) > 1;
+    /* a centered side encodes through one shared scratch row */
+    for (int t = t0; par && t < n; t++)
+        par = !kv_cache_center_k(c->kv, (uint32_t)c->tok_seq[t], il) && !kv_cache_center_v(c->kv, (uint32_t)c->tok_seq[t], il);
+    if (par) threadpool_run(c->tp, store_worker, &j);
+    else store_worker(&j, 0, 1);
+}
+
 static rotkv_status calibrate_layer(rotkv_context *c, uint32_t il, int n, rotkv_error *err) {
     const rotkv_model *m = c->model;
     const model_hparams *hp = &m->hp;
@@ -756,9 +789,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         const size_t rb = kv_cache_layout_k(c->kv, il)->row_bytes + kv_cache_layout_v(c->kv, il)->row_bytes;
         for (int c0 = 0, c1; c0 < n; c0 = c1) {
             c1 = chunk >= (uint32_t)(n - c0) ? n : c0 + (int)chunk;
-            for (int t = c0; t < c1; t++)
-                kv_cache_store(c->kv, (uint32_t)c->tok_seq[t], il, (uint32_t)c->tok_pos[t], c->k + (size_t)t * Kd,
-                               c->v + (size_t)t * Kd);
+            store_rows(c, il, c0, c1, Kd);
             attention_args aa = {c->kv, il, c1 - c0, c->tok_seq + c0, c->tok_pos + c0, nh, nkv, hd, hp->attn_scale,
                                  c->q + (size_t)c0 * Qd, c->xb + (size_t)c0 * Qd, c->att_scratch, 0, window,
                                  hp->attn_softcap, NULL};

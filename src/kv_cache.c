@@ -4,6 +4,7 @@
 #include "kv_cache.h"
 
 #include "kv_calib.h"
+#include "kv_trellis.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,11 @@ static bool layout_make(kv_layout *l, rotkv_kv_type t, const kv_cache_params *p,
     if (l->codec->kt_bits > 0 && kv_codec_kt_budget_bits(l->codec, (int)p->head_dim) < 1) {
         rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "layer %u: %s leaves no index bits for head_dim %u", layer,
                         l->codec->name, p->head_dim);
+        return false;
+    }
+    if (l->codec->trellis && p->head_dim > KTT_MAX_HD) {
+        rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "layer %u: %s codes heads of at most %d values (head_dim %u)", layer,
+                        l->codec->name, KTT_MAX_HD, p->head_dim);
         return false;
     }
     l->seg = p->head_dim % (uint32_t)l->codec->blck == 0 ? (int)p->head_dim : (int)row;
@@ -609,13 +615,15 @@ rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, in
                 }
             for (int i = 0; i < hd * hd; i++) M[i] /= (double)n_q * group;
             for (int t = 0; t < n_k; t++) memcpy(X + (size_t)t * hd, K + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
-            if (kvt_fit(hk, hd, X, n_k, M, kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0)
+            if (kvt_fit(hk, hd, X, n_k, M, kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0 ||
+                (kv->lk[layer].codec->trellis && ktt_make(hk) != 0))
                 st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting K transforms");
         }
         if (st == ROTKV_OK && kv->lv[layer].codec->kt_bits > 0) {
             for (int t = 0; t < n_v; t++) memcpy(X + (size_t)t * hd, V + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
             if (kvt_fit(hv, hd, X, n_v, v_metric ? v_metric + (size_t)h * hd * hd : NULL,
-                        kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0)
+                        kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0 ||
+                (kv->lv[layer].codec->trellis && ktt_make(hv) != 0))
                 st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting V transforms");
         }
     }
@@ -640,12 +648,16 @@ rotkv_status kv_cache_calibrate_moments(kv_cache *kv, uint32_t layer, const rotk
                             cal->q_m2 + kv_calib_mat(cal, layer, (uint32_t)h),
                             kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0)
             return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting K transforms");
+        if (kv->lk[layer].codec->trellis && ktt_make(hk) != 0)
+            return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory making the K trellis heads");
         if (kv->lv[layer].codec->kt_bits > 0 &&
             kvt_fit_moments(hv, hd, cal->v_mean + kv_calib_vec(cal, layer, (uint32_t)h),
                             cal->v_cov + kv_calib_mat(cal, layer, (uint32_t)h), cal->n_v[layer],
                             v_metric ? v_metric + (size_t)h * hd * hd : NULL,
                             kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0)
             return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting V transforms");
+        if (kv->lv[layer].codec->trellis && ktt_make(hv) != 0)
+            return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory making the V trellis heads");
     }
     if (kv->lk[layer].codec->kt_bits > 0) kv->lk[layer].kvt = &kv->kvt_k[(size_t)layer * nkv];
     if (kv->lv[layer].codec->kt_bits > 0) kv->lv[layer].kvt = &kv->kvt_v[(size_t)layer * nkv];

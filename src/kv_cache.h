@@ -57,6 +57,7 @@ typedef struct {
      * value, scale included; encode and the kernels are then NULL and the
      * cache uses the fitted kvt_head of each layer and head */
     double kt_bits;
+    bool trellis;      /* a ktt* type: the kt head is made a trellis head (kv_trellis.h) after its fit */
 } kv_codec;
 
 /* Codec of a type; NULL if unknown or not built. Defined in kv_codecs.c. */

@@ -1,7 +1,7 @@
 /* kv_calib.c — KV calibrations: collecting moments, the sensitivity table, the
  * bit allocation, and the file format (kv_calib.h says what they are).
  *
- * File format, version 1, little-endian:
+ * File format, version 2, little-endian:
  *   "RKVCALIB"                      8 bytes
  *   u32 version                     KV_CALIB_VERSION
  *   u64 model_id                    kv_calib_model_id of the model
@@ -9,6 +9,8 @@
  *   u64 text_hash
  *   u32 n_types
  *   n_types x char[16]              type names (NUL padded)
+ *   u64 ktt_id                      ktt_code_id() when a type is ktt* (its sensitivities hold for
+ *                                   those trellis tables only), else 0 (version 2 on)
  *   f64 sens[n_types][n_layer][2]
  *   f64 n_k[n_layer], n_q[n_layer], n_v[n_layer]
  *   per (layer, KV head): f32 k_mean[hd], k_cov[hd(hd+1)/2], q_m2[hd(hd+1)/2],
@@ -27,6 +29,7 @@
 #include "atomic_file.h"
 #include "hash.h"
 #include "kv_cache.h"
+#include "kv_trellis.h"
 #include "model.h"
 
 static const char MAGIC[8] = {'R', 'K', 'V', 'C', 'A', 'L', 'I', 'B'};
@@ -335,6 +338,9 @@ rotkv_status rotkv_kv_calib_save(const rotkv_kv_calib *c, const char *path, rotk
         snprintf(name, sizeof name, "%s", rotkv_kv_type_name(c->types[i]));
         put(&w, name, 16);
     }
+    bool any_ktt = false;
+    for (int i = 0; i < c->n_types; i++) any_ktt |= kv_codec_get(c->types[i])->trellis;
+    put_u64(&w, any_ktt ? ktt_code_id() : 0);
     if (c->n_types) put(&w, c->sens, sizeof(double) * (size_t)c->n_types * c->n_layer * 2);
     put(&w, c->n_k, sizeof(double) * c->n_layer);
     put(&w, c->n_q, sizeof(double) * c->n_layer);
@@ -446,7 +452,7 @@ rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data,
         goto out;
     }
     const size_t tri = (size_t)hd * (hd + 1) / 2;
-    const size_t need = 8 + 4 + 8 + 24 + 8 + 4 + (size_t)n_types * 16 + (size_t)n_types * n_layer * 2 * 8 +
+    const size_t need = 8 + 4 + 8 + 24 + 8 + 4 + (size_t)n_types * 16 + 8 + (size_t)n_types * n_layer * 2 * 8 +
                         (size_t)n_layer * 3 * 8 + (size_t)n_layer * nkv * (2 * hd + 3 * tri) * 4 + 8;
     if (len != need) {
         st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: KV calibration is %s (%zu bytes, its header needs %zu)", path,
@@ -490,6 +496,17 @@ rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data,
         c->types[i] = (rotkv_kv_type)t;
     }
     c->n_types = (int)n_types;
+    uint64_t ktt_id = 0;
+    get(&r, &ktt_id, 8);
+    bool any_ktt = false;
+    for (uint32_t i = 0; i < n_types; i++) any_ktt |= kv_codec_get(c->types[i])->trellis;
+    if (any_ktt && ktt_id != ktt_code_id()) {
+        st = rotkv_set_error(err, ROTKV_ERR_FORMAT,
+                             "%s: its ktt* sensitivities were measured with other trellis tables (code %016llx, this rotkv "
+                             "builds %016llx); re-run rotkv calibrate",
+                             path, (unsigned long long)ktt_id, (unsigned long long)ktt_code_id());
+        goto out;
+    }
     if (n_types) get(&r, c->sens, sizeof(double) * n_types * n_layer * 2);
     get(&r, c->n_k, sizeof(double) * n_layer);
     get(&r, c->n_q, sizeof(double) * n_layer);

@@ -25,7 +25,7 @@
 
 #include "rotkv.h"
 
-#define KV_CALIB_VERSION 1
+#define KV_CALIB_VERSION 2 /* 2: the trellis code id (ktt* sensitivities) */
 #define KV_CALIB_MAX_TYPES 32
 
 struct rotkv_kv_calib {

@@ -501,14 +501,21 @@ const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT] = {
     X(ROTKV_KV_KT3_5, "kt3.5", 1, true, kt3_5_row_bytes, NULL, 3.5)                                            \
     X(ROTKV_KV_KT3, "kt3", 1, true, kt3_row_bytes, NULL, 3.0)                                                  \
     X(ROTKV_KV_KT2_5, "kt2.5", 1, true, kt2_5_row_bytes, NULL, 2.5)                                            \
-    X(ROTKV_KV_KT2, "kt2", 1, true, kt2_row_bytes, NULL, 2.0)
+    X(ROTKV_KV_KT2, "kt2", 1, true, kt2_row_bytes, NULL, 2.0)                                                  \
+    X(ROTKV_KV_KTT4, "ktt4", 1, true, kt4_row_bytes, NULL, 4.0)                                                \
+    X(ROTKV_KV_KTT3_5, "ktt3.5", 1, true, kt3_5_row_bytes, NULL, 3.5)                                          \
+    X(ROTKV_KV_KTT3, "ktt3", 1, true, kt3_row_bytes, NULL, 3.0)                                                \
+    X(ROTKV_KV_KTT2_5, "ktt2.5", 1, true, kt2_5_row_bytes, NULL, 2.5)                                          \
+    X(ROTKV_KV_KTT2, "ktt2", 1, true, kt2_row_bytes, NULL, 2.0)
 
 /* One const codec table per level: the formats, each pointing at the
  * level's kernels row of its type. */
-#define CODEC_SCALAR(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_scalar[t], bits},
-#define CODEC_AVX2(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_avx2[t], bits},
+/* the ktt* types: kt rows coded with the trellis (kv_trellis.h) */
+#define KTT(t) ((t) >= ROTKV_KV_KTT4 && (t) <= ROTKV_KV_KTT2)
+#define CODEC_SCALAR(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_scalar[t], bits, KTT(t)},
+#define CODEC_AVX2(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_avx2[t], bits, KTT(t)},
 static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_SCALAR)};
-#define CODEC_NEON(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_neon[t], bits},
+#define CODEC_NEON(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_neon[t], bits, KTT(t)},
 static const kv_codec codecs_avx2[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_AVX2)};
 static const kv_codec codecs_neon[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_NEON)};
 #undef CODEC_SCALAR

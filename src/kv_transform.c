@@ -15,6 +15,7 @@
 #include "arch/kv_arch.h"
 #include "cpu.h"
 #include "kv_transform_plan.h"
+#include "kv_trellis.h"
 #include "lloyd_max.h"
 
 #ifndef KVT_SHRINK
@@ -82,6 +83,7 @@ void kvt_free(kvt_head *h) {
     free(h->sigma);
     free(h->bits);
     free(h->bit_ofs);
+    free(h->tt);
     memset(h, 0, sizeof *h);
 }
 
@@ -483,6 +485,10 @@ static int nearest(int b, float u) {
 }
 
 void kvt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
+    if (h->tt) {
+        ktt_encode(h, x, dst);
+        return;
+    }
     const int hd = h->hd;
     float y[1024], xc[1024];
     uint8_t idx[1024];
@@ -520,6 +526,10 @@ void kvt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
 
 
 void kvt_decode(const kvt_head *h, const uint8_t *src, float *x) {
+    if (h->tt) {
+        ktt_decode(h, src, x);
+        return;
+    }
     const int hd = h->hd;
     float y[1024];
     const float s = kvt_scale_of(src);
@@ -593,11 +603,18 @@ const kvt_kernels *kvt_kernels_avx512_plain(void) {
 
 float kvt_prep_query(const kvt_head *h, const float *q, float *qy) { return g_kvt->prep_query(h, q, qy); }
 
-float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) { return g_kvt->dot(h, src, qy); }
+float kvt_dot(const kvt_head *h, const uint8_t *src, const float *qy) {
+    return h->tt ? ktt_dot(h, src, qy) : g_kvt->dot(h, src, qy);
+}
 
-void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) { g_kvt->axpy(h, src, w, acc_y); }
+void kvt_axpy(const kvt_head *h, const uint8_t *src, float w, float *acc_y) {
+    if (h->tt) ktt_axpy(h, src, w, acc_y);
+    else g_kvt->axpy(h, src, w, acc_y);
+}
 
-float kvt_levels(const kvt_head *h, const uint8_t *src, float *y) { return g_kvt->levels(h, src, y); }
+float kvt_levels(const kvt_head *h, const uint8_t *src, float *y) {
+    return h->tt ? ktt_levels(h, src, y) : g_kvt->levels(h, src, y);
+}
 
 bool kvt_has_accum_rows(int hd) {
     pthread_once(&impl_once, impl_select);
@@ -606,7 +623,8 @@ bool kvt_has_accum_rows(int hd) {
 
 void kvt_accum_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, const float *W, int w_stride,
                     int ng, float *acc_y) {
-    g_kvt->accum_rows(h, rows, ofs, n, W, w_stride, ng, acc_y);
+    if (h->tt) ktt_accum_rows(h, rows, ofs, n, W, w_stride, ng, acc_y);
+    else g_kvt->accum_rows(h, rows, ofs, n, W, w_stride, ng, acc_y);
 }
 
 void kvt_accum_rows_ref(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, const float *W,
@@ -623,7 +641,8 @@ void kvt_accum_rows_ref(const kvt_head *h, const uint8_t *const *rows, size_t of
 }
 
 void kvt_levels_rows(const kvt_head *h, const uint8_t *const *rows, size_t ofs, int n, float *y, float *s) {
-    g_kvt->levels_rows(h, rows, ofs, n, y, s);
+    if (h->tt) ktt_levels_rows(h, rows, ofs, n, y, s);
+    else g_kvt->levels_rows(h, rows, ofs, n, y, s);
 }
 
 void kvt_finish(const kvt_head *h, const float *acc_y, float wsum, float *out) { g_kvt->finish(h, acc_y, wsum, out); }

@@ -37,6 +37,8 @@ typedef struct {
     float *sigma;       /* (hd,) sqrt(lambda_i) */
     uint8_t *bits;      /* (hd,) */
     uint32_t *bit_ofs;  /* (hd,) offset of coordinate i's index in the bit field */
+    struct ktt_plan *tt; /* trellis-coded (ktt*, kv_trellis.h), else NULL: the kvt_* calls
+                          * below hand such a head to kv_trellis.c */
 } kvt_head;
 
 /* Fits a transform to n calibration vectors X (n, hd) with the metric M (hd, hd,

@@ -64,7 +64,7 @@ size_t trellis_work_size(int L, int n) {
 
 /* One step, scalar: best[m] and the backpointer row from c, then nc. */
 static void step_scalar(const float *c, float *nc, float *best, uint8_t *row, uint32_t S, int kt,
-                        const float *T, float xt) {
+                        const float *T, float xt, float wt) {
     const uint32_t M = S >> kt, tops = 1u << kt;
     memset(row, 0, S / 8 + 1);
     for (uint32_t m = 0; m < M; m++) best[m] = c[m];
@@ -79,7 +79,7 @@ static void step_scalar(const float *c, float *nc, float *best, uint8_t *row, ui
     }
     for (uint32_t s = 0; s < S; s++) {
         const float d = xt - T[s];
-        nc[s] = best[s >> kt] + d * d;
+        nc[s] = best[s >> kt] + (d * d) * wt;
     }
 }
 
@@ -90,9 +90,9 @@ static void step_scalar(const float *c, float *nc, float *best, uint8_t *row, ui
  * so the same backpointers; no FMA, so the same sums as step_scalar. */
 __attribute__((target("avx2"))) static void step_avx2(const float *c, float *nc, float *best,
                                                       uint8_t *row, uint32_t S, int kt,
-                                                      const float *T, float xt) {
+                                                      const float *T, float xt, float wt) {
     const uint32_t M = S >> kt, tops = 1u << kt;
-    const __m256 x = _mm256_set1_ps(xt);
+    const __m256 x = _mm256_set1_ps(xt), wv = _mm256_set1_ps(wt);
     for (uint32_t m = 0; m < M; m += 8) {
         __m256 b = _mm256_loadu_ps(c + m);
         for (uint32_t top = 1; top < tops; top++) {
@@ -108,7 +108,7 @@ __attribute__((target("avx2"))) static void step_avx2(const float *c, float *nc,
             const uint32_t s = (m << kt) + 8 * j;
             const __m256i idx = _mm256_srli_epi32(_mm256_add_epi32(lane, _mm256_set1_epi32((int)(8 * j))), kt);
             const __m256 d = _mm256_sub_ps(x, _mm256_loadu_ps(T + s));
-            _mm256_storeu_ps(nc + s, _mm256_add_ps(_mm256_permutevar8x32_ps(b, idx), _mm256_mul_ps(d, d)));
+            _mm256_storeu_ps(nc + s, _mm256_add_ps(_mm256_permutevar8x32_ps(b, idx), _mm256_mul_ps(_mm256_mul_ps(d, d), wv)));
         }
     }
     (void)best;
@@ -134,7 +134,7 @@ int trellis_simd(int enable) {
  * state free; else the state before step 0 is `start`. endmask != 0: the
  * final state must have (s & endmask) == endlow. Writes the winning state
  * sequence to path and returns its squared error. */
-static float viterbi(const trellis_code *tc, const float *x, const uint8_t *k, int n, long start,
+static float viterbi(const trellis_code *tc, const float *x, const float *wgt, const uint8_t *k, int n, long start,
                      uint32_t endmask, uint32_t endlow, void *work, uint16_t *path) {
     const int L = tc->L;
     const uint32_t S = 1u << L;
@@ -151,11 +151,12 @@ static float viterbi(const trellis_code *tc, const float *x, const uint8_t *k, i
     }
     for (int t = 0; t < n; t++) {
         uint8_t *row = bp + (size_t)t * rowb;
+        const float wt = wgt ? wgt[t] : 1.0f;
 #if TRELLIS_HAVE_AVX2
-        if (simd && (S >> k[t]) >= 8) step_avx2(c, nc, best, row, S, k[t], tc->table[k[t]], x[t]);
+        if (simd && (S >> k[t]) >= 8) step_avx2(c, nc, best, row, S, k[t], tc->table[k[t]], x[t], wt);
         else
 #endif
-            step_scalar(c, nc, best, row, S, k[t], tc->table[k[t]], x[t]);
+            step_scalar(c, nc, best, row, S, k[t], tc->table[k[t]], x[t], wt);
         float *tmp = c;
         c = nc;
         nc = tmp;
@@ -202,19 +203,39 @@ static void emit(const trellis_code *tc, const uint16_t *path, int n, const uint
  * state there. Pass 2: the sequence from that state, back into it. (A pass 1
  * over only 2L bits either side of the wrap point is 3% worse at L = 8,
  * k = 2; the survivor paths merge slowly, so it takes the whole sequence.) */
-static float encode_path(const trellis_code *tc, const float *x, int n, const uint8_t *k, void *work,
-                         uint16_t *path) {
-    float xr[TRELLIS_N_MAX];
+static float encode_path(const trellis_code *tc, const float *x, const float *w, int n, const uint8_t *k,
+                         void *work, uint16_t *path) {
+    /* A short string (under TRELLIS_SHORT_BITS bits) leaves pass 1 too little
+     * context on each side of the wrap point: its state there is often not
+     * that of a good circular string (two-pass / exact tail-biting optimum =
+     * 1.4 at 32 bits, 1.15 at 48). Such strings try TRELLIS_SHORT_TRIES wrap
+     * points (rotations by j n / TRIES), each two passes, and keep the best;
+     * they are short, so the Viterbi runs are too. Every string of the
+     * tables' training and the measurements in docs/kv-codecs.md is longer. */
+    float xr[TRELLIS_N_MAX], wr[TRELLIS_N_MAX];
     uint8_t kr[TRELLIS_N_MAX];
-    const int r = n / 2;
-    for (int i = 0; i < n; i++) {
-        xr[i] = x[(i + r) % n];
-        kr[i] = k[(i + r) % n];
+    uint16_t pr[TRELLIS_N_MAX];
+    const int tries = trellis_bits(k, n) >= TRELLIS_SHORT_BITS ? 1 : (n < TRELLIS_SHORT_TRIES ? n : TRELLIS_SHORT_TRIES);
+    float best = INFINITY;
+    for (int j = 0; j < tries; j++) {
+        const int r = (n / 2 + j * n / tries) % n;
+        for (int i = 0; i < n; i++) {
+            xr[i] = x[(i + r) % n];
+            kr[i] = k[(i + r) % n];
+            wr[i] = w ? w[(i + r) % n] : 1.0f;
+        }
+        /* pass 1 on the rotated sequence; the wrap point after step n-1 of the
+         * original is after step n-1-r of the rotated one */
+        viterbi(tc, xr, wr, kr, n, -1, 0, 0, work, pr);
+        const uint32_t wrap = pr[n - 1 - r];
+        const uint32_t endmask = (1u << (tc->L - k[0])) - 1u;
+        const float e = viterbi(tc, x, w, k, n, (long)wrap, endmask, wrap & endmask, work, pr);
+        if (e < best) {
+            best = e;
+            memcpy(path, pr, sizeof(uint16_t) * (size_t)n);
+        }
     }
-    viterbi(tc, xr, kr, n, -1, 0, 0, work, path);
-    const uint32_t wrap = path[n - 1 - r];
-    const uint32_t endmask = (1u << (tc->L - k[0])) - 1u;
-    return viterbi(tc, x, k, n, (long)wrap, endmask, wrap & endmask, work, path);
+    return best;
 }
 
 static int finite_all(const float *x, int n) {
@@ -223,14 +244,26 @@ static int finite_all(const float *x, int n) {
     return 1;
 }
 
+static int weights_ok(const float *wgt, int n) {
+    if (!wgt) return 1;
+    for (int i = 0; i < n; i++)
+        if (!(wgt[i] >= 0.0f) || !isfinite(wgt[i])) return 0;
+    return 1;
+}
+
 int trellis_encode(const trellis_code *tc, const float *x, int n, const uint8_t *k, uint8_t *bits,
                    float *xhat, void *work) {
+    return trellis_encode_weighted(tc, x, NULL, n, k, bits, xhat, work);
+}
+
+int trellis_encode_weighted(const trellis_code *tc, const float *x, const float *wgt, int n, const uint8_t *k,
+                            uint8_t *bits, float *xhat, void *work) {
     const int B = check_args(tc, x, n, k, bits);
-    if (B < 0 || !finite_all(x, n)) return -1;
+    if (B < 0 || !finite_all(x, n) || !weights_ok(wgt, n)) return -1;
     void *w = work ? work : malloc(trellis_work_size(tc->L, n));
     if (!w) return -1;
     uint16_t path[TRELLIS_N_MAX];
-    encode_path(tc, x, n, k, w, path);
+    encode_path(tc, x, wgt, n, k, w, path);
     emit(tc, path, n, k, B, bits, xhat);
     if (!work) free(w);
     return 0;
@@ -238,15 +271,20 @@ int trellis_encode(const trellis_code *tc, const float *x, int n, const uint8_t 
 
 int trellis_encode_exact(const trellis_code *tc, const float *x, int n, const uint8_t *k,
                          uint8_t *bits, float *xhat, void *work) {
+    return trellis_encode_exact_weighted(tc, x, NULL, n, k, bits, xhat, work);
+}
+
+int trellis_encode_exact_weighted(const trellis_code *tc, const float *x, const float *wgt, int n, const uint8_t *k,
+                                  uint8_t *bits, float *xhat, void *work) {
     const int B = check_args(tc, x, n, k, bits);
-    if (B < 0 || !finite_all(x, n)) return -1;
+    if (B < 0 || !finite_all(x, n) || !weights_ok(wgt, n)) return -1;
     void *w = work ? work : malloc(trellis_work_size(tc->L, n));
     if (!w) return -1;
     uint16_t path[TRELLIS_N_MAX], best[TRELLIS_N_MAX];
     const uint32_t endmask = (1u << (tc->L - k[0])) - 1u;
     float cb = INFINITY;
     for (uint32_t s0 = 0; s0 <= endmask; s0++) {
-        const float c = viterbi(tc, x, k, n, (long)s0, endmask, s0, w, path);
+        const float c = viterbi(tc, x, wgt, k, n, (long)s0, endmask, s0, w, path);
         if (c < cb) {
             cb = c;
             memcpy(best, path, sizeof(uint16_t) * (size_t)n);
@@ -273,8 +311,13 @@ int trellis_decode(const trellis_code *tc, const uint8_t *bits, int n, const uin
 
 double trellis_encode_exhaustive(const trellis_code *tc, const float *x, int n, const uint8_t *k,
                                  uint8_t *bits) {
+    return trellis_encode_exhaustive_weighted(tc, x, NULL, n, k, bits);
+}
+
+double trellis_encode_exhaustive_weighted(const trellis_code *tc, const float *x, const float *w, int n,
+                                          const uint8_t *k, uint8_t *bits) {
     const int B = check_args(tc, x, n, k, x);
-    if (B < 0 || B > 24) return -1;
+    if (B < 0 || B > 24 || !weights_ok(w, n)) return -1;
     const int nb = (B + 7) / 8;
     uint8_t buf[3], bestbuf[3] = {0};
     float y[TRELLIS_N_MAX];
@@ -284,7 +327,7 @@ double trellis_encode_exhaustive(const trellis_code *tc, const float *x, int n, 
         put_bits(buf, 0, v, B);
         trellis_decode(tc, buf, n, k, y);
         double e = 0;
-        for (int t = 0; t < n; t++) e += ((double)x[t] - y[t]) * ((double)x[t] - y[t]);
+        for (int t = 0; t < n; t++) e += (w ? w[t] : 1.0) * ((double)x[t] - y[t]) * ((double)x[t] - y[t]);
         if (e < best) {
             best = e;
             memcpy(bestbuf, buf, sizeof buf);
@@ -346,7 +389,7 @@ int trellis_code_init(trellis_code *tc, int L, uint64_t seed, int rounds, int tr
             uint64_t ds = seed ^ 0x5851F42D4C957F2Dull ^ ((uint64_t)k << 40); /* same data each round */
             for (int v = 0; v < train_vectors; v++) {
                 for (int i = 0; i < TN; i++) x[i] = (float)rng_normal(&ds);
-                encode_path(tc, x, TN, kk, work, path);
+                encode_path(tc, x, NULL, TN, kk, work, path);
                 for (int i = 0; i < TN; i++) {
                     sum[path[i]] += x[i];
                     cnt[path[i]] += 1;

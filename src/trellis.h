@@ -43,6 +43,9 @@
 #define TRELLIS_K_MAX 4
 #define TRELLIS_N_MAX 256
 #define TRELLIS_L_DEFAULT 11 /* the shipped code (trellis_default) */
+/* strings shorter than this many bits try TRELLIS_SHORT_TRIES wrap points (trellis.c, encode_path) */
+#define TRELLIS_SHORT_BITS 64
+#define TRELLIS_SHORT_TRIES 8
 
 /* A code: for each k in 1..4 a table of 2^L reconstruction values. */
 typedef struct {
@@ -78,10 +81,20 @@ int trellis_bits(const uint8_t *k, int n);
 int trellis_encode(const trellis_code *tc, const float *x, int n, const uint8_t *k, uint8_t *bits,
                    float *xhat, void *work);
 
+/* trellis_encode minimizing the weighted error sum w_t (x_t - y_t)^2 instead
+ * (w NULL: all 1, trellis_encode itself; each w_t finite and >= 0, else -1):
+ * what a sequence of coordinates of unequal variances needs when it is scaled
+ * to unit variance for the code (kv_trellis.c). */
+int trellis_encode_weighted(const trellis_code *tc, const float *x, const float *w, int n, const uint8_t *k,
+                            uint8_t *bits, float *xhat, void *work);
+
 /* The exact tail-biting optimum: one Viterbi per start state (2^(L-k_0)
  * runs). Same arguments and result as trellis_encode. */
 int trellis_encode_exact(const trellis_code *tc, const float *x, int n, const uint8_t *k,
                          uint8_t *bits, float *xhat, void *work);
+/* The same with weights (trellis_encode_weighted's error). */
+int trellis_encode_exact_weighted(const trellis_code *tc, const float *x, const float *w, int n, const uint8_t *k,
+                                  uint8_t *bits, float *xhat, void *work);
 
 /* The encoders' Viterbi step runs with AVX2 when the CPU has it. enable 0
  * forces the scalar step, 1 asks for AVX2 (granted only if available), -1
@@ -97,5 +110,8 @@ int trellis_decode(const trellis_code *tc, const uint8_t *bits, int n, const uin
  * NULL. Returns -1 on bad arguments or sum k > 24. */
 double trellis_encode_exhaustive(const trellis_code *tc, const float *x, int n, const uint8_t *k,
                                  uint8_t *bits);
+/* The same with weights (trellis_encode_weighted's error). */
+double trellis_encode_exhaustive_weighted(const trellis_code *tc, const float *x, const float *w, int n,
+                                          const uint8_t *k, uint8_t *bits);
 
 #endif

@@ -41,6 +41,7 @@
 #include "context.h"
 #include "kv_cache.h"
 #include "kv_transform.h"
+#include "kv_trellis.h"
 #include "lloyd_max.h"
 #include "rotation.h"
 
@@ -172,6 +173,10 @@ static int inst_init(codec_inst *ci, const kv_codec *c, int n, const float *cal,
     ci->row_bytes = c->row_bytes(n);
     if (!ci->kt) return 0;
     if (kvt_fit(&ci->h, n, cal, n_cal, NULL, kv_codec_kt_budget_bits(c, n)) != 0) return -1;
+    if (c->trellis && ktt_make(&ci->h) != 0) { /* ktt*: the same fit, trellis-coded (kv_trellis.h) */
+        kvt_free(&ci->h);
+        return -1;
+    }
     if (ci->h.row_bytes > ci->row_bytes) ci->row_bytes = ci->h.row_bytes;
     return 0;
 }
