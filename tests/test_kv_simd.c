@@ -7,7 +7,8 @@
  *  - attention's tile kernels (scores, accum, exp, max) of each level against
  *    the scalar row, at head_dims, row counts and query-head counts that
  *    cover every tail of the vector loops;
- *  - kt*: the kvt_kernels rows (scalar plan kernels and AVX2 kernels) against
+ *  - kt*: the kvt_kernels rows (scalar plan kernels, AVX2 / AVX-512 or NEON
+ *    kernels) against
  *    the bit-by-bit references and each other, and the coordinate order
  *    kvt_fit leaves (sorted by bits) consistent between encode, decode and
  *    prep_query;
@@ -256,14 +257,23 @@ static void t_kt_twins(void **state) {
     (void)state;
     const int hds[] = {16, 20, 64, 80, 96, 128};
     const double bits[] = {6.0, 5.0, 4.0, 3.5, 3.0, 2.5, 2.0};
-    /* the rows of both levels (arch/kv_arch.h; the levels above AVX2 run the AVX2 row) */
+    /* the rows of the scalar and the first vector level (arch/kv_arch.h; AVX2
+     * on x86-64, NEON on aarch64: the levels above them run their row) */
     const kvt_kernels *ks = kvt_kernels_at(CPU_ISA_SCALAR), *kv = NULL;
     assert_non_null(ks);
-    const bool avx2 = have_avx2("kt AVX2 kernels");
+    const cpu_isa vec_isa = cpu_isa_of_this_arch(CPU_ISA_NEON) ? CPU_ISA_NEON : CPU_ISA_AVX2;
+    const bool avx2 = vec_isa == CPU_ISA_NEON ? cpu_isa_supported(CPU_ISA_NEON) : have_avx2("kt AVX2 kernels");
+    if (vec_isa == CPU_ISA_NEON && !avx2) print_message("[ SKIP     ] kt NEON kernels: this CPU lacks NEON\n");
     if (avx2) {
-        kv = kvt_kernels_at(CPU_ISA_AVX2);
+        kv = kvt_kernels_at(vec_isa);
         assert_non_null(kv);
         assert_ptr_not_equal(kv->dot, ks->dot);
+        assert_ptr_not_equal(kv->levels_rows, ks->levels_rows);
+        print_message("[ KT       ] %s row against the scalar one\n", cpu_isa_name(vec_isa));
+    }
+    if (vec_isa == CPU_ISA_NEON) { /* dotprod and i8mm have no kt row of their own */
+        assert_null(kvt_kernels_at(CPU_ISA_DOTPROD));
+        assert_null(kvt_kernels_at(CPU_ISA_I8MM));
     }
     /* AVX-VNNI has no kt row of its own (it runs AVX2's); AVX-512 has one where the CPU has it */
     assert_null(kvt_kernels_at(CPU_ISA_AVXVNNI));
@@ -354,6 +364,26 @@ static void t_kt_twins(void **state) {
                         const double want = 0.5 + b + (double)wsum * h.mu[i];
                         if (!(fabs(out[i] - want) <= 1e-5 * (bb + fabs(wsum * h.mu[i]) + 0.5)))
                             fail_msg("kt hd=%d: finish[%d] %g vs %g", hd, i, out[i], want);
+                    }
+                    /* every row's prep_query and finish against the active one's
+                     * (checked above against the definition): twice the bound */
+                    for (int ri = 0; ri < n_rows; ri++) {
+                        float qy2[MAXN], out2[MAXN];
+                        const float qmu2 = rows[ri]->prep_query(&h, q, qy2);
+                        assert_true(fabs(qmu2 - qmu) <= 2e-5 * (mm + 1e-6));
+                        for (int i = 0; i < hd; i++) out2[i] = 0.5f;
+                        rows[ri]->finish(&h, acc, wsum, out2);
+                        for (int i = 0; i < hd; i++) {
+                            double aa = 0, bb = 0;
+                            for (int j = 0; j < hd; j++) {
+                                aa += fabs((double)h.Tinv[(size_t)j * hd + i] * q[j]);
+                                bb += fabs((double)h.Tinv[(size_t)i * hd + j] * acc[j]);
+                            }
+                            if (!(fabs(qy2[i] - qy[i]) <= 2e-5 * aa * h.sigma[i] + 1e-30))
+                                fail_msg("kt hd=%d: row %d qy[%d] %g vs %g", hd, ri, i, qy2[i], qy[i]);
+                            if (!(fabs(out2[i] - out[i]) <= 2e-5 * (bb + fabs(wsum * h.mu[i]) + 0.5)))
+                                fail_msg("kt hd=%d: row %d finish[%d] %g vs %g", hd, ri, i, out2[i], out[i]);
+                        }
                     }
                 }
                 /* dot: |diff| <= 1e-5 * s * sum |qy_i c_i| (the reference's terms) */

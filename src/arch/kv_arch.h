@@ -60,6 +60,9 @@ extern const kvt_kernels kvt_kernels_scalar;
 extern const kvt_kernels kvt_kernels_avx2; /* all NULL off x86 */
 extern const kvt_kernels kvt_kernels_avx512; /* all NULL off x86 */
 extern const kvt_kernels kvt_kernels_avx512_vbmi; /* AVX-512 + VBMI (cpu_has_avx512_vbmi); all NULL off x86 */
+/* arch/arm/kv_transform_neon.c (the dotprod and i8mm levels use it); all NULL
+ * off aarch64. prep_query and finish take the scalar path for head_dim % 4 != 0. */
+extern const kvt_kernels kvt_kernels_neon;
 
 /* The row of exactly one level (NULL if this CPU cannot run it or the level
  * has none of its own, as those above AVX2), its tables ready: at the AVX-512
