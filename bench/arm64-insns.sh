@@ -31,6 +31,8 @@ per() { # ARGS-BEFORE-COUNT... -> (count of 2 NB - count of NB) / NB, or "-" if 
 }
 # the address ranges of functions, for -dfilter
 ranges() { aarch64-linux-gnu-nm -S $B/arm64_insns | awk -v want=" $* " 'index(want, " " $4 " ") { printf "%s0x%s+0x%s", sep, $1, $2; sep = "," }'; }
+# the functions of objects of the library
+objfuncs() { for o in "$@"; do aarch64-linux-gnu-nm $B/src/$o.o | awk '$2 ~ /^[tT]$/ { print $3 }'; done | tr '\n' ' '; }
 if [ "$PART" != kv ]; then
 echo "| type | block (values) | scalar | neon | dotprod |"
 echo "|---|---|---|---|---|"
@@ -50,6 +52,9 @@ fi
 echo
 echo "| KV codec | per 32 values | dot scalar | dot neon | axpy scalar | axpy neon | decode scalar | decode neon |"
 echo "|---|---|---|---|---|---|---|---|"
+# only the codecs' and quant.c's code is logged (the codebooks' computation at
+# the first kv_codec_get is millions of instructions; encoding runs the same in both runs)
+FILTER=$(ranges $(objfuncs kv_codecs arch/arm/kv_codecs_neon quant))
 for t in f32 f16 bf16 q8_0 q5_1 q5_0 q4_1 q4_0 iq4_nl tq4 tq3.5 tq3 tq2.5 tq2; do
     row="| $t | 32"
     for op in dot axpy decode; do
@@ -57,6 +62,7 @@ for t in f32 f16 bf16 q8_0 q5_1 q5_0 q4_1 q4_0 iq4_nl tq4 tq3.5 tq3 tq2.5 tq2; d
     done
     echo "$row |"
 done
+FILTER=""
 echo
 echo "| kt4, head_dim 128 | per | scalar | neon |"
 echo "|---|---|---|---|"
@@ -73,3 +79,7 @@ for op in scores accum exp max; do
     case $op in scores|accum) what="32 rows x 128 x 4 heads" ;; *) what="32 scores" ;; esac
     echo "| $op | $what | $(per attn $op scalar) | $(per attn $op neon) |"
 done
+echo
+echo "| Walsh–Hadamard (attn-rot) | per | scalar | neon |"
+echo "|---|---|---|---|"
+echo "| fwht | 128 values | $(per fwht rot scalar) | $(per fwht rot neon) |"

@@ -12,7 +12,8 @@
  *   arm64_insns kv CODEC dot|axpy|decode LEVEL 1|2   one row of NB (2 NB) x 32 values: per 32 values
  *   arm64_insns kt dot|axpy|levels LEVEL 1|2         kt4 at head_dim 128, NB (2 NB) rows: per row
  *   arm64_insns attn scores|accum|exp|max LEVEL 1|2  NB (2 NB) calls on a tile of 32 rows, head_dim 128,
- *                                                    4 query heads (exp, max: 32 scores): per call */
+ *                                                    4 query heads (exp, max: 32 scores): per call
+ *   arm64_insns fwht rot LEVEL 1|2                   NB (2 NB) Walsh–Hadamard transforms of 128 values */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,9 @@
 #include "cpu.h"
 #include "kv_cache.h"
 #include "kv_transform.h"
+#include "arch/ops_arch.h"
 #include "quant.h"
+#include "rotation.h"
 
 #define NB 64
 /* f32/f16/bf16 have 1-value "blocks": count per 32 values instead */
@@ -83,6 +86,16 @@ static int kv_main(int argc, char **argv) {
         g_sink = sum + acc[2];
         return 0;
     }
+    if (!strcmp(argv[1], "fwht")) {
+        const ops_kernels *k = ops_kernels_at((cpu_isa)isa);
+        void (*f)(float *, int) = isa == CPU_ISA_SCALAR ? fwht_ref : k ? k->fwht : NULL;
+        if (!f) return 1;
+        float x[HD];
+        for (int i = 0; i < HD; i++) x[i] = lcg(&s);
+        for (int r = 0; r < reps; r++) f(x, HD);
+        g_sink = x[3];
+        return 0;
+    }
     if (!strcmp(argv[1], "attn")) {
         const attn_kernels *k = attn_kernels_at((cpu_isa)isa);
         if (!k) return 1;
@@ -108,7 +121,8 @@ static int kv_main(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && (!strcmp(argv[1], "kv") || !strcmp(argv[1], "kt") || !strcmp(argv[1], "attn"))) {
+    if (argc > 1 && (!strcmp(argv[1], "kv") || !strcmp(argv[1], "kt") || !strcmp(argv[1], "attn") ||
+                     !strcmp(argv[1], "fwht"))) {
         const int rc = kv_main(argc, argv);
         if (rc == 2) fprintf(stderr, "usage: arm64_insns kv CODEC dot|axpy|decode LEVEL 1|2 | kt dot|axpy|levels LEVEL 1|2 | attn scores|accum|exp|max LEVEL 1|2\n");
         if (rc == 1) fprintf(stderr, "no such kernel at that level\n");
