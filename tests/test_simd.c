@@ -638,7 +638,7 @@ static void test_fwht_levels(void **state) {
         const ops_kernels *k = ops_kernels_at((cpu_isa)isa);
         if (!k || !k->fwht) {
             if (cpu_isa_supported((cpu_isa)isa))
-                print_message("[ INFO     ] fwht at %s: no kernel of its own (the scalar one runs)\n", cpu_isa_name((cpu_isa)isa));
+                print_message("[ INFO     ] fwht at %s: no kernel of its own (the next lower level's, or the scalar one, runs)\n", cpu_isa_name((cpu_isa)isa));
             continue;
         }
         for (int n = 1; n <= 1024; n *= 2)
