@@ -348,6 +348,7 @@ static void t_kt_twins(void **state) {
                     for (int j = 0; j < hd; j++) m += (double)q[j] * h.mu[j], mm += fabs((double)q[j] * h.mu[j]);
                     assert_true(fabs(qmu - m) <= 1e-5 * (mm + 1e-6));
                     float acc[MAXN], out[MAXN];
+                    double aav[MAXN], bbv[MAXN]; /* the bounds' magnitudes, for the rows below */
                     for (int i = 0; i < hd; i++) acc[i] = test_rand_normal(&rng), out[i] = 0.5f;
                     const float wsum = 0.75f;
                     kvt_finish(&h, acc, wsum, out);
@@ -359,6 +360,8 @@ static void t_kt_twins(void **state) {
                             b += (double)h.Tinv[(size_t)i * hd + j] * acc[j];
                             bb += fabs((double)h.Tinv[(size_t)i * hd + j] * acc[j]);
                         }
+                        aav[i] = aa;
+                        bbv[i] = bb;
                         if (!(fabs(qy[i] - a * h.sigma[i]) <= 1e-5 * aa * h.sigma[i] + 1e-30))
                             fail_msg("kt hd=%d: qy[%d] %g vs %g", hd, i, qy[i], a * h.sigma[i]);
                         const double want = 0.5 + b + (double)wsum * h.mu[i];
@@ -374,14 +377,9 @@ static void t_kt_twins(void **state) {
                         for (int i = 0; i < hd; i++) out2[i] = 0.5f;
                         rows[ri]->finish(&h, acc, wsum, out2);
                         for (int i = 0; i < hd; i++) {
-                            double aa = 0, bb = 0;
-                            for (int j = 0; j < hd; j++) {
-                                aa += fabs((double)h.Tinv[(size_t)j * hd + i] * q[j]);
-                                bb += fabs((double)h.Tinv[(size_t)i * hd + j] * acc[j]);
-                            }
-                            if (!(fabs(qy2[i] - qy[i]) <= 2e-5 * aa * h.sigma[i] + 1e-30))
+                            if (!(fabs(qy2[i] - qy[i]) <= 2e-5 * aav[i] * h.sigma[i] + 1e-30))
                                 fail_msg("kt hd=%d: row %d qy[%d] %g vs %g", hd, ri, i, qy2[i], qy[i]);
-                            if (!(fabs(out2[i] - out[i]) <= 2e-5 * (bb + fabs(wsum * h.mu[i]) + 0.5)))
+                            if (!(fabs(out2[i] - out[i]) <= 2e-5 * (bbv[i] + fabs(wsum * h.mu[i]) + 0.5)))
                                 fail_msg("kt hd=%d: row %d finish[%d] %g vs %g", hd, ri, i, out2[i], out[i]);
                         }
                     }
