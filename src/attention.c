@@ -24,7 +24,8 @@
  *
  * The tile kernels (scores, weighted sum, exp, max) are one const row per ISA
  * level (arch/kv_arch.h): attn_kernels_scalar here, the AVX2 twins in
- * arch/x86/attention_avx2.c; the row is chosen once per process, from
+ * arch/x86/attention_avx2.c (AVX-512: attention_avx512.c), the NEON ones in
+ * arch/arm/attention_neon.c; the row is chosen once per process, from
  * cpu_isa_active() (ROTKV_ISA caps it), at the first attention_batch. */
 #include "attention.h"
 
@@ -107,13 +108,14 @@ static const attn_kernels *g_tile_rows[CPU_ISA_COUNT + 1];
 static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
 
 /* The row of exactly one level, or NULL if this CPU cannot run it (or the
- * level has none of its own: the levels above AVX2). */
+ * level has none of its own: AVX-VNNI, dotprod, i8mm). */
 const attn_kernels *attn_kernels_at(cpu_isa isa) {
     if ((int)isa < 0 || isa >= CPU_ISA_COUNT || !cpu_isa_supported(isa)) return NULL;
     switch (isa) {
     case CPU_ISA_SCALAR: return &attn_kernels_scalar;
     case CPU_ISA_AVX2: return attn_kernels_avx2.scores ? &attn_kernels_avx2 : NULL;
     case CPU_ISA_AVX512: return attn_kernels_avx512.scores ? &attn_kernels_avx512 : NULL;
+    case CPU_ISA_NEON: return attn_kernels_neon.scores ? &attn_kernels_neon : NULL;
     default: return NULL;
     }
 }

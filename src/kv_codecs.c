@@ -545,10 +545,11 @@ static const kv_codec *codec_at(rotkv_kv_type t, cpu_isa isa) {
 static const kv_codec *codecs_active[ROTKV_KV_TYPE_COUNT]; /* what kv_codec_get hands out */
 static pthread_once_t select_once = PTHREAD_ONCE_INIT;
 
-/* Runs once per process: fills the AVX2 kernels' tables where the CPU can
+/* Runs once per process: fills the AVX2 / NEON kernels' tables where the CPU can
  * run them, and picks each type's codec of the active level. */
 static void codecs_select(void) {
     if (cpu_isa_supported(CPU_ISA_AVX2)) kv_codec_kernels_avx2_init();
+    if (cpu_isa_supported(CPU_ISA_NEON)) kv_codec_kernels_neon_init();
     for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) codecs_active[t] = codec_at((rotkv_kv_type)t, cpu_isa_active());
 }
 

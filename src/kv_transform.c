@@ -1,6 +1,7 @@
 /* kv_transform.c — see kv_transform.h. The fit, encode/decode, the
  * bit-by-bit references and the scalar row of the kernels (kvt_kernels_scalar,
- * arch/kv_arch.h); the AVX2 row is arch/x86/kv_transform_avx2.c's, and both
+ * arch/kv_arch.h); the AVX2 row is arch/x86/kv_transform_avx2.c's (AVX-512:
+ * kv_transform_avx512.c), the NEON row arch/arm/kv_transform_neon.c's, and all
  * read the decode plan and tables of kv_transform_plan.h. kvt_fit picks the
  * row once per process, from cpu_isa_active() (ROTKV_ISA caps it). */
 #include "kv_transform.h"
@@ -297,7 +298,7 @@ static const kvt_kernels *g_kvt = &kvt_kernels_scalar;
 static pthread_once_t impl_once = PTHREAD_ONCE_INIT;
 
 /* The row of exactly one level, or NULL if this CPU cannot run it (or the
- * level has no row of its own: the levels above AVX2). */
+ * level has no row of its own: AVX-VNNI, dotprod, i8mm). */
 static const kvt_kernels *level_row(cpu_isa isa) {
     if ((int)isa < 0 || isa >= CPU_ISA_COUNT || !cpu_isa_supported(isa)) return NULL;
     switch (isa) {
@@ -306,6 +307,7 @@ static const kvt_kernels *level_row(cpu_isa isa) {
     case CPU_ISA_AVX512:
         if (!kvt_kernels_avx512.dot) return NULL;
         return cpu_has_avx512_vbmi() && kvt_kernels_avx512_vbmi.dot ? &kvt_kernels_avx512_vbmi : &kvt_kernels_avx512;
+    case CPU_ISA_NEON: return kvt_kernels_neon.dot ? &kvt_kernels_neon : NULL;
     default: return NULL;
     }
 }

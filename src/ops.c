@@ -20,6 +20,7 @@
 #include "quant.h"
 #include "quant_blocks.h"
 #include "arch/ops_arch.h"
+#include "rotation.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define OPS_X86 1
@@ -29,7 +30,7 @@
 
 /* The layer ops of each level (arch/ops_arch.h): the active level's row, or
  * the highest one below it that this build has, chosen once. */
-const ops_kernels ops_kernels_scalar = {.rmsnorm = rmsnorm_ref, .swiglu = swiglu_ref};
+const ops_kernels ops_kernels_scalar = {.rmsnorm = rmsnorm_ref, .swiglu = swiglu_ref, .fwht = fwht_ref};
 static const ops_kernels *g_ops;
 static pthread_once_t g_ops_once = PTHREAD_ONCE_INIT;
 

@@ -4,7 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 
-void fwht_inplace(float *x, int n) {
+#include "arch/ops_arch.h"
+
+void fwht_ref(float *x, int n) {
     for (int len = 1; len < n; len <<= 1)
         for (int i = 0; i < n; i += len << 1)
             for (int j = i; j < i + len; j++) {
@@ -14,6 +16,13 @@ void fwht_inplace(float *x, int n) {
             }
     const float norm = 1.0f / sqrtf((float)n);
     for (int i = 0; i < n; i++) x[i] *= norm;
+}
+
+/* The active level's transform (ops_arch.h: NEON on aarch64), else fwht_ref. */
+void fwht_inplace(float *x, int n) {
+    const ops_kernels *k = ops_kernels_of();
+    if (k->fwht) k->fwht(x, n);
+    else fwht_ref(x, n);
 }
 
 /* Applies H to each power-of-two block of x, largest block first. */

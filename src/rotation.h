@@ -20,8 +20,11 @@ typedef struct {
 int rotation_init(rotation *r, int dim, uint64_t seed);
 void rotation_free(rotation *r);
 
-/* In-place normalized fast Walsh–Hadamard transform of n values (n a power of two). */
+/* In-place normalized fast Walsh–Hadamard transform of n values (n a power of
+ * two), with the active ISA level's kernel (arch/ops_arch.h), bit-identical to
+ * fwht_ref, the scalar reference. */
 void fwht_inplace(float *x, int n);
+void fwht_ref(float *x, int n);
 
 /* x <- R x  and  x <- Rᵀ x, for one head vector of r->dim values. */
 void rotation_apply(const rotation *r, float *x);

@@ -3,16 +3,20 @@
  *    (arch/kv_arch.h; a level using a lower one's kernels is not repeated)
  *    against the scalar one (|diff| <= 1e-5 * sum |a_i b_i|, a the decoded
  *    values; q4_1/q5_1 add their offset term), its decode bit for bit, for
- *    n = 16, 64, 128;
- *  - kt*: the kvt_kernels rows (scalar plan kernels and AVX2 kernels) against
+ *    n = 16, 37, 40, 64, 96, 128 (those that are whole blocks of the type);
+ *  - attention's tile kernels (scores, accum, exp, max) of each level against
+ *    the scalar row, at head_dims, row counts and query-head counts that
+ *    cover every tail of the vector loops;
+ *  - kt*: the kvt_kernels rows (scalar plan kernels, AVX2 / AVX-512 or NEON
+ *    kernels) against
  *    the bit-by-bit references and each other, and the coordinate order
  *    kvt_fit leaves (sorted by bits) consistent between encode, decode and
  *    prep_query;
  *  - the blocked attention over a long cache (several pages and blocks, sink
  *    and window rows, centering, GQA and MHA) against attention_reference for
  *    every cache type.
- * Where AVX2 is missing the AVX2 comparisons are skipped with the reason
- * printed; the rest still runs. */
+ * Where a level is missing (AVX2, AVX-512 on x86; NEON on aarch64) its
+ * comparisons are skipped with the reason printed; the rest still runs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +61,7 @@ static void t_codec_twins(void **state) {
         print_message("[ SKIP     ] codec SIMD twins: this CPU has neither AVX2 nor NEON\n");
         skip();
     }
-    const int ns[] = {16, 64, 128};
+    const int ns[] = {16, 37, 40, 64, 96, 128}; /* 37, 40: the float and tq kernels' tails */
     uint64_t rng = 11;
     float x[MAXN], q[MAXN], a[MAXN], d1[MAXN], d2[MAXN], o0[MAXN], o1[MAXN], o2[MAXN];
     uint8_t buf[4 * MAXN + 64];
@@ -76,8 +80,11 @@ static void t_codec_twins(void **state) {
             assert_non_null(av);
             assert_string_equal(av->name, sc->name);
             assert_ptr_equal(av->encode, sc->encode);
-            if (isa == CPU_ISA_AVX2) {
+            /* the first vector level of each architecture has a row for every
+             * codec but kt* (whose kernels are kv_transform.c's) */
+            if ((isa == CPU_ISA_AVX2 || isa == CPU_ISA_NEON) && sc->kt_bits == 0) {
                 assert_ptr_not_equal(av->kern->dot, sc->kern->dot);
+                assert_ptr_not_equal(av->kern->decode, sc->kern->decode);
                 assert_ptr_not_equal(av->kern->axpy, sc->kern->axpy);
             }
             bool seen = false;
@@ -131,6 +138,112 @@ static void t_codec_twins(void **state) {
     }
 }
 
+/* ------------------------------------------------------------------ attention tiles */
+
+/* Every level's tile kernels (arch/kv_arch.h's attn_kernels) against the
+ * scalar row: scores and accum within 1e-5 of the sum of their terms'
+ * magnitudes, exp within 1e-6 relative per value, max exactly (NaN scores
+ * ignored, nothing read past n counted). */
+static void t_attn_tile_twins(void **state) {
+    (void)state;
+    const attn_kernels *ks = attn_kernels_at(CPU_ISA_SCALAR);
+    assert_non_null(ks);
+    /* the first vector level of each architecture has a row of its own */
+    if (cpu_isa_supported(CPU_ISA_AVX2)) assert_non_null(attn_kernels_at(CPU_ISA_AVX2));
+    if (cpu_isa_supported(CPU_ISA_NEON)) assert_non_null(attn_kernels_at(CPU_ISA_NEON));
+    const int hds[] = {4, 8, 12, 16, 20, 24, 64, 72, 128};
+    const int nrs[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32};
+    uint64_t rng = 77;
+    const size_t tile_floats = (size_t)ATT_TILE_ROWS * 128;
+    float *tile = malloc(sizeof(float) * tile_floats), *q = malloc(sizeof(float) * 8 * 128);
+    float *acc0 = malloc(sizeof(float) * 8 * 128), *acc1 = malloc(sizeof(float) * 8 * 128);
+    float *acc2 = malloc(sizeof(float) * 8 * 128), *mag = malloc(sizeof(float) * 8 * 128);
+    float S0[8 * SROW], S1[8 * SROW], W[8 * SROW], rs[SROW], bias[8];
+    int tested = 0;
+    for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+        const attn_kernels *kv = attn_kernels_at((cpu_isa)isa);
+        if (!kv) {
+            if (cpu_isa_of_this_arch((cpu_isa)isa) && !cpu_isa_supported((cpu_isa)isa))
+                print_message("[ SKIP     ] attention tiles at %s: this CPU cannot run that level\n",
+                              cpu_isa_name((cpu_isa)isa));
+            continue;
+        }
+        assert_ptr_not_equal(kv->scores, ks->scores);
+        tested++;
+        for (size_t hi = 0; hi < sizeof hds / sizeof *hds; hi++) {
+            const int hd = hds[hi];
+            if (hd % kv->tile_cols) continue;
+            for (size_t ni = 0; ni < sizeof nrs / sizeof *nrs; ni++)
+                for (int ng = 1; ng <= 7; ng += ng < 5 ? 1 : 2) {
+                    const int nr = nrs[ni];
+                    for (size_t i = 0; i < tile_floats; i++) tile[i] = test_rand_normal(&rng);
+                    for (int i = 0; i < ng * hd; i++) q[i] = test_rand_normal(&rng);
+                    for (int r = 0; r < SROW; r++) rs[r] = 0.5f + test_rand_uniform(&rng);
+                    for (int g = 0; g < ng; g++) bias[g] = test_rand_normal(&rng);
+                    const int variant = (int)(ni + hi + ng) % 4; /* rs and bias: none, either, both */
+                    const float *rsp = variant & 1 ? rs : NULL, *bp = variant & 2 ? bias : NULL;
+                    const float scale = 0.125f;
+                    ks->scores(tile, nr, hd, q, ng, rsp, bp, scale, S0);
+                    kv->scores(tile, nr, hd, q, ng, rsp, bp, scale, S1);
+                    for (int g = 0; g < ng; g++)
+                        for (int r = 0; r < nr; r++) {
+                            double m = 0;
+                            for (int i = 0; i < hd; i++) m += fabs((double)tile[(size_t)r * hd + i] * q[(size_t)g * hd + i]);
+                            m = (m * (rsp ? rsp[r] : 1.0) + (bp ? fabs(bp[g]) : 0.0)) * scale;
+                            if (!(fabs((double)S0[g * SROW + r] - S1[g * SROW + r]) <= 1e-5 * m + 1e-30))
+                                fail_msg("attention scores %s hd %d nr %d ng %d [%d][%d]: scalar %.9g vs %.9g",
+                                         cpu_isa_name((cpu_isa)isa), hd, nr, ng, g, r, S0[g * SROW + r],
+                                         S1[g * SROW + r]);
+                        }
+                    /* accum onto random accumulators; nothing written past ng heads */
+                    for (int i = 0; i < 8 * SROW; i++) W[i] = test_rand_uniform(&rng);
+                    for (int i = 0; i < 8 * hd; i++) {
+                        acc0[i] = acc1[i] = acc2[i] = test_rand_normal(&rng);
+                        mag[i] = fabsf(acc0[i]);
+                    }
+                    for (int g = 0; g < ng; g++)
+                        for (int r = 0; r < nr; r++)
+                            for (int i = 0; i < hd; i++)
+                                mag[g * hd + i] += fabsf(W[g * SROW + r] * tile[(size_t)r * hd + i]);
+                    ks->accum(tile, nr, hd, W, ng, acc0);
+                    kv->accum(tile, nr, hd, W, ng, acc1);
+                    for (int i = 0; i < 8 * hd; i++) {
+                        if (i >= ng * hd) assert_true(acc1[i] == acc2[i]);
+                        else if (!(fabsf(acc0[i] - acc1[i]) <= 1e-5f * mag[i]))
+                            fail_msg("attention accum %s hd %d nr %d ng %d [%d]: scalar %.9g vs %.9g",
+                                     cpu_isa_name((cpu_isa)isa), hd, nr, ng, i, acc0[i], acc1[i]);
+                    }
+                }
+        }
+        /* exp and max over 1..40 scores (room for n rounded up to 8) */
+        for (int n = 1; n <= 40; n++) {
+            float x0[48], x1[48];
+            for (int r = 0; r < 48; r++) x0[r] = x1[r] = 8.0f * test_rand_normal(&rng);
+            if (n > 2) x0[n / 2] = x1[n / 2] = NAN; /* ignored by max */
+            for (int r = n; r < 48; r++) x0[r] = x1[r] = 1e30f; /* past n: never the max */
+            const float m0 = ks->max(x0, n, -INFINITY), m1 = kv->max(x1, n, -INFINITY);
+            if (!(m0 == m1)) fail_msg("attention max %s n %d: scalar %g vs %g", cpu_isa_name((cpu_isa)isa), n, m0, m1);
+            assert_true(kv->max(x1, n, 1e20f) == 1e20f);
+            if (n > 2) x0[n / 2] = x1[n / 2] = -50.0f;
+            const float s0 = ks->exp(x0, n, m0), s1 = kv->exp(x1, n, m0);
+            for (int r = 0; r < n; r++)
+                if (!(fabsf(x0[r] - x1[r]) <= 1e-6f * x0[r] + 1e-37f))
+                    fail_msg("attention exp %s n %d [%d]: scalar %.9g vs %.9g", cpu_isa_name((cpu_isa)isa), n, r, x0[r],
+                             x1[r]);
+            if (!(fabsf(s0 - s1) <= 1e-5f * s0)) fail_msg("attention exp sum %s n %d: %.9g vs %.9g", cpu_isa_name((cpu_isa)isa), n, s0, s1);
+        }
+        print_message("[ TILES    ] attention tile kernels at %s (tile_cols %d) equal the scalar ones\n",
+                      cpu_isa_name((cpu_isa)isa), kv->tile_cols);
+    }
+    if (!tested) print_message("[ SKIP     ] attention tiles: no vector level runs here\n");
+    free(tile);
+    free(q);
+    free(acc0);
+    free(acc1);
+    free(acc2);
+    free(mag);
+}
+
 /* ------------------------------------------------------------------ kt* */
 
 /* Calibration vectors with very different variances per direction (so the bit
@@ -144,14 +257,23 @@ static void t_kt_twins(void **state) {
     (void)state;
     const int hds[] = {16, 20, 64, 80, 96, 128};
     const double bits[] = {6.0, 5.0, 4.0, 3.5, 3.0, 2.5, 2.0};
-    /* the rows of both levels (arch/kv_arch.h; the levels above AVX2 run the AVX2 row) */
+    /* the rows of the scalar and the first vector level (arch/kv_arch.h; AVX2
+     * on x86-64, NEON on aarch64: the levels above them run their row) */
     const kvt_kernels *ks = kvt_kernels_at(CPU_ISA_SCALAR), *kv = NULL;
     assert_non_null(ks);
-    const bool avx2 = have_avx2("kt AVX2 kernels");
+    const cpu_isa vec_isa = cpu_isa_of_this_arch(CPU_ISA_NEON) ? CPU_ISA_NEON : CPU_ISA_AVX2;
+    const bool avx2 = vec_isa == CPU_ISA_NEON ? cpu_isa_supported(CPU_ISA_NEON) : have_avx2("kt AVX2 kernels");
+    if (vec_isa == CPU_ISA_NEON && !avx2) print_message("[ SKIP     ] kt NEON kernels: this CPU lacks NEON\n");
     if (avx2) {
-        kv = kvt_kernels_at(CPU_ISA_AVX2);
+        kv = kvt_kernels_at(vec_isa);
         assert_non_null(kv);
         assert_ptr_not_equal(kv->dot, ks->dot);
+        assert_ptr_not_equal(kv->levels_rows, ks->levels_rows);
+        print_message("[ KT       ] %s row against the scalar one\n", cpu_isa_name(vec_isa));
+    }
+    if (vec_isa == CPU_ISA_NEON) { /* dotprod and i8mm have no kt row of their own */
+        assert_null(kvt_kernels_at(CPU_ISA_DOTPROD));
+        assert_null(kvt_kernels_at(CPU_ISA_I8MM));
     }
     /* AVX-VNNI has no kt row of its own (it runs AVX2's); AVX-512 has one where the CPU has it */
     assert_null(kvt_kernels_at(CPU_ISA_AVXVNNI));
@@ -226,6 +348,7 @@ static void t_kt_twins(void **state) {
                     for (int j = 0; j < hd; j++) m += (double)q[j] * h.mu[j], mm += fabs((double)q[j] * h.mu[j]);
                     assert_true(fabs(qmu - m) <= 1e-5 * (mm + 1e-6));
                     float acc[MAXN], out[MAXN];
+                    double aav[MAXN], bbv[MAXN]; /* the bounds' magnitudes, for the rows below */
                     for (int i = 0; i < hd; i++) acc[i] = test_rand_normal(&rng), out[i] = 0.5f;
                     const float wsum = 0.75f;
                     kvt_finish(&h, acc, wsum, out);
@@ -237,11 +360,28 @@ static void t_kt_twins(void **state) {
                             b += (double)h.Tinv[(size_t)i * hd + j] * acc[j];
                             bb += fabs((double)h.Tinv[(size_t)i * hd + j] * acc[j]);
                         }
+                        aav[i] = aa;
+                        bbv[i] = bb;
                         if (!(fabs(qy[i] - a * h.sigma[i]) <= 1e-5 * aa * h.sigma[i] + 1e-30))
                             fail_msg("kt hd=%d: qy[%d] %g vs %g", hd, i, qy[i], a * h.sigma[i]);
                         const double want = 0.5 + b + (double)wsum * h.mu[i];
                         if (!(fabs(out[i] - want) <= 1e-5 * (bb + fabs(wsum * h.mu[i]) + 0.5)))
                             fail_msg("kt hd=%d: finish[%d] %g vs %g", hd, i, out[i], want);
+                    }
+                    /* every row's prep_query and finish against the active one's
+                     * (checked above against the definition): twice the bound */
+                    for (int ri = 0; ri < n_rows; ri++) {
+                        float qy2[MAXN], out2[MAXN];
+                        const float qmu2 = rows[ri]->prep_query(&h, q, qy2);
+                        assert_true(fabs(qmu2 - qmu) <= 2e-5 * (mm + 1e-6));
+                        for (int i = 0; i < hd; i++) out2[i] = 0.5f;
+                        rows[ri]->finish(&h, acc, wsum, out2);
+                        for (int i = 0; i < hd; i++) {
+                            if (!(fabs(qy2[i] - qy[i]) <= 2e-5 * aav[i] * h.sigma[i] + 1e-30))
+                                fail_msg("kt hd=%d: row %d qy[%d] %g vs %g", hd, ri, i, qy2[i], qy[i]);
+                            if (!(fabs(out2[i] - out[i]) <= 2e-5 * (bbv[i] + fabs(wsum * h.mu[i]) + 0.5)))
+                                fail_msg("kt hd=%d: row %d finish[%d] %g vs %g", hd, ri, i, out2[i], out[i]);
+                        }
                     }
                 }
                 /* dot: |diff| <= 1e-5 * s * sum |qy_i c_i| (the reference's terms) */
@@ -523,6 +663,7 @@ static void t_attention_long(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_codec_twins),
+        cmocka_unit_test(t_attn_tile_twins),
         cmocka_unit_test(t_kt_twins),
         cmocka_unit_test(t_attention_long),
     };

@@ -15,7 +15,9 @@
 #include "cpu.h"
 #include "fp16.h"
 #include "ops.h"
+#include "arch/ops_arch.h"
 #include "quant.h"
+#include "rotation.h"
 #include "quant_blocks.h"
 #include "testutil.h"
 #include "threadpool.h"
@@ -623,6 +625,42 @@ static void test_repacked_layout(void **state) {
     if (cpu_isa_active() >= CPU_ISA_AVXVNNI && cpu_isa_active() <= CPU_ISA_AVX512) assert_true(tested >= 5 * 2);
 }
 
+/* attn-rot's Walsh–Hadamard transform: every level's row that has one (NEON on
+ * aarch64; the x86 rows have none and run the scalar one) bit-identical to
+ * fwht_ref, and fwht_inplace (the active level's) too, n = 1 .. 1024. */
+static void test_fwht_levels(void **state) {
+    (void)state;
+    uint64_t rng = 16;
+    if (cpu_isa_supported(CPU_ISA_NEON)) assert_non_null(ops_kernels_at(CPU_ISA_NEON)->fwht);
+    float x[1024], y[1024], z[1024];
+    int tested = 0;
+    for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+        const ops_kernels *k = ops_kernels_at((cpu_isa)isa);
+        if (!k || !k->fwht) {
+            if (cpu_isa_supported((cpu_isa)isa))
+                print_message("[ INFO     ] fwht at %s: no kernel of its own (the next lower level's, or the scalar one, runs)\n", cpu_isa_name((cpu_isa)isa));
+            continue;
+        }
+        for (int n = 1; n <= 1024; n *= 2)
+            for (int rep = 0; rep < 20; rep++) {
+                random_floats(x, n, 3.0f, &rng);
+                memcpy(y, x, sizeof(float) * (size_t)n);
+                memcpy(z, x, sizeof(float) * (size_t)n);
+                fwht_ref(y, n);
+                k->fwht(z, n);
+                if (memcmp(y, z, sizeof(float) * (size_t)n))
+                    fail_msg("fwht %s n=%d differs from fwht_ref", cpu_isa_name((cpu_isa)isa), n);
+                fwht_inplace(x, n);
+                if (memcmp(x, y, sizeof(float) * (size_t)n))
+                    fail_msg("fwht_inplace n=%d differs from fwht_ref", n);
+            }
+        print_message("[ INFO     ] fwht at %s: bit-identical to the scalar reference, n = 1 .. 1024\n",
+                      cpu_isa_name((cpu_isa)isa));
+        tested++;
+    }
+    if (!tested) print_message("[ SKIP     ] fwht twins: no level here has a transform of its own\n");
+}
+
 /* RMSNorm and SwiGLU: the dispatching entry point against the scalar
  * reference, |Δ| <= 1e-5 |reference| per element (the AVX2 exp is a few ulp
  * from expf; RMSNorm's sum of squares is in double). */
@@ -729,6 +767,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_threads_bitexact),
         cmocka_unit_test(test_repacked_layout),
         cmocka_unit_test(test_layer_ops_vs_ref),
+        cmocka_unit_test(test_fwht_levels),
         cmocka_unit_test(test_rope_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,7 +7,9 @@
  *
  * codecs      kv_codecs.c      arch/x86/kv_codecs_avx2.c      kv_codec_kernels, one row per type
  * kt* plans   kv_transform.c   arch/x86/kv_transform_avx2.c   kvt_kernels
- * attention   attention.c      arch/x86/attention_avx2.c      attn_kernels (the tile kernels) */
+ * attention   attention.c      arch/x86/attention_avx2.c      attn_kernels (the tile kernels)
+ * On aarch64 the NEON twins are arch/arm/kv_codecs_neon.c, kv_transform_neon.c
+ * and attention_neon.c (the levels above NEON use the NEON tables). */
 #ifndef ROTKV_KV_ARCH_H
 #define ROTKV_KV_ARCH_H
 
@@ -21,11 +23,13 @@
  * (the kt* types at every level). */
 extern const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT];
 extern const kv_codec_kernels kv_codec_kernels_avx2[ROTKV_KV_TYPE_COUNT];
-/* arch/arm/kv_codecs_neon.c: f32, f16, bf16, q8_0, q4_0 (the other rows empty) */
+/* arch/arm/kv_codecs_neon.c: every type with an AVX2 row (the kt* rows empty) */
 extern const kv_codec_kernels kv_codec_kernels_neon[ROTKV_KV_TYPE_COUNT];
 /* Fills the AVX2 kernels' lookup tables (the tq codebooks); kv_codecs.c calls
  * it once, before any of them can run, where the CPU has AVX2. */
 void kv_codec_kernels_avx2_init(void);
+/* The same for the NEON kernels, where the CPU has NEON. */
+void kv_codec_kernels_neon_init(void);
 
 /* The codec of a type with the kernels a process capped at level isa runs:
  * that level's row, or the highest level's below it that has one. NULL if the
@@ -56,6 +60,9 @@ extern const kvt_kernels kvt_kernels_scalar;
 extern const kvt_kernels kvt_kernels_avx2; /* all NULL off x86 */
 extern const kvt_kernels kvt_kernels_avx512; /* all NULL off x86 */
 extern const kvt_kernels kvt_kernels_avx512_vbmi; /* AVX-512 + VBMI (cpu_has_avx512_vbmi); all NULL off x86 */
+/* arch/arm/kv_transform_neon.c (the dotprod and i8mm levels use it); all NULL
+ * off aarch64. prep_query and finish take the scalar path for head_dim % 4 != 0. */
+extern const kvt_kernels kvt_kernels_neon;
 
 /* The row of exactly one level (NULL if this CPU cannot run it or the level
  * has none of its own, as those above AVX2), its tables ready: at the AVX-512
@@ -97,6 +104,7 @@ typedef struct {
 extern const attn_kernels attn_kernels_scalar;
 extern const attn_kernels attn_kernels_avx2; /* all NULL off x86 */
 extern const attn_kernels attn_kernels_avx512; /* all NULL off x86 */
+extern const attn_kernels attn_kernels_neon; /* arch/arm/attention_neon.c; all NULL off aarch64 */
 
 /* The row of exactly one level (NULL if this CPU cannot run it or the level
  * has none of its own, as those above AVX2). For tests. */

@@ -1,4 +1,4 @@
-/* ops_arch.h — the layer ops (RMSNorm, SwiGLU) of each ISA level, one const
+/* ops_arch.h — the layer ops (RMSNorm, SwiGLU, attn-rot's Walsh–Hadamard transform) of each ISA level, one const
  * row per level, like quant_arch.h for the matmul kernels: ops.c holds the
  * scalar reference row, arch/x86/ops_avx2.c the AVX2 one and arch/arm/ops_neon.c
  * the NEON one (each an empty row on other architectures); the levels above
@@ -11,6 +11,9 @@
 typedef struct {
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
     void (*swiglu)(float *gate, const float *up, int n);
+    /* rotation.h's fwht_inplace (n a power of two), bit-identical to the scalar
+     * fwht_ref; NULL: the scalar one (the x86 rows: no AVX2 twin) */
+    void (*fwht)(float *x, int n);
 } ops_kernels;
 
 extern const ops_kernels ops_kernels_scalar;

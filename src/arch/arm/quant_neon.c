@@ -34,12 +34,6 @@ static inline int32x4_t neon_dot_s8(int32x4_t acc, int8x16_t a, int8x16_t b) {
 NEON_TILE(neon_f32_dot)
 NEON_TILE(neon_f16_dot)
 NEON_TILE(neon_bf16_dot)
-NEON_TILE(neon_q4_0_dot)
-NEON_TILE(neon_q4_1_dot)
-NEON_TILE(neon_q5_0_dot)
-NEON_TILE(neon_q5_1_dot)
-NEON_TILE(neon_iq4_nl_dot)
-NEON_TILE(neon_q8_0_dot)
 NEON_TILE(neon_q2_K_dot)
 NEON_TILE(neon_q3_K_dot)
 NEON_TILE(neon_q4_K_dot)
@@ -50,18 +44,20 @@ NEON_TILE(neon_q6_K_dot)
 #undef DOT_S8
 
 #define WROW(dot) { .vec_dot = dot, .vec_dot_tile = dot##_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 }
+/* the 32-value types: 4-row x 2-token register tiles (quant_neon.h), 4 rows side by side in decode */
+#define WROW4(p, t) .vec_dot = p##_##t##_dot, .vec_dot_tile = p##_##t##_tile4, .tile_rows = 4, .tile_tokens = 2, \
+                    .decode_rows = 4
 const quant_kernels quant_kernels_neon[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = { .from_float = neon_f32_copy, .vec_dot = neon_f32_dot, .vec_dot_tile = neon_f32_dot_tile,
                         .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
     [GGML_TYPE_F16] = WROW(neon_f16_dot),
     [GGML_TYPE_BF16] = WROW(neon_bf16_dot),
-    [GGML_TYPE_Q4_0] = WROW(neon_q4_0_dot),
-    [GGML_TYPE_Q4_1] = WROW(neon_q4_1_dot),
-    [GGML_TYPE_Q5_0] = WROW(neon_q5_0_dot),
-    [GGML_TYPE_Q5_1] = WROW(neon_q5_1_dot),
-    [GGML_TYPE_IQ4_NL] = WROW(neon_iq4_nl_dot),
-    [GGML_TYPE_Q8_0] = { .from_float = neon_from_float_q8_0, .vec_dot = neon_q8_0_dot,
-                         .vec_dot_tile = neon_q8_0_dot_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
+    [GGML_TYPE_Q4_0] = { WROW4(neon, q4_0) },
+    [GGML_TYPE_Q4_1] = { WROW4(neon, q4_1) },
+    [GGML_TYPE_Q5_0] = { WROW4(neon, q5_0) },
+    [GGML_TYPE_Q5_1] = { WROW4(neon, q5_1) },
+    [GGML_TYPE_IQ4_NL] = { WROW4(neon, iq4_nl) },
+    [GGML_TYPE_Q8_0] = { .from_float = neon_from_float_q8_0, WROW4(neon, q8_0) },
     [GGML_TYPE_Q8_1] = { .from_float = neon_from_float_q8_1 },
     [GGML_TYPE_Q8_K] = { .from_float = neon_from_float_q8_K },
     [GGML_TYPE_Q2_K] = WROW(neon_q2_K_dot),
@@ -83,12 +79,6 @@ const quant_kernels quant_kernels_neon[GGML_TYPE_COUNT] = {
 #define NEON_NAME(x) dotprod_##x
 #define DOT_S8(acc, a, b) vdotq_s32(acc, a, b)
 #include "quant_neon.h"
-NEON_TILE(dotprod_q4_0_dot)
-NEON_TILE(dotprod_q4_1_dot)
-NEON_TILE(dotprod_q5_0_dot)
-NEON_TILE(dotprod_q5_1_dot)
-NEON_TILE(dotprod_iq4_nl_dot)
-NEON_TILE(dotprod_q8_0_dot)
 NEON_TILE(dotprod_q2_K_dot)
 NEON_TILE(dotprod_q3_K_dot)
 NEON_TILE(dotprod_q4_K_dot)
@@ -102,13 +92,12 @@ NEON_TILE(dotprod_q6_K_dot)
  * the dotprod level keeps the NEON rows for them (quant.c falls back per
  * type). q8_0 is a weight type too, so its row carries the NEON quantizer. */
 const quant_kernels quant_kernels_dotprod[GGML_TYPE_COUNT] = {
-    [GGML_TYPE_Q4_0] = WROW(dotprod_q4_0_dot),
-    [GGML_TYPE_Q4_1] = WROW(dotprod_q4_1_dot),
-    [GGML_TYPE_Q5_0] = WROW(dotprod_q5_0_dot),
-    [GGML_TYPE_Q5_1] = WROW(dotprod_q5_1_dot),
-    [GGML_TYPE_IQ4_NL] = WROW(dotprod_iq4_nl_dot),
-    [GGML_TYPE_Q8_0] = { .from_float = neon_from_float_q8_0, .vec_dot = dotprod_q8_0_dot,
-                         .vec_dot_tile = dotprod_q8_0_dot_tile, .tile_rows = 1, .tile_tokens = 1, .decode_rows = 1 },
+    [GGML_TYPE_Q4_0] = { WROW4(dotprod, q4_0) },
+    [GGML_TYPE_Q4_1] = { WROW4(dotprod, q4_1) },
+    [GGML_TYPE_Q5_0] = { WROW4(dotprod, q5_0) },
+    [GGML_TYPE_Q5_1] = { WROW4(dotprod, q5_1) },
+    [GGML_TYPE_IQ4_NL] = { WROW4(dotprod, iq4_nl) },
+    [GGML_TYPE_Q8_0] = { .from_float = neon_from_float_q8_0, WROW4(dotprod, q8_0) },
     [GGML_TYPE_Q2_K] = WROW(dotprod_q2_K_dot),
     [GGML_TYPE_Q3_K] = WROW(dotprod_q3_K_dot),
     [GGML_TYPE_Q4_K] = WROW(dotprod_q4_K_dot),
@@ -116,6 +105,7 @@ const quant_kernels quant_kernels_dotprod[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q6_K] = WROW(dotprod_q6_K_dot),
 };
 #undef WROW
+#undef WROW4
 
 #if defined(__clang__)
 #pragma clang attribute pop

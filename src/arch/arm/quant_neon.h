@@ -273,6 +273,126 @@ static float NEON_NAME(iq4_nl_dot)(const void *row, const void *act, int64_t n) 
     return sum;
 }
 
+/* Register tiles of the 32-value types (R rows x T tokens, R <= 4, T <= 2):
+ * per block each row's codes are unpacked once for all T tokens and each
+ * token's activations loaded once for all R rows. Every output is the same
+ * integer sum and the same float steps in the same order as the row's dot
+ * above, so equal to it bit for bit; shapes other than 4 x 2 and 4 x 1 (the
+ * edges) run the dot itself. */
+#define NEON_AI static inline __attribute__((always_inline))
+NEON_AI void NEON_NAME(unpack_q4_0)(const void *row, int64_t i, int8x16_t w[2], float *d, float *m) {
+    const block_q4_0 *x = (const block_q4_0 *)row + i;
+    const uint8x16_t q = vld1q_u8(x->qs);
+    w[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), vdupq_n_s8(8));
+    w[1] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+    *d = neon_f16(x->d);
+    *m = 0.0f;
+}
+NEON_AI void NEON_NAME(unpack_q4_1)(const void *row, int64_t i, int8x16_t w[2], float *d, float *m) {
+    const block_q4_1 *x = (const block_q4_1 *)row + i;
+    const uint8x16_t q = vld1q_u8(x->qs);
+    w[0] = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F)));
+    w[1] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+    *d = neon_f16(x->d);
+    *m = neon_f16(x->m);
+}
+NEON_AI void NEON_NAME(unpack_q5_0)(const void *row, int64_t i, int8x16_t w[2], float *d, float *m) {
+    const block_q5_0 *x = (const block_q5_0 *)row + i;
+    const uint32_t qh = load_qh32(x->qh);
+    const uint8x16_t q = vld1q_u8(x->qs);
+    w[0] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, vdupq_n_u8(0x0F)), NEON_NAME(bit4_bytes)(qh))),
+                    vdupq_n_s8(16));
+    w[1] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), NEON_NAME(bit4_bytes)(qh >> 16))), vdupq_n_s8(16));
+    *d = neon_f16(x->d);
+    *m = 0.0f;
+}
+NEON_AI void NEON_NAME(unpack_q5_1)(const void *row, int64_t i, int8x16_t w[2], float *d, float *m) {
+    const block_q5_1 *x = (const block_q5_1 *)row + i;
+    const uint32_t qh = load_qh32(x->qh);
+    const uint8x16_t q = vld1q_u8(x->qs);
+    w[0] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, vdupq_n_u8(0x0F)), NEON_NAME(bit4_bytes)(qh)));
+    w[1] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), NEON_NAME(bit4_bytes)(qh >> 16)));
+    *d = neon_f16(x->d);
+    *m = neon_f16(x->m);
+}
+NEON_AI void NEON_NAME(unpack_iq4_nl)(const void *row, int64_t i, int8x16_t w[2], float *d, float *m) {
+    const block_iq4_nl *x = (const block_iq4_nl *)row + i;
+    const uint8x16_t q = vld1q_u8(x->qs);
+    const int8x16_t levels = vld1q_s8(kvalues_iq4nl);
+    w[0] = vqtbl1q_s8(levels, vandq_u8(q, vdupq_n_u8(0x0F)));
+    w[1] = vqtbl1q_s8(levels, vshrq_n_u8(q, 4));
+    *d = neon_f16(x->d);
+    *m = 0.0f;
+}
+NEON_AI void NEON_NAME(unpack_q8_0)(const void *row, int64_t i, int8x16_t w[2], float *d, float *m) {
+    const block_q8_0 *x = (const block_q8_0 *)row + i;
+    w[0] = vld1q_s8(x->qs);
+    w[1] = vld1q_s8(x->qs + 16);
+    *d = neon_f16(x->d);
+    *m = 0.0f;
+}
+/* ACT: the activation block (block_q8_0, or block_q8_1 with its sum s for
+ * the types with a minimum: the dot's + m * s) */
+#define NEON_RT_TILE(T_, ACT, HAS_MIN, R, T)                                                               \
+    NEON_AI void NEON_NAME(T_##_tile_##R##x##T)(int64_t n, const void *w, size_t ws, const void *a, size_t as, \
+                                                float *y, size_t ys) {                                     \
+        float sum[T][R];                                                                                   \
+        for (int t = 0; t < T; t++)                                                                        \
+            for (int r = 0; r < R; r++) sum[t][r] = 0.0f;                                                  \
+        for (int64_t i = 0; i < n / 32; i++) {                                                             \
+            int8x16_t wq[R][2];                                                                            \
+            float dx[R], mx[R];                                                                            \
+            for (int r = 0; r < R; r++)                                                                    \
+                NEON_NAME(unpack_##T_)((const uint8_t *)w + r * ws, i, wq[r], &dx[r], &mx[r]);             \
+            for (int t = 0; t < T; t++) {                                                                  \
+                const ACT *yb = (const ACT *)(const void *)((const uint8_t *)a + t * as) + i;              \
+                const int8x16_t a0 = vld1q_s8(yb->qs), a1 = vld1q_s8(yb->qs + 16);                         \
+                const float dy = neon_f16(yb->d);                                                          \
+                for (int r = 0; r < R; r++) {                                                              \
+                    int32x4_t acc = DOT_S8(vdupq_n_s32(0), wq[r][0], a0);                                  \
+                    acc = DOT_S8(acc, wq[r][1], a1);                                                       \
+                    NEON_RT_ADD(HAS_MIN)                                                                   \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        for (int t = 0; t < T; t++)                                                                        \
+            for (int r = 0; r < R; r++) y[(size_t)t * ys + r] = sum[t][r];                                 \
+    }
+#define NEON_RT_ADD(HAS_MIN) NEON_RT_ADD_##HAS_MIN
+#define NEON_RT_ADD_0 sum[t][r] += dx[r] * dy * (float)vaddvq_s32(acc);
+#define NEON_RT_ADD_1 sum[t][r] += dx[r] * dy * (float)vaddvq_s32(acc) + mx[r] * neon_f16(yb->s);
+#define NEON_RT_TILES(T_, ACT, HAS_MIN)                                                                    \
+    NEON_RT_TILE(T_, ACT, HAS_MIN, 4, 2)                                                                   \
+    NEON_RT_TILE(T_, ACT, HAS_MIN, 4, 1)                                                                   \
+    static void NEON_NAME(T_##_tile4)(int64_t n, int nr, int nt, const void *w, size_t ws, const void *a, size_t as, \
+                                      float *y, size_t ys) {                                               \
+        for (int t0 = 0; t0 < nt; t0 += 2) {                                                               \
+            const int tn = nt - t0 < 2 ? nt - t0 : 2;                                                      \
+            const uint8_t *at = (const uint8_t *)a + (size_t)t0 * as;                                      \
+            float *yt = y + (size_t)t0 * ys;                                                               \
+            int r = 0;                                                                                     \
+            for (; r + 4 <= nr; r += 4) {                                                                  \
+                if (tn == 2) NEON_NAME(T_##_tile_4x2)(n, (const uint8_t *)w + r * ws, ws, at, as, yt + r, ys); \
+                else NEON_NAME(T_##_tile_4x1)(n, (const uint8_t *)w + r * ws, ws, at, as, yt + r, ys);       \
+            }                                                                                              \
+            for (; r < nr; r++)                                                                            \
+                for (int t = 0; t < tn; t++)                                                               \
+                    yt[(size_t)t * ys + r] = NEON_NAME(T_##_dot)((const uint8_t *)w + r * ws, at + t * as, n); \
+        }                                                                                                  \
+    }
+NEON_RT_TILES(q4_0, block_q8_0, 0)
+NEON_RT_TILES(q4_1, block_q8_1, 1)
+NEON_RT_TILES(q5_0, block_q8_0, 0)
+NEON_RT_TILES(q5_1, block_q8_1, 1)
+NEON_RT_TILES(iq4_nl, block_q8_0, 0)
+NEON_RT_TILES(q8_0, block_q8_0, 0)
+#undef NEON_RT_TILES
+#undef NEON_RT_TILE
+#undef NEON_RT_ADD
+#undef NEON_RT_ADD_0
+#undef NEON_RT_ADD_1
+#undef NEON_AI
+
 /* ------------------------------------------------------------ K-quants x q8_K */
 
 static float NEON_NAME(q4_K_dot)(const void *row, const void *act, int64_t n) {

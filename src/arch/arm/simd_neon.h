@@ -40,5 +40,31 @@ SIMD_NEON float32x4_t simd_neon_exp(float32x4_t x) {
     return vbslq_f32(over, vdupq_n_f32(INFINITY), y);
 }
 
+/* The floats t[idx[i]] of a table of 2^bits floats (bits = 1..6; the table
+ * zero-padded to at least 4 floats, read as bytes in 16-byte registers t[0..3],
+ * t[4..7] for 32 and 64 floats): TBL on the byte indices 4 idx + 0..3. Every
+ * idx < 2^bits. bits is a constant where this is inlined, so one TBL (up to
+ * 4 floats: 1 register; 8: 2; 16: 4) and for 5 or 6 bits one or three TBX
+ * over the next 64 bytes remain. */
+SIMD_NEON float32x4_t simd_neon_lut(const uint8x16x4_t *t, int bits, uint32x4_t idx) {
+    const uint8x16_t b = vreinterpretq_u8_u32(vmlaq_n_u32(vdupq_n_u32(0x03020100u), idx, 0x04040404u));
+    uint8x16_t r;
+    if (bits <= 2) {
+        r = vqtbl1q_u8(t[0].val[0], b);
+    } else if (bits == 3) {
+        const uint8x16x2_t t2 = {{t[0].val[0], t[0].val[1]}};
+        r = vqtbl2q_u8(t2, b);
+    } else {
+        r = vqtbl4q_u8(t[0], b);
+        /* TBX leaves the lanes whose index is past its 64 bytes as they are */
+        if (bits >= 5) r = vqtbx4q_u8(r, t[1], vsubq_u8(b, vdupq_n_u8(64)));
+        if (bits >= 6) {
+            r = vqtbx4q_u8(r, t[2], vsubq_u8(b, vdupq_n_u8(128)));
+            r = vqtbx4q_u8(r, t[3], vsubq_u8(b, vdupq_n_u8(192)));
+        }
+    }
+    return vreinterpretq_f32_u8(r);
+}
+
 #endif
 #endif
