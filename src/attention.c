@@ -664,8 +664,9 @@ static void merge_worker(void *arg, int ith, int nth) {
  * number of threads. */
 #ifndef ATT_SPAN
 #define ATT_SPAN 2048 /* a multiple of ATT_BLOCK and of KV_PAGE_TOKENS; each split pays the kt* query
-                        * transform, the units' set-up and a partial: 1024 cost ~8% more per position at 16384
-                        * (bench/attn_depth.c -C -t 1, kt3.5 and f16, 4096: 24.5 vs 26.5-27.5 ns) */
+                        * transform, the units' set-up and a partial: at 16384, splits of 4096 ran kt3.5
+                        * 24.4-26.9 ns per (position, KV head) against 26.2-27.5 with 1024 (bench/attn_depth.c
+                        * -C -t 1); 2048 halves 1024's overhead and keeps two units per thread from depth 4096 */
 #endif
 #ifndef ATT_SPLIT_ITEMS
 #define ATT_SPLIT_ITEMS 64
