@@ -346,6 +346,27 @@ LOCAL_MODEL_TEST(t_gemma3_f16, "syn-gemma3-F16")
 LOCAL_MODEL_TEST(t_gemma3_q8_0, "syn-gemma3-Q8_0")
 LOCAL_MODEL_TEST(t_gemma3_q4_0, "syn-gemma3-Q4_0")
 
+/* Fails on a golden file (NAME.logits.txt) in dir whose NAME is not in
+ * known; returns how many golden files dir holds. */
+static int golden_files_known(const char *dir, const char *const *known, size_t n_known) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        const char *suffix = strstr(e->d_name, ".logits.txt");
+        if (!suffix || suffix[11]) continue;
+        bool found = false;
+        for (size_t i = 0; i < n_known; i++)
+            if (strlen(known[i]) == (size_t)(suffix - e->d_name) && !strncmp(known[i], e->d_name, strlen(known[i])))
+                found = true;
+        if (!found) fail_msg("golden file %s/%s has no test", dir, e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
 /* Every golden file in the shared folder has a test above. */
 static void t_all_golden_files_covered(void **state) {
     (void)state;
@@ -359,19 +380,7 @@ static void t_all_golden_files_covered(void **state) {
         "syn-qwen2-kout-F32", "syn-qwen2-kout-F16", "syn-qwen2-kout-Q8_0", "syn-qwen2-kout-Q6_K",
         "syn-qwen2-kout-Q4_K_M", "syn-qwen2-kout-Q4_0", "syn-qwen3-h128-F16", "syn-qwen3-h128-Q8_0",
         "syn-qwen3-h128-Q6_K", "syn-qwen3-h128-Q4_K_M", "syn-qwen3-h128-Q4_0"};
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        const char *suffix = strstr(e->d_name, ".logits.txt");
-        if (!suffix || suffix[11]) continue;
-        bool found = false;
-        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-            if (strlen(known[i]) == (size_t)(suffix - e->d_name) && !strncmp(known[i], e->d_name, strlen(known[i])))
-                found = true;
-        if (!found) fail_msg("golden file %s has no test", e->d_name);
-    }
-    closedir(d);
+    golden_files_known(dir, known, sizeof known / sizeof known[0]);
 }
 
 /* Every golden file in tests/models has a test above. */
@@ -384,21 +393,7 @@ static void t_all_local_golden_files_covered(void **state) {
         "syn-phi3-longrope-Q8_0.ctx300", "syn-qwen2moe-F32", "syn-qwen2moe-Q8_0", "syn-gemma2-F32", "syn-gemma2-F16",
         "syn-gemma2-Q8_0", "syn-gemma2-Q4_0", "syn-gemma3-F32", "syn-gemma3-F16", "syn-gemma3-Q8_0", "syn-gemma3-Q4_0",
         "syn-qwen3moe-MXFP4_MOE"};
-    DIR *d = opendir("tests/models");
-    assert_non_null(d);
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(d))) {
-        const char *suffix = strstr(e->d_name, ".logits.txt");
-        if (!suffix || suffix[11]) continue;
-        bool found = false;
-        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-            if (strlen(known[i]) == (size_t)(suffix - e->d_name) && !strncmp(known[i], e->d_name, strlen(known[i])))
-                found = true;
-        if (!found) fail_msg("golden file tests/models/%s has no test", e->d_name);
-        n++;
-    }
-    closedir(d);
+    const int n = golden_files_known("tests/models", known, sizeof known / sizeof known[0]);
     assert_int_equal(n, (int)(sizeof known / sizeof known[0]));
 }
 
