@@ -1,6 +1,6 @@
 #!/bin/sh
-# Makes the test models of the phi3, qwen3moe, qwen2moe, Mixtral (llama MoE), gemma2
-# and gemma3 architectures in tests/models/ and their golden logits, with the reference
+# Makes the test models of the phi3, qwen3moe, qwen2moe, Mixtral (llama MoE), gemma2,
+# gemma3 and gpt-oss architectures in tests/models/ and their golden logits, with the reference
 # peer (../shared/peer: llama.cpp, transformers and llama.cpp's converter in a
 # chroot, see ../shared/peer/README.md). Run as root from the repository root:
 #     sh scripts/make-test-models.sh [PEER_ROOT [NAME...]]  (default /opt/peer, all models)
@@ -17,29 +17,31 @@ want() { [ -z "$ONLY" ] || case " $ONLY " in *" $1 "*) return 0;; *) return 1;; 
 SHARED=${ROTKV_SHARED:-../shared}
 [ -x "$PEER/usr/bin/llama-quantize" ] || { echo "no peer chroot at $PEER (sh $SHARED/peer/peer-setup.sh $PEER)" >&2; exit 1; }
 mountpoint -q "$PEER/proc" || mount -t proc proc "$PEER/proc"
-W=$PEER/x/rotkv-test-models
+WN=${ROTKV_PEER_WORK:-rotkv-test-models}   # the work directory under the chroot's /x
+W=$PEER/x/$WN
 rm -rf "$W" && mkdir -p "$W/tmpl" "$W/out"
 cp scripts/make_test_models.py "$SHARED/peer/llama-logits.c" tests/models/prompt.txt "$W/"
 cp "$SHARED/models/tinystories-656k-f32.gguf" "$W/vocab.gguf"
 cp tests/server/templates/phi3-mini.jinja tests/server/templates/mistral-v0.2.jinja tests/server/templates/qwen2.5.jinja \
-    tests/server/templates/gemma-it.jinja tests/server/templates/gemma3-it.jinja "$W/tmpl/"
+    tests/server/templates/gemma-it.jinja tests/server/templates/gemma3-it.jinja \
+    tests/server/templates/gpt-oss.jinja "$W/tmpl/"
 # Qwen3's real template, from the shared Qwen3 vocab
 cp "$SHARED/models/vocab-qwen3.gguf" "$W/vocab-qwen3.gguf"
 chroot "$PEER" python3 -c "
 import gguf
-r = gguf.GGUFReader('/x/rotkv-test-models/vocab-qwen3.gguf')
-open('/x/rotkv-test-models/tmpl/qwen3.jinja', 'w').write(r.fields['tokenizer.chat_template'].contents())"
-chroot "$PEER" sh -c 'cd /x/rotkv-test-models && OMP_NUM_THREADS=2 python3 make_test_models.py vocab.gguf tmpl out '"$ONLY"' >make.log 2>&1' ||
+r = gguf.GGUFReader('/x/$WN/vocab-qwen3.gguf')
+open('/x/$WN/tmpl/qwen3.jinja', 'w').write(r.fields['tokenizer.chat_template'].contents())"
+chroot "$PEER" sh -c 'cd /x/'"$WN"' && OMP_NUM_THREADS=2 python3 make_test_models.py vocab.gguf tmpl out '"$ONLY"' >make.log 2>&1' ||
     { tail -20 "$W/out/make.log" "$W/make.log" 2>/dev/null; exit 1; }
-chroot "$PEER" sh -c 'cd /x/rotkv-test-models && gcc -O2 -o llama-logits llama-logits.c -lllama -lggml -lggml-base -lm'
+chroot "$PEER" sh -c 'cd /x/'"$WN"' && gcc -O2 -o llama-logits llama-logits.c -lllama -lggml -lggml-base -lm'
 # golden logits: NAME TYPE [GOLDEN-SUFFIX LLAMA-LOGITS-OPTIONS]
 golden() {
-    chroot "$PEER" sh -c "cd /x/rotkv-test-models && ./llama-logits -m out/$1-$2.gguf -f prompt.txt -t 2 ${4:--n 32}" \
+    chroot "$PEER" sh -c "cd /x/$WN && ./llama-logits -m out/$1-$2.gguf -f prompt.txt -t 2 ${4:--n 32}" \
         >"$W/out/$1-$2${3:-}.logits.txt" 2>"$W/logits-$1-$2${3:-}.log" || { tail "$W/logits-$1-$2${3:-}.log"; exit 1; }
     cp "$W/out/$1-$2.gguf" "$W/out/$1-$2${3:-}.logits.txt" tests/models/
 }
 quantize() {
-    chroot "$PEER" llama-quantize /x/rotkv-test-models/out/$1-F32.gguf /x/rotkv-test-models/out/$1-$2.gguf $2 2 \
+    chroot "$PEER" llama-quantize /x/$WN/out/$1-F32.gguf /x/$WN/out/$1-$2.gguf $2 2 \
         >"$W/quantize-$1-$2.log" 2>&1 || { tail "$W/quantize-$1-$2.log"; exit 1; }
 }
 for m in syn-phi3 syn-qwen3moe syn-mixtral; do  # (syn-phi3-longrope below)
@@ -77,4 +79,11 @@ for m in syn-gemma2 syn-gemma3; do
     quantize $m Q4_0
     for t in F32 F16 Q8_0 Q4_0; do golden $m $t; done
 done
+# gpt-oss (sliding window 16 on every other layer, sinks, YaRN): the experts in mxfp4 as gpt-oss ships
+# them (llama-quantize MXFP4_MOE: the rest q8_0), and Q8_0
+if want syn-gptoss; then
+    quantize syn-gptoss Q8_0
+    quantize syn-gptoss MXFP4_MOE
+    for t in F32 F16 Q8_0 MXFP4_MOE; do golden syn-gptoss $t; done
+fi
 ls -l tests/models/

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Tiny random-weight HF models of the phi3, qwen3moe, qwen2moe, Mixtral (llama MoE), gemma2
-and gemma3 architectures, converted to GGUF with llama.cpp's own converter.
+"""Tiny random-weight HF models of the phi3, qwen3moe, qwen2moe, Mixtral (llama MoE), gemma2,
+gemma3 and gpt-oss architectures, converted to GGUF with llama.cpp's own converter.
 
 Runs inside the peer chroot (../shared/peer: python3-torch, python3-transformers,
 llama.cpp's convert_hf_to_gguf.py); scripts/make-test-models.sh drives it.
@@ -24,7 +24,8 @@ import transformers
 CONVERT = "/usr/share/doc/llama.cpp-tools/scripts/convert_hf_to_gguf.py"
 sys.path.insert(1, "/usr/share/llama.cpp/llama.cpp-tools")
 import gguf  # noqa: E402
-from conversion import gemma as conv_gemma, llama as conv_llama, phi as conv_phi, qwen as conv_qwen  # noqa: E402
+from conversion import gemma as conv_gemma, gpt_oss as conv_gpt_oss, llama as conv_llama, phi as conv_phi  # noqa: E402
+from conversion import qwen as conv_qwen  # noqa: E402
 
 VOCAB = 2048
 
@@ -89,6 +90,17 @@ def shapes():
                              "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0}},
             **{**common, "num_hidden_layers": 6, "tie_word_embeddings": True}),
             "gemma3-it.jinja"),
+        # gpt-oss (GptOssForCausalLM, GGUF arch "gpt-oss"): 4 layers alternating sliding window 16 (layers
+        # 0 and 2) and global; head_dim 64 (q 256 wide on hidden 64), learned attention sinks per head,
+        # q/k/v/o biases; 4 experts of 64 with biases, top-2 with the softmax over the chosen logits;
+        # the clamped SwiGLU (alpha 1.702, limit 7); gpt-oss's own RoPE: base 150000 with YaRN factor 32
+        # on an original context of 4096, beta_fast 32, beta_slow 1 (HF's defaults for this config)
+        "syn-gptoss": (transformers.GptOssConfig(
+            head_dim=64, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, sliding_window=16,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
+                             "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096},
+            attention_bias=True, **{**common, "num_hidden_layers": 4, "max_position_embeddings": 131072}),
+            "gpt-oss.jinja"),
     }
 
 
@@ -127,7 +139,17 @@ def main():
         model = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
         with torch.no_grad():
             for pname, p in model.named_parameters():
-                if p.dim() == 1:  # norms away from 1, so a misapplied norm weight shows
+                if name == "syn-gptoss" and pname.endswith("sinks"):  # sink logits that weigh against
+                    p.copy_(0.5 + 1.0 * torch.randn_like(p))               # the 16..142 positions' scores
+                elif name == "syn-gptoss" and pname.endswith("experts.gate_up_proj_bias"):
+                    p.normal_(0.0, 4.0)  # gate and up values beyond the clamp at 7 in a few percent of the units
+                elif name == "syn-gptoss" and pname.endswith(("bias", "_bias")):  # q/k/v/o, router, experts' down
+                    p.normal_(0.0, 0.1)
+                elif name == "syn-gptoss" and pname.endswith("experts.down_proj"):
+                    p.normal_(0.0, 0.01)  # (the gated values reach 7 * 8)
+                elif name == "syn-gptoss" and pname.endswith("mlp.router.weight"):  # clear top-k choices
+                    p.normal_(0.0, 0.25)
+                elif p.dim() == 1:  # norms away from 1, so a misapplied norm weight shows
                     # (gemma's norms multiply by 1 + w: w itself is drawn around 0)
                     p.copy_((0.0 if name.startswith("syn-gemma") else 1.0) + 0.2 * torch.randn_like(p))
                 elif pname == "lm_head.weight":  # logits with clear winners (std ~2), not near-ties
@@ -147,7 +169,7 @@ def main():
             template = f.read()
         sv = tinystories_vocab(vocab_path, template)
         for cls in (conv_phi.Phi3MiniModel, conv_qwen.Qwen3MoeModel, conv_qwen.Qwen2MoeModel, conv_llama.LlamaModel,
-                    conv_gemma.Gemma2Model, conv_gemma.Gemma3Model):
+                    conv_gemma.Gemma2Model, conv_gemma.Gemma3Model, conv_gpt_oss.GptOssModel):
             cls.set_vocab = sv
         for outtype in ("f32", "f16"):
             out = os.path.join(out_dir, f"{name}-{outtype.upper()}.gguf")

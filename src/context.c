@@ -102,11 +102,17 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
     fprintf(fp, "head_dim:        %u (rope dims %u, %s)\n", hp->head_dim_k, hp->n_rot,
             hp->rope == ROPE_NEOX ? "neox" : "normal");
     if (hp->n_expert) {
-        fprintf(fp, "n_ff:            %u%s\n", hp->n_ff, hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE
-                                                        ? " (dense; unused: every layer is MoE)" : "");
-        fprintf(fp, "experts:         %u per layer, %u used per token (expert n_ff %u, softmax router, top-%u weights %s)\n",
-                hp->n_expert, hp->n_expert_used, hp->n_ff_exp, hp->n_expert_used,
-                hp->expert_weights_norm ? "renormalized" : "as they are");
+        fprintf(fp, "n_ff:            %u%s\n", hp->n_ff,
+                hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE || hp->arch == ARCH_GPTOSS
+                    ? " (dense; unused: every layer is MoE)" : "");
+        if (hp->expert_softmax_topk)
+            fprintf(fp, "experts:         %u per layer, %u used per token (expert n_ff %u, top-%u router logits weighted "
+                        "by their softmax; biases, clamped SwiGLU)\n",
+                    hp->n_expert, hp->n_expert_used, hp->n_ff_exp, hp->n_expert_used);
+        else
+            fprintf(fp, "experts:         %u per layer, %u used per token (expert n_ff %u, softmax router, top-%u weights %s)\n",
+                    hp->n_expert, hp->n_expert_used, hp->n_ff_exp, hp->n_expert_used,
+                    hp->expert_weights_norm ? "renormalized" : "as they are");
         if (hp->n_ff_shexp)
             fprintf(fp, "shared expert:   n_ff %u, every token, behind a sigmoid gate\n", hp->n_ff_shexp);
         fprintf(fp, "active weights:  %.2f MiB of matrices read per token (routed experts only)\n",
@@ -116,6 +122,13 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
     }
     fprintf(fp, "rope_freq_base:  %g%s%s\n", hp->rope_freq_base, m->rope_factors ? " (llama3 freq factors)" : "",
             hp->rope_freq_scale != 1.0f ? " (linear scaling)" : "");
+    if (hp->rope_yarn)
+        fprintf(fp, "rope scaling:    YaRN: factor %g on an original context of %u, beta_fast %g, beta_slow %g, "
+                    "ext_factor %g, attn_factor %g\n",
+                1.0f / hp->yarn_freq_scale, hp->n_ctx_orig, hp->yarn_beta_fast, hp->yarn_beta_slow, hp->yarn_ext_factor,
+                hp->yarn_attn_factor);
+    if (m->layers && m->layers[0].attn_sinks)
+        fprintf(fp, "attention sinks: one learned logit per query head (in each head's softmax denominator)\n");
     if (m->rope_factors_long)
         fprintf(fp, "rope scaling:    LongRoPE: long factors for a context (rounded up to 256) above %u, else short; "
                     "attn_factor %g\n",
@@ -230,7 +243,8 @@ struct rotkv_context {
     kv_cache *kv;
     rotation rot;          /* attn-rot matrix for one head */
     const float *rope_factors; /* (n_rot/2,) RoPE frequency divisors for this context (llama3, LongRoPE), or NULL */
-    float rope_mscale;         /* rotated dims of q and k scaled by it (LongRoPE's attn_factor), else 1 */
+    float rope_mscale;         /* rotated dims of q and k scaled by it (LongRoPE's attn_factor, YaRN's mscale), else 1 */
+    float *yarn_factors;       /* (n_rot/2,) YaRN's per-dimension frequency divisors (rope_factors then), or NULL */
     bool *rot_k, *rot_v;   /* (n_layer,) resolved from the params (AUTO -> quantized non-kt types) */
     uint32_t *layer_window; /* (n_layer,) sliding window of each layer (0: global) */
     int32_t *seq_len; /* (n_seq,) tokens cached per sequence */
@@ -287,6 +301,7 @@ void rotkv_context_free(rotkv_context *c) {
     free(c->rot_k);
     free(c->rot_v);
     free(c->layer_window);
+    free(c->yarn_factors);
     free(c->seq_len);
     free(c->center);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->tmp);
@@ -297,6 +312,33 @@ void rotkv_context_free(rotkv_context *c) {
 }
 
 static double *value_metric(const rotkv_model *m, const layer_weights *L);
+
+/* YaRN as ggml's CPU rope computes it (rope_yarn, ggml_rope_yarn_corr_dims): dimension pair i
+ * turns by theta_i = pos * base^(-2i/n_rot) * (s (1 - r_i) + r_i) with s = 1/factor and the
+ * ramp r_i = ext_factor * (1 - clamp((i - lo) / max(0.001, hi - lo), 0, 1)) between the
+ * correction dims lo = max(0, floor(d(beta_fast))), hi = min(n_rot - 1, ceil(d(beta_slow))),
+ * d(b) = n_rot ln(n_ctx_orig / (2 pi b)) / (2 ln base); the rotated values are scaled by
+ * mscale = attn_factor (1 + 0.1 ln(1/s)) (with ext_factor 0: attn_factor). The angle is linear
+ * in pos, so the blend is a per-pair frequency divisor 1 / (s (1 - r_i) + r_i): rope_apply's
+ * freq_factors, which a context shift and the kt* fits rotate by too; mscale is applied to q
+ * and k once, after RoPE, as LongRoPE's attn_factor is. */
+static float *yarn_factors(const model_hparams *hp, float *mscale) {
+    const int n = (int)hp->n_rot, half = n / 2;
+    float *f = malloc(sizeof(float) * (size_t)(half ? half : 1));
+    if (!f) return NULL;
+    const float base = hp->rope_freq_base, s = hp->yarn_freq_scale, ext = hp->yarn_ext_factor;
+    const float pi = 3.14159265358979323846f;
+    const float d_fast = n * logf((float)hp->n_ctx_orig / (hp->yarn_beta_fast * 2 * pi)) / (2 * logf(base));
+    const float d_slow = n * logf((float)hp->n_ctx_orig / (hp->yarn_beta_slow * 2 * pi)) / (2 * logf(base));
+    const float lo = fmaxf(0.0f, floorf(d_fast)), hi = fminf((float)(n - 1), ceilf(d_slow));
+    for (int i = 0; i < half; i++) {
+        const float y = ((float)i - lo) / fmaxf(0.001f, hi - lo);
+        const float r = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * ext;
+        f[i] = 1.0f / (s * (1.0f - r) + r);
+    }
+    *mscale = hp->yarn_attn_factor * (ext != 0.0f ? 1.0f + 0.1f * logf(1.0f / s) : 1.0f);
+    return f;
+}
 
 static float *alloc_f(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
@@ -328,6 +370,14 @@ rotkv_status rotkv_context_create(rotkv_model *m, const rotkv_context_params *pa
     c->rope_factors = m->rope_factors_long ? (n_ctx_pad > hp->n_ctx_orig ? m->rope_factors_long : m->rope_factors_short)
                                            : m->rope_factors;
     c->rope_mscale = hp->rope_attn_factor;
+    if (hp->rope_yarn) {
+        c->yarn_factors = yarn_factors(hp, &c->rope_mscale);
+        if (!c->yarn_factors) {
+            rotkv_context_free(c);
+            return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
+        }
+        c->rope_factors = c->yarn_factors;
+    }
     bool any_quantized = false;
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const kv_codec *ck = kv_codec_get(p.layer_types_k ? p.layer_types_k[l] : p.type_k);
@@ -792,7 +842,7 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
             store_rows(c, il, c0, c1, Kd);
             attention_args aa = {c->kv, il, c1 - c0, c->tok_seq + c0, c->tok_pos + c0, nh, nkv, hd, hp->attn_scale,
                                  c->q + (size_t)c0 * Qd, c->xb + (size_t)c0 * Qd, c->att_scratch, 0, window,
-                                 hp->attn_softcap, NULL};
+                                 hp->attn_softcap, L->attn_sinks};
             const double ta = now_ms();
             attention_batch(c->tp, &aa);
             c->perf.t_attention_ms += now_ms() - ta;
@@ -803,6 +853,9 @@ static rotkv_status forward_layers(rotkv_context *c, const rotkv_token *tokens, 
         if (c->rot_v[il])
             for (int i = 0; i < n * nh; i++) rotation_apply_inverse(&c->rot, c->xb + (size_t)i * hd);
         timed_matmul(c, &L->wo, c->xb, n, c->tmp);
+        if (L->bo) /* gpt-oss: the output projection's bias */
+            for (int t = 0; t < n; t++)
+                for (int i = 0; i < E; i++) c->tmp[(size_t)t * E + i] += L->bo[i];
         if (L->attn_post_norm) /* gemma: the sublayer's output normed before the residual */
             for (int t = 0; t < n; t++)
                 rmsnorm(c->tmp + (size_t)t * E, c->tmp + (size_t)t * E, L->attn_post_norm, E, hp->norm_eps);

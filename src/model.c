@@ -82,7 +82,7 @@ static bool get_f32(loader *L, const char *suffix, float *out, bool required, fl
  * qwen2moe adds a shared expert. Structure rotkv does not implement — expert
  * groups, shared experts elsewhere — is refused by name rather than ignored. */
 static bool read_moe_hparams(loader *L, model_hparams *hp) {
-    const bool moe_arch = hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE;
+    const bool moe_arch = hp->arch == ARCH_QWEN3MOE || hp->arch == ARCH_QWEN2MOE || hp->arch == ARCH_GPTOSS;
     if (!get_u32(L, "expert_count", &hp->n_expert, moe_arch, 0) ||
         !get_u32(L, "expert_used_count", &hp->n_expert_used, hp->n_expert > 0, 0))
         return false;
@@ -92,7 +92,7 @@ static bool read_moe_hparams(loader *L, model_hparams *hp) {
     }
     if (!moe_arch && hp->arch != ARCH_LLAMA) {
         rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "%s.expert_count is %u: mixture of experts is supported for "
-                        "qwen3moe, qwen2moe and llama (Mixtral) only", L->arch, hp->n_expert);
+                        "qwen3moe, qwen2moe, gpt-oss and llama (Mixtral) only", L->arch, hp->n_expert);
         return false;
     }
     if (hp->n_expert > 512 || hp->n_expert_used == 0 || hp->n_expert_used > hp->n_expert) {
@@ -117,7 +117,11 @@ static bool read_moe_hparams(loader *L, model_hparams *hp) {
                         L->arch, v);
         return false;
     }
-    hp->expert_weights_norm = hp->arch != ARCH_QWEN2MOE;
+    /* gpt-oss (llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX_WEIGHT, fixed for the architecture):
+     * the top k of the raw router logits (plus the router's bias), weighted by the softmax over
+     * those k, and each expert's FFN the clamped SwiGLU with biases */
+    hp->expert_weights_norm = hp->arch != ARCH_QWEN2MOE && hp->arch != ARCH_GPTOSS;
+    hp->expert_softmax_topk = hp->ffn_swiglu_oai = hp->arch == ARCH_GPTOSS;
     if (hp->arch == ARCH_QWEN2MOE) { /* its shared expert: feed_forward_length wide unless said */
         if (!get_u32(L, "expert_shared_feed_forward_length", &hp->n_ff_shexp, false, hp->n_ff)) return false;
         if (hp->n_ff_shexp == 0 || hp->n_ff_shexp > (1u << 18)) {
@@ -150,6 +154,26 @@ static bool refuse_keys(loader *L, const char *const *suffixes, int n, const cha
     return true;
 }
 
+/* gpt-oss, as llama.cpp reads it (LLM_ARCH_OPENAI_MOE): attention.sliding_window is required and
+ * every other layer slides, from layer 0 (llama.cpp's fixed pattern 2: no pattern key, which
+ * the caller refuses); both kinds of layer rotate alike (base, YaRN); q·k is scaled by
+ * 1/sqrt(n_rot), and llama.cpp reshapes q and k by n_rot, so n_rot must be the head size. */
+static bool read_gptoss_hparams(loader *L, model_hparams *hp) {
+    if (hp->n_rot != hp->head_dim_k) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "gpt-oss.rope.dimension_count %u must equal the head size %u",
+                        hp->n_rot, hp->head_dim_k);
+        return false;
+    }
+    hp->attn_scale = 1.0f / sqrtf((float)hp->n_rot);
+    if (!get_u32(L, "attention.sliding_window", &hp->n_swa, true, 0)) return false;
+    if (hp->n_swa == 0 || hp->n_swa > (1u << 24)) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "gpt-oss.attention.sliding_window %u is out of range", hp->n_swa);
+        return false;
+    }
+    for (uint32_t il = 0; il < hp->n_layer; il++) hp->swa_layer[il] = il % 2 == 0;
+    return true;
+}
+
 /* gemma2 / gemma3, as llama.cpp reads them. Sliding-window layers: gemma2
  * every other one from layer 0 (pattern 2), gemma3 five in six (pattern 6:
  * layer il slides when il % 6 < 5), both unless attention.sliding_window_pattern
@@ -177,9 +201,12 @@ static bool read_gemma_hparams(loader *L, model_hparams *hp) {
     if (!refuse_keys(L, never, (int)(sizeof never / sizeof never[0]), "(rotkv does not implement it)")) return false;
     /* attention.sliding_window itself llama.cpp ignores on these architectures (phi3 writes it and
      * llama.cpp switches it off: "Phi SWA is currently disabled"), and so does rotkv */
-    if (!gemma)
-        return refuse_keys(L, swa_keys + 1, (int)(sizeof swa_keys / sizeof swa_keys[0]) - 1,
-                           "for this architecture (sliding-window patterns and soft-capping: gemma2, gemma3)");
+    if (!gemma) {
+        if (!refuse_keys(L, swa_keys + 1, (int)(sizeof swa_keys / sizeof swa_keys[0]) - 1,
+                         "for this architecture (sliding-window patterns and soft-capping: gemma2, gemma3)"))
+            return false;
+        return hp->arch != ARCH_GPTOSS || read_gptoss_hparams(L, hp);
+    }
     hp->ffn_gelu = true;
     hp->embd_scale = sqrtf((float)hp->n_embd);
     const bool g2 = hp->arch == ARCH_GEMMA2;
@@ -238,6 +265,40 @@ static bool read_gemma_hparams(loader *L, model_hparams *hp) {
     return true;
 }
 
+/* YaRN (gpt-oss), with llama.cpp's defaults: ext_factor -1 (= 1 for YaRN), attn_factor 1,
+ * beta_fast 32, beta_slow 1, the original context rope.scaling.original_context_length
+ * (read by the caller). rope.scaling.yarn_truncate, which the converter writes from HF's
+ * "truncate", llama.cpp does not read: it always rounds the correction range outwards, and so
+ * does rotkv. yarn_log_multiplier (DeepSeek's) is refused. */
+static bool read_yarn(loader *L, model_hparams *hp, float factor) {
+    if (!(factor > 0)) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s.rope.scaling.factor %g must be positive for YaRN", L->arch, factor);
+        return false;
+    }
+    hp->rope_yarn = true;
+    hp->yarn_freq_scale = 1.0f / factor;
+    float log_mul = 0.0f;
+    if (!get_f32(L, "rope.scaling.yarn_ext_factor", &hp->yarn_ext_factor, false, -1.0f) ||
+        !get_f32(L, "rope.scaling.yarn_attn_factor", &hp->yarn_attn_factor, false, 1.0f) ||
+        !get_f32(L, "rope.scaling.yarn_beta_fast", &hp->yarn_beta_fast, false, 32.0f) ||
+        !get_f32(L, "rope.scaling.yarn_beta_slow", &hp->yarn_beta_slow, false, 1.0f) ||
+        !get_f32(L, "rope.scaling.yarn_log_multiplier", &log_mul, false, 0.0f))
+        return false;
+    if (hp->yarn_ext_factor < 0) hp->yarn_ext_factor = 1.0f;
+    if (log_mul != 0.0f) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "key '%s.rope.scaling.yarn_log_multiplier' (%g) is not supported",
+                        L->arch, log_mul);
+        return false;
+    }
+    if (!(hp->yarn_attn_factor > 0) || !(hp->yarn_beta_fast > 0) || !(hp->yarn_beta_slow > 0) || hp->n_ctx_orig == 0) {
+        rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "%s: YaRN attn_factor %g, beta_fast %g, beta_slow %g and the original "
+                        "context %u must be positive", L->arch, hp->yarn_attn_factor, hp->yarn_beta_fast,
+                        hp->yarn_beta_slow, hp->n_ctx_orig);
+        return false;
+    }
+    return true;
+}
+
 static bool read_hparams(loader *L, model_hparams *hp) {
     if (strcmp(L->arch, "llama") == 0 || strcmp(L->arch, "mistral") == 0) {
         hp->arch = ARCH_LLAMA;
@@ -263,10 +324,13 @@ static bool read_hparams(loader *L, model_hparams *hp) {
     } else if (strcmp(L->arch, "gemma3") == 0) {
         hp->arch = ARCH_GEMMA3;
         hp->rope = ROPE_NEOX;
+    } else if (strcmp(L->arch, "gpt-oss") == 0) {
+        hp->arch = ARCH_GPTOSS;
+        hp->rope = ROPE_NEOX;
     } else {
         rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED,
                         "unsupported architecture '%s' (supported: llama, mistral, qwen2, qwen3, qwen3moe, qwen2moe, phi3, "
-                        "gemma2, gemma3)", L->arch);
+                        "gemma2, gemma3, gpt-oss)", L->arch);
         return false;
     }
     snprintf(hp->arch_name, sizeof hp->arch_name, "%s", L->arch);
@@ -339,6 +403,8 @@ static bool read_hparams(loader *L, model_hparams *hp) {
                 return false;
             }
             hp->rope_freq_scale = 1.0f / factor;
+        } else if (gguf_str_eq(st, "yarn") && hp->arch == ARCH_GPTOSS) {
+            if (!read_yarn(L, hp, factor)) return false;
         } else if (!(factor == 0.0f || factor == 1.0f)) {
             char name[64];
             rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "rope scaling type '%s' is not supported",
@@ -448,6 +514,35 @@ static bool load_vector(loader *L, float **out, const char *name, int64_t n, boo
     return true;
 }
 
+/* A 2-D bias tensor [n, rows] (gpt-oss's expert biases: one row of n per expert) as a freshly
+ * allocated f32 array of rows * n. */
+static bool load_bias2(loader *L, float **out, const char *name, int64_t n, int64_t rows) {
+    *out = NULL;
+    const gguf_tensor *t = find_checked(L, name, n, rows, true);
+    if (!t || t == BAD_TENSOR) return false;
+    const quant_traits *tr = quant_get_traits(t->type);
+    if (tr->blck_size != 1) {
+        rotkv_set_error(L->err, ROTKV_ERR_UNSUPPORTED, "tensor '%s' has type %s: biases must be f32, f16 or bf16", name,
+                        quant_type_name(t->type));
+        return false;
+    }
+    float *v = malloc((size_t)(n * rows) * sizeof(float));
+    if (!v) {
+        rotkv_set_error(L->err, ROTKV_ERR_OOM, "out of memory loading '%s'", name);
+        return false;
+    }
+    tr->dequantize_row(t->data, v, n * rows);
+    for (int64_t i = 0; i < n * rows; i++)
+        if (!isfinite(v[i])) {
+            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "tensor '%s' holds a non-finite value at index %lld", name,
+                            (long long)i);
+            free(v);
+            return false;
+        }
+    *out = v;
+    return true;
+}
+
 /* An MoE layer: the router ffn_gate_inp and the experts' 3-D tensors
  * ffn_gate_exps / ffn_up_exps (or both fused in ffn_gate_up_exps) and
  * ffn_down_exps, each split into one matrix per expert; or, as the first
@@ -486,6 +581,13 @@ static bool load_moe(loader *L, const model_hparams *hp, uint32_t il, layer_weig
         return false;
     weight *down[1] = {lw->down_exps};
     if (!load_experts(L, NAME("ffn_down_exps.weight"), F, E, X, 1, down, true)) return false;
+    if (hp->arch == ARCH_GPTOSS) { /* the router's and the experts' biases */
+        if (!load_vector(L, &lw->ffn_gate_inp_b, NAME("ffn_gate_inp.bias"), X, true) ||
+            !load_bias2(L, &lw->gate_exps_b, NAME("ffn_gate_exps.bias"), F, X) ||
+            !load_bias2(L, &lw->up_exps_b, NAME("ffn_up_exps.bias"), F, X) ||
+            !load_bias2(L, &lw->down_exps_b, NAME("ffn_down_exps.bias"), E, X))
+            return false;
+    }
     if (hp->n_ff_shexp) {
         const int64_t FS = hp->n_ff_shexp;
         if (!load_vector(L, &lw->ffn_gate_inp_shexp, NAME("ffn_gate_inp_shexp.weight"), E, true) ||
@@ -503,7 +605,8 @@ static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_we
     const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim_k;
     const int64_t K = (int64_t)hp->n_head_kv * hp->head_dim_k, V = (int64_t)hp->n_head_kv * hp->head_dim_v;
     const int64_t O = (int64_t)hp->n_head * hp->head_dim_v;
-    const bool bias = hp->arch == ARCH_QWEN2 || hp->arch == ARCH_QWEN2MOE;
+    const bool bias = hp->arch == ARCH_QWEN2 || hp->arch == ARCH_QWEN2MOE || hp->arch == ARCH_GPTOSS;
+    const bool oss = hp->arch == ARCH_GPTOSS;
 #define NAME(s) (snprintf(n, sizeof n, "blk.%u." s, il), n)
     if (!load_vector(L, &lw->attn_norm, NAME("attn_norm.weight"), E, true)) return false;
     weight qkv;
@@ -521,6 +624,9 @@ static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_we
     if (!load_vector(L, &lw->bq, NAME("attn_q.bias"), Q, bias)) return false;
     if (!load_vector(L, &lw->bk, NAME("attn_k.bias"), K, bias)) return false;
     if (!load_vector(L, &lw->bv, NAME("attn_v.bias"), V, bias)) return false;
+    if (oss && (!load_vector(L, &lw->bo, NAME("attn_output.bias"), E, true) ||
+                !load_vector(L, &lw->attn_sinks, NAME("attn_sinks.weight"), hp->n_head, true)))
+        return false;
     if (hp->arch == ARCH_GEMMA2 || hp->arch == ARCH_GEMMA3) { /* norms of the sublayers' outputs */
         if (!load_vector(L, &lw->attn_post_norm, NAME("post_attention_norm.weight"), E, true) ||
             !load_vector(L, &lw->ffn_post_norm, NAME("post_ffw_norm.weight"), E, true))
@@ -530,7 +636,9 @@ static bool load_layer(loader *L, const model_hparams *hp, uint32_t il, layer_we
         if (!load_vector(L, &lw->q_norm, NAME("attn_q_norm.weight"), hp->head_dim_k, true)) return false;
         if (!load_vector(L, &lw->k_norm, NAME("attn_k_norm.weight"), hp->head_dim_k, true)) return false;
     }
-    if (!load_vector(L, &lw->ffn_norm, NAME("ffn_norm.weight"), E, true)) return false;
+    /* gpt-oss: the norm before the experts is called post_attention_norm */
+    if (!load_vector(L, &lw->ffn_norm, oss ? NAME("post_attention_norm.weight") : NAME("ffn_norm.weight"), E, true))
+        return false;
     if (hp->n_expert) {
         if (!load_moe(L, hp, il, lw)) return false;
     } else if (hp->arch == ARCH_PHI3) { /* fused ffn_up: the gate's rows, then the up projection's */
@@ -757,6 +865,8 @@ void model_free(struct rotkv_model *m) {
             free(lw->attn_post_norm); free(lw->ffn_post_norm);
             free(lw->gate_exps); /* up_exps and down_exps live in the same block */
             free(lw->ffn_gate_inp_shexp);
+            free(lw->bo); free(lw->attn_sinks);
+            free(lw->ffn_gate_inp_b); free(lw->gate_exps_b); free(lw->up_exps_b); free(lw->down_exps_b);
         }
     free(m->layers);
     free(m->output_norm);
@@ -818,6 +928,9 @@ rotkv_status model_load(const char *path, const rotkv_model_params *params, stru
     if (ok && !m->output.data) m->output = m->tok_embd; /* tied embeddings */
     if (ok) ok = load_longrope(&L, m);
     if (ok) ok = load_vector(&L, &m->rope_factors, "rope_freqs.weight", hp->n_rot / 2, false);
+    if (ok && m->rope_factors && hp->rope_yarn)
+        ok = rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "rope_freqs.weight together with YaRN scaling is not supported") ==
+             ROTKV_OK;
     if (ok && m->rope_factors)
         for (uint32_t i = 0; i < hp->n_rot / 2; i++)
             if (!(m->rope_factors[i] > 0)) {

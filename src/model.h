@@ -1,6 +1,6 @@
 /* model.h — hyperparameters and weights of a llama-shaped transformer
  * (llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3, and the mixture-of-experts qwen3moe,
- * qwen2moe and llama/Mixtral), read from a GGUF file and checked against each other before use. */
+ * qwen2moe, llama/Mixtral and gpt-oss), read from a GGUF file and checked against each other before use. */
 #ifndef ROTKV_MODEL_H
 #define ROTKV_MODEL_H
 
@@ -12,7 +12,8 @@
 #include "rotkv.h"
 #include "tokenizer.h"
 
-typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE, ARCH_QWEN2MOE, ARCH_GEMMA2, ARCH_GEMMA3 } model_arch;
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_PHI3, ARCH_QWEN3MOE, ARCH_QWEN2MOE, ARCH_GEMMA2, ARCH_GEMMA3,
+               ARCH_GPTOSS } model_arch;
 
 #define MODEL_MAX_LAYERS 1024
 
@@ -37,6 +38,9 @@ typedef struct {
     uint32_t n_expert, n_expert_used; /* <arch>.expert_count, <arch>.expert_used_count */
     uint32_t n_ff_exp;                /* one expert's FFN width */
     bool expert_weights_norm;         /* the top-k router weights are renormalized to sum 1 */
+    bool expert_softmax_topk;         /* gpt-oss: the top k of the raw router logits, their weights the
+                                         softmax over those k (instead of the softmax over all, then top k) */
+    bool ffn_swiglu_oai;              /* gpt-oss: the experts' clamped SwiGLU (alpha 1.702, limit 7) */
     uint32_t n_ff_shexp;              /* qwen2moe: the shared expert's FFN width (0: none) */
     /* gemma2 / gemma3 */
     uint32_t n_swa;                   /* attention.sliding_window: a sliding-window layer's query at p
@@ -48,6 +52,11 @@ typedef struct {
     float attn_scale;                 /* multiplies q·k (1/sqrt(head_dim) unless the architecture says otherwise) */
     float embd_scale;                 /* the token embedding is multiplied by it (gemma: sqrt(n_embd)), else 1 */
     bool ffn_gelu;                    /* GeGLU (gelu-tanh of the gate) instead of SwiGLU */
+    /* YaRN RoPE scaling (gpt-oss): rope.scaling.type "yarn" */
+    bool rope_yarn;
+    float yarn_freq_scale;            /* 1 / rope.scaling.factor (rope_freq_scale stays 1: the scaling is
+                                         per dimension, see the context's rope factors) */
+    float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
 } model_hparams;
 
 /* A 2-D weight matrix in its file type: rows of ne0 values, ne1 rows. */
@@ -67,6 +76,8 @@ typedef struct {
     float *attn_norm;            /* (n_embd,) */
     weight wq, wk, wv, wo;       /* (n_embd -> n_head*hd_k), (-> n_head_kv*hd_k), (-> n_head_kv*hd_v), (n_head*hd_v -> n_embd) */
     float *bq, *bk, *bv;         /* qwen2 biases, or NULL */
+    float *bo;                   /* gpt-oss: attn_output.bias (n_embd,), or NULL */
+    float *attn_sinks;           /* gpt-oss: learned attention-sink logit per query head (n_head,), or NULL */
     float *q_norm, *k_norm;      /* qwen3/gemma3 per-head RMSNorm weights (head_dim_k,), or NULL */
     float *attn_post_norm;       /* gemma: RMSNorm of the attention output before the residual (n_embd,), or NULL */
     float *ffn_post_norm;        /* gemma: RMSNorm of the FFN output before the residual (n_embd,), or NULL */
@@ -77,6 +88,9 @@ typedef struct {
     weight ffn_gate_inp;         /* (n_embd -> n_expert), data NULL for a dense FFN */
     weight *gate_exps, *up_exps; /* (n_expert,) of (n_embd -> n_ff_exp) */
     weight *down_exps;           /* (n_expert,) of (n_ff_exp -> n_embd) */
+    /* gpt-oss: biases of the router (n_expert,) and of each expert's projections,
+     * (n_expert, n_ff_exp) for gate and up, (n_expert, n_embd) for down; NULL elsewhere */
+    float *ffn_gate_inp_b, *gate_exps_b, *up_exps_b, *down_exps_b;
     /* qwen2moe's shared expert, run for every token, its output scaled by
      * sigmoid(ffn_gate_inp_shexp · x); NULL / data NULL when there is none */
     float *ffn_gate_inp_shexp;   /* (n_embd,) */

@@ -88,6 +88,49 @@ void moe_route(float *probs, int n_expert, int k, bool norm, int32_t *sel, float
     }
 }
 
+void moe_route_softmax_topk(const float *logits, int n_expert, int k, int32_t *sel, float *w) {
+    int n = 0;
+    for (int e = 0; e < n_expert; e++) { /* top k of the raw logits, ties to the lower id */
+        if (n == k && !(logits[e] > logits[sel[k - 1]])) continue;
+        int i = n < k ? n++ : k - 1;
+        while (i > 0 && logits[e] > logits[sel[i - 1]]) {
+            sel[i] = sel[i - 1];
+            i--;
+        }
+        sel[i] = e;
+    }
+    const float mx = logits[sel[0]];
+    double sum = 0;
+    for (int i = 0; i < k; i++) {
+        w[i] = expf(logits[sel[i]] - mx);
+        sum += w[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int i = 0; i < k; i++) w[i] *= inv;
+}
+
+/* An expert's activation on m rows of its gate and up products (in place in gate): SwiGLU,
+ * or for gpt-oss the expert's gate and up biases added, then the clamped SwiGLU. */
+static void expert_act(const model_hparams *hp, const layer_weights *L, int e, float *gate, float *up, int m) {
+    const int F = (int)hp->n_ff_exp;
+    if (L->gate_exps_b)
+        for (int r = 0; r < m; r++)
+            for (int i = 0; i < F; i++) {
+                gate[(size_t)r * F + i] += L->gate_exps_b[(size_t)e * F + i];
+                up[(size_t)r * F + i] += L->up_exps_b[(size_t)e * F + i];
+            }
+    if (hp->ffn_swiglu_oai) swiglu_oai(gate, up, m * F);
+    else swiglu(gate, up, m * F);
+}
+
+/* The expert's down bias added to m output rows (gpt-oss). */
+static void expert_down_bias(const model_hparams *hp, const layer_weights *L, int e, float *y, int m) {
+    const int E = (int)hp->n_embd;
+    if (!L->down_exps_b) return;
+    for (int r = 0; r < m; r++)
+        for (int d = 0; d < E; d++) y[(size_t)r * E + d] += L->down_exps_b[(size_t)e * E + d];
+}
+
 static void timed_matmul(threadpool *tp, const weight *w, const float *x, int n, float *y, void *scratch,
                          double *t_ms) {
     const double t0 = now_ms();
@@ -119,7 +162,8 @@ static bool experts_forward(threadpool *tp, const model_hparams *hp, const layer
     if (n1) {
         const double t0 = now_ms();
         if (!matmul_many(tp, s->req, n1, mm_scratch)) return false;
-        for (int i = 0; i < n1_exp; i += 2) swiglu(s->req[i].y, s->req[i + 1].y, F);
+        for (int i = 0; i < n1_exp; i += 2)
+            expert_act(hp, L, (int)(s->req[i].W - L->gate_exps), s->req[i].y, s->req[i + 1].y, 1);
         if (shared_single) swiglu(s->sh_gate, s->sh_up, FS);
         int nd = 0;
         for (int i = 0; i < n1_exp; i += 2) {
@@ -129,6 +173,10 @@ static bool experts_forward(threadpool *tp, const model_hparams *hp, const layer
         s->expert_matmuls += (uint64_t)nd;
         if (shared_single) s->req[nd++] = (matvec_req){&L->down_shexp, s->sh_gate, s->sh_y};
         if (!matmul_many(tp, s->req, nd, mm_scratch)) return false;
+        for (int i = 0; i < n1_exp / 2; i++) {
+            const int e = (int)(s->req[i].W - L->down_exps);
+            expert_down_bias(hp, L, e, s->y + (size_t)s->start[e] * E, 1);
+        }
         *t_matmul_ms += now_ms() - t0;
     }
     if (shared && !shared_single) {
@@ -145,8 +193,9 @@ static bool experts_forward(threadpool *tp, const model_hparams *hp, const layer
         float *g = s->gate + (size_t)r0 * F, *u = s->up + (size_t)r0 * F;
         timed_matmul(tp, &L->gate_exps[e], s->x, m, g, mm_scratch, t_matmul_ms);
         timed_matmul(tp, &L->up_exps[e], s->x, m, u, mm_scratch, t_matmul_ms);
-        swiglu(g, u, m * F);
+        expert_act(hp, L, e, g, u, m);
         timed_matmul(tp, &L->down_exps[e], g, m, s->y + (size_t)r0 * E, mm_scratch, t_matmul_ms);
+        expert_down_bias(hp, L, e, s->y + (size_t)r0 * E, m);
         s->expert_matmuls++;
     }
     return true;
@@ -157,9 +206,16 @@ bool moe_ffn(threadpool *tp, const model_hparams *hp, const layer_weights *L, co
     const int X = (int)hp->n_expert, K = (int)hp->n_expert_used, E = (int)hp->n_embd;
     /* router: logits (n, X), then each token's top K and their weights */
     timed_matmul(tp, &L->ffn_gate_inp, xb, n, s->probs, mm_scratch, t_matmul_ms);
-    for (int t = 0; t < n; t++)
-        moe_route(s->probs + (size_t)t * X, X, K, hp->expert_weights_norm, s->sel + (size_t)t * K,
-                  s->sel_w + (size_t)t * K);
+    if (L->ffn_gate_inp_b) /* gpt-oss: the router's bias */
+        for (int t = 0; t < n; t++)
+            for (int e = 0; e < X; e++) s->probs[(size_t)t * X + e] += L->ffn_gate_inp_b[e];
+    for (int t = 0; t < n; t++) {
+        if (hp->expert_softmax_topk)
+            moe_route_softmax_topk(s->probs + (size_t)t * X, X, K, s->sel + (size_t)t * K, s->sel_w + (size_t)t * K);
+        else
+            moe_route(s->probs + (size_t)t * X, X, K, hp->expert_weights_norm, s->sel + (size_t)t * K,
+                      s->sel_w + (size_t)t * K);
+    }
     /* group the (token, expert) pairs by expert: counting sort, tokens in order */
     memset(s->start, 0, sizeof(int32_t) * (size_t)(X + 1));
     for (int i = 0; i < n * K; i++) s->start[s->sel[i] + 1]++;

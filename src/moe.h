@@ -1,4 +1,4 @@
-/* moe.h — the mixture-of-experts feed-forward block (qwen3moe, Mixtral):
+/* moe.h — the mixture-of-experts feed-forward block (qwen3moe, qwen2moe, Mixtral, gpt-oss):
  * a router picks n_expert_used of n_expert SwiGLU experts per token and the
  * block's output is their weighted sum.
  *
@@ -17,7 +17,11 @@
  *
  * qwen2moe adds a shared expert every token runs, its output scaled by
  * sigmoid(ffn_gate_inp_shexp · x) and added after the routed ones (as
- * llama.cpp adds it); in decode its products join the same two dispatches. */
+ * llama.cpp adds it); in decode its products join the same two dispatches.
+ *
+ * gpt-oss routes by the softmax over the top k logits (moe_route_softmax_topk), adds a bias to
+ * the router's logits and to each expert's gate, up and down products, and its experts use the
+ * clamped SwiGLU (swiglu_oai). */
 #ifndef ROTKV_MOE_H
 #define ROTKV_MOE_H
 
@@ -56,6 +60,11 @@ void moe_scratch_free(moe_scratch *s);
  * first) into sel in descending order, their probabilities into w, then, when
  * norm, w divided by its sum (clamped below at 2^-14, as llama.cpp does). */
 void moe_route(float *probs, int n_expert, int k, bool norm, int32_t *sel, float *w);
+
+/* gpt-oss's routing (llama.cpp's SOFTMAX_WEIGHT gating): the k largest of the n_expert router
+ * logits (ties: the lower expert id first) into sel in descending order, and as their weights
+ * w the softmax over those k logits alone. */
+void moe_route_softmax_topk(const float *logits, int n_expert, int k, int32_t *sel, float *w);
 
 /* Tokens of matmul scratch moe_ffn needs beyond the batch's: matmul_many's
  * one activation row per request. */

@@ -529,6 +529,15 @@ static float gelu_ggml(float x) {
     return fp16_to_fp32(fp32_to_fp16(0.5f * h * (1.0f + tanhf(c * h * (1.0f + a * h * h)))));
 }
 
+void swiglu_oai(float *gate, const float *up, int n) {
+    const float alpha = 1.702f, limit = 7.0f;
+    for (int i = 0; i < n; i++) {
+        const float x = gate[i] < limit ? gate[i] : limit;
+        const float y = up[i] < -limit ? -limit : up[i] > limit ? limit : up[i];
+        gate[i] = x / (1.0f + expf(alpha * -x)) * (y + 1.0f);
+    }
+}
+
 void geglu(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) gate[i] = gelu_ggml(gate[i]) * up[i];
 }

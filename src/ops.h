@@ -62,6 +62,10 @@ void swiglu_ref(float *gate, const float *up, int n);
  * through f16 as ggml's CPU backend computes it); written into gate. */
 void geglu(float *gate, const float *up, int n);
 
+/* gpt-oss's clamped SwiGLU, as ggml_swiglu_oai (alpha 1.702, limit 7): with g = min(gate, 7)
+ * and u = clamp(up, -7, 7), gate[i] = g / (1 + exp(-1.702 g)) * (u + 1). */
+void swiglu_oai(float *gate, const float *up, int n);
+
 /* In-place softmax over n values; returns log(sum(exp(x))) before normalizing. */
 double softmax_inplace(float *x, int n);
 /* log(sum(exp(x))) over n values, computed in double. */

@@ -1,6 +1,7 @@
 /* test_golden.c — every GGUF with weights in ../shared/models against
  * llama.cpp's reference logits in ../shared/golden/<model>.logits.txt, and
- * the small models of tests/models (phi3, qwen3moe, qwen2moe, Mixtral-style llama MoE;
+ * the small models of tests/models (phi3, qwen3moe, qwen2moe, Mixtral-style llama MoE, gemma2,
+ * gemma3, gpt-oss;
  * made by scripts/make-test-models.sh, docs/models.md) against theirs beside
  * them, which needs no ../shared:
  *  - same prompt tokens;
@@ -345,6 +346,12 @@ LOCAL_MODEL_TEST(t_gemma3_f32, "syn-gemma3-F32")
 LOCAL_MODEL_TEST(t_gemma3_f16, "syn-gemma3-F16")
 LOCAL_MODEL_TEST(t_gemma3_q8_0, "syn-gemma3-Q8_0")
 LOCAL_MODEL_TEST(t_gemma3_q4_0, "syn-gemma3-Q4_0")
+/* gpt-oss: window 16 on layers 0 and 2, attention sinks, YaRN, biased experts with the clamped
+ * SwiGLU; MXFP4_MOE has the experts in mxfp4 as gpt-oss ships them */
+LOCAL_MODEL_TEST(t_gptoss_f32, "syn-gptoss-F32")
+LOCAL_MODEL_TEST(t_gptoss_f16, "syn-gptoss-F16")
+LOCAL_MODEL_TEST(t_gptoss_q8_0, "syn-gptoss-Q8_0")
+LOCAL_MODEL_TEST(t_gptoss_mxfp4, "syn-gptoss-MXFP4_MOE")
 
 /* Fails on a golden file (NAME.logits.txt) in dir whose NAME is not in
  * known; returns how many golden files dir holds. */
@@ -392,7 +399,7 @@ static void t_all_local_golden_files_covered(void **state) {
         "syn-mixtral-Q4_0", "syn-phi3-longrope-F32", "syn-phi3-longrope-Q8_0", "syn-phi3-longrope-F32.ctx300",
         "syn-phi3-longrope-Q8_0.ctx300", "syn-qwen2moe-F32", "syn-qwen2moe-Q8_0", "syn-gemma2-F32", "syn-gemma2-F16",
         "syn-gemma2-Q8_0", "syn-gemma2-Q4_0", "syn-gemma3-F32", "syn-gemma3-F16", "syn-gemma3-Q8_0", "syn-gemma3-Q4_0",
-        "syn-qwen3moe-MXFP4_MOE"};
+        "syn-qwen3moe-MXFP4_MOE", "syn-gptoss-F32", "syn-gptoss-F16", "syn-gptoss-Q8_0", "syn-gptoss-MXFP4_MOE"};
     const int n = golden_files_known("tests/models", known, sizeof known / sizeof known[0]);
     assert_int_equal(n, (int)(sizeof known / sizeof known[0]));
 }
@@ -420,6 +427,8 @@ int main(void) {
         cmocka_unit_test(t_gemma2_f32), cmocka_unit_test(t_gemma2_f16), cmocka_unit_test(t_gemma2_q8_0),
         cmocka_unit_test(t_gemma2_q4_0), cmocka_unit_test(t_gemma3_f32), cmocka_unit_test(t_gemma3_f16),
         cmocka_unit_test(t_gemma3_q8_0), cmocka_unit_test(t_gemma3_q4_0), cmocka_unit_test(t_qwen3moe_mxfp4),
+        cmocka_unit_test(t_gptoss_f32), cmocka_unit_test(t_gptoss_f16), cmocka_unit_test(t_gptoss_q8_0),
+        cmocka_unit_test(t_gptoss_mxfp4),
     };
     /* ROTKV_GOLDEN_FILTER: only the tests whose names match one of these
      * comma-separated glob patterns (make check-arm64 runs a few small models
