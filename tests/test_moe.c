@@ -10,6 +10,8 @@
  *  - moe_ffn equals a naive double-precision MoE (every expert computed, the
  *    routed ones summed with their weights) for a batch of tokens; a token
  *    gives bit-identical output alone and in the batch, with 1 or 3 threads;
+ *    the same for gpt-oss's block (biases, clamped SwiGLU, softmax over the top
+ *    k), and moe_route_softmax_topk and swiglu_oai against references;
  *  - decode reads only the routed experts: every other expert's matrices are
  *    mprotect(PROT_NONE)ed and moe_ffn of one token still runs (a read would
  *    be a SIGSEGV); a batch multiplies by each chosen expert exactly once;
@@ -187,6 +189,8 @@ typedef struct {
     size_t bytes;
     float router[X * E];
     weight gate[X], up[X], down[X];
+    bool oss;                     /* gpt-oss: router and expert biases, the clamped SwiGLU, softmax over the top k */
+    float router_b[X], gate_b[X * F], up_b[X * F], down_b[X * E];
     layer_weights L;
     model_hparams hp;
 } moe_layer;
@@ -196,7 +200,7 @@ static weight f32_weight(const float *data, int64_t ne0, int64_t ne1) {
     return w;
 }
 
-static void make_layer(moe_layer *ml, uint64_t seed) {
+static void make_layer_ex(moe_layer *ml, uint64_t seed, bool oss) {
     memset(ml, 0, sizeof *ml);
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     ml->bytes = (3 * (size_t)E * F * sizeof(float) + page - 1) / page * page;
@@ -220,7 +224,23 @@ static void make_layer(moe_layer *ml, uint64_t seed) {
     ml->hp.n_expert_used = K;
     ml->hp.n_ff_exp = F;
     ml->hp.expert_weights_norm = true;
+    if (!oss) return;
+    ml->oss = true;
+    for (int i = 0; i < X; i++) ml->router_b[i] = 0.5f * test_rand_normal(&rng);
+    for (int i = 0; i < X * F; i++) { /* gate and up beyond the clamp at 7 for some units */
+        ml->gate_b[i] = 4.0f * test_rand_normal(&rng);
+        ml->up_b[i] = 4.0f * test_rand_normal(&rng);
+    }
+    for (int i = 0; i < X * E; i++) ml->down_b[i] = 0.3f * test_rand_normal(&rng);
+    ml->L.ffn_gate_inp_b = ml->router_b;
+    ml->L.gate_exps_b = ml->gate_b;
+    ml->L.up_exps_b = ml->up_b;
+    ml->L.down_exps_b = ml->down_b;
+    ml->hp.expert_weights_norm = false;
+    ml->hp.expert_softmax_topk = ml->hp.ffn_swiglu_oai = true;
 }
+
+static void make_layer(moe_layer *ml, uint64_t seed) { make_layer_ex(ml, seed, false); }
 
 static void free_layer(moe_layer *ml) {
     for (int e = 0; e < X; e++) munmap(ml->mem[e], ml->bytes);
@@ -232,10 +252,10 @@ static void ref_moe(const moe_layer *ml, const float *x, double *out, int *sel) 
     for (int e = 0; e < X; e++) {
         double s = 0;
         for (int d = 0; d < E; d++) s += (double)ml->router[e * E + d] * x[d];
-        logits[e] = (float)s;
+        logits[e] = (float)s + (ml->oss ? ml->router_b[e] : 0.0f);
     }
     double w[K];
-    ref_route(logits, X, K, true, sel, w);
+    ref_route(logits, X, K, true, sel, w); /* (gpt-oss's softmax over the top k logits is the same weights) */
     memset(out, 0, sizeof(double) * E);
     for (int j = 0; j < K; j++) {
         const float *m = ml->mem[sel[j]];
@@ -246,20 +266,26 @@ static void ref_moe(const moe_layer *ml, const float *x, double *out, int *sel) 
                 g += (double)m[f * E + d] * x[d];
                 u += (double)m[E * F + f * E + d] * x[d];
             }
-            h[f] = g / (1 + exp(-g)) * u;
+            if (ml->oss) { /* the clamped SwiGLU (ggml_swiglu_oai) on the biased products */
+                g = fmin(g + ml->gate_b[sel[j] * F + f], 7.0);
+                u = fmax(-7.0, fmin(7.0, u + ml->up_b[sel[j] * F + f]));
+                h[f] = g / (1 + exp(-1.702 * g)) * (u + 1);
+            } else {
+                h[f] = g / (1 + exp(-g)) * u;
+            }
         }
         for (int d = 0; d < E; d++) {
             double y = 0;
             for (int f = 0; f < F; f++) y += (double)m[2 * E * F + d * F + f] * h[f];
+            if (ml->oss) y += ml->down_b[sel[j] * E + d];
             out[d] += w[j] * y;
         }
     }
 }
 
-static void test_moe_ffn_matches_reference(void **state) {
-    (void)state;
+static void moe_ffn_vs_reference(bool oss) {
     moe_layer ml;
-    make_layer(&ml, 0xabcdef);
+    make_layer_ex(&ml, 0xabcdef, oss);
     uint64_t rng = 42;
     float x[NT * E];
     for (int i = 0; i < NT * E; i++) x[i] = test_rand_normal(&rng);
@@ -299,6 +325,44 @@ static void test_moe_ffn_matches_reference(void **state) {
     }
     free(mm);
     free_layer(&ml);
+}
+
+static void test_moe_ffn_matches_reference(void **state) {
+    (void)state;
+    moe_ffn_vs_reference(false);
+}
+
+/* gpt-oss's block: router bias, the top k logits weighted by their softmax, the experts' gate/up/down
+ * biases and the clamped SwiGLU (biases of std 4, so a few percent of the units are clamped) */
+static void test_moe_ffn_gptoss_matches_reference(void **state) {
+    (void)state;
+    moe_ffn_vs_reference(true);
+    uint64_t rng = 5;
+    for (int trial = 0; trial < 200; trial++) { /* moe_route_softmax_topk against the reference */
+        const int n_x = 2 + trial % 30, k = 1 + trial % (n_x < 4 ? n_x : 4);
+        float logits[32];
+        for (int e = 0; e < n_x; e++) logits[e] = 3.0f * test_rand_normal(&rng);
+        if (trial % 7 == 0) logits[n_x - 1] = logits[0]; /* a tie: the lower id first */
+        int32_t sel[8];
+        float w[8];
+        int rsel[8];
+        double rw[8];
+        moe_route_softmax_topk(logits, n_x, k, sel, w);
+        ref_route(logits, n_x, k, true, rsel, rw);
+        for (int j = 0; j < k; j++) {
+            assert_int_equal(sel[j], rsel[j]);
+            assert_true(fabs(w[j] - rw[j]) < 1e-6);
+        }
+    }
+    const float g[] = {-20, -1, 0, 0.5f, 6.9f, 7, 8, 100}, u[] = {-9, -7, -0.5f, 0, 1, 6.5f, 7.5f, 50};
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++) {
+            float a = g[i];
+            swiglu_oai(&a, &u[j], 1);
+            const double x = fmin(g[i], 7.0), y = fmax(-7.0, fmin(7.0, u[j]));
+            const double want = x / (1 + exp(-1.702 * x)) * (y + 1);
+            assert_true(fabs(a - want) < 1e-5 * (1 + fabs(want)));
+        }
 }
 
 static void test_decode_reads_only_routed_experts(void **state) {
@@ -354,6 +418,8 @@ typedef struct {
     const char *extra_key;     /* "<arch>.<suffix>" written as u32 2 */
     const char *extra_tensor;  /* a 1-D tensor of M_HD / 2 values added */
     bool split_experts;        /* experts as 2-D ffn_{gate,up,down}.<e> tensors (early Mixtral files) */
+    const char *omit_key;      /* gpt-oss: a key suffix left out */
+    const char *extra_f32_key; /* "<arch>.<suffix>" written as f32 0.5 */
 } arch_opts;
 
 static float g_data[1 << 16];
@@ -389,7 +455,15 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
     if (o->n_expert_used) gb_kv_u32(&g, KEY("expert_used_count"), o->n_expert_used);
     if (!strcmp(o->arch, "qwen3moe") || !strcmp(o->arch, "qwen2moe")) gb_kv_u32(&g, KEY("expert_feed_forward_length"), M_FF);
     if (!strcmp(o->arch, "qwen2moe")) gb_kv_u32(&g, KEY("expert_shared_feed_forward_length"), 2 * M_FF);
+    if (!strcmp(o->arch, "gpt-oss")) {
+        gb_kv_u32(&g, KEY("expert_feed_forward_length"), M_FF);
+        if (!o->omit_key || strcmp(o->omit_key, "attention.sliding_window")) gb_kv_u32(&g, KEY("attention.sliding_window"), 4);
+        gb_kv_str(&g, KEY("rope.scaling.type"), "yarn");
+        gb_kv_f32(&g, KEY("rope.scaling.factor"), 8.0f);
+        gb_kv_u32(&g, KEY("rope.scaling.original_context_length"), 16);
+    }
     if (o->extra_key) gb_kv_u32(&g, o->extra_key, 2);
+    if (o->extra_f32_key) gb_kv_f32(&g, o->extra_f32_key, 0.5f);
 #undef KEY
     gb_kv_str(&g, "tokenizer.ggml.model", "llama");
     gb_kv_arr_str(&g, "tokenizer.ggml.tokens", M_VOCAB, VOCAB);
@@ -405,7 +479,7 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
     gb_kv_u32(&g, "tokenizer.ggml.eos_token_id", 2);
 
     const bool phi3 = !strcmp(o->arch, "phi3"), qk_norm = !strcmp(o->arch, "qwen3moe");
-    const bool qwen2moe = !strcmp(o->arch, "qwen2moe");
+    const bool qwen2moe = !strcmp(o->arch, "qwen2moe"), oss = !strcmp(o->arch, "gpt-oss");
     const uint64_t Q = M_HEAD * M_HD, KV = M_HEAD_KV * M_HD, XE = o->n_expert;
     tensor(&g, o, "token_embd.weight", 2, M_EMBD, M_VOCAB, 1);
     tensor(&g, o, "output_norm.weight", 1, M_EMBD, 1, 1);
@@ -421,6 +495,17 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
             T("attn_k.weight", 2, M_EMBD, KV, 1);
             T("attn_v.weight", 2, M_EMBD, KV, 1);
         }
+        if (oss) {
+            T("attn_q.bias", 1, Q, 1, 1);
+            T("attn_k.bias", 1, KV, 1, 1);
+            T("attn_v.bias", 1, KV, 1, 1);
+            T("attn_output.bias", 1, M_EMBD, 1, 1);
+            T("attn_sinks.weight", 1, M_HEAD, 1, 1);
+            T("ffn_gate_inp.bias", 1, XE, 1, 1);
+            T("ffn_gate_exps.bias", 2, M_FF, XE, 1);
+            T("ffn_up_exps.bias", 2, M_FF, XE, 1);
+            T("ffn_down_exps.bias", 2, M_EMBD, XE, 1);
+        }
         if (qwen2moe) {
             T("attn_q.bias", 1, Q, 1, 1);
             T("attn_k.bias", 1, KV, 1, 1);
@@ -435,7 +520,8 @@ static uint8_t *build_arch(const arch_opts *o, size_t *len) {
             T("attn_k_norm.weight", 1, M_HD, 1, 1);
         }
         T("attn_output.weight", 2, Q, M_EMBD, 1);
-        T("ffn_norm.weight", 1, M_EMBD, 1, 1);
+        if (oss) T("post_attention_norm.weight", 1, M_EMBD, 1, 1);
+        else T("ffn_norm.weight", 1, M_EMBD, 1, 1);
         if (XE) {
             T("ffn_gate_inp.weight", 2, M_EMBD, XE, 1);
             if (o->split_experts) {
@@ -497,6 +583,7 @@ static void test_archs_load_and_decode(void **state) {
                                {.arch = "llama", .n_expert = 4, .n_expert_used = 2},
                                {.arch = "llama", .n_expert = 3, .n_expert_used = 3},
                                {.arch = "qwen2moe", .n_expert = 4, .n_expert_used = 2},
+                               {.arch = "gpt-oss", .n_expert = 4, .n_expert_used = 2},
                                {.arch = "phi3"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rotkv_model *m;
@@ -618,6 +705,34 @@ static void test_refused_variants(void **state) {
     refused(&(arch_opts){.arch = "llama", .extra_key = "llama.rope.scaling.attn_factor"}, UNS,
             "llama.rope.scaling.attn_factor 2: supported for phi3 LongRoPE only");
     refused(&(arch_opts){.arch = "phimoe"}, UNS, "unsupported architecture 'phimoe'");
+    /* gpt-oss: its own tensors are required, its window key too; no pattern, no log multiplier */
+    const arch_opts oss = {.arch = "gpt-oss", .n_expert = 4, .n_expert_used = 2};
+    arch_opts o = oss;
+    o.omit_tensor = "blk.1.attn_sinks.weight";
+    refused(&o, FMT, "'blk.1.attn_sinks.weight' is missing");
+    o.omit_tensor = "blk.0.ffn_down_exps.bias";
+    refused(&o, FMT, "'blk.0.ffn_down_exps.bias' is missing");
+    o.omit_tensor = "blk.0.attn_output.bias";
+    refused(&o, FMT, "'blk.0.attn_output.bias' is missing");
+    o.omit_tensor = "blk.1.post_attention_norm.weight";
+    refused(&o, FMT, "'blk.1.post_attention_norm.weight' is missing");
+    o.omit_tensor = NULL;
+    o.bad_tensor = "blk.0.ffn_up_exps.bias";
+    refused(&o, FMT, "'blk.0.ffn_up_exps.bias'");
+    o = oss;
+    o.omit_key = "attention.sliding_window";
+    refused(&o, FMT, "'gpt-oss.attention.sliding_window' is missing");
+    o = oss;
+    o.extra_key = "gpt-oss.attention.sliding_window_pattern";
+    refused(&o, UNS, "'gpt-oss.attention.sliding_window_pattern' is not supported");
+    o = oss;
+    o.extra_f32_key = "gpt-oss.rope.scaling.yarn_log_multiplier";
+    refused(&o, UNS, "yarn_log_multiplier");
+    o = oss;
+    o.extra_key = "gpt-oss.rope.dimension_count"; /* 2 of the head's 8 */
+    refused(&o, UNS, "must equal the head size");
+    refused(&(arch_opts){.arch = "qwen3moe", .n_expert = 4, .n_expert_used = 2, .extra_key = "qwen3moe.attention.sliding_window_pattern"},
+            UNS, "sliding_window_pattern");
 }
 
 /* Every dimension of every tensor of the real qwen3moe and phi3 test files made
@@ -626,7 +741,7 @@ static void test_refused_variants(void **state) {
 static void test_corrupted_shapes_refused(void **state) {
     (void)state;
     const char *files[] = {"tests/models/syn-qwen3moe-Q4_0.gguf", "tests/models/syn-phi3-Q8_0.gguf",
-                           "tests/models/syn-mixtral-Q8_0.gguf"};
+                           "tests/models/syn-mixtral-Q8_0.gguf", "tests/models/syn-gptoss-MXFP4_MOE.gguf"};
     int n_loads = 0;
     for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
         size_t len;
@@ -699,6 +814,7 @@ int main(void) {
         cmocka_unit_test(test_route),
         cmocka_unit_test(test_matmul_many_equals_matmul),
         cmocka_unit_test(test_moe_ffn_matches_reference),
+        cmocka_unit_test(test_moe_ffn_gptoss_matches_reference),
         cmocka_unit_test(test_decode_reads_only_routed_experts),
         cmocka_unit_test(test_archs_load_and_decode),
         cmocka_unit_test(test_split_experts_equal_3d),
