@@ -139,7 +139,7 @@ void rotkv_model_describe(const rotkv_model *m, void *file) {
         fprintf(fp, "sliding window:  %u positions on %u of %u layers (", hp->n_swa, n_swa_layers, hp->n_layer);
         for (uint32_t l = 0; l < hp->n_layer && l < 64; l++) fputc(hp->swa_layer[l] ? 'S' : 'G', fp);
         fprintf(fp, "%s); their RoPE base %g%s\n", hp->n_layer > 64 ? "..." : "", hp->rope_freq_base_swa,
-                hp->rope_freq_scale_swa != 1.0f ? " (linear scaling)" : ", no scaling");
+                hp->rope_yarn ? ", YaRN as the global layers" : hp->rope_freq_scale_swa != 1.0f ? " (linear scaling)" : ", no scaling");
     }
     if (hp->attn_softcap > 0 || hp->final_softcap > 0)
         fprintf(fp, "soft-capping:    attention %g, final logits %g (0: none)\n", hp->attn_softcap, hp->final_softcap);

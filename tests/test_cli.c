@@ -341,7 +341,7 @@ static void t_info_moe_and_phi3(void **state) {
     }
 }
 
-/* gemma2 / gemma3: rotkv info names the sliding window and the KV per layer kind;
+/* gemma2 / gemma3 / gpt-oss: rotkv info names the sliding window and the KV per layer kind;
  * rotkv run generates past 3x a context of 48 (the rings of 32 turn within it) with
  * --context-shift (make test-asan runs this under ASan) */
 static void t_gemma_info_and_context_shift(void **state) {
@@ -353,6 +353,8 @@ static void t_gemma_info_and_context_shift(void **state) {
                             "2 sliding-window layers (window 16, ring of 32 tokens) 512.0 bytes/token"}},
         {"syn-gemma3-Q4_0", {"architecture:    gemma3\n", "sliding window:  16 positions on 5 of 6 layers (SSSSSG); their RoPE base 20000",
                              "5 sliding-window layers (window 16, ring of 32 tokens) 680.0 bytes/token"}},
+        {"syn-gptoss-MXFP4_MOE", {"architecture:    gpt-oss\n", "sliding window:  16 positions on 2 of 4 layers (SGSG)",
+                                  "2 sliding-window layers (window 16, ring of 32 tokens) 544.0 bytes/token"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[1024], *out;

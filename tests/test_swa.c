@@ -1,11 +1,11 @@
-/* test_swa.c — sliding-window layers (gemma2, gemma3): the attention mask, the
+/* test_swa.c — sliding-window layers (gemma2, gemma3, gpt-oss): the attention mask, the
  * ring KV cache and what uses it. The agreement of the whole models with
  * llama.cpp (at 142 positions, far past their window of 16) is test_golden's;
  * here:
  *
  *  - attention over a sliding-window ring equals the two-pass reference (which
  *    reads only [p - W + 1, p]) for every cache type, codecs and kt* alike, on
- *    the gemma test models after 100 tokens, with and without soft-capping, and
+ *    the gemma and gpt-oss test models after 100 tokens, with and without soft-capping, and
  *    with attention sinks (gpt-oss's learned logits, also across split runs); a
  *    query whose first blocks are all before its window gets no NaN;
  *  - the ring at the kv_cache level: the rows read back are those stored at
@@ -13,10 +13,10 @@
  *    turns many times; a context shift renumbers the held positions and moves
  *    the kept ones exactly; the ring's pages stay at R rows;
  *  - memory: at 4x the window the cache's resident pages (mincore) equal
- *    rotkv_kv_bytes_at within 5% (gemma2, gemma3; f16, and q8_0 / q4_0 / tq3
+ *    rotkv_kv_bytes_at within 5% (gemma2, gemma3, gpt-oss; f16, and q8_0 / q4_0 / tq3
  *    on a larger shape where the OS page does not dominate); from 4x to 8x the
  *    window only the global layers grow;
- *  - generation with context shifts past 3x the context on both models: finite
+ *  - generation with context shifts past 3x the context on the three models: finite
  *    logits, the length kept under the context, memory bounded;
  *  - prefix reuse: rotkv_seq_can_truncate / rotkv_seq_truncate / rotkv_seq_copy
  *    refuse a cut the ring has moved past (truncate drops the sequence), and a
@@ -66,19 +66,22 @@ static void prompt_tokens(rotkv_token *t, int n) {
     for (int i = 0; i < n; i++) t[i] = 3 + (i * 131 + 7) % 2000;
 }
 
-static const char *const MODELS[] = {"tests/models/syn-gemma2-F32.gguf", "tests/models/syn-gemma3-F32.gguf"};
+/* gemma2 (layers 0, 2 of 4 slide), gemma3 (0-4 of 6), gpt-oss (0, 2 of 4; sinks), all with a window of 16 */
+static const char *const MODELS[] = {"tests/models/syn-gemma2-F32.gguf", "tests/models/syn-gemma3-F32.gguf",
+                                     "tests/models/syn-gptoss-F32.gguf"};
+#define N_MODELS 3
 
 /* ------------------------------------------------------- attention vs reference */
 
 static void t_window_attention_vs_reference(void **state) {
     (void)state;
     uint64_t rs = 5;
-    for (size_t mi = 0; mi < 2; mi++) {
+    for (size_t mi = 0; mi < N_MODELS; mi++) {
         rotkv_model *m = load(MODELS[mi]);
         rotkv_model_info info;
         rotkv_model_get_info(m, &info);
         assert_int_equal(info.n_swa, 16);
-        assert_int_equal(info.n_layer_swa, mi == 0 ? 2 : 5);
+        assert_int_equal(info.n_layer_swa, mi == 1 ? 5 : 2);
         for (int t = 0; t < ROTKV_KV_TYPE_COUNT; t++) {
             if (!strcmp(rotkv_kv_type_name((rotkv_kv_type)t), "unknown")) continue;
             rotkv_context *c = make_ctx(m, 256, (rotkv_kv_type)t, (rotkv_kv_type)t);
@@ -263,7 +266,7 @@ static void check_resident(rotkv_context *c, uint32_t n, const char *what) {
 
 static void t_memory_at_4x_window(void **state) {
     (void)state;
-    for (size_t mi = 0; mi < 2; mi++) {
+    for (size_t mi = 0; mi < N_MODELS; mi++) {
         rotkv_model *m = load(MODELS[mi]);
         rotkv_context *c = make_ctx(m, 512, ROTKV_KV_F16, ROTKV_KV_F16);
         rotkv_kv_stats st;
@@ -311,7 +314,7 @@ static void t_memory_at_4x_window(void **state) {
 
 static void t_generation_with_context_shift(void **state) {
     (void)state;
-    for (size_t mi = 0; mi < 2; mi++) {
+    for (size_t mi = 0; mi < N_MODELS; mi++) {
         rotkv_model *m = load(MODELS[mi]);
         const uint32_t n_ctx = 48; /* the ring (32) turns within it */
         for (int tq = 0; tq < 2; tq++) {
@@ -356,7 +359,7 @@ static void t_generation_with_context_shift(void **state) {
 
 static void t_prefix_reuse(void **state) {
     (void)state;
-    for (size_t mi = 0; mi < 2; mi++) {
+    for (size_t mi = 0; mi < N_MODELS; mi++) {
         rotkv_model *m = load(MODELS[mi]);
         rotkv_context_params cp = rotkv_context_default_params();
         cp.n_ctx = 256;
