@@ -7,13 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gguf.h"
 #include "model.h"
 #include "tokenizer.h"
 
-static const char *const family_names[CHAT_FAMILY_COUNT] = {"chatml", "qwen3",  "llama3", "llama2",
-                                                            "mistral", "gemma", "phi3",   "zephyr"};
+static const char *const family_names[CHAT_FAMILY_COUNT] = {"chatml", "qwen3", "llama3", "llama2",  "mistral",
+                                                            "gemma",  "phi3",  "zephyr", "gpt-oss"};
 
 const char *chat_family_name(chat_family f) {
     return (unsigned)f < CHAT_FAMILY_COUNT ? family_names[f] : "unknown";
@@ -351,6 +352,71 @@ static bool render_zephyr(const chat_template *t, const chat_msg *m, int n, bool
     return true;
 }
 
+/* gpt-oss's harmony template (openai/gpt-oss-20b, -120b) without tools, builtin_tools or its
+ * kwargs (model_identity, reasoning_effort: their defaults): the system header with the date;
+ * a first system or developer message as the developer's "# Instructions" (none if empty);
+ * user turns; assistant turns in the final channel, the last one (without a generation
+ * prompt) ending in <|return|> after its thinking (chat_msg.reasoning) in the analysis channel;
+ * earlier thinking dropped; later system/developer messages not rendered; a tool message is
+ * the template's error (rotkv's messages carry no tool calls). */
+static bool render_harmony(const chat_template *t, const chat_msg *m, int n, bool gen, sbuf *b, char *err,
+                           size_t errlen) {
+    static const char *const channel_tags[2] = {"<|channel|>analysis<|message|>", "<|channel|>final<|message|>"};
+    char date[32];
+    if (t->date) {
+        snprintf(date, sizeof date, "%s", t->date);
+    } else {
+        const time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(date, sizeof date, "%Y-%m-%d", &tm);
+    }
+    sb_add(b, "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+              "Knowledge cutoff: 2024-06\nCurrent date: ");
+    sb_add(b, date);
+    sb_add(b, "\n\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be included for "
+              "every message.<|end|>");
+    int i0 = 0;
+    if (n > 0 && (is_role(&m[0], "developer") || is_role(&m[0], "system"))) {
+        if (m[0].content[0]) {
+            sb_add(b, "<|start|>developer<|message|># Instructions\n\n");
+            sb_add(b, m[0].content);
+            sb_add(b, "\n\n<|end|>");
+        }
+        i0 = 1;
+    }
+    for (int i = i0; i < n; i++) {
+        if (is_role(&m[i], "assistant")) {
+            for (int f = 0; f < 2; f++) {
+                const char *field = f ? m[i].reasoning : m[i].content;
+                if (field && (strstr(field, channel_tags[0]) || strstr(field, channel_tags[1])))
+                    return set_err(err, errlen,
+                                   "You have passed a message containing <|channel|> tags in the %s field. Instead of "
+                                   "doing this, you should pass analysis messages (the string between '<|message|>' and "
+                                   "'<|end|>') in the 'thinking' field, and final messages (the string between "
+                                   "'<|message|>' and '<|end|>') in the 'content' field.", f ? "thinking" : "content");
+            }
+            const bool last = i == n - 1 && !gen;
+            if (last && m[i].reasoning) {
+                sb_add(b, "<|start|>assistant<|channel|>analysis<|message|>");
+                sb_add(b, m[i].reasoning);
+                sb_add(b, "<|end|>");
+            }
+            sb_add(b, "<|start|>assistant<|channel|>final<|message|>");
+            sb_add(b, m[i].content);
+            sb_add(b, last ? "<|return|>" : "<|end|>");
+        } else if (is_role(&m[i], "tool")) {
+            return set_err(err, errlen, "Message has tool role, but there was no previous assistant message with a tool call!");
+        } else if (is_role(&m[i], "user")) {
+            sb_add(b, "<|start|>user<|message|>");
+            sb_add(b, m[i].content);
+            sb_add(b, "<|end|>");
+        }
+    }
+    if (gen) sb_add(b, "<|start|>assistant");
+    return true;
+}
+
 char *chat_template_render(const chat_template *t, const chat_msg *m, int n, bool gen, int thinking, char *err,
                            size_t errlen) {
     for (int i = 0; i < n; i++)
@@ -370,6 +436,7 @@ char *chat_template_render(const chat_template *t, const chat_msg *m, int n, boo
     case CHAT_GEMMA: ok = render_gemma(t, m, n, gen, &b, err, errlen); break;
     case CHAT_PHI3: ok = render_phi3(t, m, n, gen, &b); break;
     case CHAT_ZEPHYR: ok = render_zephyr(t, m, n, gen, &b); break;
+    case CHAT_HARMONY: ok = render_harmony(t, m, n, gen, &b, err, errlen); break;
     default: set_err(err, errlen, "unknown chat template family"); break;
     }
     if (ok && b.oom) ok = set_err(err, errlen, "out of memory rendering the chat template");
@@ -440,7 +507,12 @@ bool chat_template_init(chat_template *t, const char *src, const char *bos, cons
     }
     t->leading_bos = starts_with_bos(src);
     t->recognised = true;
-    if (strstr(src, "<|im_start|>")) {
+    if (strstr(src, "<|start|>") && strstr(src, "<|channel|>") && strstr(src, "<|message|>")) {
+        t->family = CHAT_HARMONY;
+        if (strstr(src, "tools") || strstr(src, "builtin_tools"))
+            set_err(warn, warnlen, "chat template is gpt-oss's harmony: rendered without tools, builtin_tools, "
+                                   "model_identity or reasoning_effort (their defaults)");
+    } else if (strstr(src, "<|im_start|>")) {
         if (strstr(src, "<think>") && strstr(src, "last_query_index")) t->family = CHAT_QWEN3;
         else {
             t->family = CHAT_CHATML;
@@ -465,8 +537,8 @@ bool chat_template_init(chat_template *t, const char *src, const char *bos, cons
     } else {
         t->recognised = false;
         t->leading_bos = false;
-        set_err(warn, warnlen, "unrecognised chat template (not ChatML, Qwen3, Llama-2/3, Mistral, Gemma, Phi-3 or "
-                               "Zephyr): falling back to ChatML; choose one with --chat-template NAME");
+        set_err(warn, warnlen, "unrecognised chat template (not ChatML, Qwen3, Llama-2/3, Mistral, Gemma, Phi-3, "
+                               "Zephyr or gpt-oss): falling back to ChatML; choose one with --chat-template NAME");
         return false;
     }
     return true;
@@ -514,5 +586,6 @@ void chat_template_free(chat_template *t) {
     free(t->bos);
     free(t->eos);
     free(t->default_system);
+    free(t->date);
     memset(t, 0, sizeof *t);
 }

@@ -2,7 +2,7 @@
  *
  * rotkv has no Jinja interpreter. Instead it recognises the template's family
  * from signature strings (ChatML, Qwen3 with <think>, Llama-3, Llama-2 [INST]
- * with <<SYS>>, Mistral [INST], Gemma, Phi-3, Zephyr) and renders the
+ * with <<SYS>>, Mistral [INST], Gemma, Phi-3, Zephyr, gpt-oss's harmony) and renders the
  * conversation in C exactly as that family's template renders it with the
  * Hugging Face settings (jinja2, trim_blocks and lstrip_blocks), including the
  * template's own errors (e.g. Gemma's "System role not supported"). The tests
@@ -27,6 +27,7 @@ typedef enum {
     CHAT_GEMMA,      /* <start_of_turn>user\n...<end_of_turn>\n, assistant = model */
     CHAT_PHI3,       /* <|user|>\n...<|end|>\n */
     CHAT_ZEPHYR,     /* <|user|>\n...</s>\n */
+    CHAT_HARMONY,    /* gpt-oss: <|start|>role<|message|>...<|end|>, the assistant's reply in <|channel|>final */
     CHAT_FAMILY_COUNT
 } chat_family;
 
@@ -39,12 +40,14 @@ typedef struct chat_template {
     bool gemma_sys_prefix;  /* Gemma 3: a system message goes, with "\n\n", before the first user turn's text */
     char *bos, *eos;        /* token texts ("" if the model has none) */
     char *default_system;   /* ChatML templates with a built-in system prompt, else NULL */
+    char *date;             /* harmony's "Current date: " (strftime_now("%Y-%m-%d")): NULL = today, local time;
+                               set (malloc'd, freed with t) for reproducible renderings */
 } chat_template;
 
 typedef struct {
     const char *role;      /* system, user, assistant, tool */
     const char *content;
-    const char *reasoning; /* reasoning_content (Qwen3), NULL if undefined */
+    const char *reasoning; /* reasoning_content (Qwen3; harmony's "thinking"), NULL if undefined */
 } chat_msg;
 
 const char *chat_family_name(chat_family f);

@@ -1,6 +1,6 @@
 /* test_chat_template.c — chat templates rendered by rotkv equal python3-jinja2's
  * rendering of the template text itself (tests/server/jinja_render.py, the HF
- * settings), for every supported family and for the real templates in
+ * settings), for every supported family (gpt-oss's harmony with a fixed date) and for the real templates in
  * vocab-llama3.gguf and vocab-qwen3.gguf, over tests/server/conversations.json
  * (multi-turn, system prompts, <think> turns, tools, unicode whitespace). */
 #include <cJSON.h>
@@ -131,6 +131,7 @@ static const struct {
     {"chatml-openhermes.jinja", CHAT_CHATML}, {"qwen2.5.jinja", CHAT_CHATML},   {"llama3-instruct.jinja", CHAT_LLAMA3},
     {"llama2-chat.jinja", CHAT_LLAMA2},       {"mistral-v0.2.jinja", CHAT_MISTRAL}, {"gemma-it.jinja", CHAT_GEMMA},
     {"phi3-mini.jinja", CHAT_PHI3},           {"zephyr.jinja", CHAT_ZEPHYR},     {"gemma3-it.jinja", CHAT_GEMMA},
+    {"gpt-oss.jinja", CHAT_HARMONY},
 };
 
 static void test_families_vs_jinja(void **state) {
@@ -150,6 +151,10 @@ static void test_families_vs_jinja(void **state) {
         assert_true(chat_template_init(&t, src, "<s>", "</s>", warn, sizeof warn));
         assert_int_equal(t.family, families[i].family);
         snprintf(arg, sizeof arg, "--template %s", path);
+        if (t.family == CHAT_HARMONY) { /* a fixed day for its strftime_now; reasoning_content is its "thinking" */
+            t.date = strdup("2026-12-07");
+            snprintf(arg, sizeof arg, "--template %s --date 2026-12-07 --thinking-from-reasoning", path);
+        }
         compare_all(&t, arg, families[i].file);
         chat_template_free(&t);
         free(src);

@@ -26,7 +26,7 @@
  *  - every dimension (and the type) of every tensor of three real test files
  *    corrupted in turn: each load is refused with a message, none crashes;
  *  - the test models in tests/models carry their family's real chat template
- *    and rotkv recognises it (phi3, qwen3, mistral). */
+ *    and rotkv recognises it (phi3, qwen3, mistral, gpt-oss's harmony). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -790,7 +790,8 @@ static void test_models_chat_templates(void **state) {
         chat_family family;
     } cases[] = {{"tests/models/syn-phi3-Q8_0.gguf", CHAT_PHI3},
                  {"tests/models/syn-qwen3moe-Q8_0.gguf", CHAT_QWEN3},
-                 {"tests/models/syn-mixtral-Q8_0.gguf", CHAT_MISTRAL}};
+                 {"tests/models/syn-mixtral-Q8_0.gguf", CHAT_MISTRAL},
+                 {"tests/models/syn-gptoss-Q8_0.gguf", CHAT_HARMONY}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rotkv_model *m;
         rotkv_error err;

@@ -24,7 +24,7 @@ static void serve_usage(void) {
            "  --max-body SIZE     request body limit (default 1MiB)\n"
            "  --max-tokens-limit  largest max_tokens accepted (default: the context size)\n"
            "  -n N                max_tokens when a request gives none (default: to the end of the context)\n"
-           "  --chat-template NAME  chatml, qwen3, llama3, llama2, mistral, gemma, phi3, zephyr\n"
+           "  --chat-template NAME  chatml, qwen3, llama3, llama2, mistral, gemma, phi3, zephyr, gpt-oss\n"
            "                      (default: recognised from the model's tokenizer.chat_template)\n"
            "  Sampling flags set the defaults; requests override them.\n");
 }
@@ -49,7 +49,7 @@ int cmd_serve(int argc, char **argv) {
     }
     int force = -1;
     if (o.chat_template && (force = chat_family_from_name(o.chat_template)) < 0) {
-        fprintf(stderr, "rotkv: unknown --chat-template '%s' (chatml, qwen3, llama3, llama2, mistral, gemma, phi3, zephyr)\n",
+        fprintf(stderr, "rotkv: unknown --chat-template '%s' (chatml, qwen3, llama3, llama2, mistral, gemma, phi3, zephyr, gpt-oss)\n",
                 o.chat_template);
         return 2;
     }

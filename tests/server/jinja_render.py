@@ -4,6 +4,10 @@ as Hugging Face transformers does (sandboxed environment, trim_blocks,
 lstrip_blocks, raise_exception, tojson).
 
 usage: jinja_render.py (--gguf FILE | --template FILE) CONVERSATIONS.json [--bos S] [--eos S]
+                       [--date YYYY-MM-DD] [--thinking-from-reasoning]
+
+--date defines strftime_now (gpt-oss's template calls it) as that day; --thinking-from-reasoning
+gives each message with a reasoning_content a "thinking" of the same text (gpt-oss's name for it).
 
 CONVERSATIONS.json is a list of {"messages": [...], "add_generation_prompt": bool,
 "enable_thinking": bool (optional)}. Prints a JSON list with, per conversation,
@@ -32,7 +36,10 @@ def main(argv):
     pos = []
     i = 0
     while i < len(argv):
-        if argv[i] in ("--gguf", "--template", "--bos", "--eos"):
+        if argv[i] == "--thinking-from-reasoning":
+            args[argv[i]] = True
+            i += 1
+        elif argv[i] in ("--gguf", "--template", "--bos", "--eos", "--date"):
             args[argv[i]] = argv[i + 1]
             i += 2
         else:
@@ -48,10 +55,17 @@ def main(argv):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
+    if "--date" in args:
+        import datetime
+        day = datetime.datetime.strptime(args["--date"], "%Y-%m-%d")
+        env.globals["strftime_now"] = day.strftime
     tmpl = env.from_string(src)
     out = []
     for c in convs:
-        kw = {"messages": c["messages"], "add_generation_prompt": c.get("add_generation_prompt", True),
+        msgs = c["messages"]
+        if "--thinking-from-reasoning" in args:
+            msgs = [dict(m, thinking=m["reasoning_content"]) if "reasoning_content" in m else m for m in msgs]
+        kw = {"messages": msgs, "add_generation_prompt": c.get("add_generation_prompt", True),
               "bos_token": args["--bos"], "eos_token": args["--eos"]}
         if "enable_thinking" in c:
             kw["enable_thinking"] = c["enable_thinking"]
