@@ -377,31 +377,41 @@ static void t_gemma_info_and_context_shift(void **state) {
  * f32: every tensor equals llama-quantize's Q8_0 of the same F32 file byte for byte */
 static void t_quantize_moe_like_llama_quantize(void **state) {
     (void)state;
-    char out_path[] = "/tmp/rotkv_test_moe_q8_XXXXXX", cmd[1024], err[256];
-    const int fd = mkstemp(out_path);
-    assert_true(fd >= 0);
-    close(fd);
-    snprintf(cmd, sizeof cmd, "%s quantize -m tests/models/syn-qwen3moe-F32.gguf -o %s --type Q8_0 2>&1", bin(), out_path);
-    assert_int_equal(test_run_cmd(cmd, NULL), 0);
-    gguf_file *a = gguf_open(out_path, err, sizeof err), *b = gguf_open("tests/models/syn-qwen3moe-Q8_0.gguf", err, sizeof err);
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_int_equal(a->n_tensors, b->n_tensors);
-    int experts = 0;
-    for (uint64_t i = 0; i < a->n_tensors; i++) {
-        const gguf_tensor *t = &a->tensors[i];
-        char name[96];
-        gguf_str_cpy(t->name, name, sizeof name);
-        const gguf_tensor *u = gguf_find_tensor(b, name);
-        assert_non_null(u);
-        if (t->type != u->type || t->nbytes != u->nbytes || memcmp(t->data, u->data, t->nbytes))
-            fail_msg("tensor %s differs from llama-quantize's (types %u / %u)", name, t->type, u->type);
-        experts += t->n_dims == 3;
+    /* qwen3moe; gpt-oss (sinks, 1-D and 2-D biases, which stay f32 like the router) */
+    const struct {
+        const char *model;
+        int experts;
+    } cases[] = {{"syn-qwen3moe", 6 /* 2 layers x gate/up/down */}, {"syn-gptoss", 12 /* 4 layers */}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        char out_path[] = "/tmp/rotkv_test_moe_q8_XXXXXX", cmd[1024], err[256], ref[256];
+        const int fd = mkstemp(out_path);
+        assert_true(fd >= 0);
+        close(fd);
+        snprintf(cmd, sizeof cmd, "%s quantize -m tests/models/%s-F32.gguf -o %s --type Q8_0 2>&1", bin(), cases[ci].model,
+                 out_path);
+        assert_int_equal(test_run_cmd(cmd, NULL), 0);
+        snprintf(ref, sizeof ref, "tests/models/%s-Q8_0.gguf", cases[ci].model);
+        gguf_file *a = gguf_open(out_path, err, sizeof err), *b = gguf_open(ref, err, sizeof err);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(a->n_tensors, b->n_tensors);
+        int experts = 0;
+        for (uint64_t i = 0; i < a->n_tensors; i++) {
+            const gguf_tensor *t = &a->tensors[i];
+            char name[96];
+            gguf_str_cpy(t->name, name, sizeof name);
+            const gguf_tensor *u = gguf_find_tensor(b, name);
+            assert_non_null(u);
+            if (t->type != u->type || t->nbytes != u->nbytes || memcmp(t->data, u->data, t->nbytes))
+                fail_msg("%s: tensor %s differs from llama-quantize's (types %u / %u)", cases[ci].model, name, t->type,
+                         u->type);
+            experts += t->n_dims == 3;
+        }
+        assert_int_equal(experts, cases[ci].experts);
+        gguf_close(a);
+        gguf_close(b);
+        unlink(out_path);
     }
-    assert_int_equal(experts, 6); /* 2 layers x gate/up/down */
-    gguf_close(a);
-    gguf_close(b);
-    unlink(out_path);
 }
 
 int main(void) {
