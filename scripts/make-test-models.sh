@@ -86,4 +86,17 @@ if want syn-gptoss; then
     quantize syn-gptoss MXFP4_MOE
     for t in F32 F16 Q8_0 MXFP4_MOE; do golden syn-gptoss $t; done
 fi
+# gpt-oss's pre-tokenizer ("gpt-4o") on the shared Qwen3 vocabulary: llama.cpp's ids for the shared
+# tokenizer lines and tests/models/tok-lines-gpt4o.txt (test_tokenizer runs the same vocabulary with
+# the pre-tokenizer overridden)
+if want tok-gpt4o; then
+    cp "$SHARED/peer/llama-tok.c" "$SHARED/golden/tokenizer-lines.txt" tests/models/tok-lines-gpt4o.txt "$W/"
+    chroot "$PEER" sh -c 'cd /x/'"$WN"' && python3 -m gguf.scripts.gguf_new_metadata --pre-tokenizer gpt-4o --force \
+        vocab-qwen3.gguf vocab-qwen3-gpt4o.gguf >tok-gpt4o.log 2>&1 &&
+        gcc -O2 -o llama-tok llama-tok.c -lllama -lggml -lggml-base &&
+        cat tokenizer-lines.txt tok-lines-gpt4o.txt >tok-lines-all.txt &&
+        ./llama-tok vocab-qwen3-gpt4o.gguf tok-lines-all.txt >tok-vocab-qwen3-gpt4o.txt 2>>tok-gpt4o.log' ||
+        { tail "$W/tok-gpt4o.log"; exit 1; }
+    cp "$W/tok-vocab-qwen3-gpt4o.txt" tests/models/
+fi
 ls -l tests/models/

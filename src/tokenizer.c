@@ -42,6 +42,7 @@ enum {
     PRE_QWEN2,    /* like llama3 but single digits */
     PRE_QWEN35,   /* qwen2 with combining marks joined to letters */
     PRE_GPT2,     /* the original GPT-2 regex */
+    PRE_GPT4O,    /* o200k (gpt-oss, "gpt-4o"): case-split words, 1-3 digits */
 };
 
 /* GGUF tokenizer.ggml.token_type values. */
@@ -347,6 +348,7 @@ static int pre_from_name(gguf_str pre, bool *known) {
         {"jina-v2-de", PRE_GPT2}, {"a.x-4.0", PRE_GPT2}, {"mellum", PRE_GPT2},
         {"modern-bert", PRE_GPT2}, {"exaone4", PRE_GPT2}, {"mpt", PRE_GPT2}, {"olmo", PRE_GPT2},
         {"jais", PRE_GPT2}, {"trillion", PRE_GPT2}, {"granite-docling", PRE_GPT2},
+        {"gpt-4o", PRE_GPT4O},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (str_is(pre, names[i].name)) { *known = true; return names[i].pre; }
@@ -392,6 +394,14 @@ static const char RX_QWEN35[] =
  * lone whitespace run (the trailing |\s+ of the HF pattern). */
 static const char RX_GPT2[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?[" CL "]+| ?[" CN "]+| ?[^" WS CL CN "]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+/* o200k as llama.cpp adapts it: HF's [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]* / [\p{Ll}\p{Lm}\p{Lo}\p{M}]+ become
+ * "a letter that is not a-z" / "a letter that is not A-Z", (?i:'s|...) the spelled-out cases */
+#define RX_NOT_LOWER "(?:(?=[" CL "])[^a-z])"
+#define RX_NOT_UPPER "(?:(?=[" CL "])[^A-Z])"
+static const char RX_GPT4O[] =
+    "[^\\r\\n" CL CN "]?" RX_NOT_LOWER "*" RX_NOT_UPPER "+" CONTRACTIONS "?"
+    "|[^\\r\\n" CL CN "]?" RX_NOT_LOWER "+" RX_NOT_UPPER "*" CONTRACTIONS "?"
+    "|[" CN "]{1,3}| ?[^" WS CL CN "]+[\\r\\n/]*" WS_TAIL;
 static const char RX_PUNCT[] = "[" CP "\\$\\+<=>\\^~\\|]+";
 static const char RX_NUMBERS[] = "[" CN "]+";
 static const char RX_DIGITS3[] = "[0-9][0-9][0-9]";
@@ -405,6 +415,7 @@ static bool compile_regexes(tokenizer *t, char *err, size_t errlen) {
     case PRE_QWEN2: rx[n++] = RX_QWEN2; break;
     case PRE_QWEN35: rx[n++] = RX_QWEN35; break;
     case PRE_GPT2: rx[n++] = RX_GPT2; break;
+    case PRE_GPT4O: rx[n++] = RX_GPT4O; break;
     default:
         rx[n++] = RX_PUNCT;
         rx[n++] = RX_GPT2;
@@ -641,7 +652,9 @@ static bool load_merges(tokenizer *t, char *err, size_t errlen) {
     return true;
 }
 
-tokenizer *tokenizer_load(const gguf_file *f, char *err, size_t errlen) {
+tokenizer *tokenizer_load(const gguf_file *f, char *err, size_t errlen) { return tokenizer_load_pre(f, NULL, err, errlen); }
+
+tokenizer *tokenizer_load_pre(const gguf_file *f, const char *pre_override, char *err, size_t errlen) {
     if (!f) {
         set_err(err, errlen, "tokenizer_load: no file");
         return NULL;
@@ -668,6 +681,7 @@ tokenizer *tokenizer_load(const gguf_file *f, char *err, size_t errlen) {
         set_err(err, errlen, "tokenizer.ggml.pre: expected a string");
         goto fail;
     }
+    if (pre_override) pre = (gguf_str){pre_override, strlen(pre_override)};
     t->eot = t->eom = t->sep = t->pad = t->mask = -1;
     t->fim_pre = t->fim_suf = t->fim_mid = t->fim_pad = t->fim_rep = t->fim_sep = -1;
     if (str_is(model, "llama")) {

@@ -16,6 +16,9 @@ typedef struct tokenizer tokenizer;
 /* Builds the tokenizer from the file's metadata. The gguf_file must outlive it.
  * On error returns NULL with a message naming the key that was wrong. */
 tokenizer *tokenizer_load(const gguf_file *f, char *err, size_t errlen);
+/* The same with tokenizer.ggml.pre taken as pre_override (NULL: the file's): the tests run
+ * one vocabulary through another pre-tokenizer, as a GGUF with that key would. */
+tokenizer *tokenizer_load_pre(const gguf_file *f, const char *pre_override, char *err, size_t errlen);
 void tokenizer_free(tokenizer *tok);
 
 int32_t tokenizer_n_vocab(const tokenizer *tok);

@@ -137,12 +137,9 @@ typedef struct {
     int n;
 } golden_block;
 
-/* Reads the "## parse_special=<special>" block of ../shared/golden/tok-<name>.txt. */
-static golden_block read_golden(const char *name, int special) {
-    char rel[256], path[1024];
-    snprintf(rel, sizeof rel, "golden/tok-%s.txt", name);
+/* Reads the "## parse_special=<special>" block of a tok-*.txt file. */
+static golden_block read_golden_file(const char *path, int special) {
     golden_block b = {NULL, 0};
-    if (!test_shared_path(rel, path, sizeof path)) return b;
     char *data = test_read_file(path, NULL);
     if (!data) fail_msg("cannot read %s", path);
     char header[64];
@@ -179,6 +176,15 @@ static golden_block read_golden(const char *name, int special) {
     }
     free(data);
     return b;
+}
+
+/* Reads the "## parse_special=<special>" block of ../shared/golden/tok-<name>.txt. */
+static golden_block read_golden(const char *name, int special) {
+    char rel[256], path[1024];
+    snprintf(rel, sizeof rel, "golden/tok-%s.txt", name);
+    golden_block b = {NULL, 0};
+    if (!test_shared_path(rel, path, sizeof path)) return b;
+    return read_golden_file(path, special);
 }
 
 static void free_golden(golden_block *b) {
@@ -257,6 +263,46 @@ static void check_golden(int v) {
 static void test_golden_tinystories(void **state) { (void)state; check_golden(V_TINY); }
 static void test_golden_llama3(void **state) { (void)state; check_golden(V_LLAMA3); }
 static void test_golden_qwen3(void **state) { (void)state; check_golden(V_QWEN3); }
+
+/* gpt-oss's pre-tokenizer ("gpt-4o", o200k) with the Qwen3 vocabulary and merges: llama.cpp's
+ * ids (tests/models/tok-vocab-qwen3-gpt4o.txt: llama-tok on vocab-qwen3.gguf with
+ * tokenizer.ggml.pre set to gpt-4o, over tokenizer-lines.txt and tests/models/tok-lines-gpt4o.txt,
+ * made by scripts/make-test-models.sh tok-gpt4o). No GGUF with the o200k vocabulary is shared,
+ * so this checks the splitting, the part that is the pre-tokenizer's. */
+static void test_golden_qwen3_gpt4o(void **state) {
+    (void)state;
+    char path[1024], err[512] = "";
+    SKIP_WITHOUT_SHARED(path, "models/vocab-qwen3.gguf");
+    gguf_file *f = gguf_open(path, err, sizeof err);
+    if (!f) fail_msg("%s", err);
+    tokenizer *tok = tokenizer_load_pre(f, "gpt-4o", err, sizeof err);
+    if (!tok) fail_msg("%s", err);
+    int checked = 0, mismatches = 0;
+    for (int special = 0; special <= 1; special++) {
+        golden_block b = read_golden_file("tests/models/tok-vocab-qwen3-gpt4o.txt", special);
+        assert_true(b.n >= 40);
+        for (int i = 0; i < b.n; i++) {
+            char *text = strdup(b.lines[i].raw);
+            size_t len = unescape(text);
+            int32_t n;
+            int32_t *ids = encode(tok, text, len, false, special, &n);
+            if (n != b.lines[i].n || memcmp(ids, b.lines[i].ids, (size_t)n * sizeof *ids) != 0) {
+                mismatches++;
+                print_message("[ MISMATCH ] gpt-4o parse_special=%d: %s\n", special, b.lines[i].raw);
+                print_ids("expected", b.lines[i].ids, b.lines[i].n);
+                print_ids("got     ", ids, n);
+            }
+            checked++;
+            free(ids);
+            free(text);
+        }
+        free_golden(&b);
+    }
+    print_message("    vocab-qwen3 with pre gpt-4o: %d line/mode pairs checked\n", checked);
+    tokenizer_free(tok);
+    gguf_close(f);
+    assert_int_equal(mismatches, 0);
+}
 
 /* Detokenizing the tokens of each line gives the line back: always for the
  * byte-level BPE vocabs; for the SPM vocab whenever no <unk> was needed (and
@@ -945,6 +991,7 @@ int main(void) {
         cmocka_unit_test(test_golden_tinystories),
         cmocka_unit_test(test_golden_llama3),
         cmocka_unit_test(test_golden_qwen3),
+        cmocka_unit_test(test_golden_qwen3_gpt4o),
         cmocka_unit_test(test_golden_prompt_tokens),
         cmocka_unit_test(test_roundtrip_tinystories),
         cmocka_unit_test(test_roundtrip_llama3),
