@@ -347,34 +347,30 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
         for (int h = 0; h < 2; h++)
             VNNI_UNROLL
             for (int lh = 0; lh < 2; lh++) {
-                /* s[k][t]: sub-block 8h + 2k + lh of token t */
-                v_i s[4][8];
-                VNNI_UNROLL
-                for (int k = 0; k < 4; k++)
-                    VNNI_UNROLL
-                    for (int t = 0; t < NT; t++) s[k][t] = V_ZERO();
-                VNNI_UNROLL
-                for (int j = 4 * lh; j < 4 * lh + 4; j++) {
-                    const uint8_t *v = g + 18 * VR + (size_t)((h * 8 + j) * 3) * 4 * VR;
-                    const v_i A = V_LOAD(v), B = V_LOAD(v + 4 * VR), Q = V_LOAD(v + 8 * VR);
-                    v_i u[4];
-                    u[0] = V_OR(V_AND(A, m4), V_AND(V_SLLI16(Q, 4), m30));
-                    u[1] = V_OR(V_AND(B, m4), V_AND(V_SLLI16(Q, 2), m30));
-                    u[2] = V_OR(V_AND(V_SRLI16(A, 4), m4), V_AND(Q, m30));
-                    u[3] = V_OR(V_AND(V_SRLI16(B, 4), m4), V_AND(V_SRLI16(Q, 2), m30));
-                    VNNI_UNROLL
-                    for (int k = 0; k < 4; k++)
-                        VNNI_UNROLL
-                        for (int t = 0; t < NT; t++)
-                            s[k][t] = V_DPBUSD(s[k][t], u[k], V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 128 * h + 32 * k + 4 * j)));
-                }
+                /* one sub-block sb = 8h + 2k + lh at a time, so that only its
+                 * NT sums are live beside isum and sum (with all four, NT = 4
+                 * already spilled): its 4 steps j re-load the step's source
+                 * vectors and unpack the one 6-bit code vector it needs */
                 VNNI_UNROLL
                 for (int k = 0; k < 4; k++) {
                     const int sb = 8 * h + 2 * k + lh;
+                    v_i s[8];
+                    VNNI_UNROLL
+                    for (int t = 0; t < NT; t++) s[t] = V_SET1_32(-32 * ab[t]->bsums[sb]);
+                    VNNI_UNROLL
+                    for (int j = 4 * lh; j < 4 * lh + 4; j++) {
+                        const uint8_t *v = g + 18 * VR + (size_t)((h * 8 + j) * 3) * 4 * VR;
+                        const v_i L = V_LOAD(v + (k & 1) * 4 * VR), Q = V_LOAD(v + 8 * VR);
+                        const v_i lo = k < 2 ? V_AND(L, m4) : V_AND(V_SRLI16(L, 4), m4);
+                        const v_i hb = k == 0 ? V_SLLI16(Q, 4) : k == 1 ? V_SLLI16(Q, 2) : k == 2 ? Q : V_SRLI16(Q, 2);
+                        const v_i u = V_OR(lo, V_AND(hb, m30));
+                        VNNI_UNROLL
+                        for (int t = 0; t < NT; t++)
+                            s[t] = V_DPBUSD(s[t], u, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 128 * h + 32 * k + 4 * j)));
+                    }
                     const v_i sc = V_S8_32(g + 2 * VR + (size_t)sb * VR);
                     VNNI_UNROLL
-                    for (int t = 0; t < NT; t++)
-                        isum[t] = V_ADD32(isum[t], V_MULLO(V_SUB32(s[k][t], V_SET1_32(32 * ab[t]->bsums[sb])), sc));
+                    for (int t = 0; t < NT; t++) isum[t] = V_ADD32(isum[t], V_MULLO(s[t], sc));
                 }
             }
         const v_f dw = VF_HALF(g);
@@ -402,7 +398,7 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
         }                                                                                                         \
     }
 VNNI_K_GEMM(q4k, VNNI_KNT)
-VNNI_K_GEMM(q6k, 4)
+VNNI_K_GEMM(q6k, VNNI_KNT)
 #undef VNNI_K_GEMM
 #undef VNNI_K_CASE
 
