@@ -158,6 +158,14 @@ typedef enum {
     ROTKV_KV_KTT3,
     ROTKV_KV_KTT2_5,
     ROTKV_KV_KTT2,
+    /* row-coded ktt types: all KV heads of one token row coded as one ktt vector
+     * (one transform and scale per row, bits water-filled over the heads) when the
+     * row holds at most 128 values; else exactly the ktt type (docs/kv-codecs.md) */
+    ROTKV_KV_KTTR4,
+    ROTKV_KV_KTTR3_5,
+    ROTKV_KV_KTTR3,
+    ROTKV_KV_KTTR2_5,
+    ROTKV_KV_KTTR2,
     ROTKV_KV_TYPE_COUNT
 } rotkv_kv_type;
 

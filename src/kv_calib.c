@@ -198,7 +198,10 @@ double rotkv_kv_type_bits(const rotkv_model *m, rotkv_kv_type t) {
     const kv_codec *c = kv_codec_get(t);
     if (!c) return -1;
     const int hd = (int)m->hp.head_dim_k, row = hd * (int)m->hp.n_head_kv;
-    if (c->kt_bits > 0) return kv_codec_kt_budget_bits(c, hd) >= 1 ? kv_codec_bits(c, hd) : -1;
+    if (c->kt_bits > 0) {
+        const int seg = kv_codec_kt_seg(c, hd, (int)m->hp.n_head_kv);
+        return kv_codec_kt_budget_bits(c, seg) >= 1 && !(c->trellis && seg > KTT_MAX_HD) ? kv_codec_bits(c, seg) : -1;
+    }
     const int seg = hd % c->blck == 0 ? hd : row;
     return seg % c->blck ? -1 : kv_codec_bits(c, seg);
 }

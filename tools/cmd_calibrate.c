@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "hash.h"
+#include "kv_cache.h"
 
 extern const unsigned char rotkv_calibration_text[];
 extern const size_t rotkv_calibration_text_len;
@@ -123,7 +124,8 @@ static void usage(void) {
 
 int cmd_calibrate(int argc, char **argv) {
     const char *model = NULL, *hf = NULL, *file = NULL, *out = NULL;
-    const char *types_arg = "q8_0,q5_0,iq4_nl,kt6,kt5,kt4,kt3.5,kt3,kt2.5,kt2,ktt4,ktt3.5,ktt3,ktt2.5,ktt2", *check_arg = "2.5,3,3.5,4";
+    const char *types_arg = "q8_0,q5_0,iq4_nl,kt6,kt5,kt4,kt3.5,kt3,kt2.5,kt2,ktt4,ktt3.5,ktt3,ktt2.5,ktt2,"
+                                                 "kttr4,kttr3.5,kttr3,kttr2.5,kttr2", *check_arg = "2.5,3,3.5,4";
     int n_ctx = 256, n_chunks = 16, n_sens = 1, n_threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -273,6 +275,19 @@ int cmd_calibrate(int argc, char **argv) {
     fprintf(stderr, "rotkv calibrate: moments from %u tokens in %.1f s\n", rotkv_kv_calib_n_tokens(cal),
             (cli_now_ms() - t0) / 1000.0);
     /* sensitivity */
+    /* a kttr* type whose rows this model does not code whole (one KV head, or a
+     * row over KV_KT_ROW_MAX values) is its ktt type: not measured twice */
+    for (int i = 0; i < n_types; i++) {
+        const kv_codec *kc = kv_codec_get(types[i]);
+        if (kc->kt_row && kv_codec_kt_seg(kc, (int)mi.head_dim, (int)mi.n_head_kv) == (int)mi.head_dim) {
+            fprintf(stderr, "rotkv calibrate: %s codes this model's heads one by one (a row of %u x %u values): "
+                            "it is ktt%s here; skipped\n",
+                    rotkv_kv_type_name(types[i]), mi.n_head_kv, mi.head_dim, rotkv_kv_type_name(types[i]) + 4);
+            memmove(types + i, types + i + 1, sizeof *types * (size_t)(n_types - i - 1));
+            n_types--;
+            i--;
+        }
+    }
     int usable = 0;
     for (int i = 0; i < n_types; i++) usable += rotkv_kv_type_bits(m, types[i]) > 0;
     const int total = usable * 2 * (int)mi.n_layer;
