@@ -691,9 +691,10 @@ rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, in
     return ROTKV_OK;
 }
 
-/* The row-coded head of one side from a stored calibration: its per-head
- * moments, put together block-diagonally (the calibration keeps no cross-head
- * covariance). */
+/* The row-coded head of one side from a stored calibration: the whole-row
+ * covariance where the calibration keeps it (version 3 files of models whose
+ * rows are coded whole), else the per-head moments put together
+ * block-diagonally. */
 static int fit_row_moments(kvt_head *h, const kv_codec *c, const rotkv_kv_calib *cal, uint32_t layer, int side,
                            const double *v_metric) {
     const int hd = (int)cal->head_dim, nkv = (int)cal->n_head_kv, row = hd * nkv;
@@ -711,6 +712,8 @@ static int fit_row_moments(kvt_head *h, const kv_codec *c, const rotkv_kv_calib 
             blocks[k] = side ? (v_metric ? v_metric + (size_t)k * hd * hd : NULL)
                              : cal->q_m2 + kv_calib_mat(cal, layer, (uint32_t)k);
         }
+        if (cal->row == (uint32_t)row)
+            memcpy(C, (side ? cal->vr_cov : cal->kr_cov) + (size_t)layer * row * row, sizeof(double) * (size_t)row * row);
         rc = fit_row_head(h, c, hd, nkv, mean, C, side ? cal->n_v[layer] : cal->n_k[layer], blocks);
     }
     free(mean);
