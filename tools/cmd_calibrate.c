@@ -69,16 +69,24 @@ static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_t
     }
     int8_t *want = malloc((size_t)r->n_ctx);
     float *lp = malloc(sizeof(float) * (size_t)r->n_vocab);
+    rotkv_token *chunk = malloc(sizeof(rotkv_token) * (size_t)r->n_ctx);
+    const rotkv_token bos = rotkv_token_bos(r->m);
+    const bool add_bos = rotkv_add_bos(r->m) && bos >= 0;
     double kld = 0;
     long count = 0;
-    bool ok = want && lp;
+    bool ok = want && lp && chunk;
     for (int ch = c0; ok && ch < c1; ch++) {
         const bool logits = !collect && ch < r->n_chunks;
         /* scored, as llama-perplexity scores: the second half of each chunk,
          * where every token attends over at least n_ctx/2 cached positions
          * (early positions hide K errors: a softmax over few rows barely moves) */
         for (int i = 0; i < r->n_ctx; i++) want[i] = logits && i >= r->n_ctx / 2;
-        rotkv_batch b = {.n_tokens = r->n_ctx, .token = r->toks + (size_t)ch * r->n_ctx, .logits = want};
+        /* every chunk starts with BOS (when the model adds one), as perplexity's
+         * chunks and every real sequence do: the moments then see the BOS row,
+         * which attention sinks make the most read row of the cache */
+        memcpy(chunk, r->toks + (size_t)ch * r->n_ctx, sizeof(rotkv_token) * (size_t)r->n_ctx);
+        if (add_bos) chunk[0] = bos;
+        rotkv_batch b = {.n_tokens = r->n_ctx, .token = chunk, .logits = want};
         if (rotkv_decode(ctx, &b, &err) != ROTKV_OK) {
             fprintf(stderr, "\nrotkv calibrate: %s\n", err.msg);
             ok = false;
@@ -103,6 +111,7 @@ static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_t
     rotkv_context_free(ctx);
     free(want);
     free(lp);
+    free(chunk);
     if (!ok) return NAN;
     return count ? kld / count : 0;
 }
