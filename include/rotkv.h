@@ -166,6 +166,11 @@ typedef enum {
     ROTKV_KV_KTTR3,
     ROTKV_KV_KTTR2_5,
     ROTKV_KV_KTTR2,
+    ROTKV_KV_KTTR5, /* the finer steps between them, for the allocation (-ctk autoB) */
+    ROTKV_KV_KTTR4_5,
+    ROTKV_KV_KTTR3_75,
+    ROTKV_KV_KTTR3_25,
+    ROTKV_KV_KTTR2_75,
     ROTKV_KV_TYPE_COUNT
 } rotkv_kv_type;
 

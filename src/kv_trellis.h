@@ -50,6 +50,10 @@
  * the optimum (1.15x at 32 bits, 1.5x at 20, 8 wrap points tried; trellis.c)
  * and no better than Lloyd-Max levels, which code them instead. */
 #define KTT_MIN_BITS 40
+/* ktt_encode: a row with a coordinate beyond KTT_SCALE_SEARCH_U (in units of
+ * its sigma, at the RMS scale) also tries KTT_SCALE_TRIES larger scales */
+#define KTT_SCALE_SEARCH_U 3.0
+#define KTT_SCALE_TRIES 6
 /* Version of the ktt row format and code construction; ktt_code_id hashes it
  * with the tables themselves. */
 #define KTT_VERSION 2

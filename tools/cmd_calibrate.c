@@ -134,7 +134,7 @@ static void usage(void) {
 int cmd_calibrate(int argc, char **argv) {
     const char *model = NULL, *hf = NULL, *file = NULL, *out = NULL;
     const char *types_arg = "q8_0,q5_0,iq4_nl,kt6,kt5,kt4,kt3.5,kt3,kt2.5,kt2,ktt4,ktt3.5,ktt3,ktt2.5,ktt2,"
-                                                 "kttr4,kttr3.5,kttr3,kttr2.5,kttr2", *check_arg = "2.5,3,3.5,4";
+                                                 "kttr5,kttr4.5,kttr4,kttr3.75,kttr3.5,kttr3.25,kttr3,kttr2.75,kttr2.5,kttr2", *check_arg = "2.5,3,3.5,4";
     int n_ctx = 256, n_chunks = 16, n_sens = 1, n_threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
