@@ -606,7 +606,7 @@ static int fit_row_head(kvt_head *h, const kv_codec *c, int hd, int nkv, const d
                 M[(size_t)(k * hd + i) * row + k * hd + j] = blocks[k] ? blocks[k][i * hd + j] : (double)(i == j);
     int rc = kvt_fit_moments(h, row, mean, cov, n, M, kv_codec_kt_budget_bits(c, row));
     free(M);
-    if (rc == 0 && c->trellis && !getenv("XNOTRELLIS") && ktt_make(h) != 0) rc = -1;
+    if (rc == 0 && c->trellis && ktt_make(h) != 0) rc = -1;
     return rc;
 }
 
