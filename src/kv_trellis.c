@@ -252,6 +252,25 @@ static double encode_at(const kvt_head *h, const double *y, uint8_t c, uint8_t *
     return e;
 }
 
+/* y = T (x - mu), NaN as 0 */
+static void to_y(const kvt_head *h, const float *x, double *y) {
+    const int hd = h->hd;
+    float xc[KTT_MAX_HD];
+    for (int j = 0; j < hd; j++) xc[j] = (isfinite(x[j]) ? x[j] : 0.0f) - h->mu[j];
+    for (int i = 0; i < hd; i++) {
+        double a = 0;
+        const float *t = h->T + (size_t)i * hd;
+        for (int j = 0; j < hd; j++) a += t[j] * xc[j];
+        y[i] = a;
+    }
+}
+
+double ktt_encode_at(const kvt_head *h, const float *x, int code, uint8_t *dst) {
+    double y[KTT_MAX_HD];
+    to_y(h, x, y);
+    return encode_at(h, y, (uint8_t)(code < 0 ? 0 : code > 255 ? 255 : code), dst);
+}
+
 void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
     const struct ktt_plan *p = h->tt;
     const int hd = h->hd, nc = p->n_tt + p->n_lm;

@@ -98,6 +98,11 @@ void ktt_decode(const kvt_head *h, const uint8_t *src, float *x);
 /* The reference: y[i] = level of coordinate i (0 without bits), returns the
  * row's scale s; the string read by trellis_decode. */
 float ktt_levels_ref(const kvt_head *h, const uint8_t *src, float *y);
+/* The row of x coded at scale code `code` (kvt_scale_table) alone, without
+ * ktt_encode's search; returns its squared error in the transform space, or -1
+ * for a zero scale. ktt_encode keeps the least of these over its candidates
+ * (tests check it against this). */
+double ktt_encode_at(const kvt_head *h, const float *x, int code, uint8_t *dst);
 /* kvt_levels / kvt_levels_rows / kvt_dot / kvt_axpy / kvt_accum_rows of a ktt
  * head (same contracts), with the kernels of the active level. */
 float ktt_levels(const kvt_head *h, const uint8_t *src, float *y);
