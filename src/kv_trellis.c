@@ -309,11 +309,12 @@ void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
         const double v = fabs(y[i] / ((double)sq0 * h->sigma[i]));
         umax = v > umax ? v : umax;
     }
-    if (!(umax > KTT_SCALE_SEARCH_U)) return;
+    const int tries = umax > KTT_SCALE_SEARCH_U ? KTT_SCALE_TRIES : KTT_SCALE_TRIES_ALL;
+    if (tries == 0) return;
     uint8_t best[KTT_MAX_HD + 8], cand[KTT_MAX_HD + 8]; /* row_bytes <= 1 + 6 * hd / 8 */
     double ebest = e0;
     memcpy(best, dst, h->row_bytes);
-    for (int k = 1; k <= KTT_SCALE_TRIES && c0 + 4 * k <= 255; k++) {
+    for (int k = 1; k <= tries && c0 + 4 * k <= 255; k++) {
         const double e = encode_at(h, y, (uint8_t)(c0 + 4 * k), cand);
         if (e >= 0 && e < ebest) {
             ebest = e;
