@@ -314,8 +314,8 @@ void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
     uint8_t best[KTT_MAX_HD + 8], cand[KTT_MAX_HD + 8]; /* row_bytes <= 1 + 6 * hd / 8 */
     double ebest = e0;
     memcpy(best, dst, h->row_bytes);
-    for (int k = 1; k <= tries && c0 + 4 * k <= 255; k++) {
-        const double e = encode_at(h, y, (uint8_t)(c0 + 4 * k), cand);
+    for (int k = 1; k <= tries && c0 + KTT_SCALE_STEP * k <= 255; k++) {
+        const double e = encode_at(h, y, (uint8_t)(c0 + KTT_SCALE_STEP * k), cand);
         if (e >= 0 && e < ebest) {
             ebest = e;
             memcpy(best, cand, h->row_bytes);

@@ -53,9 +53,14 @@
 /* ktt_encode: a row with a coordinate beyond KTT_SCALE_SEARCH_U (in units of
  * its sigma, at the RMS scale) also tries KTT_SCALE_TRIES larger scales */
 #define KTT_SCALE_SEARCH_U 2.5
-#define KTT_SCALE_TRIES 6
+#ifndef KTT_SCALE_TRIES
+#define KTT_SCALE_TRIES 12
+#endif
 #ifndef KTT_SCALE_TRIES_ALL
-#define KTT_SCALE_TRIES_ALL 1
+#define KTT_SCALE_TRIES_ALL 2
+#endif
+#ifndef KTT_SCALE_STEP
+#define KTT_SCALE_STEP 2
 #endif
 /* Version of the ktt row format and code construction; ktt_code_id hashes it
  * with the tables themselves. */
