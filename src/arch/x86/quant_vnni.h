@@ -85,6 +85,10 @@ typedef __m256 v_f;
 #ifndef VNNI_COMMON
 #define VNNI_COMMON
 #define VAI static inline __attribute__((always_inline))
+/* The loops over tokens and steps have constant trip counts once a kernel is
+ * inlined with its NT; unrolled, the accumulator arrays live in registers
+ * (at -O2 GCC kept them on the stack: a load and a store per vpdpbusd). */
+#define VNNI_UNROLL _Pragma("GCC unroll 16")
 enum { VK_Q4_0, VK_IQ4_NL, VK_Q8_0 };
 /* Bytes ahead of the record being read that decode asks the memory for
  * (2048: 0, 512, 1024, 2048, 4096 measured, 2 threads, Llama-3.2-1B Q4_0):
@@ -131,6 +135,7 @@ VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t
     const v_i tbl = V_BCAST128(VNNI_NAME(iq4nl_u8));
     const int64_t nb = n / 32;
     v_f sum[VNNI_NT];
+    VNNI_UNROLL
     for (int t = 0; t < NT; t++) sum[t] = VF_ZERO();
     for (int64_t i = 0; i < nb; i++, g += rec) {
 #if VNNI_PREFETCH_BYTES > 0
@@ -140,6 +145,7 @@ VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t
         v_i acc[VNNI_NT];
         float da[VNNI_NT];
         const int8_t *ac[VNNI_NT];
+        VNNI_UNROLL
         for (int t = 0; t < NT; t++) {
             const block_q8_0 *ab = (const block_q8_0 *)(a + (size_t)t * as) + i;
             ac[t] = ab->qs;
@@ -148,8 +154,10 @@ VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t
             acc[t] = V_SET1_32(-VNNI_NAME(off)(kind) * sa);
         }
         if (kind == VK_Q8_0) {
+            VNNI_UNROLL
             for (int k = 0; k < 8; k++) {
                 const v_i w = V_LOAD(q + (size_t)k * 4 * VR);
+                VNNI_UNROLL
                 for (int t = 0; t < NT; t++) {
                     int32_t a4;
                     memcpy(&a4, ac[t] + 4 * k, 4);
@@ -157,6 +165,7 @@ VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t
                 }
             }
         } else {
+            VNNI_UNROLL
             for (int k = 0; k < 4; k++) {
                 const v_i w = V_LOAD(q + (size_t)k * 4 * VR);
                 v_i lo = V_AND(w, m4), hi = V_AND(V_SRLI16(w, 4), m4);
@@ -164,6 +173,7 @@ VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t
                     lo = V_SHUF8(tbl, lo);
                     hi = V_SHUF8(tbl, hi);
                 }
+                VNNI_UNROLL
                 for (int t = 0; t < NT; t++) {
                     int32_t a0, a1;
                     memcpy(&a0, ac[t] + 4 * k, 4);
@@ -174,8 +184,10 @@ VAI void VNNI_NAME(group)(const int kind, const int NT, int64_t n, const uint8_t
             }
         }
         const v_f dw = VF_HALF(g);
+        VNNI_UNROLL
         for (int t = 0; t < NT; t++) sum[t] = VF_ADD(sum[t], VF_MUL(VF_MUL(dw, VF_SET1(da[t])), VF_CVT(acc[t])));
     }
+    VNNI_UNROLL
     for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
 }
 
@@ -260,6 +272,7 @@ VAI void VNNI_NAME(q4k_group)(const int NT, int64_t n, const uint8_t *g, const u
     const size_t rec = 148u * VR;
     const v_i m4 = V_SET1_8(0x0F);
     v_f sum[8];
+    VNNI_UNROLL
     for (int t = 0; t < NT; t++) sum[t] = VF_ZERO();
     for (int64_t i = 0; i < n / QK_K; i++, g += rec) {
 #if VNNI_PREFETCH_BYTES > 0
@@ -267,28 +280,36 @@ VAI void VNNI_NAME(q4k_group)(const int NT, int64_t n, const uint8_t *g, const u
 #endif
         const block_q8_K *ab[8];
         v_i isum[8];
+        VNNI_UNROLL
         for (int t = 0; t < NT; t++) {
             ab[t] = (const block_q8_K *)(a + (size_t)t * as) + i;
             isum[t] = V_ZERO();
         }
+        VNNI_UNROLL
         for (int p = 0; p < 4; p++) {
             v_i slo[8], shi[8];
+            VNNI_UNROLL
             for (int t = 0; t < NT; t++) slo[t] = shi[t] = V_ZERO();
+            VNNI_UNROLL
             for (int k = 0; k < 8; k++) {
                 const v_i w = V_LOAD(g + 20 * VR + (size_t)(8 * p + k) * 4 * VR);
                 const v_i lo = V_AND(w, m4), hi = V_AND(V_SRLI16(w, 4), m4);
+                VNNI_UNROLL
                 for (int t = 0; t < NT; t++) {
                     slo[t] = V_DPBUSD(slo[t], lo, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 64 * p + 4 * k)));
                     shi[t] = V_DPBUSD(shi[t], hi, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 64 * p + 32 + 4 * k)));
                 }
             }
             const v_i sc0 = V_U8_32(g + 4 * VR + (size_t)(2 * p) * VR), sc1 = V_U8_32(g + 4 * VR + (size_t)(2 * p + 1) * VR);
+            VNNI_UNROLL
             for (int t = 0; t < NT; t++) isum[t] = V_ADD32(isum[t], V_ADD32(V_MULLO(slo[t], sc0), V_MULLO(shi[t], sc1)));
         }
         const v_f dw = VF_HALF(g), dm = VF_HALF(g + 2 * VR);
+        VNNI_UNROLL
         for (int t = 0; t < NT; t++) {
             /* the minimums' term: sum over sub-blocks of m * (sum of its activation codes) */
             v_i msum = V_ZERO();
+            VNNI_UNROLL
             for (int sb = 0; sb < 8; sb++)
                 msum = V_ADD32(msum, V_MULLO(V_U8_32(g + 12 * VR + (size_t)sb * VR),
                                              V_SET1_32(ab[t]->bsums[2 * sb] + ab[t]->bsums[2 * sb + 1])));
@@ -297,6 +318,7 @@ VAI void VNNI_NAME(q4k_group)(const int NT, int64_t n, const uint8_t *g, const u
             sum[t] = VF_ADD(sum[t], x);
         }
     }
+    VNNI_UNROLL
     for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
 }
 
@@ -308,6 +330,7 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
     const size_t rec = 210u * VR;
     const v_i m4 = V_SET1_8(0x0F), m30 = V_SET1_8(0x30);
     v_f sum[8];
+    VNNI_UNROLL
     for (int t = 0; t < NT; t++) sum[t] = VF_ZERO();
     for (int64_t i = 0; i < n / QK_K; i++, g += rec) {
 #if VNNI_PREFETCH_BYTES > 0
@@ -315,38 +338,46 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
 #endif
         const block_q8_K *ab[8];
         v_i isum[8];
+        VNNI_UNROLL
         for (int t = 0; t < NT; t++) {
             ab[t] = (const block_q8_K *)(a + (size_t)t * as) + i;
             isum[t] = V_ZERO();
         }
+        VNNI_UNROLL
         for (int h = 0; h < 2; h++)
+            VNNI_UNROLL
             for (int lh = 0; lh < 2; lh++) {
-                /* s[k][t]: sub-block 8h + 2k + lh of token t */
-                v_i s[4][8];
-                for (int k = 0; k < 4; k++)
-                    for (int t = 0; t < NT; t++) s[k][t] = V_ZERO();
-                for (int j = 4 * lh; j < 4 * lh + 4; j++) {
-                    const uint8_t *v = g + 18 * VR + (size_t)((h * 8 + j) * 3) * 4 * VR;
-                    const v_i A = V_LOAD(v), B = V_LOAD(v + 4 * VR), Q = V_LOAD(v + 8 * VR);
-                    v_i u[4];
-                    u[0] = V_OR(V_AND(A, m4), V_AND(V_SLLI16(Q, 4), m30));
-                    u[1] = V_OR(V_AND(B, m4), V_AND(V_SLLI16(Q, 2), m30));
-                    u[2] = V_OR(V_AND(V_SRLI16(A, 4), m4), V_AND(Q, m30));
-                    u[3] = V_OR(V_AND(V_SRLI16(B, 4), m4), V_AND(V_SRLI16(Q, 2), m30));
-                    for (int k = 0; k < 4; k++)
-                        for (int t = 0; t < NT; t++)
-                            s[k][t] = V_DPBUSD(s[k][t], u[k], V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 128 * h + 32 * k + 4 * j)));
-                }
+                /* one sub-block sb = 8h + 2k + lh at a time, so that only its
+                 * NT sums are live beside isum and sum (with all four, NT = 4
+                 * already spilled): its 4 steps j re-load the step's source
+                 * vectors and unpack the one 6-bit code vector it needs */
+                VNNI_UNROLL
                 for (int k = 0; k < 4; k++) {
                     const int sb = 8 * h + 2 * k + lh;
+                    v_i s[8];
+                    VNNI_UNROLL
+                    for (int t = 0; t < NT; t++) s[t] = V_SET1_32(-32 * ab[t]->bsums[sb]);
+                    VNNI_UNROLL
+                    for (int j = 4 * lh; j < 4 * lh + 4; j++) {
+                        const uint8_t *v = g + 18 * VR + (size_t)((h * 8 + j) * 3) * 4 * VR;
+                        const v_i L = V_LOAD(v + (k & 1) * 4 * VR), Q = V_LOAD(v + 8 * VR);
+                        const v_i lo = k < 2 ? V_AND(L, m4) : V_AND(V_SRLI16(L, 4), m4);
+                        const v_i hb = k == 0 ? V_SLLI16(Q, 4) : k == 1 ? V_SLLI16(Q, 2) : k == 2 ? Q : V_SRLI16(Q, 2);
+                        const v_i u = V_OR(lo, V_AND(hb, m30));
+                        VNNI_UNROLL
+                        for (int t = 0; t < NT; t++)
+                            s[t] = V_DPBUSD(s[t], u, V_SET1_32(VNNI_NAME(a4)(ab[t]->qs + 128 * h + 32 * k + 4 * j)));
+                    }
                     const v_i sc = V_S8_32(g + 2 * VR + (size_t)sb * VR);
-                    for (int t = 0; t < NT; t++)
-                        isum[t] = V_ADD32(isum[t], V_MULLO(V_SUB32(s[k][t], V_SET1_32(32 * ab[t]->bsums[sb])), sc));
+                    VNNI_UNROLL
+                    for (int t = 0; t < NT; t++) isum[t] = V_ADD32(isum[t], V_MULLO(s[t], sc));
                 }
             }
         const v_f dw = VF_HALF(g);
+        VNNI_UNROLL
         for (int t = 0; t < NT; t++) sum[t] = VF_ADD(sum[t], VF_MUL(VF_MUL(VF_SET1(ab[t]->d), dw), VF_CVT(isum[t])));
     }
+    VNNI_UNROLL
     for (int t = 0; t < NT; t++) VF_STORE(y + (size_t)t * ys, sum[t]);
 }
 
@@ -367,7 +398,7 @@ VAI void VNNI_NAME(q6k_group)(const int NT, int64_t n, const uint8_t *g, const u
         }                                                                                                         \
     }
 VNNI_K_GEMM(q4k, VNNI_KNT)
-VNNI_K_GEMM(q6k, 4)
+VNNI_K_GEMM(q6k, VNNI_KNT)
 #undef VNNI_K_GEMM
 #undef VNNI_K_CASE
 
