@@ -158,6 +158,19 @@ typedef enum {
     ROTKV_KV_KTT3,
     ROTKV_KV_KTT2_5,
     ROTKV_KV_KTT2,
+    /* row-coded ktt types: all KV heads of one token row coded as one ktt vector
+     * (one transform and scale per row, bits water-filled over the heads) when the
+     * row holds at most 128 values; else exactly the ktt type (docs/kv-codecs.md) */
+    ROTKV_KV_KTTR4,
+    ROTKV_KV_KTTR3_5,
+    ROTKV_KV_KTTR3,
+    ROTKV_KV_KTTR2_5,
+    ROTKV_KV_KTTR2,
+    ROTKV_KV_KTTR5, /* the finer steps between them, for the allocation (-ctk autoB) */
+    ROTKV_KV_KTTR4_5,
+    ROTKV_KV_KTTR3_75,
+    ROTKV_KV_KTTR3_25,
+    ROTKV_KV_KTTR2_75,
     ROTKV_KV_TYPE_COUNT
 } rotkv_kv_type;
 

@@ -136,6 +136,7 @@ static void kern_select(void) {
 typedef struct {
     const kv_codec *c;
     const kvt_head *kt;          /* kt* codec rows: the head's transform */
+    const kvt_head *ktrow;       /* kttr* rows coded as one vector: the row's transform (decode path) */
     int seg;
     size_t seg_bytes, ofs_bytes; /* fused path: byte offset of the head's segment */
     int seg_index, ofs_values;   /* decode path: segment holding the head, offset inside it */
@@ -143,7 +144,9 @@ typedef struct {
 } head_view;
 
 static head_view head_view_make(const kv_layout *l, int hk, int hd) {
-    head_view v = {l->codec, l->kvt ? &l->kvt[hk] : NULL, l->seg, l->seg_bytes, 0, 0, 0, l->seg == hd};
+    const bool row_kt = l->kvt && l->seg != hd; /* kttr*: decoded whole, the head's values taken from it */
+    head_view v = {l->codec, l->kvt && !row_kt ? &l->kvt[hk] : NULL, row_kt ? l->kvt : NULL, l->seg, l->seg_bytes, 0, 0,
+                   0, l->seg == hd};
     if (v.fused) {
         v.ofs_bytes = (size_t)hk * l->seg_bytes;
     } else {
@@ -198,7 +201,8 @@ static void decode_block(item *it, const head_view *v, const uint8_t *const *row
         if (v->fused) {
             v->c->kern->decode(rows[r] + v->ofs_bytes, dst, hd);
         } else {
-            v->c->kern->decode(rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
+            if (v->ktrow) kvt_decode(v->ktrow, rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp);
+            else v->c->kern->decode(rows[r] + (size_t)v->seg_index * v->seg_bytes, it->rowtmp, v->seg);
             memcpy(dst, it->rowtmp + v->ofs_values, sizeof(float) * (size_t)hd);
         }
     }
@@ -718,13 +722,14 @@ void attention_batch(threadpool *tp, attention_args *a) {
 
 /* Decodes head hk of an encoded row into out (hd values), whatever the segment layout. */
 static void decode_head_ref(const kv_layout *l, const uint8_t *row, int hk, int hd, int n_head_kv, float *out) {
-    if (l->kvt) {
+    if (l->kvt && l->seg == hd) {
         kvt_decode(&l->kvt[hk], row + (size_t)hk * l->seg_bytes, out);
         return;
     }
     float *all = malloc(sizeof(float) * (size_t)hd * n_head_kv);
     for (int s = 0; s < hd * n_head_kv / l->seg; s++)
-        l->codec->kern->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);
+        if (l->kvt) kvt_decode(&l->kvt[s], row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg); /* kttr*: s = 0 */
+        else l->codec->kern->decode(row + (size_t)s * l->seg_bytes, all + (size_t)s * l->seg, l->seg);
     memcpy(out, all + (size_t)hk * hd, sizeof(float) * (size_t)hd);
     free(all);
 }

@@ -64,17 +64,18 @@ static bool layout_make(kv_layout *l, rotkv_kv_type t, const kv_cache_params *p,
     }
     const uint32_t row = p->head_dim * p->n_head_kv;
     l->kvt = NULL;
-    if (l->codec->kt_bits > 0 && kv_codec_kt_budget_bits(l->codec, (int)p->head_dim) < 1) {
+    const int kseg = l->codec->kt_bits > 0 ? kv_codec_kt_seg(l->codec, (int)p->head_dim, (int)p->n_head_kv) : 0;
+    if (l->codec->kt_bits > 0 && kv_codec_kt_budget_bits(l->codec, kseg) < 1) {
         rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "layer %u: %s leaves no index bits for head_dim %u", layer,
                         l->codec->name, p->head_dim);
         return false;
     }
-    if (l->codec->trellis && p->head_dim > KTT_MAX_HD) {
+    if (l->codec->trellis && kseg > KTT_MAX_HD) {
         rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED, "layer %u: %s codes heads of at most %d values (head_dim %u)", layer,
                         l->codec->name, KTT_MAX_HD, p->head_dim);
         return false;
     }
-    l->seg = p->head_dim % (uint32_t)l->codec->blck == 0 ? (int)p->head_dim : (int)row;
+    l->seg = kseg ? kseg : p->head_dim % (uint32_t)l->codec->blck == 0 ? (int)p->head_dim : (int)row;
     if (l->seg % l->codec->blck) {
         rotkv_set_error(err, ROTKV_ERR_UNSUPPORTED,
                         "a KV row of %u values (%u heads x %u) cannot be split into %s blocks of %d", row,
@@ -589,43 +590,97 @@ bool kv_cache_needs_calibration(const kv_cache *kv, uint32_t layer) {
            (kv->lk[layer].codec->kt_bits > 0 || kv->lv[layer].codec->kt_bits > 0);
 }
 
+/* Fits the row-coded (kttr*) head of one side of a layer: one kt vector of the
+ * whole row, fitted to the rows' joint moments (mean (row,), covariance (row,
+ * row)) in the block-diagonal metric of the per-head metrics (heads' errors
+ * reach different query heads, so they are judged each in its own head's
+ * metric); NULL blocks: identity. */
+static int fit_row_head(kvt_head *h, const kv_codec *c, int hd, int nkv, const double *mean, const double *cov,
+                        double n, const double *const *blocks) {
+    const int row = hd * nkv;
+    double *M = calloc((size_t)row * row, sizeof(double));
+    if (!M) return -1;
+    for (int k = 0; k < nkv; k++)
+        for (int i = 0; i < hd; i++)
+            for (int j = 0; j < hd; j++)
+                M[(size_t)(k * hd + i) * row + k * hd + j] = blocks[k] ? blocks[k][i * hd + j] : (double)(i == j);
+    int rc = kvt_fit_moments(h, row, mean, cov, n, M, kv_codec_kt_budget_bits(c, row));
+    free(M);
+    if (rc == 0 && c->trellis && ktt_make(h) != 0) rc = -1;
+    return rc;
+}
+
 rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, int n_k, const float *V, int n_v,
                                  const float *Q, int n_q, int n_head, const double *v_metric, rotkv_error *err) {
     if (!kv_cache_needs_calibration(kv, layer)) return ROTKV_OK;
     const int hd = (int)kv->p.head_dim, nkv = (int)kv->p.n_head_kv, row = hd * nkv, group = n_head / nkv;
     const int n = n_k > n_v ? n_k : n_v;
     float *X = malloc(sizeof(float) * (size_t)n * hd);
-    double *M = malloc(sizeof(double) * (size_t)hd * hd);
+    double *M = malloc(sizeof(double) * (size_t)nkv * hd * hd);
     if (!X || !M) {
         free(X);
         free(M);
         return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory calibrating the KV transforms");
     }
     rotkv_status st = ROTKV_OK;
-    for (int h = 0; h < nkv && st == ROTKV_OK; h++) {
-        kvt_head *hk = &kv->kvt_k[(size_t)layer * nkv + h], *hv = &kv->kvt_v[(size_t)layer * nkv + h];
-        if (kv->lk[layer].codec->kt_bits > 0) {
-            /* K metric: second moment of the queries of this head's group */
-            for (int i = 0; i < hd * hd; i++) M[i] = 0;
+    const bool row_k = kv->lk[layer].codec->kt_bits > 0 && kv->lk[layer].seg != hd;
+    const bool row_v = kv->lv[layer].codec->kt_bits > 0 && kv->lv[layer].seg != hd;
+    /* K metric: second moment of the queries of each head's group */
+    if (kv->lk[layer].codec->kt_bits > 0)
+        for (int h = 0; h < nkv; h++) {
+            double *Mh = M + (size_t)h * hd * hd;
+            for (int i = 0; i < hd * hd; i++) Mh[i] = 0;
             for (int t = 0; t < n_q; t++)
                 for (int g = 0; g < group; g++) {
                     const float *q = Q + (size_t)t * n_head * hd + (size_t)(h * group + g) * hd;
                     for (int i = 0; i < hd; i++)
-                        for (int j = 0; j < hd; j++) M[i * hd + j] += (double)q[i] * q[j];
+                        for (int j = 0; j < hd; j++) Mh[i * hd + j] += (double)q[i] * q[j];
                 }
-            for (int i = 0; i < hd * hd; i++) M[i] /= (double)n_q * group;
+            for (int i = 0; i < hd * hd; i++) Mh[i] /= (double)n_q * group;
+        }
+    for (int h = 0; h < nkv && st == ROTKV_OK; h++) {
+        kvt_head *hk = &kv->kvt_k[(size_t)layer * nkv + h], *hv = &kv->kvt_v[(size_t)layer * nkv + h];
+        if (kv->lk[layer].codec->kt_bits > 0 && !row_k) {
             for (int t = 0; t < n_k; t++) memcpy(X + (size_t)t * hd, K + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
-            if (kvt_fit(hk, hd, X, n_k, M, kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0 ||
+            if (kvt_fit(hk, hd, X, n_k, M + (size_t)h * hd * hd, kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0 ||
                 (kv->lk[layer].codec->trellis && ktt_make(hk) != 0))
                 st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting K transforms");
         }
-        if (st == ROTKV_OK && kv->lv[layer].codec->kt_bits > 0) {
+        if (st == ROTKV_OK && kv->lv[layer].codec->kt_bits > 0 && !row_v) {
             for (int t = 0; t < n_v; t++) memcpy(X + (size_t)t * hd, V + (size_t)t * row + (size_t)h * hd, sizeof(float) * hd);
             if (kvt_fit(hv, hd, X, n_v, v_metric ? v_metric + (size_t)h * hd * hd : NULL,
                         kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0 ||
                 (kv->lv[layer].codec->trellis && ktt_make(hv) != 0))
                 st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting V transforms");
         }
+    }
+    /* row-coded sides: the rows' joint moments (cross-head covariance included) */
+    for (int side = 0; side < 2 && st == ROTKV_OK; side++) {
+        if (!(side ? row_v : row_k)) continue;
+        const float *R = side ? V : K;
+        const int nr = side ? n_v : n_k;
+        double *mean = calloc((size_t)row, sizeof(double)), *C = calloc((size_t)row * row, sizeof(double));
+        const double *blocks[KV_KT_ROW_MAX];
+        for (int h = 0; h < nkv; h++)
+            blocks[h] = side ? (v_metric ? v_metric + (size_t)h * hd * hd : NULL) : M + (size_t)h * hd * hd;
+        int rc = -1;
+        if (mean && C && nr > 0) {
+            for (int t = 0; t < nr; t++)
+                for (int i = 0; i < row; i++) mean[i] += R[(size_t)t * row + i];
+            for (int i = 0; i < row; i++) mean[i] /= nr;
+            for (int t = 0; t < nr; t++)
+                for (int i = 0; i < row; i++) {
+                    const double di = R[(size_t)t * row + i] - mean[i];
+                    for (int j = i; j < row; j++) C[(size_t)i * row + j] += di * (R[(size_t)t * row + j] - mean[j]);
+                }
+            for (int i = 0; i < row; i++)
+                for (int j = i; j < row; j++) C[(size_t)j * row + i] = C[(size_t)i * row + j] /= nr;
+            rc = fit_row_head(side ? &kv->kvt_v[(size_t)layer * nkv] : &kv->kvt_k[(size_t)layer * nkv],
+                              side ? kv->lv[layer].codec : kv->lk[layer].codec, hd, nkv, mean, C, nr, blocks);
+        }
+        free(mean);
+        free(C);
+        if (rc != 0) st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting row-coded %s transforms", side ? "V" : "K");
     }
     free(X);
     free(M);
@@ -636,27 +691,63 @@ rotkv_status kv_cache_calibrate(kv_cache *kv, uint32_t layer, const float *K, in
     return ROTKV_OK;
 }
 
+/* The row-coded head of one side from a stored calibration: the whole-row
+ * covariance where the calibration keeps it (version 3 files of models whose
+ * rows are coded whole), else the per-head moments put together
+ * block-diagonally. */
+static int fit_row_moments(kvt_head *h, const kv_codec *c, const rotkv_kv_calib *cal, uint32_t layer, int side,
+                           const double *v_metric) {
+    const int hd = (int)cal->head_dim, nkv = (int)cal->n_head_kv, row = hd * nkv;
+    double *mean = malloc(sizeof(double) * (size_t)row), *C = calloc((size_t)row * row, sizeof(double));
+    const double *blocks[KV_KT_ROW_MAX];
+    int rc = -1;
+    if (mean && C) {
+        for (int k = 0; k < nkv; k++) {
+            const double *m = (side ? cal->v_mean : cal->k_mean) + kv_calib_vec(cal, layer, (uint32_t)k);
+            const double *ck = (side ? cal->v_cov : cal->k_cov) + kv_calib_mat(cal, layer, (uint32_t)k);
+            for (int i = 0; i < hd; i++) {
+                mean[k * hd + i] = m[i];
+                for (int j = 0; j < hd; j++) C[(size_t)(k * hd + i) * row + k * hd + j] = ck[i * hd + j];
+            }
+            blocks[k] = side ? (v_metric ? v_metric + (size_t)k * hd * hd : NULL)
+                             : cal->q_m2 + kv_calib_mat(cal, layer, (uint32_t)k);
+        }
+        if (cal->row == (uint32_t)row)
+            memcpy(C, (side ? cal->vr_cov : cal->kr_cov) + (size_t)layer * row * row, sizeof(double) * (size_t)row * row);
+        rc = fit_row_head(h, c, hd, nkv, mean, C, side ? cal->n_v[layer] : cal->n_k[layer], blocks);
+    }
+    free(mean);
+    free(C);
+    return rc;
+}
+
 rotkv_status kv_cache_calibrate_moments(kv_cache *kv, uint32_t layer, const rotkv_kv_calib *cal, const double *v_metric,
                                         rotkv_error *err) {
     if (!kv_cache_needs_calibration(kv, layer)) return ROTKV_OK;
     const int hd = (int)kv->p.head_dim, nkv = (int)kv->p.n_head_kv;
+    const bool row_k = kv->lk[layer].codec->kt_bits > 0 && kv->lk[layer].seg != hd;
+    const bool row_v = kv->lv[layer].codec->kt_bits > 0 && kv->lv[layer].seg != hd;
+    if (row_k && fit_row_moments(&kv->kvt_k[(size_t)layer * nkv], kv->lk[layer].codec, cal, layer, 0, v_metric) != 0)
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting row-coded K transforms");
+    if (row_v && fit_row_moments(&kv->kvt_v[(size_t)layer * nkv], kv->lv[layer].codec, cal, layer, 1, v_metric) != 0)
+        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting row-coded V transforms");
     for (int h = 0; h < nkv; h++) {
         kvt_head *hk = &kv->kvt_k[(size_t)layer * nkv + h], *hv = &kv->kvt_v[(size_t)layer * nkv + h];
-        if (kv->lk[layer].codec->kt_bits > 0 &&
+        if (kv->lk[layer].codec->kt_bits > 0 && !row_k &&
             kvt_fit_moments(hk, hd, cal->k_mean + kv_calib_vec(cal, layer, (uint32_t)h),
                             cal->k_cov + kv_calib_mat(cal, layer, (uint32_t)h), cal->n_k[layer],
                             cal->q_m2 + kv_calib_mat(cal, layer, (uint32_t)h),
                             kv_codec_kt_budget_bits(kv->lk[layer].codec, hd)) != 0)
             return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting K transforms");
-        if (kv->lk[layer].codec->trellis && ktt_make(hk) != 0)
+        if (kv->lk[layer].codec->trellis && !row_k && ktt_make(hk) != 0)
             return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory making the K trellis heads");
-        if (kv->lv[layer].codec->kt_bits > 0 &&
+        if (kv->lv[layer].codec->kt_bits > 0 && !row_v &&
             kvt_fit_moments(hv, hd, cal->v_mean + kv_calib_vec(cal, layer, (uint32_t)h),
                             cal->v_cov + kv_calib_mat(cal, layer, (uint32_t)h), cal->n_v[layer],
                             v_metric ? v_metric + (size_t)h * hd * hd : NULL,
                             kv_codec_kt_budget_bits(kv->lv[layer].codec, hd)) != 0)
             return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory fitting V transforms");
-        if (kv->lv[layer].codec->trellis && ktt_make(hv) != 0)
+        if (kv->lv[layer].codec->trellis && !row_v && ktt_make(hv) != 0)
             return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory making the V trellis heads");
     }
     if (kv->lk[layer].codec->kt_bits > 0) kv->lk[layer].kvt = &kv->kvt_k[(size_t)layer * nkv];

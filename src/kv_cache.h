@@ -58,10 +58,20 @@ typedef struct {
      * cache uses the fitted kvt_head of each layer and head */
     double kt_bits;
     bool trellis;      /* a ktt* type: the kt head is made a trellis head (kv_trellis.h) after its fit */
+    bool kt_row;       /* a kttr* type: one kt head codes the whole token row (kv_codec_kt_seg) */
 } kv_codec;
+
+/* The largest token row (n_head_kv * head_dim values) a kttr* type codes as one
+ * vector: its transform is row² floats and attention decodes the whole row with
+ * it for every KV head (the decode path), which is cheap only for small rows. */
+#define KV_KT_ROW_MAX 128
 
 /* Codec of a type; NULL if unknown or not built. Defined in kv_codecs.c. */
 const kv_codec *kv_codec_get(rotkv_kv_type t);
+/* Values per kt vector of a kt* codec: the whole row (head_dim * n_head_kv) for
+ * a kttr* type with several KV heads and a row of at most KV_KT_ROW_MAX values,
+ * else one head. */
+int kv_codec_kt_seg(const kv_codec *c, int head_dim, int n_head_kv);
 /* Index bits per n-value vector of a kt* codec (its budget after the scale). */
 int kv_codec_kt_budget_bits(const kv_codec *c, int n);
 /* Bits per value of a codec for vectors of n values (every scale and norm counted). */

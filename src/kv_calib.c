@@ -1,13 +1,15 @@
 /* kv_calib.c — KV calibrations: collecting moments, the sensitivity table, the
  * bit allocation, and the file format (kv_calib.h says what they are).
  *
- * File format, version 2, little-endian:
+ * File format, version 3, little-endian:
  *   "RKVCALIB"                      8 bytes
  *   u32 version                     KV_CALIB_VERSION
  *   u64 model_id                    kv_calib_model_id of the model
  *   u32 n_layer, n_head, n_head_kv, head_dim, n_ctx, n_tokens
  *   u64 text_hash
  *   u32 n_types
+ *   u32 row                         n_head_kv * head_dim when whole-row covariances follow, else 0
+ *                                   (version 3 on; kv_calib_row_moments)
  *   n_types x char[16]              type names (NUL padded)
  *   u64 ktt_id                      ktt_code_id() when a type is ktt* (its sensitivities hold for
  *                                   those trellis tables only), else 0 (version 2 on)
@@ -15,6 +17,8 @@
  *   f64 n_k[n_layer], n_q[n_layer], n_v[n_layer]
  *   per (layer, KV head): f32 k_mean[hd], k_cov[hd(hd+1)/2], q_m2[hd(hd+1)/2],
  *                         v_mean[hd], v_cov[hd(hd+1)/2]   (upper triangles, row-major)
+ *   when row > 0, per layer: f32 kr_cov[row(row+1)/2], vr_cov[row(row+1)/2]   (whole-row
+ *                         covariances, cross-head blocks included; version 3 on)
  *   u64 FNV-1a of every byte before it
  * The size follows from the header, so a cut file is recognised before it is read. */
 #include "kv_calib.h"
@@ -58,8 +62,13 @@ uint64_t kv_calib_model_id(const struct rotkv_model *m) {
     return h;
 }
 
+bool kv_calib_row_moments(uint32_t n_head_kv, uint32_t head_dim) {
+    return n_head_kv > 1 && (uint64_t)n_head_kv * head_dim <= KV_KT_ROW_MAX;
+}
+
 void rotkv_kv_calib_free(rotkv_kv_calib *c) {
     if (!c) return;
+    free(c->kr_cov); free(c->vr_cov);
     free(c->n_k); free(c->n_q); free(c->n_v);
     free(c->k_mean); free(c->k_cov); free(c->q_m2); free(c->v_mean); free(c->v_cov);
     free(c->sens);
@@ -67,12 +76,21 @@ void rotkv_kv_calib_free(rotkv_kv_calib *c) {
 }
 
 /* Allocates the arrays of a calibration of these dimensions (zeroed). */
-static rotkv_kv_calib *calib_alloc(uint32_t n_layer, uint32_t n_head_kv, uint32_t hd) {
+static rotkv_kv_calib *calib_alloc(uint32_t n_layer, uint32_t n_head_kv, uint32_t hd, uint32_t row) {
     rotkv_kv_calib *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->n_layer = n_layer;
     c->n_head_kv = n_head_kv;
     c->head_dim = hd;
+    c->row = row;
+    if (row) {
+        c->kr_cov = calloc((size_t)n_layer * row * row, sizeof(double));
+        c->vr_cov = calloc((size_t)n_layer * row * row, sizeof(double));
+        if (!c->kr_cov || !c->vr_cov) {
+            rotkv_kv_calib_free(c);
+            return NULL;
+        }
+    }
     const size_t nv = (size_t)n_layer * n_head_kv * hd, nm = nv * hd;
     c->n_k = calloc(n_layer, sizeof(double));
     c->n_q = calloc(n_layer, sizeof(double));
@@ -91,7 +109,8 @@ static rotkv_kv_calib *calib_alloc(uint32_t n_layer, uint32_t n_head_kv, uint32_
 
 rotkv_kv_calib *kv_calib_new(const struct rotkv_model *m, uint32_t n_ctx) {
     const model_hparams *hp = &m->hp;
-    rotkv_kv_calib *c = calib_alloc(hp->n_layer, hp->n_head_kv, hp->head_dim_k);
+    rotkv_kv_calib *c = calib_alloc(hp->n_layer, hp->n_head_kv, hp->head_dim_k,
+                                    kv_calib_row_moments(hp->n_head_kv, hp->head_dim_k) ? hp->n_head_kv * hp->head_dim_k : 0);
     if (!c) return NULL;
     c->model_id = kv_calib_model_id(m);
     c->n_head = hp->n_head;
@@ -126,8 +145,14 @@ static void add_moments(double *sum, double *S, const float *X, int n, size_t st
 void kv_calib_accumulate(rotkv_kv_calib *c, uint32_t layer, const float *K, int n_k, const float *Q, int n_q,
                          const float *V, int n_v) {
     const int hd = (int)c->head_dim, nkv = (int)c->n_head_kv, nh = (int)c->n_head, group = nh / nkv;
-    double *qsum = calloc((size_t)hd, sizeof(double));
+    double *qsum = calloc((size_t)(c->row > (uint32_t)hd ? c->row : (uint32_t)hd), sizeof(double));
     if (!qsum) return; /* caller checked memory before; a failed scratch only loses this batch's queries */
+    if (c->row) { /* whole rows (their sums are the heads' sums: the scratch is discarded) */
+        const size_t rr = (size_t)c->row * c->row;
+        add_moments(qsum, c->kr_cov + layer * rr, K, n_k, c->row, (int)c->row);
+        add_moments(qsum, c->vr_cov + layer * rr, V, n_v, c->row, (int)c->row);
+        memset(qsum, 0, sizeof(double) * c->row);
+    }
     for (int h = 0; h < nkv; h++) {
         add_moments(c->k_mean + kv_calib_vec(c, layer, h), c->k_cov + kv_calib_mat(c, layer, h), K + (size_t)h * hd,
                     n_k, (size_t)nkv * hd, hd);
@@ -165,6 +190,16 @@ rotkv_status rotkv_kv_calib_finish(rotkv_kv_calib *c, uint64_t text_hash, rotkv_
                     qm[i * hd + j] = qm[j * hd + i] = qm[i * hd + j] / c->n_q[l];
                 }
         }
+        if (c->row) { /* the row mean is the heads' means side by side */
+            const int R = (int)c->row;
+            double *kr = c->kr_cov + (size_t)l * R * R, *vr = c->vr_cov + (size_t)l * R * R;
+            const double *km = c->k_mean + kv_calib_vec(c, l, 0), *vm = c->v_mean + kv_calib_vec(c, l, 0);
+            for (int i = 0; i < R; i++)
+                for (int j = i; j < R; j++) {
+                    kr[i * R + j] = kr[j * R + i] = kr[i * R + j] / c->n_k[l] - km[i] * km[j];
+                    vr[i * R + j] = vr[j * R + i] = vr[i * R + j] / c->n_v[l] - vm[i] * vm[j];
+                }
+        }
     }
     c->text_hash = text_hash;
     c->finished = true;
@@ -198,7 +233,10 @@ double rotkv_kv_type_bits(const rotkv_model *m, rotkv_kv_type t) {
     const kv_codec *c = kv_codec_get(t);
     if (!c) return -1;
     const int hd = (int)m->hp.head_dim_k, row = hd * (int)m->hp.n_head_kv;
-    if (c->kt_bits > 0) return kv_codec_kt_budget_bits(c, hd) >= 1 ? kv_codec_bits(c, hd) : -1;
+    if (c->kt_bits > 0) {
+        const int seg = kv_codec_kt_seg(c, hd, (int)m->hp.n_head_kv);
+        return kv_codec_kt_budget_bits(c, seg) >= 1 && !(c->trellis && seg > KTT_MAX_HD) ? kv_codec_bits(c, seg) : -1;
+    }
     const int seg = hd % c->blck == 0 ? hd : row;
     return seg % c->blck ? -1 : kv_codec_bits(c, seg);
 }
@@ -333,6 +371,7 @@ rotkv_status rotkv_kv_calib_save(const rotkv_kv_calib *c, const char *path, rotk
     for (int i = 0; i < 6; i++) put_u32(&w, dims[i]);
     put_u64(&w, c->text_hash);
     put_u32(&w, (uint32_t)c->n_types);
+    put_u32(&w, c->row);
     for (int i = 0; i < c->n_types; i++) {
         char name[16] = {0};
         snprintf(name, sizeof name, "%s", rotkv_kv_type_name(c->types[i]));
@@ -354,6 +393,10 @@ rotkv_status rotkv_kv_calib_save(const rotkv_kv_calib *c, const char *path, rotk
             put_vec(&w, c->v_mean + kv_calib_vec(c, l, h), hd);
             put_tri(&w, c->v_cov + kv_calib_mat(c, l, h), hd);
         }
+    for (uint32_t l = 0; c->row && l < c->n_layer; l++) {
+        put_tri(&w, c->kr_cov + (size_t)l * c->row * c->row, (int)c->row);
+        put_tri(&w, c->vr_cov + (size_t)l * c->row * c->row, (int)c->row);
+    }
     const uint64_t sum = w.hash;
     put_u64(&w, sum);
     if (!atomic_file_commit(&af, w.ok))
@@ -426,7 +469,7 @@ rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data,
     rotkv_kv_calib *c = NULL;
     reader r = {buf, buf + len};
     char magic[8];
-    uint32_t version = 0, dims[6], n_types = 0;
+    uint32_t version = 0, dims[6], n_types = 0, row = 0;
     uint64_t model_id = 0, text_hash = 0;
     if (!get(&r, magic, 8) || memcmp(magic, MAGIC, 8)) {
         st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s is not a rotkv KV calibration (make one with rotkv calibrate)", path);
@@ -439,21 +482,23 @@ rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data,
     }
     bool hdr = get(&r, &model_id, 8);
     for (int i = 0; i < 6; i++) hdr = hdr && get(&r, &dims[i], 4);
-    hdr = hdr && get(&r, &text_hash, 8) && get(&r, &n_types, 4);
+    hdr = hdr && get(&r, &text_hash, 8) && get(&r, &n_types, 4) && get(&r, &row, 4);
     if (!hdr) {
         st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: KV calibration is truncated (%zu bytes)", path, len);
         goto out;
     }
     const uint32_t n_layer = dims[0], n_head = dims[1], nkv = dims[2], hd = dims[3];
     if (n_layer == 0 || n_layer > 4096 || nkv == 0 || nkv > 1024 || hd == 0 || hd > 1024 || n_head < nkv ||
-        n_head % nkv || n_types > KV_CALIB_MAX_TYPES) {
-        st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: KV calibration header out of range (%u layers, %u/%u heads, head_dim %u, %u types)",
-                             path, n_layer, n_head, nkv, hd, n_types);
+        n_head % nkv || n_types > KV_CALIB_MAX_TYPES || (row && (row != nkv * hd || row > KV_KT_ROW_MAX))) {
+        st = rotkv_set_error(err, ROTKV_ERR_FORMAT,
+                             "%s: KV calibration header out of range (%u layers, %u/%u heads, head_dim %u, %u types, row %u)",
+                             path, n_layer, n_head, nkv, hd, n_types, row);
         goto out;
     }
-    const size_t tri = (size_t)hd * (hd + 1) / 2;
-    const size_t need = 8 + 4 + 8 + 24 + 8 + 4 + (size_t)n_types * 16 + 8 + (size_t)n_types * n_layer * 2 * 8 +
-                        (size_t)n_layer * 3 * 8 + (size_t)n_layer * nkv * (2 * hd + 3 * tri) * 4 + 8;
+    const size_t tri = (size_t)hd * (hd + 1) / 2, tri_row = (size_t)row * (row + 1) / 2;
+    const size_t need = 8 + 4 + 8 + 24 + 8 + 4 + 4 + (size_t)n_types * 16 + 8 + (size_t)n_types * n_layer * 2 * 8 +
+                        (size_t)n_layer * 3 * 8 + (size_t)n_layer * nkv * (2 * hd + 3 * tri) * 4 +
+                        (size_t)n_layer * 2 * tri_row * 4 + 8;
     if (len != need) {
         st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: KV calibration is %s (%zu bytes, its header needs %zu)", path,
                              len < need ? "truncated" : "followed by extra bytes", len, need);
@@ -474,7 +519,7 @@ rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data,
                              n_layer == hp->n_layer && nkv == hp->n_head_kv && hd == hp->head_dim_k ? ", other weights" : "");
         goto out;
     }
-    c = calib_alloc(n_layer, nkv, hd);
+    c = calib_alloc(n_layer, nkv, hd, row);
     if (!c || (n_types && !(c->sens = malloc(sizeof(double) * n_types * n_layer * 2)))) {
         st = rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory reading %s", path);
         goto out;
@@ -524,6 +569,15 @@ rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *data,
             get_tri(&r, c->v_cov + kv_calib_mat(c, l, h), (int)hd);
         }
     }
+    for (uint32_t l = 0; row && l < n_layer; l++) {
+        get_tri(&r, c->kr_cov + (size_t)l * row * row, (int)row);
+        get_tri(&r, c->vr_cov + (size_t)l * row * row, (int)row);
+    }
+    for (size_t i = 0; i < (size_t)n_layer * row * row; i++)
+        if (!isfinite(c->kr_cov[i]) || !isfinite(c->vr_cov[i])) {
+            st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: non-finite row moments", path);
+            goto out;
+        }
     for (size_t i = 0; i < (size_t)n_layer * nkv * hd * hd; i++)
         if (!isfinite(c->k_cov[i]) || !isfinite(c->q_m2[i]) || !isfinite(c->v_cov[i])) {
             st = rotkv_set_error(err, ROTKV_ERR_FORMAT, "%s: non-finite moments", path);

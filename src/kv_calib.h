@@ -25,7 +25,7 @@
 
 #include "rotkv.h"
 
-#define KV_CALIB_VERSION 2 /* 2: the trellis code id (ktt* sensitivities) */
+#define KV_CALIB_VERSION 3 /* 2: the trellis code id (ktt* sensitivities); 3: whole-row covariances (kttr*) */
 #define KV_CALIB_MAX_TYPES 32
 
 struct rotkv_kv_calib {
@@ -40,6 +40,11 @@ struct rotkv_kv_calib {
     double *k_mean, *k_cov;       /* (n_layer, n_head_kv, hd) and (.., hd, hd) */
     double *q_m2;                 /* (n_layer, n_head_kv, hd, hd) E[q qᵀ] over the head's query group */
     double *v_mean, *v_cov;
+    /* whole-row covariances of K and V, (n_layer, row, row) with row = n_head_kv * hd,
+     * cross-head blocks included: kept when the model's rows are small enough for
+     * the kttr* types (kv_calib_row_moments), else NULL */
+    uint32_t row;   /* n_head_kv * hd when kept, else 0 */
+    double *kr_cov, *vr_cov;
     /* sensitivity */
     int n_types;
     rotkv_kv_type types[KV_CALIB_MAX_TYPES];
@@ -61,6 +66,10 @@ void kv_calib_accumulate(rotkv_kv_calib *c, uint32_t layer, const float *K, int 
  * messages. */
 rotkv_status kv_calib_load_buffer(const struct rotkv_model *m, const void *buf, size_t len, const char *path,
                                   rotkv_kv_calib **out, rotkv_error *err);
+
+/* Whether a calibration of a model with these heads keeps whole-row
+ * covariances: several KV heads whose row a kttr* type codes as one vector. */
+bool kv_calib_row_moments(uint32_t n_head_kv, uint32_t head_dim);
 
 /* Offsets of one (layer, head) in the moment arrays. */
 static inline size_t kv_calib_vec(const rotkv_kv_calib *c, uint32_t layer, uint32_t head) {

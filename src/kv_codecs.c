@@ -460,6 +460,15 @@ static size_t kt3_5_row_bytes(int n) { return kt_bytes(3.5, n); }
 static size_t kt3_row_bytes(int n) { return kt_bytes(3.0, n); }
 static size_t kt2_5_row_bytes(int n) { return kt_bytes(2.5, n); }
 static size_t kt2_row_bytes(int n) { return kt_bytes(2.0, n); }
+static size_t kt4_5_row_bytes(int n) { return kt_bytes(4.5, n); }
+static size_t kt3_75_row_bytes(int n) { return kt_bytes(3.75, n); }
+static size_t kt3_25_row_bytes(int n) { return kt_bytes(3.25, n); }
+static size_t kt2_75_row_bytes(int n) { return kt_bytes(2.75, n); }
+
+int kv_codec_kt_seg(const kv_codec *c, int head_dim, int n_head_kv) {
+    const long row = (long)head_dim * n_head_kv;
+    return c->kt_row && n_head_kv > 1 && row <= KV_KT_ROW_MAX ? (int)row : head_dim;
+}
 
 int kv_codec_kt_budget_bits(const kv_codec *c, int n) {
     long total = lround(c->kt_bits * n) - 8;
@@ -506,16 +515,28 @@ const kv_codec_kernels kv_codec_kernels_scalar[ROTKV_KV_TYPE_COUNT] = {
     X(ROTKV_KV_KTT3_5, "ktt3.5", 1, true, kt3_5_row_bytes, NULL, 3.5)                                          \
     X(ROTKV_KV_KTT3, "ktt3", 1, true, kt3_row_bytes, NULL, 3.0)                                                \
     X(ROTKV_KV_KTT2_5, "ktt2.5", 1, true, kt2_5_row_bytes, NULL, 2.5)                                          \
-    X(ROTKV_KV_KTT2, "ktt2", 1, true, kt2_row_bytes, NULL, 2.0)
+    X(ROTKV_KV_KTT2, "ktt2", 1, true, kt2_row_bytes, NULL, 2.0)                                                \
+    X(ROTKV_KV_KTTR4, "kttr4", 1, true, kt4_row_bytes, NULL, 4.0)                                              \
+    X(ROTKV_KV_KTTR3_5, "kttr3.5", 1, true, kt3_5_row_bytes, NULL, 3.5)                                        \
+    X(ROTKV_KV_KTTR3, "kttr3", 1, true, kt3_row_bytes, NULL, 3.0)                                              \
+    X(ROTKV_KV_KTTR2_5, "kttr2.5", 1, true, kt2_5_row_bytes, NULL, 2.5)                                        \
+    X(ROTKV_KV_KTTR2, "kttr2", 1, true, kt2_row_bytes, NULL, 2.0)                                              \
+    X(ROTKV_KV_KTTR5, "kttr5", 1, true, kt5_row_bytes, NULL, 5.0)                                              \
+    X(ROTKV_KV_KTTR4_5, "kttr4.5", 1, true, kt4_5_row_bytes, NULL, 4.5)                                        \
+    X(ROTKV_KV_KTTR3_75, "kttr3.75", 1, true, kt3_75_row_bytes, NULL, 3.75)                                    \
+    X(ROTKV_KV_KTTR3_25, "kttr3.25", 1, true, kt3_25_row_bytes, NULL, 3.25)                                    \
+    X(ROTKV_KV_KTTR2_75, "kttr2.75", 1, true, kt2_75_row_bytes, NULL, 2.75)
 
 /* One const codec table per level: the formats, each pointing at the
  * level's kernels row of its type. */
 /* the ktt* types: kt rows coded with the trellis (kv_trellis.h) */
-#define KTT(t) ((t) >= ROTKV_KV_KTT4 && (t) <= ROTKV_KV_KTT2)
-#define CODEC_SCALAR(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_scalar[t], bits, KTT(t)},
-#define CODEC_AVX2(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_avx2[t], bits, KTT(t)},
+#define KTT(t) ((t) >= ROTKV_KV_KTT4 && (t) <= ROTKV_KV_KTTR2_75)
+/* the kttr* types: ktt rows of all KV heads of a token at once (kv_codec_kt_seg) */
+#define KTR(t) ((t) >= ROTKV_KV_KTTR4 && (t) <= ROTKV_KV_KTTR2_75)
+#define CODEC_SCALAR(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_scalar[t], bits, KTT(t), KTR(t)},
+#define CODEC_AVX2(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_avx2[t], bits, KTT(t), KTR(t)},
 static const kv_codec codecs[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_SCALAR)};
-#define CODEC_NEON(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_neon[t], bits, KTT(t)},
+#define CODEC_NEON(t, str, blck, q, rb, enc, bits) [t] = {str, blck, q, rb, enc, &kv_codec_kernels_neon[t], bits, KTT(t), KTR(t)},
 static const kv_codec codecs_avx2[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_AVX2)};
 static const kv_codec codecs_neon[ROTKV_KV_TYPE_COUNT] = {KV_CODEC_FORMATS(CODEC_NEON)};
 #undef CODEC_SCALAR

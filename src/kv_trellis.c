@@ -210,36 +210,19 @@ static int lm_nearest(int b, double u) {
     return i;
 }
 
-void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
+/* Codes y (the transform coordinates) at the scale of code c into dst; returns
+ * the squared error in the transform space (the error that matters), or -1
+ * when the scale is zero (dst then the zero row). */
+static double encode_at(const kvt_head *h, const double *y, uint8_t c, uint8_t *dst) {
     const struct ktt_plan *p = h->tt;
     const int hd = h->hd, nc = p->n_tt + p->n_lm;
-    float xc[KTT_MAX_HD], u[KTT_MAX_HD];
-    double y[KTT_MAX_HD];
-    double ey = 0, el = 0, eya = 0, ela = 0;
-    for (int j = 0; j < hd; j++) xc[j] = (isfinite(x[j]) ? x[j] : 0.0f) - h->mu[j];
-    for (int i = 0; i < hd; i++) {
-        double a = 0;
-        const float *t = h->T + (size_t)i * hd;
-        for (int j = 0; j < hd; j++) a += t[j] * xc[j];
-        y[i] = a;
-        const double l = (double)h->sigma[i] * h->sigma[i];
-        eya += a * a;
-        ela += l;
-        if (i < nc) {
-            ey += a * a;
-            el += l;
-        }
-    }
+    float u[KTT_MAX_HD];
     memset(dst, 0, h->row_bytes);
-    /* the scale: the RMS of the coded coordinates in units of sigma (the code
-     * is made for unit variance; its levels are centroids, so the least-squares
-     * rescale a Lloyd-Max row needs is ~1 here), quantized before coding */
-    const double s0 = el > 0 ? sqrt(ey / el) : ela > 0 ? sqrt(eya / ela) : 0;
-    dst[0] = scale_code(s0);
+    dst[0] = c;
     const float sq = kvt_scale_table[dst[0]];
     if (!(sq > 0) || nc == 0) {
         if (!(sq > 0)) dst[0] = 0;
-        return;
+        return -1;
     }
     uint8_t *fld = dst + 1;
     if (p->n_tt) {
@@ -259,6 +242,86 @@ void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
         const int idx = lm_nearest(h->bits[i], y[i] / ((double)sq * h->sigma[i]));
         put_bits_msb(fld, p->lm_ofs[j], (uint32_t)idx, h->bits[i]);
     }
+    float yq[KTT_MAX_HD];
+    ktt_levels_ref(h, dst, yq);
+    double e = 0;
+    for (int i = 0; i < hd; i++) {
+        const double d = y[i] - (double)sq * h->sigma[i] * yq[i];
+        e += d * d;
+    }
+    return e;
+}
+
+/* y = T (x - mu), NaN as 0 */
+static void to_y(const kvt_head *h, const float *x, double *y) {
+    const int hd = h->hd;
+    float xc[KTT_MAX_HD];
+    for (int j = 0; j < hd; j++) xc[j] = (isfinite(x[j]) ? x[j] : 0.0f) - h->mu[j];
+    for (int i = 0; i < hd; i++) {
+        double a = 0;
+        const float *t = h->T + (size_t)i * hd;
+        for (int j = 0; j < hd; j++) a += t[j] * xc[j];
+        y[i] = a;
+    }
+}
+
+double ktt_encode_at(const kvt_head *h, const float *x, int code, uint8_t *dst) {
+    double y[KTT_MAX_HD];
+    to_y(h, x, y);
+    return encode_at(h, y, (uint8_t)(code < 0 ? 0 : code > 255 ? 255 : code), dst);
+}
+
+void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
+    const struct ktt_plan *p = h->tt;
+    const int hd = h->hd, nc = p->n_tt + p->n_lm;
+    float xc[KTT_MAX_HD];
+    double y[KTT_MAX_HD];
+    double ey = 0, el = 0, eya = 0, ela = 0;
+    for (int j = 0; j < hd; j++) xc[j] = (isfinite(x[j]) ? x[j] : 0.0f) - h->mu[j];
+    for (int i = 0; i < hd; i++) {
+        double a = 0;
+        const float *t = h->T + (size_t)i * hd;
+        for (int j = 0; j < hd; j++) a += t[j] * xc[j];
+        y[i] = a;
+        const double l = (double)h->sigma[i] * h->sigma[i];
+        eya += a * a;
+        ela += l;
+        if (i < nc) {
+            ey += a * a;
+            el += l;
+        }
+    }
+    /* the scale: the RMS of the coded coordinates in units of sigma (the code
+     * is made for unit variance; its levels are centroids, so the least-squares
+     * rescale a Lloyd-Max row needs is ~1 here), quantized before coding */
+    const double s0 = el > 0 ? sqrt(ey / el) : ela > 0 ? sqrt(eya / ela) : 0;
+    const uint8_t c0 = scale_code(s0);
+    const double e0 = encode_at(h, y, c0, dst);
+    if (e0 < 0) return;
+    /* A row whose energy sits in a few coordinates (an outlier token, the BOS row
+     * an attention sink reads at every query) puts them far outside the code's
+     * levels at the RMS scale, and clipping them costs more than bits can buy:
+     * such rows also try larger scales (2^(k/4), k = 1..KTT_SCALE_TRIES) and keep
+     * the one with the least error in the transform space. */
+    double umax = 0;
+    const float sq0 = kvt_scale_table[c0];
+    for (int i = 0; i < nc; i++) {
+        const double v = fabs(y[i] / ((double)sq0 * h->sigma[i]));
+        umax = v > umax ? v : umax;
+    }
+    const int tries = umax > KTT_SCALE_SEARCH_U ? KTT_SCALE_TRIES : KTT_SCALE_TRIES_ALL;
+    if (tries == 0) return;
+    uint8_t best[KTT_MAX_HD + 8], cand[KTT_MAX_HD + 8]; /* row_bytes <= 1 + 6 * hd / 8 */
+    double ebest = e0;
+    memcpy(best, dst, h->row_bytes);
+    for (int k = 1; k <= tries && c0 + KTT_SCALE_STEP * k <= 255; k++) {
+        const double e = encode_at(h, y, (uint8_t)(c0 + KTT_SCALE_STEP * k), cand);
+        if (e >= 0 && e < ebest) {
+            ebest = e;
+            memcpy(best, cand, h->row_bytes);
+        }
+    }
+    memcpy(dst, best, h->row_bytes);
 }
 
 /* ------------------------------------------------------------ decoders */

@@ -50,6 +50,18 @@
  * the optimum (1.15x at 32 bits, 1.5x at 20, 8 wrap points tried; trellis.c)
  * and no better than Lloyd-Max levels, which code them instead. */
 #define KTT_MIN_BITS 40
+/* ktt_encode: a row with a coordinate beyond KTT_SCALE_SEARCH_U (in units of
+ * its sigma, at the RMS scale) also tries KTT_SCALE_TRIES larger scales */
+#define KTT_SCALE_SEARCH_U 2.5
+#ifndef KTT_SCALE_TRIES
+#define KTT_SCALE_TRIES 12
+#endif
+#ifndef KTT_SCALE_TRIES_ALL
+#define KTT_SCALE_TRIES_ALL 2
+#endif
+#ifndef KTT_SCALE_STEP
+#define KTT_SCALE_STEP 2
+#endif
 /* Version of the ktt row format and code construction; ktt_code_id hashes it
  * with the tables themselves. */
 #define KTT_VERSION 2
@@ -94,6 +106,11 @@ void ktt_decode(const kvt_head *h, const uint8_t *src, float *x);
 /* The reference: y[i] = level of coordinate i (0 without bits), returns the
  * row's scale s; the string read by trellis_decode. */
 float ktt_levels_ref(const kvt_head *h, const uint8_t *src, float *y);
+/* The row of x coded at scale code `code` (kvt_scale_table) alone, without
+ * ktt_encode's search; returns its squared error in the transform space, or -1
+ * for a zero scale. ktt_encode keeps the least of these over its candidates
+ * (tests check it against this). */
+double ktt_encode_at(const kvt_head *h, const float *x, int code, uint8_t *dst);
 /* kvt_levels / kvt_levels_rows / kvt_dot / kvt_axpy / kvt_accum_rows of a ktt
  * head (same contracts), with the kernels of the active level. */
 float ktt_levels(const kvt_head *h, const uint8_t *src, float *y);

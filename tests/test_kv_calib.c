@@ -171,6 +171,91 @@ static void t_file_roundtrip_and_damage(void **state) {
     rotkv_model_free(m);
 }
 
+/* Whole-row covariances (format 3, for the kttr* types): against a direct
+ * two-pass covariance of the same rows, cross-head blocks included; their
+ * diagonal blocks are the per-head covariances; they survive the file; and a
+ * model whose rows are not coded whole keeps none. */
+static void t_row_moments(void **state) {
+    (void)state;
+    rotkv_model *m = load("models/tinystories-656k-f32.gguf");
+    if (!m) skip();
+    rotkv_kv_calib *cal = kv_calib_new(m, 0);
+    assert_non_null(cal);
+    const int nkv = (int)cal->n_head_kv, hd = (int)cal->head_dim, R = nkv * hd, nh = (int)cal->n_head;
+    assert_int_equal(cal->row, R);
+    enum { N = 300 };
+    uint64_t rs = 77;
+    float *K = malloc(sizeof(float) * N * R), *V = malloc(sizeof(float) * N * R), *Q = malloc(sizeof(float) * N * nh * hd);
+    for (int i = 0; i < N * R; i++) {
+        K[i] = 2.0f + test_rand_normal(&rs);
+        V[i] = test_rand_normal(&rs) * 0.5f;
+    }
+    for (int t = 0; t < N; t++) /* correlated heads: head 1 = head 0 + noise */
+        for (int i = 0; i < hd; i++) {
+            K[t * R + hd + i] = K[t * R + i] + 0.1f * test_rand_normal(&rs);
+            V[t * R + 2 * hd + i] = -V[t * R + i];
+        }
+    for (int i = 0; i < N * nh * hd; i++) Q[i] = test_rand_normal(&rs);
+    for (uint32_t l = 0; l < cal->n_layer; l++) {
+        kv_calib_accumulate(cal, l, K, 100, Q, 100, V, 100); /* two batches: the sums must add */
+        kv_calib_accumulate(cal, l, K + 100 * R, N - 100, Q + 100 * nh * hd, N - 100, V + 100 * R, N - 100);
+    }
+    assert_int_equal(rotkv_kv_calib_finish(cal, 1, NULL), ROTKV_OK);
+    for (int side = 0; side < 2; side++) {
+        const float *X = side ? V : K;
+        double mean[128] = {0};
+        for (int t = 0; t < N; t++)
+            for (int i = 0; i < R; i++) mean[i] += X[t * R + i] / (double)N;
+        double worst = 0;
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < R; j++) {
+                double c = 0;
+                for (int t = 0; t < N; t++) c += (X[t * R + i] - mean[i]) * (X[t * R + j] - mean[j]);
+                c /= N;
+                const double got = (side ? cal->vr_cov : cal->kr_cov)[(size_t)1 * R * R + (size_t)i * R + j];
+                worst = fmax(worst, fabs(got - c));
+                if (i / hd == j / hd) { /* the head's own block */
+                    const int h = i / hd;
+                    const double ph = (side ? cal->v_cov : cal->k_cov)[kv_calib_mat(cal, 1, (uint32_t)h) + (size_t)(i % hd) * hd + j % hd];
+                    assert_true(fabs(ph - got) <= 1e-9 * (1 + fabs(got)));
+                }
+            }
+        if (worst > 1e-9) fail_msg("row covariance (%s) off by %g", side ? "V" : "K", worst);
+    }
+    assert_true(cal->kr_cov[(size_t)R * R + 0 * R + hd] > 0.5); /* the correlated heads show */
+    char path[] = "/tmp/rotkv-test-kvrow-XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(rotkv_kv_calib_save(cal, path, NULL), ROTKV_OK);
+    rotkv_kv_calib *back = NULL;
+    rotkv_error err = {0};
+    if (rotkv_kv_calib_load(m, path, &back, &err) != ROTKV_OK) fail_msg("%s", err.msg);
+    assert_int_equal(back->row, R);
+    for (size_t i = 0; i < (size_t)cal->n_layer * R * R; i++) {
+        assert_true(back->kr_cov[i] == (double)(float)cal->kr_cov[i]);
+        assert_true(back->vr_cov[i] == (double)(float)cal->vr_cov[i]);
+    }
+    rotkv_kv_calib_free(back);
+    /* a version 2 file (no row field, no row moments): a clear error naming both versions */
+    size_t len = 0;
+    unsigned char *bytes = (unsigned char *)test_read_file(path, &len);
+    bytes[8] = 2;
+    write_bytes(path, bytes, len);
+    expect_load_error(m, path, ROTKV_ERR_FORMAT, "version 2, this rotkv reads version 3");
+    free(bytes);
+    unlink(path);
+    rotkv_kv_calib_free(cal);
+    free(K);
+    free(V);
+    free(Q);
+    rotkv_model_free(m);
+    /* rows of 2 x 64 values are coded whole (kttr*), rows of one head are not */
+    assert_true(kv_calib_row_moments(2, 64));
+    assert_false(kv_calib_row_moments(1, 64));
+    assert_false(kv_calib_row_moments(4, 64));
+}
+
 static void t_attach_needs_plain_cache(void **state) {
     (void)state;
     rotkv_model *m = load("models/tinystories-656k-f32.gguf");
@@ -443,6 +528,7 @@ static void t_budget_monotone_on_student(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_file_roundtrip_and_damage),
+        cmocka_unit_test(t_row_moments),
         cmocka_unit_test(t_attach_needs_plain_cache),
         cmocka_unit_test(t_allocation_is_optimal),
         cmocka_unit_test(t_calibrated_transforms_order_by_bits),

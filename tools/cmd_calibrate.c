@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "hash.h"
+#include "kv_cache.h"
 
 extern const unsigned char rotkv_calibration_text[];
 extern const size_t rotkv_calibration_text_len;
@@ -68,16 +69,24 @@ static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_t
     }
     int8_t *want = malloc((size_t)r->n_ctx);
     float *lp = malloc(sizeof(float) * (size_t)r->n_vocab);
+    rotkv_token *chunk = malloc(sizeof(rotkv_token) * (size_t)r->n_ctx);
+    const rotkv_token bos = rotkv_token_bos(r->m);
+    const bool add_bos = rotkv_add_bos(r->m) && bos >= 0;
     double kld = 0;
     long count = 0;
-    bool ok = want && lp;
+    bool ok = want && lp && chunk;
     for (int ch = c0; ok && ch < c1; ch++) {
         const bool logits = !collect && ch < r->n_chunks;
         /* scored, as llama-perplexity scores: the second half of each chunk,
          * where every token attends over at least n_ctx/2 cached positions
          * (early positions hide K errors: a softmax over few rows barely moves) */
         for (int i = 0; i < r->n_ctx; i++) want[i] = logits && i >= r->n_ctx / 2;
-        rotkv_batch b = {.n_tokens = r->n_ctx, .token = r->toks + (size_t)ch * r->n_ctx, .logits = want};
+        /* every chunk starts with BOS (when the model adds one), as perplexity's
+         * chunks and every real sequence do: the moments then see the BOS row,
+         * which attention sinks make the most read row of the cache */
+        memcpy(chunk, r->toks + (size_t)ch * r->n_ctx, sizeof(rotkv_token) * (size_t)r->n_ctx);
+        if (add_bos) chunk[0] = bos;
+        rotkv_batch b = {.n_tokens = r->n_ctx, .token = chunk, .logits = want};
         if (rotkv_decode(ctx, &b, &err) != ROTKV_OK) {
             fprintf(stderr, "\nrotkv calibrate: %s\n", err.msg);
             ok = false;
@@ -102,6 +111,7 @@ static double run_chunks(calib_run *r, const rotkv_kv_type *tk, const rotkv_kv_t
     rotkv_context_free(ctx);
     free(want);
     free(lp);
+    free(chunk);
     if (!ok) return NAN;
     return count ? kld / count : 0;
 }
@@ -123,7 +133,8 @@ static void usage(void) {
 
 int cmd_calibrate(int argc, char **argv) {
     const char *model = NULL, *hf = NULL, *file = NULL, *out = NULL;
-    const char *types_arg = "q8_0,q5_0,iq4_nl,kt6,kt5,kt4,kt3.5,kt3,kt2.5,kt2,ktt4,ktt3.5,ktt3,ktt2.5,ktt2", *check_arg = "2.5,3,3.5,4";
+    const char *types_arg = "q8_0,q5_0,iq4_nl,kt6,kt5,kt4,kt3.5,kt3,kt2.5,kt2,ktt4,ktt3.5,ktt3,ktt2.5,ktt2,"
+                                                 "kttr5,kttr4.5,kttr4,kttr3.75,kttr3.5,kttr3.25,kttr3,kttr2.75,kttr2.5,kttr2", *check_arg = "2.5,3,3.5,4";
     int n_ctx = 256, n_chunks = 16, n_sens = 1, n_threads = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -273,6 +284,19 @@ int cmd_calibrate(int argc, char **argv) {
     fprintf(stderr, "rotkv calibrate: moments from %u tokens in %.1f s\n", rotkv_kv_calib_n_tokens(cal),
             (cli_now_ms() - t0) / 1000.0);
     /* sensitivity */
+    /* a kttr* type whose rows this model does not code whole (one KV head, or a
+     * row over KV_KT_ROW_MAX values) is its ktt type: not measured twice */
+    for (int i = 0; i < n_types; i++) {
+        const kv_codec *kc = kv_codec_get(types[i]);
+        if (kc->kt_row && kv_codec_kt_seg(kc, (int)mi.head_dim, (int)mi.n_head_kv) == (int)mi.head_dim) {
+            fprintf(stderr, "rotkv calibrate: %s codes this model's heads one by one (a row of %u x %u values): "
+                            "it is ktt%s here; skipped\n",
+                    rotkv_kv_type_name(types[i]), mi.n_head_kv, mi.head_dim, rotkv_kv_type_name(types[i]) + 4);
+            memmove(types + i, types + i + 1, sizeof *types * (size_t)(n_types - i - 1));
+            n_types--;
+            i--;
+        }
+    }
     int usable = 0;
     for (int i = 0; i < n_types; i++) usable += rotkv_kv_type_bits(m, types[i]) > 0;
     const int total = usable * 2 * (int)mi.n_layer;
