@@ -16,6 +16,13 @@
 # golden tests run the engine at each level itself, on the small models whose
 # weight types have aarch64 twins (ARM64_GOLDEN_FILTER; "*" for all 29 models:
 # about 150 s per level under qemu instead of 80).
+# Known failure (issue 16, found 2026-12-07): test_kv_simd's t_attention_long fails with
+#   "f16 heads 8/8 hd 32, 2100 tokens: 3 splits differ from one by 1.06e-06 relative
+#   (query head 5)" (tolerance 1e-6), identically under -cpu cortex-a53, neoverse-n1 and
+# max. It is not an i8mm problem: the KV tests run only on the last CPU model, which is
+# -cpu max. The NEON attention path is the same at every level, so the result is
+# deterministic. Still open: is 1e-6 too tight for 3 x 700 vs 2048 + 52 positions at
+# hd 32, or is there a real error in the NEON path or the split merge?
 # Environment: ARM64_LEVELS (e.g. "neon:cortex-a53"), ARM64_TESTS, ARM64_TESTS_ONCE,
 # ARM64_GOLDEN ("" to leave the golden tests out), ARM64_GOLDEN_FILTER, QEMU,
 # QEMU_LD_PREFIX, CROSS_CC, BUILD.
