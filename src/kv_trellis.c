@@ -274,16 +274,11 @@ double ktt_encode_at(const kvt_head *h, const float *x, int code, uint8_t *dst) 
 void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
     const struct ktt_plan *p = h->tt;
     const int hd = h->hd, nc = p->n_tt + p->n_lm;
-    float xc[KTT_MAX_HD];
     double y[KTT_MAX_HD];
     double ey = 0, el = 0, eya = 0, ela = 0;
-    for (int j = 0; j < hd; j++) xc[j] = (isfinite(x[j]) ? x[j] : 0.0f) - h->mu[j];
+    to_y(h, x, y);
     for (int i = 0; i < hd; i++) {
-        double a = 0;
-        const float *t = h->T + (size_t)i * hd;
-        for (int j = 0; j < hd; j++) a += t[j] * xc[j];
-        y[i] = a;
-        const double l = (double)h->sigma[i] * h->sigma[i];
+        const double a = y[i], l = (double)h->sigma[i] * h->sigma[i];
         eya += a * a;
         ela += l;
         if (i < nc) {
@@ -301,8 +296,9 @@ void ktt_encode(const kvt_head *h, const float *x, uint8_t *dst) {
     /* A row whose energy sits in a few coordinates (an outlier token, the BOS row
      * an attention sink reads at every query) puts them far outside the code's
      * levels at the RMS scale, and clipping them costs more than bits can buy:
-     * such rows also try larger scales (2^(k/4), k = 1..KTT_SCALE_TRIES) and keep
-     * the one with the least error in the transform space. */
+     * such rows try KTT_SCALE_TRIES larger scales, every other row
+     * KTT_SCALE_TRIES_ALL (steps of KTT_SCALE_STEP scale codes, 2^(1/16) each),
+     * and the one with the least error in the transform space is kept. */
     double umax = 0;
     const float sq0 = kvt_scale_table[c0];
     for (int i = 0; i < nc; i++) {
