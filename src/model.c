@@ -491,19 +491,16 @@ static bool load_experts(loader *L, const char *name, int64_t ne0, int64_t rows,
     return true;
 }
 
-/* Loads a vector (norm weight, bias) as a freshly allocated f32 array. */
-static bool load_vector(loader *L, float **out, const char *name, int64_t n, bool required) {
-    *out = NULL;
-    const gguf_tensor *t = find_checked(L, name, n, 0, required);
-    if (t == BAD_TENSOR) return false;
-    if (!t) return !required;
-    float *v = malloc((size_t)n * sizeof(float));
+/* The first count values of tensor t as a freshly allocated f32 array in
+ * *out; an error if memory runs out or a value is not finite. */
+static bool load_floats(loader *L, const gguf_tensor *t, const char *name, int64_t count, float **out) {
+    float *v = malloc((size_t)count * sizeof(float));
     if (!v) {
         rotkv_set_error(L->err, ROTKV_ERR_OOM, "out of memory loading '%s'", name);
         return false;
     }
-    quant_get_traits(t->type)->dequantize_row(t->data, v, n);
-    for (int64_t i = 0; i < n; i++)
+    quant_get_traits(t->type)->dequantize_row(t->data, v, count);
+    for (int64_t i = 0; i < count; i++)
         if (!isfinite(v[i])) {
             rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "tensor '%s' holds a non-finite value at index %lld", name,
                             (long long)i);
@@ -512,6 +509,15 @@ static bool load_vector(loader *L, float **out, const char *name, int64_t n, boo
         }
     *out = v;
     return true;
+}
+
+/* Loads a vector (norm weight, bias) as a freshly allocated f32 array. */
+static bool load_vector(loader *L, float **out, const char *name, int64_t n, bool required) {
+    *out = NULL;
+    const gguf_tensor *t = find_checked(L, name, n, 0, required);
+    if (t == BAD_TENSOR) return false;
+    if (!t) return !required;
+    return load_floats(L, t, name, n, out);
 }
 
 /* A 2-D bias tensor [n, rows] (gpt-oss's expert biases: one row of n per expert) as a freshly
@@ -526,21 +532,7 @@ static bool load_bias2(loader *L, float **out, const char *name, int64_t n, int6
                         quant_type_name(t->type));
         return false;
     }
-    float *v = malloc((size_t)(n * rows) * sizeof(float));
-    if (!v) {
-        rotkv_set_error(L->err, ROTKV_ERR_OOM, "out of memory loading '%s'", name);
-        return false;
-    }
-    tr->dequantize_row(t->data, v, n * rows);
-    for (int64_t i = 0; i < n * rows; i++)
-        if (!isfinite(v[i])) {
-            rotkv_set_error(L->err, ROTKV_ERR_FORMAT, "tensor '%s' holds a non-finite value at index %lld", name,
-                            (long long)i);
-            free(v);
-            return false;
-        }
-    *out = v;
-    return true;
+    return load_floats(L, t, name, n * rows, out);
 }
 
 /* An MoE layer: the router ffn_gate_inp and the experts' 3-D tensors
