@@ -56,6 +56,21 @@ void moe_scratch_free(moe_scratch *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* sel[0..k-1] = the ids of the k largest of v[0..n-1], largest first, ties to
+ * the lower id; by insertion: k is small (2..8), n at most 512. */
+static void top_k(const float *v, int n_v, int k, int32_t *sel) {
+    int n = 0;
+    for (int e = 0; e < n_v; e++) {
+        if (n == k && !(v[e] > v[sel[k - 1]])) continue;
+        int i = n < k ? n++ : k - 1;
+        while (i > 0 && v[e] > v[sel[i - 1]]) {
+            sel[i] = sel[i - 1];
+            i--;
+        }
+        sel[i] = e;
+    }
+}
+
 void moe_route(float *probs, int n_expert, int k, bool norm, int32_t *sel, float *w) {
     float mx = probs[0];
     for (int e = 1; e < n_expert; e++) mx = probs[e] > mx ? probs[e] : mx;
@@ -66,17 +81,7 @@ void moe_route(float *probs, int n_expert, int k, bool norm, int32_t *sel, float
     }
     const float inv = (float)(1.0 / sum);
     for (int e = 0; e < n_expert; e++) probs[e] *= inv;
-    /* top k by insertion: k is small (2..8), n_expert at most 512 */
-    int n = 0;
-    for (int e = 0; e < n_expert; e++) {
-        if (n == k && !(probs[e] > probs[sel[k - 1]])) continue;
-        int i = n < k ? n++ : k - 1;
-        while (i > 0 && probs[e] > probs[sel[i - 1]]) {
-            sel[i] = sel[i - 1];
-            i--;
-        }
-        sel[i] = e;
-    }
+    top_k(probs, n_expert, k, sel);
     float wsum = 0;
     for (int i = 0; i < k; i++) {
         w[i] = probs[sel[i]];
@@ -89,16 +94,7 @@ void moe_route(float *probs, int n_expert, int k, bool norm, int32_t *sel, float
 }
 
 void moe_route_softmax_topk(const float *logits, int n_expert, int k, int32_t *sel, float *w) {
-    int n = 0;
-    for (int e = 0; e < n_expert; e++) { /* top k of the raw logits, ties to the lower id */
-        if (n == k && !(logits[e] > logits[sel[k - 1]])) continue;
-        int i = n < k ? n++ : k - 1;
-        while (i > 0 && logits[e] > logits[sel[i - 1]]) {
-            sel[i] = sel[i - 1];
-            i--;
-        }
-        sel[i] = e;
-    }
+    top_k(logits, n_expert, k, sel); /* of the raw logits */
     const float mx = logits[sel[0]];
     double sum = 0;
     for (int i = 0; i < k; i++) {
