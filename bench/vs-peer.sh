@@ -18,6 +18,9 @@
 # Prints a Markdown table; the generation columns add the achieved bandwidth
 # (bytes of weights read per token × tokens/s) as a share of the bandwidth
 # limit, peak read bandwidth (bench/membw.c, same threads) / bytes per token.
+# The host's bandwidth moves with its other tenants (52 to 60 GB/s within
+# minutes here), so membw runs in every round, between the two engines, and
+# each round's share uses that round's peak; the table gives the median share.
 set -eu
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: sh bench/vs-peer.sh MODEL.gguf [MODEL.gguf ...]" >&2; exit 2; }
@@ -46,7 +49,6 @@ if [ "$VARIANT" != default ]; then
     [ -f "$lib" ] || { echo "vs-peer: no $lib" >&2; exit 1; }
     mkdir "$tmp/only" && cp "$lib" "$tmp/only/" && mount --bind "$tmp/only" "$bdir"
 fi
-peak=$(build/membw "$THREADS" 1024)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx_vnni|avx512[a-z_0-9]*)$' | tr '\n' ' ')
 
@@ -61,6 +63,7 @@ for model in "$@"; do
     while [ $r -le "$ROUNDS" ]; do
         echo "vs-peer: $name round $r/$ROUNDS" >&2
         build/rotkv bench -m "$model" -t "$THREADS" -p "$NP" -n "$NG" -d 0 -r 1 -o json >"$tmp/$name.rotkv.$r.json"
+        build/membw "$THREADS" 1024 >"$tmp/$name.bw.$r"
         chroot "$PEER_ROOT" llama-bench -m "/x/$name" -t "$THREADS" -p "$NP" -n "$NG" -r 1 -o json \
             >"$tmp/$name.peer.$r.json" 2>"$tmp/$name.peer.$r.err" || {
             echo "vs-peer: llama-bench failed:" >&2; tail -3 "$tmp/$name.peer.$r.err" >&2; exit 1; }
@@ -69,11 +72,11 @@ for model in "$@"; do
 done
 backend=$(sed -n 's/.*loaded CPU backend from //p' "$tmp"/*.peer.1.err | head -1)
 
-python3 - "$tmp" "$peak" "$THREADS" "$NP" "$NG" "$ROUNDS" "$backend" "$cpu" "$flags" "${ROTKV_ISA:-}" "$@" <<'EOF'
+python3 - "$tmp" "$THREADS" "$NP" "$NG" "$ROUNDS" "$backend" "$cpu" "$flags" "${ROTKV_ISA:-}" "$@" <<'EOF'
 import json, os, statistics, sys
-tmp, peak, threads, np_, ng, rounds, backend, cpu, flags, isa = sys.argv[1:11]
-models = sys.argv[11:]
-peak = float(peak); rounds = int(rounds)
+tmp, threads, np_, ng, rounds, backend, cpu, flags, isa = sys.argv[1:10]
+models = sys.argv[10:]
+rounds = int(rounds)
 def rows(path):
     with open(path) as f:
         d = json.load(f)
@@ -83,11 +86,11 @@ def rows(path):
         out[test] = r
     return out
 print("CPU: %s; flags: %s" % (cpu, flags.strip()))
-print("llama.cpp backend: `%s`; rotkv kernels: %s; %s threads; peak read bandwidth %.1f GB/s (bench/membw.c)."
-      % (os.path.basename(backend) or "?", isa or "default (best for the CPU)", threads, peak))
+print("llama.cpp backend: `%s`; rotkv kernels: %s; %s threads; peak read bandwidth from bench/membw.c in every round."
+      % (os.path.basename(backend) or "?", isa or "default (best for the CPU)", threads))
 print()
-print("| model | rotkv pp%s | llama.cpp pp%s | ratio | rotkv tg%s | llama.cpp tg%s | ratio | rotkv tg GB/s (of limit) | llama.cpp tg GB/s (of limit) |" % (np_, np_, ng, ng))
-print("|---|---|---|---|---|---|---|---|---|")
+print("| model | rotkv pp%s | llama.cpp pp%s | ratio | rotkv tg%s | llama.cpp tg%s | ratio | peak GB/s | rotkv tg GB/s (of limit) | llama.cpp tg GB/s (of limit) |" % (np_, np_, ng, ng))
+print("|---|---|---|---|---|---|---|---|---|---|")
 for m in models:
     name = os.path.basename(m)
     rk = [rows(os.path.join(tmp, "%s.rotkv.%d.json" % (name, i))) for i in range(1, rounds + 1)]
@@ -99,9 +102,14 @@ for m in models:
     # repacked); the file's tensor bytes for llama.cpp
     bpt = rk[0]["tg"].get("bytes_per_token_read") or rk[0]["tg"]["model_size"]
     pbpt = pk[0]["tg"]["model_size"]
-    print("| %s | %.1f (%s) | %.1f (%s) | %.2f× | %.1f (%s) | %.1f (%s) | %.2f× | %.1f (%.0f%%) | %.1f (%.0f%%) |" % (
+    bw = [float(open(os.path.join(tmp, "%s.bw.%d" % (name, i))).read()) for i in range(1, rounds + 1)]
+    # each round's share of its own peak, then the median over the rounds
+    rsh = statistics.median(bpt * r["tg"]["avg_ts"] / 1e9 / b for r, b in zip(rk, bw))
+    psh = statistics.median(pbpt * r["tg"]["avg_ts"] / 1e9 / b for r, b in zip(pk, bw))
+    print("| %s | %.1f (%s) | %.1f (%s) | %.2f× | %.1f (%s) | %.1f (%s) | %.2f× | %s | %.1f (%.0f%%) | %.1f (%.0f%%) |" % (
         name, rp, lst(rk, "pp"), pp, lst(pk, "pp"), rp / pp, rt, lst(rk, "tg"), pt, lst(pk, "tg"), rt / pt,
-        bpt * rt / 1e9, 100 * bpt * rt / 1e9 / peak, pbpt * pt / 1e9, 100 * pbpt * pt / 1e9 / peak))
+        "/".join("%.1f" % b for b in bw), bpt * rt / 1e9, 100 * rsh, pbpt * pt / 1e9, 100 * psh))
 print()
-print("Medians of %d rounds (each round: rotkv then llama.cpp, -r 1 each; the rounds' values in brackets)." % rounds)
+print("Medians of %d rounds (each round: rotkv, membw, then llama.cpp, -r 1 each; the rounds' values in brackets;"
+      " the share of the limit is the median of each round's tg x bytes per token / that round's peak)." % rounds)
 EOF
