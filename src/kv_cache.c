@@ -35,12 +35,6 @@ struct kv_cache {
     /* sliding-window layers (ring[l] > 0) */
     uint32_t *win, *ring, *ptok; /* (n_layer,) window, ring slots (0: global layer), tokens per page */
     size_t lin_page_bytes;       /* one page of every global layer */
-    size_t *lin_off;             /* (n_layer,) a global layer's offset within such a page */
-    /* [seq] the global layers' pages: one reserved range per sequence, page
-     * pg of every global layer at pg * lin_page_bytes (see seq_arena) */
-    uint8_t **arena_base;        /* (n_seq,) the mapping as mmap returned it, or NULL */
-    uint8_t **arena;             /* (n_seq,) its 2 MiB-aligned start */
-    size_t arena_map_bytes;
     uint32_t *r_off, *r_lo, *r_hi, *r_pages; /* [seq][layer] slot offset, held positions [lo, hi), pages allocated */
 };
 
@@ -56,48 +50,6 @@ static uint8_t *page_alloc(size_t bytes) {
 
 static void page_free(uint8_t *p, size_t bytes) {
     if (p) munmap(p, bytes);
-}
-
-/* The global layers' pages of a sequence live in one range of address space
- * reserved at its first page (MAP_NORESERVE: memory comes only as rows are
- * written), 2 MiB-aligned and advised for transparent huge pages, with page
- * pg of all global layers side by side at pg * lin_page_bytes. So the cache
- * grows at the front of one range, and attention walks memory with few TLB
- * misses and no 4 KiB boundary between a page's rows for the hardware
- * prefetchers (docs/performance.md, "KV pages"). Freed pages are given back
- * with MADV_DONTNEED, so resident memory still tracks the cache (to the
- * 2 MiB huge page at the front). */
-#define KV_ARENA_ALIGN ((size_t)2 << 20)
-
-static uint8_t *seq_arena(kv_cache *kv, uint32_t seq) {
-    if (kv->arena[seq]) return kv->arena[seq];
-    const size_t bytes = (size_t)kv->pages_per_seq * kv->lin_page_bytes;
-    const size_t map = (bytes + KV_ARENA_ALIGN - 1) / KV_ARENA_ALIGN * KV_ARENA_ALIGN + KV_ARENA_ALIGN;
-    void *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    uint8_t *a = (uint8_t *)(((uintptr_t)p + KV_ARENA_ALIGN - 1) & ~(uintptr_t)(KV_ARENA_ALIGN - 1));
-#ifdef MADV_HUGEPAGE
-    madvise(a, map - (size_t)(a - (uint8_t *)p), MADV_HUGEPAGE); /* advice only */
-#endif
-    kv->arena_base[seq] = p;
-    kv->arena[seq] = a;
-    kv->arena_map_bytes = map;
-    return a;
-}
-
-/* Gives back the memory of a sequence's global-layer pages [keep, had). The
- * system page holding the end of page keep - 1 stays, its tail zeroed: pages
- * read as zeros when they are handed out again, as fresh mappings do. */
-static void seq_arena_release(kv_cache *kv, uint32_t seq, uint32_t keep, uint32_t had) {
-    if (!kv->arena[seq] || had <= keep) return;
-    const uintptr_t sys = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uint8_t *lo = kv->arena[seq] + (size_t)keep * kv->lin_page_bytes;
-    uint8_t *hi = kv->arena[seq] + (size_t)had * kv->lin_page_bytes;
-    uint8_t *lo_up = (uint8_t *)(((uintptr_t)lo + sys - 1) & ~(sys - 1));
-    uint8_t *hi_up = (uint8_t *)(((uintptr_t)hi + sys - 1) & ~(sys - 1)); /* past hi: pages not in use */
-    if (lo_up > hi) lo_up = hi;
-    memset(lo, 0, (size_t)(lo_up - lo));
-    if (hi_up > lo_up) madvise(lo_up, (size_t)(hi_up - lo_up), MADV_DONTNEED);
 }
 
 static uint8_t **page_slot(const kv_cache *kv, uint32_t seq, uint32_t layer, uint32_t page) {
@@ -153,9 +105,6 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
     kv->pages_per_seq = (p->n_ctx + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
     kv->pages = calloc((size_t)p->n_seq * p->n_layer * kv->pages_per_seq, sizeof *kv->pages);
     kv->n_pages = calloc(p->n_seq, sizeof *kv->n_pages);
-    kv->lin_off = calloc(p->n_layer, sizeof *kv->lin_off);
-    kv->arena_base = calloc(p->n_seq, sizeof *kv->arena_base);
-    kv->arena = calloc(p->n_seq, sizeof *kv->arena);
     kv->win = calloc(p->n_layer, sizeof(uint32_t));
     kv->ring = calloc(p->n_layer, sizeof(uint32_t));
     kv->ptok = calloc(p->n_layer, sizeof(uint32_t));
@@ -165,7 +114,7 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
     kv->r_hi = calloc(nsl, sizeof(uint32_t));
     kv->r_pages = calloc(nsl, sizeof(uint32_t));
     if (!kv->lk || !kv->lv || !kv->page_bytes || !kv->pages || !kv->n_pages || !kv->win || !kv->ring || !kv->ptok ||
-        !kv->r_off || !kv->r_lo || !kv->r_hi || !kv->r_pages || !kv->lin_off || !kv->arena_base || !kv->arena) {
+        !kv->r_off || !kv->r_lo || !kv->r_hi || !kv->r_pages) {
         kv_cache_free(kv);
         rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory");
         return NULL;
@@ -224,10 +173,7 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
             kv->ptok[l] = R < KV_PAGE_TOKENS ? (uint32_t)R : KV_PAGE_TOKENS;
         }
         kv->page_bytes[l] = (kv->lk[l].row_bytes + kv->lv[l].row_bytes) * kv->ptok[l];
-        if (!W) {
-            kv->lin_off[l] = kv->lin_page_bytes;
-            kv->lin_page_bytes += kv->page_bytes[l];
-        }
+        if (!W) kv->lin_page_bytes += kv->page_bytes[l];
         if ((kv->lk[l].codec->kt_bits > 0 || kv->lv[l].codec->kt_bits > 0) && !kv->kvt_k) {
             kv->kvt_k = calloc((size_t)p->n_layer * p->n_head_kv, sizeof(kvt_head));
             kv->kvt_v = calloc((size_t)p->n_layer * p->n_head_kv, sizeof(kvt_head));
@@ -251,7 +197,7 @@ kv_cache *kv_cache_create(const kv_cache_params *p, rotkv_error *err) {
 
 void kv_cache_free(kv_cache *kv) {
     if (!kv) return;
-    if (kv->pages && kv->n_pages && kv->page_bytes && kv->ring && kv->r_pages && kv->arena)
+    if (kv->pages && kv->n_pages && kv->page_bytes && kv->ring && kv->r_pages)
         for (uint32_t s = 0; s < kv->p.n_seq; s++) kv_cache_truncate(kv, s, 0);
     free(kv->side);
     free(kv->ring_pos);
@@ -272,12 +218,6 @@ void kv_cache_free(kv_cache *kv) {
     free(kv->page_bytes);
     free(kv->pages);
     free(kv->n_pages);
-    if (kv->arena_base)
-        for (uint32_t s = 0; s < kv->p.n_seq; s++)
-            if (kv->arena_base[s]) munmap(kv->arena_base[s], kv->arena_map_bytes);
-    free(kv->arena_base);
-    free(kv->arena);
-    free(kv->lin_off);
     free(kv->win);
     free(kv->ring);
     free(kv->ptok);
@@ -328,13 +268,21 @@ rotkv_status kv_cache_reserve(kv_cache *kv, uint32_t seq, uint32_t n_tokens, rot
     for (uint32_t l = 0; l < kv->p.n_layer; l++)
         if (kv->ring[l] && !ring_grow(kv, seq, l, ring_pages_for(kv, seq, l, n_tokens)))
             return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory growing the KV cache to %u tokens", n_tokens);
-    if (kv->n_pages[seq] < need && kv->lin_page_bytes && !seq_arena(kv, seq))
-        return rotkv_set_error(err, ROTKV_ERR_OOM, "out of address space for the KV cache of sequence %u", seq);
     while (kv->n_pages[seq] < need) {
         uint32_t pg = kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
             if (kv->ring[l]) continue;
-            *page_slot(kv, seq, l, pg) = kv->arena[seq] + (size_t)pg * kv->lin_page_bytes + kv->lin_off[l];
+            uint8_t *mem = page_alloc(kv->page_bytes[l]);
+            if (!mem) {
+                for (uint32_t j = 0; j < l; j++) {
+                    if (kv->ring[j]) continue;
+                    page_free(*page_slot(kv, seq, j, pg), kv->page_bytes[j]);
+                    *page_slot(kv, seq, j, pg) = NULL;
+                    kv->allocated -= kv->page_bytes[j];
+                }
+                return rotkv_set_error(err, ROTKV_ERR_OOM, "out of memory growing the KV cache to %u tokens", n_tokens);
+            }
+            *page_slot(kv, seq, l, pg) = mem;
             kv->allocated += kv->page_bytes[l];
         }
         kv->n_pages[seq]++;
@@ -380,11 +328,11 @@ void kv_cache_truncate(kv_cache *kv, uint32_t seq, uint32_t n_tokens) {
         }
     }
     uint32_t keep = (n_tokens + KV_PAGE_TOKENS - 1) / KV_PAGE_TOKENS;
-    if (kv->n_pages[seq] > keep) seq_arena_release(kv, seq, keep, kv->n_pages[seq]);
     while (kv->n_pages[seq] > keep) {
         uint32_t pg = --kv->n_pages[seq];
         for (uint32_t l = 0; l < kv->p.n_layer; l++) {
             if (kv->ring[l]) continue;
+            page_free(*page_slot(kv, seq, l, pg), kv->page_bytes[l]);
             *page_slot(kv, seq, l, pg) = NULL;
             kv->allocated -= kv->page_bytes[l];
         }

@@ -4,8 +4,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "attention.h"
 #include "context.h"
@@ -231,81 +229,6 @@ static void t_blocks_budget_override(void **state) {
     rotkv_model_free(m);
 }
 
-/* Resident system pages of [p, p + n) (mincore). */
-static size_t resident_pages(const uint8_t *p, size_t n) {
-    const uintptr_t sys = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t a = (uintptr_t)p & ~(sys - 1), b = ((uintptr_t)p + n + sys - 1) & ~(sys - 1);
-    unsigned char vec[4096];
-    const size_t np = (b - a) / sys;
-    assert_true(np <= sizeof vec);
-    assert_int_equal(mincore((void *)a, b - a, vec), 0);
-    size_t r = 0;
-    for (size_t i = 0; i < np; i++) r += vec[i] & 1;
-    return r;
-}
-
-/* The global layers' pages of a sequence share one reserved range: rows of
- * every (sequence, layer, position) keep their own values, a truncation gives
- * the pages' memory back, and pages handed out again read as zeros. */
-static void t_pages_arena(void **state) {
-    (void)state;
-    const uint32_t L = 3, H = 2, D = 64, N = 1024;
-    const rotkv_kv_type lt[3] = {ROTKV_KV_F16, ROTKV_KV_F32, ROTKV_KV_F16}; /* rows of two sizes */
-    kv_cache_params p = {.n_layer = L, .n_head_kv = H, .head_dim = D, .n_ctx = N, .n_seq = 2,
-                         .type_k = ROTKV_KV_F16, .type_v = ROTKV_KV_F16, .layer_type_k = lt, .layer_type_v = lt};
-    rotkv_error err;
-    kv_cache *kv = kv_cache_create(&p, &err);
-    assert_non_null(kv);
-    float k[H * D], v[H * D], k2[H * D], v2[H * D];
-    /* small integers: exact in f16 */
-    for (uint32_t s = 0; s < 2; s++) {
-        assert_int_equal(kv_cache_reserve(kv, s, N, &err), ROTKV_OK);
-        for (uint32_t l = 0; l < L; l++)
-            for (uint32_t t = 0; t < N; t++) {
-                for (uint32_t i = 0; i < H * D; i++) {
-                    k[i] = (float)((int)((i + 7 * t + 31 * l + 101 * s) % 255) - 127);
-                    v[i] = -k[i];
-                }
-                kv_cache_store(kv, s, l, t, k, v);
-            }
-    }
-    for (uint32_t s = 0; s < 2; s++)
-        for (uint32_t l = 0; l < L; l++)
-            for (uint32_t t = 0; t < N; t += 37) {
-                kv_cache_load(kv, s, l, t, k2, v2);
-                for (uint32_t i = 0; i < H * D; i++) {
-                    const float e = (float)((int)((i + 7 * t + 31 * l + 101 * s) % 255) - 127);
-                    assert_float_equal(k2[i], e, 0.0f);
-                    assert_float_equal(v2[i], -e, 0.0f);
-                }
-            }
-    /* the last layer of sequence 0, positions 512..: its page 2 */
-    const kv_layout *l2;
-    const uint8_t *r512 = kv_cache_k_at(kv, 0, 2, 512, &l2);
-    const size_t span = 256 * (2 * l2->row_bytes);
-    assert_true(resident_pages(r512, span) > 0);
-    const size_t before = kv_cache_allocated_bytes(kv);
-    kv_cache_truncate(kv, 0, 300); /* keeps pages 0 and 1 */
-    assert_true(kv_cache_allocated_bytes(kv) < before);
-    /* page 2 of the last layer ends page 2 of the range: wholly given back
-     * but for the system page it shares with page 3's start (page 3 is gone too) */
-    assert_true(resident_pages(r512 + 4096, span - 8192) == 0);
-    kv_cache_load(kv, 0, 1, 299, k2, v2); /* the kept page is intact */
-    for (uint32_t i = 0; i < H * D; i++)
-        assert_float_equal(k2[i], (float)((int)((i + 7 * 299 + 31 + 0) % 255) - 127), 0.0f);
-    kv_cache_load(kv, 1, 0, 800, k2, v2); /* the other sequence is untouched */
-    for (uint32_t i = 0; i < H * D; i++)
-        assert_float_equal(k2[i], (float)((int)((i + 7 * 800 + 0 + 101) % 255) - 127), 0.0f);
-    assert_int_equal(kv_cache_reserve(kv, 0, N, &err), ROTKV_OK);
-    for (uint32_t l = 0; l < L; l++)
-        for (uint32_t t = 512; t < N; t += 31) {
-            const kv_layout *lk;
-            const uint8_t *row = kv_cache_k_at(kv, 0, l, t, &lk);
-            for (size_t b = 0; b < lk->row_bytes; b++) assert_int_equal(row[b], 0);
-        }
-    kv_cache_free(kv);
-}
-
 /* The fused online-softmax attention equals the two-pass reference for every
  * cache type (tinystories: blocks spanning heads; student: per-head blocks). */
 static void t_attention_fused_vs_reference(void **state) {
@@ -427,7 +350,6 @@ int main(void) {
         cmocka_unit_test(t_blocks_budget_override),
         cmocka_unit_test(t_attention_fused_vs_reference),
         cmocka_unit_test(t_sink_window),
-        cmocka_unit_test(t_pages_arena),
     };
     return cmocka_run_group_tests_name("KV cache", tests, NULL, NULL);
 }
